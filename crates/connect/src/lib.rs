@@ -1,0 +1,32 @@
+//! Opens the store a database URL names. The one place that knows every backend, so the CLI, the
+//! server and the tests choose a store the same way.
+
+use std::sync::Arc;
+
+use keyward::{Error, Result, Store};
+use keyward_postgres::PostgresStore;
+use keyward_sqlite::SqliteStore;
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://keyward.db";
+
+/// Which backend a URL names, or why it names none.
+pub fn backend_of(url: &str) -> Result<&'static str> {
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok("sqlite"),
+        "postgres" | "postgresql" => Ok("postgres"),
+        _ => Err(Error::invalid_data(format!(
+            "unsupported database URL '{}': use sqlite://PATH or postgres://USER@HOST/DB",
+            keyward_postgres::redact_url(url)
+        ))),
+    }
+}
+
+/// Connects to the database at `url`. Does not migrate.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    Ok(match backend_of(url)? {
+        "sqlite" => Arc::new(SqliteStore::connect(url).await?),
+        _ => Arc::new(PostgresStore::connect(url).await?),
+    })
+}

@@ -1,0 +1,734 @@
+//! keyward's shared store: PostgreSQL, so several keyward nodes can serve one set of keys.
+//!
+//! Static queries are checked at compile time against this crate's migrations (`sqlx.toml`,
+//! `.sqlx/`); id lists are bound as one `text[]` (`= ANY($1)`), so those are checked too. Only
+//! list filters are built at run time by `keyward::sql`. Guarded writes lock the rows they check
+//! (`FOR UPDATE`) so two nodes cannot both pass a rule the other is about to break.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
+use keyward::sql::{self, Dialect};
+use keyward::store::{Blocked, Guarded, NewApiKey, Store, StoredKey, StoredUser, db_error};
+use keyward::{
+    ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
+    UserId,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, QueryBuilder};
+
+/// The Postgres store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:5432/db`). Fails fast (5 s) when the server is
+    /// unreachable. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid_data(format!("'{}' is not a Postgres URL: {e}", redact_url(url))))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot connect to Postgres at '{}': {e}", redact_url(url))))?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+struct Postgres;
+
+impl Dialect for Postgres {
+    type DB = sqlx::Postgres;
+
+    fn push_time(qb: &mut QueryBuilder<sqlx::Postgres>, t: Timestamp) {
+        qb.push_bind(t.as_datetime());
+    }
+
+    fn push_page(qb: &mut QueryBuilder<sqlx::Postgres>, skip: u64, take: Option<u64>) {
+        if let Some(take) = take {
+            qb.push(" LIMIT ").push_bind(clamp(take));
+        }
+        qb.push(" OFFSET ").push_bind(clamp(skip));
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn strings<T: AsRef<str>>(ids: &[T]) -> Vec<String> {
+    ids.iter().map(|i| i.as_ref().to_owned()).collect()
+}
+
+fn ts(t: DateTime<Utc>) -> Timestamp {
+    Timestamp::from_datetime(t)
+}
+
+fn opt_ts(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
+    t.map(ts)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    token: String,
+    salt: String,
+    redacted: String,
+    title: String,
+    #[sqlx(rename = "type")]
+    key_type: String,
+    last_used_at: Option<DateTime<Utc>>,
+    created_by: String,
+    revoked_by: Option<String>,
+    revoked_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRow {
+    fn into_stored(self) -> Result<StoredKey> {
+        let key_type = ApiKeyType::from_str(&self.key_type).map_err(|e| Error::unexpected(e.to_string()))?;
+        let key = ApiKey {
+            id: ApiKeyId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
+            // A secret key's stored form never leaves the store in an ApiKey.
+            token: match key_type {
+                ApiKeyType::Publishable => self.token.clone(),
+                ApiKeyType::Secret => String::new(),
+            },
+            redacted: self.redacted,
+            title: self.title,
+            key_type,
+            last_used_at: opt_ts(self.last_used_at),
+            created_by: self.created_by,
+            revoked_by: self.revoked_by,
+            revoked_at: opt_ts(self.revoked_at),
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+            deleted_at: opt_ts(self.deleted_at),
+        };
+        Ok(StoredKey {
+            key,
+            stored_token: self.token,
+            salt: self.salt,
+        })
+    }
+
+    fn into_key(self) -> Result<ApiKey> {
+        self.into_stored().map(|s| s.key)
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ChannelRow {
+    id: String,
+    name: String,
+    description: Option<String>,
+    is_disabled: bool,
+    metadata: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+impl ChannelRow {
+    fn into_channel(self) -> Result<SalesChannel> {
+        Ok(SalesChannel {
+            id: SalesChannelId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
+            name: self.name,
+            description: self.description,
+            is_disabled: self.is_disabled,
+            metadata: self.metadata,
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+            deleted_at: opt_ts(self.deleted_at),
+        })
+    }
+}
+
+struct UserRow {
+    id: String,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    password_hash: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+impl UserRow {
+    fn into_stored(self) -> Result<StoredUser> {
+        Ok(StoredUser {
+            user: User {
+                id: UserId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
+                email: self.email,
+                first_name: self.first_name,
+                last_name: self.last_name,
+                created_at: ts(self.created_at),
+                updated_at: ts(self.updated_at),
+                deleted_at: opt_ts(self.deleted_at),
+            },
+            password_hash: self.password_hash,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        // sqlx takes an advisory lock while migrating, so nodes starting together are safe.
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::unavailable(format!("migrating the Postgres database failed: {e}")))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn is_seeded(&self) -> Result<bool> {
+        let row = sqlx::query!("SELECT value FROM keyward_meta WHERE key = 'seeded'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(row.is_some())
+    }
+
+    async fn seed(&self, channel: &SalesChannel, key: &NewApiKey) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // The seed marker is claimed first: of several nodes starting at once, one seeds.
+        let claimed =
+            sqlx::query!("INSERT INTO keyward_meta (key, value) VALUES ('seeded', 'true') ON CONFLICT DO NOTHING")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if claimed.rows_affected() == 0 {
+            return Ok(());
+        }
+        insert_channel(&mut tx, channel).await?;
+        insert_key(&mut tx, key).await?;
+        sqlx::query!(
+            "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $3)",
+            key.id.as_str(),
+            channel.id.as_str(),
+            key.created_at.as_datetime()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn insert_api_keys(&self, keys: &[NewApiKey]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for key in keys {
+            insert_key(&mut tx, key).await?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn list_api_keys(&self, filter: &ApiKeyFilter, options: &ListOptions<ApiKeyField>) -> Result<Vec<ApiKey>> {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by, revoked_at, \
+             created_at, updated_at, deleted_at FROM api_key",
+        );
+        sql::push_where::<Postgres, _>(&mut qb, filter);
+        sql::push_order_and_page::<Postgres, _>(&mut qb, options);
+        let rows: Vec<KeyRow> = qb.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.into_iter().map(KeyRow::into_key).collect()
+    }
+
+    async fn count_api_keys(&self, filter: &ApiKeyFilter) -> Result<u64> {
+        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM api_key");
+        sql::push_where::<Postgres, _>(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn find_api_key_by_token(&self, stored_token: &str) -> Result<Option<StoredKey>> {
+        let row = sqlx::query_as!(
+            KeyRow,
+            r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+               FROM api_key WHERE token = $1"#,
+            stored_token
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(KeyRow::into_stored).transpose()
+    }
+
+    async fn find_legacy_secret_keys(&self, redacted: &str) -> Result<Vec<StoredKey>> {
+        let rows = sqlx::query_as!(
+            KeyRow,
+            r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+               FROM api_key WHERE redacted = $1 AND type = 'secret' AND salt <> ''"#,
+            redacted
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(KeyRow::into_stored).collect()
+    }
+
+    async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>> {
+        let rows = sqlx::query_scalar!(
+            "UPDATE api_key SET title = $1, updated_at = $2 WHERE id = ANY($3) RETURNING id",
+            title,
+            now.as_datetime(),
+            &strings(ids)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        parse_key_ids(rows.into_iter())
+    }
+
+    async fn revoke_api_keys(
+        &self,
+        ids: &[ApiKeyId],
+        revoked_by: &str,
+        revoked_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Guarded> {
+        let ids = strings(ids);
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let locked = sqlx::query!(
+            "SELECT id, type, revoked_at FROM api_key WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &ids
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let revoked: Vec<String> = locked
+            .into_iter()
+            .filter(|r| {
+                r.r#type == ApiKeyType::Secret.as_str() && r.revoked_at.is_some_and(|at| at <= now.as_datetime())
+            })
+            .map(|r| r.id)
+            .collect();
+        if !revoked.is_empty() {
+            return Ok(Err(Blocked::AlreadyRevoked(parse_key_ids(revoked.into_iter())?)));
+        }
+        sqlx::query!(
+            "UPDATE api_key SET revoked_at = $1, revoked_by = $2, updated_at = $3 WHERE id = ANY($4)",
+            revoked_at.as_datetime(),
+            revoked_by,
+            now.as_datetime(),
+            &ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded> {
+        let ids = strings(ids);
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let locked = sqlx::query!(
+            "SELECT id, revoked_at FROM api_key WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &ids
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let unrevoked: Vec<String> = locked
+            .into_iter()
+            .filter(|r| r.revoked_at.is_none_or(|at| at > now.as_datetime()))
+            .map(|r| r.id)
+            .collect();
+        if !unrevoked.is_empty() {
+            return Ok(Err(Blocked::NotRevoked(parse_key_ids(unrevoked.into_iter())?)));
+        }
+        sqlx::query!(
+            "DELETE FROM publishable_api_key_sales_channel WHERE publishable_key_id = ANY($1)",
+            &ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query!("DELETE FROM api_key WHERE id = ANY($1)", &ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {
+        let ids: Vec<String> = uses.iter().map(|(id, _)| id.as_str().to_owned()).collect();
+        let ats: Vec<DateTime<Utc>> = uses.iter().map(|(_, at)| at.as_datetime()).collect();
+        sqlx::query!(
+            "UPDATE api_key k SET last_used_at = u.at
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, at)
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+            &ids,
+            &ats
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn insert_sales_channels(&self, channels: &[SalesChannel]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for c in channels {
+            insert_channel(&mut tx, c).await?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn list_sales_channels(
+        &self,
+        filter: &SalesChannelFilter,
+        options: &ListOptions<SalesChannelField>,
+    ) -> Result<Vec<SalesChannel>> {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at FROM sales_channel",
+        );
+        sql::push_where::<Postgres, _>(&mut qb, filter);
+        sql::push_order_and_page::<Postgres, _>(&mut qb, options);
+        let rows: Vec<ChannelRow> = qb.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.into_iter().map(ChannelRow::into_channel).collect()
+    }
+
+    async fn count_sales_channels(&self, filter: &SalesChannelFilter) -> Result<u64> {
+        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM sales_channel");
+        sql::push_where::<Postgres, _>(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn update_sales_channel(
+        &self,
+        id: &SalesChannelId,
+        patch: &UpdateSalesChannel,
+        now: Timestamp,
+    ) -> Result<Option<SalesChannel>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query_as!(
+            ChannelRow,
+            "SELECT id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at
+             FROM sales_channel WHERE id = $1 FOR UPDATE",
+            id.as_str()
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut channel = row.into_channel()?;
+        keyward::store::apply_sales_channel_patch(&mut channel, patch, now);
+        sqlx::query!(
+            "UPDATE sales_channel SET name = $1, description = $2, is_disabled = $3, metadata = $4, updated_at = $5
+             WHERE id = $6",
+            channel.name,
+            channel.description,
+            channel.is_disabled,
+            channel.metadata,
+            channel.updated_at.as_datetime(),
+            channel.id.as_str()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(channel))
+    }
+
+    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+        let ids = strings(ids);
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query!(
+            "DELETE FROM publishable_api_key_sales_channel WHERE sales_channel_id = ANY($1)",
+            &ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query!("DELETE FROM sales_channel WHERE id = ANY($1)", &ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn link_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+        now: Timestamp,
+    ) -> Result<Guarded> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let found = sqlx::query_scalar!("SELECT type FROM api_key WHERE id = $1 FOR SHARE", key.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        match found {
+            None => return Ok(Err(Blocked::UnknownKey)),
+            Some(t) if t == ApiKeyType::Secret.as_str() => return Ok(Err(Blocked::SecretKey)),
+            Some(_) => {}
+        }
+        let wanted = strings(channels);
+        let existing = sqlx::query_scalar!("SELECT id FROM sales_channel WHERE id = ANY($1) FOR SHARE", &wanted)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let unknown: Vec<SalesChannelId> = channels
+            .iter()
+            .filter(|c| !existing.iter().any(|e| e == c.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Ok(Err(Blocked::UnknownSalesChannels(unknown)));
+        }
+        sqlx::query!(
+            "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
+             SELECT $1, c, $3, $3 FROM UNNEST($2::text[]) AS c
+             ON CONFLICT (publishable_key_id, sales_channel_id)
+             DO UPDATE SET deleted_at = NULL, updated_at = excluded.updated_at
+             WHERE publishable_api_key_sales_channel.deleted_at IS NOT NULL",
+            key.as_str(),
+            &wanted,
+            now.as_datetime()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn unlink_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+        now: Timestamp,
+    ) -> Result<Guarded> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let found = sqlx::query_scalar!("SELECT type FROM api_key WHERE id = $1 FOR SHARE", key.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if found.is_none() {
+            return Ok(Err(Blocked::UnknownKey));
+        }
+        sqlx::query!(
+            "UPDATE publishable_api_key_sales_channel SET deleted_at = $1, updated_at = $1
+             WHERE publishable_key_id = $2 AND sales_channel_id = ANY($3) AND deleted_at IS NULL",
+            now.as_datetime(),
+            key.as_str(),
+            &strings(channels)
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn sales_channels_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannel)>> {
+        let rows = sqlx::query!(
+            "SELECT l.publishable_key_id AS key_id, c.id, c.name, c.description, c.is_disabled, c.metadata,
+                    c.created_at, c.updated_at, c.deleted_at
+             FROM publishable_api_key_sales_channel l JOIN sales_channel c ON c.id = l.sales_channel_id
+             WHERE l.publishable_key_id = ANY($1) AND l.deleted_at IS NULL
+             ORDER BY l.publishable_key_id, c.id",
+            &strings(keys)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                let key = ApiKeyId::try_from(r.key_id).map_err(|e| Error::unexpected(e.to_string()))?;
+                let channel = ChannelRow {
+                    id: r.id,
+                    name: r.name,
+                    description: r.description,
+                    is_disabled: r.is_disabled,
+                    metadata: r.metadata,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                    deleted_at: r.deleted_at,
+                }
+                .into_channel()?;
+                Ok((key, channel))
+            })
+            .collect()
+    }
+
+    async fn api_keys_of_sales_channels(&self, channels: &[SalesChannelId]) -> Result<Vec<(SalesChannelId, ApiKey)>> {
+        let rows = sqlx::query!(
+            "SELECT l.sales_channel_id AS channel_id, k.id, k.token, k.salt, k.redacted, k.title, k.type AS key_type,
+                    k.last_used_at, k.created_by, k.revoked_by, k.revoked_at, k.created_at, k.updated_at, k.deleted_at
+             FROM publishable_api_key_sales_channel l JOIN api_key k ON k.id = l.publishable_key_id
+             WHERE l.sales_channel_id = ANY($1) AND l.deleted_at IS NULL
+             ORDER BY l.sales_channel_id, k.id",
+            &strings(channels)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                let channel = SalesChannelId::try_from(r.channel_id).map_err(|e| Error::unexpected(e.to_string()))?;
+                let key = KeyRow {
+                    id: r.id,
+                    token: r.token,
+                    salt: r.salt,
+                    redacted: r.redacted,
+                    title: r.title,
+                    key_type: r.key_type,
+                    last_used_at: r.last_used_at,
+                    created_by: r.created_by,
+                    revoked_by: r.revoked_by,
+                    revoked_at: r.revoked_at,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                    deleted_at: r.deleted_at,
+                }
+                .into_key()?;
+                Ok((channel, key))
+            })
+            .collect()
+    }
+
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {
+        sqlx::query!(
+            "INSERT INTO admin_user (id, email, first_name, last_name, password_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            user.id.as_str(),
+            user.email,
+            user.first_name,
+            user.last_name,
+            password_hash,
+            user.created_at.as_datetime(),
+            user.updated_at.as_datetime()
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<StoredUser>> {
+        let row = sqlx::query_as!(
+            UserRow,
+            "SELECT id, email, first_name, last_name, password_hash, created_at, updated_at, deleted_at
+             FROM admin_user WHERE email = $1 AND deleted_at IS NULL",
+            email
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(UserRow::into_stored).transpose()
+    }
+
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>> {
+        let row = sqlx::query_as!(
+            UserRow,
+            "SELECT id, email, first_name, last_name, password_hash, created_at, updated_at, deleted_at
+             FROM admin_user WHERE id = $1 AND deleted_at IS NULL",
+            id.as_str()
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(row.map(UserRow::into_stored).transpose()?.map(|s| s.user))
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let n = sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!" FROM admin_user WHERE deleted_at IS NULL"#)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, key: &NewApiKey) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        key.id.as_str(),
+        key.token,
+        key.salt,
+        key.redacted,
+        key.title,
+        key.key_type.as_str(),
+        key.created_by,
+        key.created_at.as_datetime()
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+async fn insert_channel(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, c: &SalesChannel) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO sales_channel (id, name, description, is_disabled, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        c.id.as_str(),
+        c.name,
+        c.description,
+        c.is_disabled,
+        c.metadata,
+        c.created_at.as_datetime(),
+        c.updated_at.as_datetime()
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn parse_key_ids(ids: impl Iterator<Item = String>) -> Result<Vec<ApiKeyId>> {
+    ids.map(|i| ApiKeyId::try_from(i).map_err(|e| Error::unexpected(e.to_string())))
+        .collect()
+}

@@ -1,0 +1,773 @@
+//! keyward's embedded store: one SQLite file, WAL mode, created and migrated on first use.
+//!
+//! Static queries are checked at compile time against this crate's migrations (`sqlx.toml`,
+//! `.sqlx/`); lists of ids are passed as one JSON array and unpacked with `json_each`, so those
+//! queries are checked too. Only list filters, whose shape the caller decides, are built at run
+//! time by `keyward::sql`. Write transactions start with `BEGIN IMMEDIATE`: SQLite then takes the
+//! write lock up front instead of failing a read-to-write upgrade under contention.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
+use keyward::sql::{self, Dialect};
+use keyward::store::{Blocked, Guarded, NewApiKey, Store, StoredKey, StoredUser, db_error};
+use keyward::{
+    ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
+    UserId,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, SqlitePool};
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://keyward.db`,
+    /// `sqlite:///abs/path.db`). Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid_data(format!("'{url}' is not a SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            // `$like` is case-sensitive, as on Postgres; `$ilike` is the case-blind one.
+            .pragma("case_sensitive_like", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open the SQLite database '{url}': {e}")))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+    }
+}
+
+struct Sqlite;
+
+impl Dialect for Sqlite {
+    type DB = sqlx::Sqlite;
+
+    fn push_time(qb: &mut QueryBuilder<sqlx::Sqlite>, t: Timestamp) {
+        qb.push_bind(t.millis());
+    }
+
+    fn push_page(qb: &mut QueryBuilder<sqlx::Sqlite>, skip: u64, take: Option<u64>) {
+        // SQLite needs a LIMIT before OFFSET; -1 means none.
+        qb.push(" LIMIT ")
+            .push_bind(take.map_or(-1, clamp))
+            .push(" OFFSET ")
+            .push_bind(clamp(skip));
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn json_ids<T: AsRef<str>>(ids: &[T]) -> String {
+    serde_json::Value::from(ids.iter().map(|i| i.as_ref()).collect::<Vec<_>>()).to_string()
+}
+
+fn time(ms: i64) -> Result<Timestamp> {
+    Timestamp::from_millis(ms).ok_or_else(|| Error::unexpected(format!("stored instant {ms} is out of range")))
+}
+
+fn opt_time(ms: Option<i64>) -> Result<Option<Timestamp>> {
+    ms.map(time).transpose()
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    token: String,
+    salt: String,
+    redacted: String,
+    title: String,
+    #[sqlx(rename = "type")]
+    key_type: String,
+    last_used_at: Option<i64>,
+    created_by: String,
+    revoked_by: Option<String>,
+    revoked_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+}
+
+impl KeyRow {
+    fn into_stored(self) -> Result<StoredKey> {
+        let key_type = ApiKeyType::from_str(&self.key_type).map_err(|e| Error::unexpected(e.to_string()))?;
+        let key = ApiKey {
+            id: ApiKeyId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
+            // A secret key's stored form never leaves the store in an ApiKey.
+            token: match key_type {
+                ApiKeyType::Publishable => self.token.clone(),
+                ApiKeyType::Secret => String::new(),
+            },
+            redacted: self.redacted,
+            title: self.title,
+            key_type,
+            last_used_at: opt_time(self.last_used_at)?,
+            created_by: self.created_by,
+            revoked_by: self.revoked_by,
+            revoked_at: opt_time(self.revoked_at)?,
+            created_at: time(self.created_at)?,
+            updated_at: time(self.updated_at)?,
+            deleted_at: opt_time(self.deleted_at)?,
+        };
+        Ok(StoredKey {
+            key,
+            stored_token: self.token,
+            salt: self.salt,
+        })
+    }
+
+    fn into_key(self) -> Result<ApiKey> {
+        self.into_stored().map(|s| s.key)
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ChannelRow {
+    id: String,
+    name: String,
+    description: Option<String>,
+    is_disabled: bool,
+    metadata: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+}
+
+impl ChannelRow {
+    fn into_channel(self) -> Result<SalesChannel> {
+        Ok(SalesChannel {
+            id: SalesChannelId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
+            name: self.name,
+            description: self.description,
+            is_disabled: self.is_disabled,
+            metadata: self
+                .metadata
+                .map(|m| serde_json::from_str(&m))
+                .transpose()
+                .map_err(|e| Error::unexpected(format!("stored metadata is not JSON: {e}")))?,
+            created_at: time(self.created_at)?,
+            updated_at: time(self.updated_at)?,
+            deleted_at: opt_time(self.deleted_at)?,
+        })
+    }
+}
+
+struct UserRow {
+    id: String,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    password_hash: String,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+}
+
+impl UserRow {
+    fn into_stored(self) -> Result<StoredUser> {
+        Ok(StoredUser {
+            user: User {
+                id: UserId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
+                email: self.email,
+                first_name: self.first_name,
+                last_name: self.last_name,
+                created_at: time(self.created_at)?,
+                updated_at: time(self.updated_at)?,
+                deleted_at: opt_time(self.deleted_at)?,
+            },
+            password_hash: self.password_hash,
+        })
+    }
+}
+
+fn metadata_text(m: &Option<serde_json::Value>) -> Option<String> {
+    m.as_ref().map(serde_json::Value::to_string)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::unavailable(format!("migrating the SQLite database failed: {e}")))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn is_seeded(&self) -> Result<bool> {
+        let row = sqlx::query!("SELECT value FROM keyward_meta WHERE key = 'seeded'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(row.is_some())
+    }
+
+    async fn seed(&self, channel: &SalesChannel, key: &NewApiKey) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query!("SELECT value FROM keyward_meta WHERE key = 'seeded'")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if done.is_some() {
+            return Ok(());
+        }
+        insert_channel(&mut tx, channel).await?;
+        insert_key(&mut tx, key).await?;
+        let (kid, cid, at) = (key.id.as_str(), channel.id.as_str(), key.created_at.millis());
+        sqlx::query!(
+            "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?)",
+            kid,
+            cid,
+            at,
+            at
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query!("INSERT INTO keyward_meta (key, value) VALUES ('seeded', 'true')")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn insert_api_keys(&self, keys: &[NewApiKey]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for key in keys {
+            insert_key(&mut tx, key).await?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn list_api_keys(&self, filter: &ApiKeyFilter, options: &ListOptions<ApiKeyField>) -> Result<Vec<ApiKey>> {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by, revoked_at, \
+             created_at, updated_at, deleted_at FROM api_key",
+        );
+        sql::push_where::<Sqlite, _>(&mut qb, filter);
+        sql::push_order_and_page::<Sqlite, _>(&mut qb, options);
+        let rows: Vec<KeyRow> = qb.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.into_iter().map(KeyRow::into_key).collect()
+    }
+
+    async fn count_api_keys(&self, filter: &ApiKeyFilter) -> Result<u64> {
+        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM api_key");
+        sql::push_where::<Sqlite, _>(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn find_api_key_by_token(&self, stored_token: &str) -> Result<Option<StoredKey>> {
+        let row = sqlx::query_as!(
+            KeyRow,
+            r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+               FROM api_key WHERE token = ?"#,
+            stored_token
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(KeyRow::into_stored).transpose()
+    }
+
+    async fn find_legacy_secret_keys(&self, redacted: &str) -> Result<Vec<StoredKey>> {
+        let rows = sqlx::query_as!(
+            KeyRow,
+            r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+               FROM api_key WHERE redacted = ? AND type = 'secret' AND salt <> ''"#,
+            redacted
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(KeyRow::into_stored).collect()
+    }
+
+    async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>> {
+        let (ids, now) = (json_ids(ids), now.millis());
+        let rows = sqlx::query!(
+            r#"UPDATE api_key SET title = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))
+               RETURNING id AS "id!""#,
+            title,
+            now,
+            ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| ApiKeyId::try_from(r.id).map_err(|e| Error::unexpected(e.to_string())))
+            .collect()
+    }
+
+    async fn revoke_api_keys(
+        &self,
+        ids: &[ApiKeyId],
+        revoked_by: &str,
+        revoked_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Guarded> {
+        let (ids, revoked_at, now) = (json_ids(ids), revoked_at.millis(), now.millis());
+        let mut tx = self.begin_write().await?;
+        let revoked = sqlx::query!(
+            r#"SELECT id AS "id!" FROM api_key
+               WHERE id IN (SELECT value FROM json_each(?)) AND type = 'secret'
+                 AND revoked_at IS NOT NULL AND revoked_at <= ?
+               ORDER BY id"#,
+            ids,
+            now
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if !revoked.is_empty() {
+            return Ok(Err(Blocked::AlreadyRevoked(parse_key_ids(
+                revoked.into_iter().map(|r| r.id),
+            )?)));
+        }
+        sqlx::query!(
+            "UPDATE api_key SET revoked_at = ?, revoked_by = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            revoked_at,
+            revoked_by,
+            now,
+            ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded> {
+        let (ids, now) = (json_ids(ids), now.millis());
+        let mut tx = self.begin_write().await?;
+        let unrevoked = sqlx::query!(
+            r#"SELECT id AS "id!" FROM api_key
+               WHERE id IN (SELECT value FROM json_each(?)) AND (revoked_at IS NULL OR revoked_at > ?)
+               ORDER BY id"#,
+            ids,
+            now
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if !unrevoked.is_empty() {
+            return Ok(Err(Blocked::NotRevoked(parse_key_ids(
+                unrevoked.into_iter().map(|r| r.id),
+            )?)));
+        }
+        sqlx::query!(
+            "DELETE FROM publishable_api_key_sales_channel WHERE publishable_key_id IN (SELECT value FROM json_each(?))",
+            ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query!("DELETE FROM api_key WHERE id IN (SELECT value FROM json_each(?))", ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (id, at) in uses {
+            let (id, at) = (id.as_str(), at.millis());
+            sqlx::query!(
+                "UPDATE api_key SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                at,
+                id,
+                at
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn insert_sales_channels(&self, channels: &[SalesChannel]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for c in channels {
+            insert_channel(&mut tx, c).await?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn list_sales_channels(
+        &self,
+        filter: &SalesChannelFilter,
+        options: &ListOptions<SalesChannelField>,
+    ) -> Result<Vec<SalesChannel>> {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at FROM sales_channel",
+        );
+        sql::push_where::<Sqlite, _>(&mut qb, filter);
+        sql::push_order_and_page::<Sqlite, _>(&mut qb, options);
+        let rows: Vec<ChannelRow> = qb.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.into_iter().map(ChannelRow::into_channel).collect()
+    }
+
+    async fn count_sales_channels(&self, filter: &SalesChannelFilter) -> Result<u64> {
+        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM sales_channel");
+        sql::push_where::<Sqlite, _>(&mut qb, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn update_sales_channel(
+        &self,
+        id: &SalesChannelId,
+        patch: &UpdateSalesChannel,
+        now: Timestamp,
+    ) -> Result<Option<SalesChannel>> {
+        let mut tx = self.begin_write().await?;
+        let id = id.as_str();
+        let row = sqlx::query_as!(
+            ChannelRow,
+            r#"SELECT id AS "id!", name, description, is_disabled AS "is_disabled: bool", metadata,
+                      created_at, updated_at, deleted_at
+               FROM sales_channel WHERE id = ?"#,
+            id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut channel = row.into_channel()?;
+        keyward::store::apply_sales_channel_patch(&mut channel, patch, now);
+        let metadata = metadata_text(&channel.metadata);
+        let updated = channel.updated_at.millis();
+        sqlx::query!(
+            "UPDATE sales_channel SET name = ?, description = ?, is_disabled = ?, metadata = ?, updated_at = ? WHERE id = ?",
+            channel.name,
+            channel.description,
+            channel.is_disabled,
+            metadata,
+            updated,
+            id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(channel))
+    }
+
+    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+        let ids = json_ids(ids);
+        let mut tx = self.begin_write().await?;
+        sqlx::query!(
+            "DELETE FROM publishable_api_key_sales_channel WHERE sales_channel_id IN (SELECT value FROM json_each(?))",
+            ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query!(
+            "DELETE FROM sales_channel WHERE id IN (SELECT value FROM json_each(?))",
+            ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn link_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+        now: Timestamp,
+    ) -> Result<Guarded> {
+        let mut tx = self.begin_write().await?;
+        let kid = key.as_str();
+        let found = sqlx::query!("SELECT type FROM api_key WHERE id = ?", kid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        match found.map(|r| r.r#type) {
+            None => return Ok(Err(Blocked::UnknownKey)),
+            Some(t) if t == ApiKeyType::Secret.as_str() => return Ok(Err(Blocked::SecretKey)),
+            Some(_) => {}
+        }
+        let wanted = json_ids(channels);
+        let existing = sqlx::query!(
+            r#"SELECT id AS "id!" FROM sales_channel WHERE id IN (SELECT value FROM json_each(?))"#,
+            wanted
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let existing: Vec<String> = existing.into_iter().map(|r| r.id).collect();
+        let unknown: Vec<SalesChannelId> = channels
+            .iter()
+            .filter(|c| !existing.iter().any(|e| e == c.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Ok(Err(Blocked::UnknownSalesChannels(unknown)));
+        }
+        let at = now.millis();
+        for c in channels {
+            let cid = c.as_str();
+            sqlx::query!(
+                "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
+                 VALUES (?, ?, ?, ?)
+                 ON CONFLICT (publishable_key_id, sales_channel_id)
+                 DO UPDATE SET deleted_at = NULL, updated_at = excluded.updated_at WHERE deleted_at IS NOT NULL",
+                kid,
+                cid,
+                at,
+                at
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn unlink_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+        now: Timestamp,
+    ) -> Result<Guarded> {
+        let mut tx = self.begin_write().await?;
+        let kid = key.as_str();
+        let found = sqlx::query!("SELECT type FROM api_key WHERE id = ?", kid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if found.is_none() {
+            return Ok(Err(Blocked::UnknownKey));
+        }
+        let (ids, at) = (json_ids(channels), now.millis());
+        sqlx::query!(
+            "UPDATE publishable_api_key_sales_channel SET deleted_at = ?, updated_at = ?
+             WHERE publishable_key_id = ? AND sales_channel_id IN (SELECT value FROM json_each(?)) AND deleted_at IS NULL",
+            at,
+            at,
+            kid,
+            ids
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Ok(()))
+    }
+
+    async fn sales_channels_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannel)>> {
+        let ids = json_ids(keys);
+        let rows = sqlx::query!(
+            r#"SELECT l.publishable_key_id AS "key_id!", c.id AS "id!", c.name AS "name!", c.description,
+                      c.is_disabled AS "is_disabled!: bool", c.metadata, c.created_at AS "created_at!",
+                      c.updated_at AS "updated_at!", c.deleted_at
+               FROM publishable_api_key_sales_channel l JOIN sales_channel c ON c.id = l.sales_channel_id
+               WHERE l.publishable_key_id IN (SELECT value FROM json_each(?)) AND l.deleted_at IS NULL
+               ORDER BY l.publishable_key_id, c.id"#,
+            ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                let key = ApiKeyId::try_from(r.key_id).map_err(|e| Error::unexpected(e.to_string()))?;
+                let channel = ChannelRow {
+                    id: r.id,
+                    name: r.name,
+                    description: r.description,
+                    is_disabled: r.is_disabled,
+                    metadata: r.metadata,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                    deleted_at: r.deleted_at,
+                }
+                .into_channel()?;
+                Ok((key, channel))
+            })
+            .collect()
+    }
+
+    async fn api_keys_of_sales_channels(&self, channels: &[SalesChannelId]) -> Result<Vec<(SalesChannelId, ApiKey)>> {
+        let ids = json_ids(channels);
+        let rows = sqlx::query!(
+            r#"SELECT l.sales_channel_id AS "channel_id!", k.id AS "id!", k.token AS "token!", k.salt AS "salt!",
+                      k.redacted AS "redacted!", k.title AS "title!", k.type AS "key_type!", k.last_used_at,
+                      k.created_by AS "created_by!", k.revoked_by, k.revoked_at, k.created_at AS "created_at!",
+                      k.updated_at AS "updated_at!", k.deleted_at
+               FROM publishable_api_key_sales_channel l JOIN api_key k ON k.id = l.publishable_key_id
+               WHERE l.sales_channel_id IN (SELECT value FROM json_each(?)) AND l.deleted_at IS NULL
+               ORDER BY l.sales_channel_id, k.id"#,
+            ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                let channel = SalesChannelId::try_from(r.channel_id).map_err(|e| Error::unexpected(e.to_string()))?;
+                let key = KeyRow {
+                    id: r.id,
+                    token: r.token,
+                    salt: r.salt,
+                    redacted: r.redacted,
+                    title: r.title,
+                    key_type: r.key_type,
+                    last_used_at: r.last_used_at,
+                    created_by: r.created_by,
+                    revoked_by: r.revoked_by,
+                    revoked_at: r.revoked_at,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                    deleted_at: r.deleted_at,
+                }
+                .into_key()?;
+                Ok((channel, key))
+            })
+            .collect()
+    }
+
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {
+        let (created, updated) = (user.created_at.millis(), user.updated_at.millis());
+        let id = user.id.as_str();
+        sqlx::query!(
+            "INSERT INTO admin_user (id, email, first_name, last_name, password_hash, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            id,
+            user.email,
+            user.first_name,
+            user.last_name,
+            password_hash,
+            created,
+            updated
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<StoredUser>> {
+        let row = sqlx::query_as!(
+            UserRow,
+            r#"SELECT id AS "id!", email, first_name, last_name, password_hash, created_at, updated_at, deleted_at
+               FROM admin_user WHERE email = ? AND deleted_at IS NULL"#,
+            email
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(UserRow::into_stored).transpose()
+    }
+
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>> {
+        let id = id.as_str();
+        let row = sqlx::query_as!(
+            UserRow,
+            r#"SELECT id AS "id!", email, first_name, last_name, password_hash, created_at, updated_at, deleted_at
+               FROM admin_user WHERE id = ? AND deleted_at IS NULL"#,
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(row.map(UserRow::into_stored).transpose()?.map(|s| s.user))
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let n = sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM admin_user WHERE deleted_at IS NULL"#)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, key: &NewApiKey) -> Result<()> {
+    let (id, kind, at) = (key.id.as_str(), key.key_type.as_str(), key.created_at.millis());
+    sqlx::query!(
+        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        id,
+        key.token,
+        key.salt,
+        key.redacted,
+        key.title,
+        kind,
+        key.created_by,
+        at,
+        at
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+async fn insert_channel(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, c: &SalesChannel) -> Result<()> {
+    let (id, created, updated) = (c.id.as_str(), c.created_at.millis(), c.updated_at.millis());
+    let metadata = metadata_text(&c.metadata);
+    sqlx::query!(
+        "INSERT INTO sales_channel (id, name, description, is_disabled, metadata, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        id,
+        c.name,
+        c.description,
+        c.is_disabled,
+        metadata,
+        created,
+        updated
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn parse_key_ids(ids: impl Iterator<Item = String>) -> Result<Vec<ApiKeyId>> {
+    ids.map(|i| ApiKeyId::try_from(i).map_err(|e| Error::unexpected(e.to_string())))
+        .collect()
+}

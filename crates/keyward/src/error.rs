@@ -1,0 +1,94 @@
+//! The module's one error type. Its kinds are Medusa's error types, so the HTTP layer maps each
+//! to a status in one exhaustive match; its messages are the exact strings clients match on.
+
+use std::fmt;
+
+/// Medusa's error types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidData,
+    NotAllowed,
+    NotFound,
+    Unauthorized,
+    Duplicate,
+    Conflict,
+    /// The database could not be reached or answered with an error: retryable, never the caller's fault.
+    Unavailable,
+    /// A bug or an impossible state. The message is for the log, never for a client.
+    Unexpected,
+}
+
+impl ErrorKind {
+    /// The `type` field of an error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidData => "invalid_data",
+            ErrorKind::NotAllowed => "not_allowed",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Duplicate => "duplicate_error",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unavailable => "database_unavailable",
+            ErrorKind::Unexpected => "unknown_error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error from the module: a kind and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_data(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidData, message)
+    }
+
+    pub fn not_allowed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotAllowed, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn duplicate(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Duplicate, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unexpected, message)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl From<crate::entropy::EntropyError> for Error {
+    fn from(e: crate::entropy::EntropyError) -> Self {
+        Error::unexpected(e.to_string())
+    }
+}

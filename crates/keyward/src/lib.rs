@@ -1,0 +1,44 @@
+//! keyward: publishable and secret API keys, verification, revocation and sales-channel scoping.
+//!
+//! This crate is the module: the domain types, the token format, the rules, and the [`Store`]
+//! trait that the SQLite and Postgres crates implement. It knows nothing of HTTP or the CLI; the
+//! server and the binary are adapters over [`Keyward`].
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn keyward::Store>) -> keyward::Result<()> {
+//! use keyward::{ApiKeyType, CreateApiKey, Keyward};
+//! let kw = Keyward::new(store);
+//! kw.migrate().await?;
+//! let created = kw.create_api_key(CreateApiKey::new("CI deploys", ApiKeyType::Secret, "user_1")).await?;
+//! let token = created.token.expose(); // shown once
+//! assert!(kw.authenticate(token).await?.is_some());
+//! # Ok(()) }
+//! ```
+
+pub mod entropy;
+pub mod error;
+pub mod filter;
+pub mod id;
+pub mod model;
+pub mod service;
+pub mod sql;
+pub mod store;
+pub mod time;
+pub mod token;
+pub mod users;
+
+pub use entropy::{Entropy, OsEntropy, ScriptedEntropy, SeededEntropy};
+pub use error::{Error, ErrorKind, Result};
+pub use filter::{
+    ApiKeyField, ApiKeyFilter, Direction, Field, Filter, ListOptions, Op, Order, SalesChannelField, SalesChannelFilter,
+    Value,
+};
+pub use id::{ApiKeyId, SalesChannelId, UserId};
+pub use model::{
+    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel,
+    UpdateSalesChannel, User,
+};
+pub use service::{Keyward, UpdateApiKey, UpsertApiKey, Upserted, Verification, VerifyCode};
+pub use store::Store;
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use token::PlainToken;

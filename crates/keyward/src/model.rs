@@ -1,0 +1,200 @@
+//! The records keyward keeps, in the shapes Medusa's API returns them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ApiKeyId, SalesChannelId, UserId};
+use crate::time::Timestamp;
+use crate::token::PlainToken;
+
+/// Publishable keys are public and scope a storefront to sales channels; secret keys authenticate
+/// admin callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKeyType {
+    Publishable,
+    Secret,
+}
+
+impl ApiKeyType {
+    pub const ALL: [ApiKeyType; 2] = [ApiKeyType::Publishable, ApiKeyType::Secret];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyType::Publishable => "publishable",
+            ApiKeyType::Secret => "secret",
+        }
+    }
+
+    pub fn token_prefix(self) -> &'static str {
+        match self {
+            ApiKeyType::Publishable => "pk_",
+            ApiKeyType::Secret => "sk_",
+        }
+    }
+}
+
+impl fmt::Display for ApiKeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is neither `publishable` nor `secret`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Expected: 'publishable, secret' for field 'type', but got: '{0}'")]
+pub struct UnknownKeyType(pub String);
+
+impl FromStr for ApiKeyType {
+    type Err = UnknownKeyType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "publishable" => Ok(ApiKeyType::Publishable),
+            "secret" => Ok(ApiKeyType::Secret),
+            other => Err(UnknownKeyType(other.to_owned())),
+        }
+    }
+}
+
+/// An API key as every read returns it. For a secret key `token` is always `""`: the stored
+/// digest never leaves the store, and `salt` is not part of the type at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub token: String,
+    pub redacted: String,
+    pub title: String,
+    #[serde(rename = "type")]
+    pub key_type: ApiKeyType,
+    pub last_used_at: Option<Timestamp>,
+    pub created_by: String,
+    pub revoked_by: Option<String>,
+    pub revoked_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    /// Revoked at `now`: `revoked_at` is set and not in the future. A key whose revocation is
+    /// scheduled keeps working until then.
+    pub fn is_revoked_at(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// The result of create (and roll): the key plus its plain token, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedApiKey {
+    pub key: ApiKey,
+    pub token: PlainToken,
+}
+
+impl Serialize for CreatedApiKey {
+    /// The create response: the key with its raw token, in Medusa's field order.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let k = &self.key;
+        let mut st = s.serialize_struct("ApiKey", 12)?;
+        st.serialize_field("id", &k.id)?;
+        st.serialize_field("token", self.token.expose())?;
+        st.serialize_field("redacted", &k.redacted)?;
+        st.serialize_field("title", &k.title)?;
+        st.serialize_field("type", &k.key_type)?;
+        st.serialize_field("last_used_at", &k.last_used_at)?;
+        st.serialize_field("created_by", &k.created_by)?;
+        st.serialize_field("revoked_by", &k.revoked_by)?;
+        st.serialize_field("revoked_at", &k.revoked_at)?;
+        st.serialize_field("created_at", &k.created_at)?;
+        st.serialize_field("updated_at", &k.updated_at)?;
+        st.serialize_field("deleted_at", &k.deleted_at)?;
+        st.end()
+    }
+}
+
+/// What create takes for one key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CreateApiKey {
+    pub title: String,
+    #[serde(rename = "type")]
+    pub key_type: ApiKeyType,
+    #[serde(default)]
+    pub created_by: String,
+    /// Keep this id instead of generating one (imports, seeds).
+    #[serde(default)]
+    pub id: Option<ApiKeyId>,
+}
+
+impl CreateApiKey {
+    pub fn new(title: impl Into<String>, key_type: ApiKeyType, created_by: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            key_type,
+            created_by: created_by.into(),
+            id: None,
+        }
+    }
+}
+
+/// What revoke takes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct RevokeApiKey {
+    pub revoked_by: String,
+    /// Seconds from now; `None` or `<= 0` revokes at once.
+    #[serde(default)]
+    pub revoke_in: Option<i64>,
+}
+
+/// A sales channel: what a publishable key scopes a storefront to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesChannel {
+    pub id: SalesChannelId,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_disabled: bool,
+    pub metadata: Option<serde_json::Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// What creating a sales channel takes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct CreateSalesChannel {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub is_disabled: bool,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub id: Option<SalesChannelId>,
+}
+
+/// A partial update of a sales channel; absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct UpdateSalesChannel {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<Option<String>>,
+    #[serde(default)]
+    pub is_disabled: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<Option<serde_json::Value>>,
+}
+
+/// An admin user of the dashboard and admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}

@@ -1,0 +1,201 @@
+//! Renders [`Filter`]s and [`ListOptions`] as SQL for any sqlx database, once for both stores.
+//!
+//! Only column names from [`Field::column`] (static strings) are written into the SQL text; every
+//! value is a bound parameter. Where SQLite and Postgres differ by default (NULL ordering, `LIKE`
+//! case), the SQL spells the behaviour out so both stores answer alike; what cannot be spelled
+//! portably goes through the small [`Dialect`] trait.
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::filter::{Condition, Direction, Field, Filter, ListOptions, Op, Value};
+use crate::time::Timestamp;
+
+/// What differs between the stores' SQL.
+pub trait Dialect {
+    type DB: Database;
+    /// Binds an instant in the store's representation.
+    fn push_time(qb: &mut QueryBuilder<Self::DB>, t: Timestamp);
+    /// `LIMIT`/`OFFSET` for a page; `take: None` means no limit.
+    fn push_page(qb: &mut QueryBuilder<Self::DB>, skip: u64, take: Option<u64>);
+}
+
+/// Appends ` WHERE …` for `filter`.
+pub fn push_where<D, F>(qb: &mut QueryBuilder<D::DB>, filter: &Filter<F>)
+where
+    D: Dialect,
+    F: Field,
+    String: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    bool: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+{
+    qb.push(" WHERE ");
+    push_filter::<D, F>(qb, filter);
+}
+
+/// Appends ` ORDER BY …` (defaulting to the id, always ending with it as the tie-breaker) and the
+/// page.
+pub fn push_order_and_page<D: Dialect, F: Field>(qb: &mut QueryBuilder<D::DB>, options: &ListOptions<F>) {
+    qb.push(" ORDER BY ");
+    let mut first = true;
+    for o in &options.order {
+        if !first {
+            qb.push(", ");
+        }
+        first = false;
+        push_column(qb, o.field);
+        // Postgres' defaults, spelled out so SQLite sorts NULLs the same way.
+        qb.push(match o.direction {
+            Direction::Asc => " ASC NULLS LAST",
+            Direction::Desc => " DESC NULLS FIRST",
+        });
+    }
+    if !options.order.iter().any(|o| o.field == F::id()) {
+        if !first {
+            qb.push(", ");
+        }
+        push_column(qb, F::id());
+        qb.push(" ASC");
+    }
+    D::push_page(qb, options.skip, options.take);
+}
+
+fn push_column<DB: Database, F: Field>(qb: &mut QueryBuilder<DB>, field: F) {
+    qb.push('"').push(field.column()).push('"');
+}
+
+fn push_filter<D, F>(qb: &mut QueryBuilder<D::DB>, filter: &Filter<F>)
+where
+    D: Dialect,
+    F: Field,
+    String: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    bool: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+{
+    qb.push("(1=1");
+    if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
+        qb.push(" AND (");
+        for (i, field) in F::searched().iter().enumerate() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            qb.push("LOWER(");
+            push_column(qb, *field);
+            qb.push(") LIKE ");
+            qb.push_bind(pattern.clone());
+            qb.push(" ESCAPE '\\'");
+        }
+        qb.push(")");
+    }
+    for c in &filter.conditions {
+        qb.push(" AND ");
+        push_condition::<D, F>(qb, c);
+    }
+    for group in &filter.and {
+        qb.push(" AND ");
+        push_filter::<D, F>(qb, group);
+    }
+    if !filter.or.is_empty() {
+        qb.push(" AND (");
+        for (i, group) in filter.or.iter().enumerate() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            push_filter::<D, F>(qb, group);
+        }
+        qb.push(")");
+    }
+    qb.push(")");
+}
+
+fn push_condition<D, F>(qb: &mut QueryBuilder<D::DB>, c: &Condition<F>)
+where
+    D: Dialect,
+    F: Field,
+    String: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    bool: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+{
+    match (c.op, c.values.as_slice()) {
+        (Op::Eq, [Value::Null]) => {
+            push_column(qb, c.field);
+            qb.push(" IS NULL");
+        }
+        (Op::Ne, [Value::Null]) => {
+            push_column(qb, c.field);
+            qb.push(" IS NOT NULL");
+        }
+        (Op::In, []) => {
+            qb.push("1=0");
+        }
+        (Op::Nin, []) => {
+            qb.push("1=1");
+        }
+        (Op::In | Op::Nin, values) => {
+            push_column(qb, c.field);
+            qb.push(if c.op == Op::In { " IN (" } else { " NOT IN (" });
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                push_value::<D>(qb, v);
+            }
+            qb.push(")");
+        }
+        (Op::ILike, [v]) => {
+            qb.push("LOWER(");
+            push_column(qb, c.field);
+            qb.push(") LIKE LOWER(");
+            push_value::<D>(qb, v);
+            qb.push(")");
+        }
+        (op, [v]) => {
+            push_column(qb, c.field);
+            qb.push(match op {
+                Op::Eq => " = ",
+                Op::Ne => " <> ",
+                Op::Gt => " > ",
+                Op::Gte => " >= ",
+                Op::Lt => " < ",
+                Op::Lte => " <= ",
+                // Case-sensitive on both stores (SQLite connections set case_sensitive_like).
+                _ => " LIKE ",
+            });
+            push_value::<D>(qb, v);
+        }
+        // `Filter::push` admits only one value for scalar operators; render a condition that
+        // matches nothing rather than trust an impossible state.
+        (_, _) => {
+            qb.push("1=0");
+        }
+    }
+}
+
+fn push_value<D>(qb: &mut QueryBuilder<D::DB>, v: &Value)
+where
+    D: Dialect,
+    String: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    bool: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+{
+    match v {
+        Value::Text(s) => {
+            qb.push_bind(s.clone());
+        }
+        Value::Time(t) => D::push_time(qb, *t),
+        Value::Bool(b) => {
+            qb.push_bind(*b);
+        }
+        Value::Null => {
+            qb.push("NULL");
+        }
+    }
+}
+
+/// Escapes `%`, `_` and `\` so `q` matches literally.
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}

@@ -1,0 +1,216 @@
+//! The storage interface the module stands on, implemented by `keyward-sqlite` and
+//! `keyward-postgres`.
+//!
+//! Each method is one atomic unit. Where a rule must hold against concurrent writers (delete only
+//! revoked keys, revoke a secret key once, link only existing channels to a publishable key) the
+//! store checks it inside the same transaction as the write and reports what blocked it; the
+//! module turns that report into the exact message. The rule's wording lives in the module once;
+//! the stores only answer "which rows are in the way".
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
+use crate::id::{ApiKeyId, SalesChannelId, UserId};
+use crate::model::{ApiKey, ApiKeyType, SalesChannel, UpdateSalesChannel, User};
+use crate::time::Timestamp;
+
+/// A key row as it is written. `token` is the stored form (digest for secret keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub token: String,
+    pub salt: String,
+    pub redacted: String,
+    pub title: String,
+    pub key_type: ApiKeyType,
+    pub created_by: String,
+    pub created_at: Timestamp,
+}
+
+/// A key found by its stored token, with what verification needs beyond the public record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub key: ApiKey,
+    /// The `token` column as stored (digest for secret keys).
+    pub stored_token: String,
+    /// Non-empty only for secret keys imported from Medusa (scrypt salt).
+    pub salt: String,
+}
+
+/// Why a guarded write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// Keys that are not revoked at the given instant (delete).
+    NotRevoked(Vec<ApiKeyId>),
+    /// Secret keys already revoked at the given instant (revoke).
+    AlreadyRevoked(Vec<ApiKeyId>),
+    /// The key does not exist (link).
+    UnknownKey,
+    /// The key is a secret key (link).
+    SecretKey,
+    /// Channel ids that do not exist (link).
+    UnknownSalesChannels(Vec<SalesChannelId>),
+}
+
+/// The outcome of a guarded write: done, or blocked with the rows in the way.
+pub type Guarded<T = ()> = std::result::Result<T, Blocked>;
+
+/// A user with the hash of their password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// Persistence for keys, sales channels, their links and admin users.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`sqlite`, `postgres`), for logs and `--help` output.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations. Idempotent.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Whether the first-start seed (default channel and key) has been written.
+    async fn is_seeded(&self) -> Result<bool>;
+
+    /// Writes the seed and marks it written, in one transaction. Does nothing if already seeded.
+    async fn seed(&self, channel: &SalesChannel, key: &NewApiKey) -> Result<()>;
+
+    // -- API keys ---------------------------------------------------------------------------
+
+    /// Inserts keys in one transaction. A taken id or token is a `duplicate_error`.
+    async fn insert_api_keys(&self, keys: &[NewApiKey]) -> Result<()>;
+
+    async fn list_api_keys(&self, filter: &ApiKeyFilter, options: &ListOptions<ApiKeyField>) -> Result<Vec<ApiKey>>;
+
+    async fn count_api_keys(&self, filter: &ApiKeyFilter) -> Result<u64>;
+
+    /// The key whose `token` column equals `stored_token`, revoked or not.
+    async fn find_api_key_by_token(&self, stored_token: &str) -> Result<Option<StoredKey>>;
+
+    /// Secret keys imported from Medusa (non-empty salt) with this redacted form.
+    async fn find_legacy_secret_keys(&self, redacted: &str) -> Result<Vec<StoredKey>>;
+
+    /// Sets the title of these keys; returns the ids that exist.
+    async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>>;
+
+    /// Sets `revoked_at`/`revoked_by` on these keys unless one of them is a secret key already
+    /// revoked at `now` (blocked: `AlreadyRevoked`). Unknown ids are skipped.
+    async fn revoke_api_keys(
+        &self,
+        ids: &[ApiKeyId],
+        revoked_by: &str,
+        revoked_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Guarded>;
+
+    /// Deletes these keys and their sales-channel links unless one of them is not revoked at
+    /// `now` (blocked: `NotRevoked`). Unknown ids are ignored.
+    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded>;
+
+    /// Records when keys were last used (batched by the caller).
+    async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;
+
+    // -- sales channels ---------------------------------------------------------------------
+
+    async fn insert_sales_channels(&self, channels: &[SalesChannel]) -> Result<()>;
+
+    async fn list_sales_channels(
+        &self,
+        filter: &SalesChannelFilter,
+        options: &ListOptions<SalesChannelField>,
+    ) -> Result<Vec<SalesChannel>>;
+
+    async fn count_sales_channels(&self, filter: &SalesChannelFilter) -> Result<u64>;
+
+    /// Applies a partial update; `None` when the channel does not exist.
+    async fn update_sales_channel(
+        &self,
+        id: &SalesChannelId,
+        patch: &UpdateSalesChannel,
+        now: Timestamp,
+    ) -> Result<Option<SalesChannel>>;
+
+    /// Deletes channels and their key links. Unknown ids are ignored.
+    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()>;
+
+    // -- links ------------------------------------------------------------------------------
+
+    /// Links channels to a publishable key (re-linking is a no-op), checking in the same
+    /// transaction that the key exists and is publishable and that every channel exists.
+    async fn link_sales_channels(&self, key: &ApiKeyId, channels: &[SalesChannelId], now: Timestamp)
+    -> Result<Guarded>;
+
+    /// Removes links (unknown ones are ignored), checking the key exists.
+    async fn unlink_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+        now: Timestamp,
+    ) -> Result<Guarded>;
+
+    /// The live links of these keys, each with its channel, ordered by key then channel id.
+    async fn sales_channels_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannel)>>;
+
+    /// The keys linked to these channels, ordered by channel then key id.
+    async fn api_keys_of_sales_channels(&self, channels: &[SalesChannelId]) -> Result<Vec<(SalesChannelId, ApiKey)>>;
+
+    // -- users ------------------------------------------------------------------------------
+
+    /// Inserts a user; a taken email is a `duplicate_error`.
+    async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()>;
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<StoredUser>>;
+
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>>;
+
+    async fn count_users(&self) -> Result<u64>;
+}
+
+/// Maps a database error to the module's error, in one place for both stores: a unique
+/// violation is a `duplicate_error` naming what was taken, connection trouble is `unavailable`
+/// (retryable), and anything else is unexpected (logged, never shown to clients).
+pub fn db_error(e: sqlx::Error) -> crate::Error {
+    use crate::Error;
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            let what = match db.constraint().unwrap_or_default() {
+                c if c.contains("email") => "a user with this email",
+                c if c.contains("token") => "an api key with this token",
+                _ if db.message().contains("admin_user.email") => "a user with this email",
+                _ if db.message().contains("api_key.token") => "an api key with this token",
+                _ => "a record with this id",
+            };
+            Error::duplicate(format!("There already is {what}"))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => Error::unavailable(format!("the database is unavailable: {e}")),
+        _ => Error::unexpected(format!("database error: {e}")),
+    }
+}
+
+/// Applies a partial sales-channel update in memory; stores then write the whole row.
+pub fn apply_sales_channel_patch(channel: &mut SalesChannel, patch: &UpdateSalesChannel, now: Timestamp) {
+    if let Some(name) = &patch.name {
+        channel.name.clone_from(name);
+    }
+    if let Some(description) = &patch.description {
+        channel.description.clone_from(description);
+    }
+    if let Some(is_disabled) = patch.is_disabled {
+        channel.is_disabled = is_disabled;
+    }
+    if let Some(metadata) = &patch.metadata {
+        channel.metadata.clone_from(metadata);
+    }
+    channel.updated_at = now;
+}

@@ -1,0 +1,134 @@
+//! Time as keyward sees it: UTC instants with millisecond precision, and an injectable clock.
+//!
+//! Every instant is truncated to whole milliseconds when it is made. The API prints milliseconds,
+//! SQLite stores them, and Postgres would keep microseconds: truncating once, here, makes a value
+//! read back from either store equal to the one written.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A UTC instant, whole milliseconds.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// The instant `ms` milliseconds after the Unix epoch; `None` when out of chrono's range.
+    pub fn from_millis(ms: i64) -> Option<Self> {
+        Utc.timestamp_millis_opt(ms).single().map(Timestamp)
+    }
+
+    pub fn from_datetime(dt: DateTime<Utc>) -> Self {
+        let ms = dt.timestamp_millis();
+        // In range by construction: `dt` came from chrono, and truncation only moves it inwards.
+        Utc.timestamp_millis_opt(ms).single().map_or(Timestamp(dt), Timestamp)
+    }
+
+    /// Parses RFC 3339 (any offset, any fraction), as clients send it.
+    pub fn parse(s: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| Self::from_datetime(d.with_timezone(&Utc)))
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    pub fn as_datetime(self) -> DateTime<Utc> {
+        self.0
+    }
+
+    /// `self + seconds`, saturating at the calendar's end instead of failing.
+    pub fn plus_seconds(self, seconds: i64) -> Self {
+        let ms = self.millis().saturating_add(seconds.saturating_mul(1000));
+        Self::from_millis(ms).unwrap_or(self)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// `2024-01-01T00:00:00.000Z`, the form Medusa prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 date"))
+    }
+}
+
+/// Where "now" comes from. Operations read it once and pass it down, so tests can fix it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_datetime(Utc::now())
+    }
+}
+
+/// A clock that moves only when told to: for tests of scheduled revocation and expiry.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(at: Timestamp) -> Self {
+        Self(Mutex::new(at))
+    }
+
+    pub fn set(&self, at: Timestamp) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    pub fn advance_seconds(&self, seconds: i64) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t = t.plus_seconds(seconds);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_with_milliseconds_and_z() {
+        let t = Timestamp::parse("2024-01-01T01:00:00.123456+01:00").unwrap();
+        assert_eq!(t.to_string(), "2024-01-01T00:00:00.123Z");
+        assert_eq!(Timestamp::from_millis(t.millis()), Some(t));
+    }
+
+    #[test]
+    fn adding_seconds_saturates_instead_of_overflowing() {
+        let t = Timestamp::parse("2024-01-01T00:00:00Z").unwrap();
+        assert_eq!(t.plus_seconds(3600).to_string(), "2024-01-01T01:00:00.000Z");
+        assert_eq!(t.plus_seconds(i64::MAX), t);
+    }
+}

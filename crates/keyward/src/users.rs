@@ -1,0 +1,127 @@
+//! Admin users: email + Argon2id password hash.
+//!
+//! Hashing is deliberately slow, so it runs on the blocking pool behind a semaphore: a burst of
+//! logins cannot starve the async executor that serves key verification. An unknown email is
+//! checked against a fixed dummy hash, so "no such user" and "wrong password" take the same time.
+
+use std::sync::{Arc, LazyLock};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::id::UserId;
+use crate::model::User;
+use crate::service::Keyward;
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// At most this many hashes at once; the rest wait.
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(2));
+
+/// A hash of a password nobody knows, for timing-equal refusals of unknown emails.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    Argon2::default()
+        .hash_password_with_salt(b"keyward-dummy-password", b"keyward-dummy-salt")
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+});
+
+impl Keyward {
+    /// Creates an admin user. Emails are unique, compared without case.
+    pub async fn create_user(&self, email: &str, password: &str) -> Result<User> {
+        let email = normalise_email(email)?;
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(Error::invalid_data(format!(
+                "A password needs at least {MIN_PASSWORD_LEN} characters"
+            )));
+        }
+        let mut salt = [0u8; 16];
+        self.entropy.fill(&mut salt)?;
+        let hash = hash_password(Zeroizing::new(password.to_owned()), salt).await?;
+        let now = self.now();
+        let user = User {
+            id: UserId::generate(self.ids(), now, self.entropy.as_ref())?,
+            email,
+            first_name: None,
+            last_name: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        self.store.insert_user(&user, &hash).await?;
+        Ok(user)
+    }
+
+    /// The user with this email and password, or `None`. Takes the same time either way.
+    pub async fn authenticate_user(&self, email: &str, password: &str) -> Result<Option<User>> {
+        let stored = match normalise_email(email) {
+            Ok(e) => self.store.find_user_by_email(&e).await?,
+            Err(_) => None,
+        };
+        let (user, hash) = match stored {
+            Some(s) => (Some(s.user), s.password_hash),
+            None => (None, DUMMY_HASH.clone()),
+        };
+        let ok = verify_password(Zeroizing::new(password.to_owned()), hash).await?;
+        Ok(if ok { user } else { None })
+    }
+
+    pub async fn retrieve_user(&self, id: &UserId) -> Result<User> {
+        self.store
+            .get_user(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("User with id: {id} was not found")))
+    }
+
+    pub async fn count_users(&self) -> Result<u64> {
+        self.store.count_users().await
+    }
+}
+
+fn normalise_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(Error::invalid_data(format!("'{email}' is not an email address")))
+    }
+}
+
+async fn hash_password(password: Zeroizing<String>, salt: [u8; 16]) -> Result<String> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|_| Error::unexpected("password hashing is shut down"))?;
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password_with_salt(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::unexpected(format!("argon2 failed: {e}")))
+    })
+    .await
+    .map_err(|e| Error::unexpected(format!("password hashing task failed: {e}")))?
+}
+
+async fn verify_password(password: Zeroizing<String>, hash: String) -> Result<bool> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|_| Error::unexpected("password hashing is shut down"))?;
+    let hash = Arc::new(hash);
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok()
+    })
+    .await
+    .map_err(|e| Error::unexpected(format!("password check task failed: {e}")))
+}

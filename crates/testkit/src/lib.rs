@@ -1,0 +1,182 @@
+//! Test support: a fresh database per test, on SQLite or on the local Postgres.
+//!
+//! Postgres: each test gets its own database (`CREATE DATABASE kw_test_…`), dropped when the
+//! test ends, so tests run in parallel without sharing state. Where Postgres cannot be reached,
+//! a run with `CI` set fails; any other run skips the Postgres half of a test with a loud message.
+#![allow(
+    clippy::panic,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test support fails loudly by design"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use keyward::{Keyward, ManualClock, SeededEntropy, Store, Timestamp};
+use sqlx::Connection;
+
+/// The server tests use unless `KEYWARD_TEST_PG_URL` names another (any database on it works as
+/// the maintenance connection).
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// `2021-01-01T00:00:00Z`, where every harness clock starts.
+pub fn epoch() -> Timestamp {
+    Timestamp::parse("2021-01-01T00:00:00Z").expect("valid instant")
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    pub backend: &'static str,
+    /// Keeps a SQLite file's folder alive.
+    pub dir: Option<tempfile::TempDir>,
+    _pg: Option<PgDrop>,
+}
+
+impl TestDb {
+    /// A new SQLite file in a temporary folder.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
+        Self {
+            url,
+            backend: "sqlite",
+            dir: Some(dir),
+            _pg: None,
+        }
+    }
+
+    /// The SQLite file's path.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("keyward.db"))
+    }
+
+    /// A new, empty Postgres database; `None` (after a loud message) when Postgres is not
+    /// reachable outside CI.
+    pub async fn postgres() -> Option<Self> {
+        let admin = std::env::var("KEYWARD_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+        let mut conn = match sqlx::PgConnection::connect(&admin).await {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var_os("CI").is_some() {
+                    panic!("CI is set and Postgres at {admin} is unreachable: {e}");
+                }
+                eprintln!(
+                    "\n!!! SKIPPING a Postgres test: {admin} is unreachable ({e}). Set CI=1 to make this fail.\n"
+                );
+                return None;
+            }
+        };
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "kw_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        let url = match admin.rfind('/') {
+            Some(slash) => format!("{}/{name}", &admin[..slash]),
+            None => panic!("KEYWARD_TEST_PG_URL has no database part: {admin}"),
+        };
+        Some(Self {
+            url,
+            backend: "postgres",
+            dir: None,
+            _pg: Some(PgDrop { admin, name }),
+        })
+    }
+
+    /// Opens the store (not migrated).
+    pub async fn store(&self) -> Arc<dyn Store> {
+        keyward_connect::connect(&self.url)
+            .await
+            .expect("open the test database")
+    }
+}
+
+/// Drops a test database when the test ends, even when it failed.
+struct PgDrop {
+    admin: String,
+    name: String,
+}
+
+impl Drop for PgDrop {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; a thread with its own runtime can block safely.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The module on a fresh, migrated database, with a manual clock at [`epoch`].
+pub struct Harness {
+    pub kw: Keyward,
+    pub clock: Arc<ManualClock>,
+    pub db: TestDb,
+}
+
+impl Harness {
+    pub async fn on(db: TestDb) -> Self {
+        let clock = Arc::new(ManualClock::new(epoch()));
+        let kw = Keyward::with_parts(db.store().await, clock.clone(), Arc::new(SeededEntropy::new(42)));
+        kw.migrate().await.expect("migrate the test database");
+        Self { kw, clock, db }
+    }
+
+    pub async fn sqlite() -> Self {
+        Self::on(TestDb::sqlite()).await
+    }
+
+    pub async fn postgres() -> Option<Self> {
+        Some(Self::on(TestDb::postgres().await?).await)
+    }
+}
+
+/// Declares each test twice, `sqlite::name` and `postgres::name`, with one body. The body sees
+/// `h: Harness`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($( $(#[$meta:meta])* async fn $name:ident($h:ident) $body:block )*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$meta])* #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let $h = $crate::Harness::sqlite().await;
+                $body
+            } )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$meta])* #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some($h) = $crate::Harness::postgres().await else { return };
+                $body
+            } )*
+        }
+    };
+}
