@@ -18,7 +18,7 @@ use keyward::{
     UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, QueryBuilder};
+use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
 
 /// The Postgres store.
 #[derive(Debug, Clone)]
@@ -32,12 +32,24 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::invalid_data(format!("'{}' is not a Postgres URL: {e}", redact_url(url))))?;
+        let unreachable =
+            |e: String| Error::unavailable(format!("cannot connect to Postgres at '{}': {e}", redact_url(url)));
+        // One direct attempt first: a pool would only say "timed out", hiding the cause
+        // (connection refused, unknown database, bad password).
+        let probe = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options)).await;
+        match probe {
+            Err(_) => return Err(unreachable("no answer within 5 s".to_owned())),
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|e| Error::unavailable(format!("cannot connect to Postgres at '{}': {e}", redact_url(url))))?;
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(Self { pool })
     }
 

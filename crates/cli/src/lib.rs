@@ -1,0 +1,484 @@
+//! The `keyward` command line. Thin by design: parse, call [`keyward::Keyward`], print.
+//!
+//! Exit codes: 0 done; 1 refused or failed (unknown id, not allowed, invalid key, database
+//! unreachable); 2 the command itself is wrong (bad arguments, unsupported database URL).
+
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keyward::{
+    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind,
+    Keyward, ListOptions, Op, RevokeApiKey, SalesChannel, SalesChannelFilter, Value, Verification,
+};
+use serde_json::json;
+
+/// keyward: API keys for commerce back ends and any HTTP service.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about, long_about = None)]
+pub struct Cli {
+    /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
+    #[arg(long, global = true, env = "KEYWARD_DATABASE_URL", default_value = keyward_connect::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (every other command does this first, too).
+    Migrate,
+    /// Manage admin users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, inspect, revoke and delete API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage sales channels.
+    #[command(subcommand, name = "sales-channels")]
+    SalesChannels(SalesChannelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an admin user (password hashed with Argon2id).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// At least 8 characters.
+        #[arg(long, env = "KEYWARD_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyTypeArg {
+    Publishable,
+    Secret,
+}
+
+impl From<KeyTypeArg> for ApiKeyType {
+    fn from(t: KeyTypeArg) -> Self {
+        match t {
+            KeyTypeArg::Publishable => ApiKeyType::Publishable,
+            KeyTypeArg::Secret => ApiKeyType::Secret,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key. A secret key's token is printed this once.
+    Create {
+        #[arg(long)]
+        title: String,
+        #[arg(long = "type", value_enum)]
+        key_type: KeyTypeArg,
+        /// Who is creating it (recorded as created_by).
+        #[arg(long, default_value = "cli")]
+        created_by: String,
+    },
+    /// List keys, newest last.
+    List(ListKeys),
+    /// Show one key.
+    Get { id: String },
+    /// Change a key's title.
+    Update {
+        id: String,
+        #[arg(long)]
+        title: String,
+    },
+    /// Revoke a key now, or schedule it.
+    Revoke {
+        id: String,
+        /// Revoke this many seconds from now instead of at once.
+        #[arg(long = "in", value_name = "SECONDS")]
+        revoke_in: Option<i64>,
+        /// Who is revoking it (recorded as revoked_by).
+        #[arg(long = "by", default_value = "cli")]
+        revoked_by: String,
+    },
+    /// Delete a revoked key and its sales-channel links.
+    Delete { id: String },
+    /// Check a token: exit 0 when valid, 1 otherwise, with the reason.
+    Verify { token: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ListKeys {
+    #[arg(long = "type", value_enum)]
+    key_type: Option<KeyTypeArg>,
+    /// Case-insensitive search in title and redacted token.
+    #[arg(long)]
+    q: Option<String>,
+    /// Only revoked keys (revoked_at set).
+    #[arg(long)]
+    revoked: bool,
+    #[arg(long, default_value_t = 50)]
+    limit: u64,
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SalesChannelsCommand {
+    /// Create a sales channel.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List sales channels.
+    List,
+}
+
+/// Runs a parsed command line and reports as the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let e = Error::unexpected(format!("cannot start the async runtime: {e}"));
+            return fail(json, &Failure::Refused(e));
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(outcome) => {
+            print!("{}", outcome.text);
+            outcome.code
+        }
+        Err(e) => fail(json, &e),
+    }
+}
+
+/// What a command printed and how it exits.
+struct Outcome {
+    text: String,
+    code: ExitCode,
+}
+
+impl Outcome {
+    fn ok(text: String) -> Self {
+        Self {
+            text,
+            code: ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+enum Failure {
+    /// The command line or configuration is wrong (exit 2).
+    Usage(String),
+    /// The module refused or failed (exit 1).
+    Refused(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Refused(e)
+    }
+}
+
+fn fail(json: bool, f: &Failure) -> ExitCode {
+    let (kind, message, code) = match f {
+        Failure::Usage(m) => ("usage", m.as_str(), 2),
+        Failure::Refused(e) => (e.kind.as_str(), e.message.as_str(), 1),
+    };
+    if json {
+        eprintln!("{}", json!({"type": kind, "message": message}));
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(code)
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure::Usage(message.into())
+}
+
+async fn execute(cli: Cli) -> Result<Outcome, Failure> {
+    keyward_connect::backend_of(&cli.database_url).map_err(|e| usage(e.message))?;
+    let store = keyward_connect::connect(&cli.database_url)
+        .await
+        .map_err(|e| match e.kind {
+            ErrorKind::InvalidData => usage(e.message),
+            _ => Failure::Refused(e),
+        })?;
+    let kw = Keyward::new(store);
+    kw.migrate().await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Migrate => Ok(Outcome::ok(if json {
+            format!("{}\n", json!({"migrated": true, "backend": kw.store().backend()}))
+        } else {
+            format!("migrated the {} database\n", kw.store().backend())
+        })),
+        Command::User(UserCommand::Create { email, password }) => {
+            let user = kw.create_user(&email, &password).await?;
+            Ok(Outcome::ok(if json {
+                format!("{}\n", json!({ "user": user }))
+            } else {
+                format!("created user {} ({})\n", user.email, user.id)
+            }))
+        }
+        Command::Keys(cmd) => keys(&kw, cmd, json).await,
+        Command::SalesChannels(cmd) => sales_channels(&kw, cmd, json).await,
+    }
+}
+
+fn key_id(id: &str) -> Result<ApiKeyId, Failure> {
+    ApiKeyId::parse(id).map_err(|e| usage(format!("{id:?} is not a key id: {e}")))
+}
+
+fn non_empty_title(title: &str) -> Result<(), Failure> {
+    if title.trim().is_empty() {
+        Err(usage("--title must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Failure> {
+    match cmd {
+        KeysCommand::Create {
+            title,
+            key_type,
+            created_by,
+        } => {
+            non_empty_title(&title)?;
+            let created = kw
+                .create_api_key(CreateApiKey::new(title, key_type.into(), created_by))
+                .await?;
+            Ok(Outcome::ok(if json {
+                format!("{}\n", json!({ "api_key": created }))
+            } else {
+                let mut s = describe_key(&created.key);
+                s.push_str(&format!("token:        {}\n", created.token.expose()));
+                if created.key.key_type == ApiKeyType::Secret {
+                    s.push_str("\nThis is the only time the secret token is shown. Store it now.\n");
+                }
+                s
+            }))
+        }
+        KeysCommand::List(args) => {
+            let mut filter = ApiKeyFilter::new();
+            if let Some(t) = args.key_type {
+                filter.push(ApiKeyField::Type, Op::Eq, vec![ApiKeyType::from(t).as_str().into()])?;
+            }
+            if args.revoked {
+                filter.push(ApiKeyField::RevokedAt, Op::Ne, vec![Value::Null])?;
+            }
+            if let Some(q) = args.q {
+                filter = filter.with_q(q);
+            }
+            let (list, count) = kw
+                .list_and_count_api_keys(&filter, &ListOptions::page(args.offset, args.limit))
+                .await?;
+            Ok(Outcome::ok(if json {
+                format!(
+                    "{}\n",
+                    json!({"api_keys": list, "count": count, "offset": args.offset, "limit": args.limit})
+                )
+            } else {
+                let now = kw.now();
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.to_string(),
+                            k.key_type.to_string(),
+                            k.redacted.clone(),
+                            status(k, now),
+                            k.title.clone(),
+                        ]
+                    })
+                    .collect();
+                let mut s = table::render(&["ID", "TYPE", "REDACTED", "STATUS", "TITLE"], &rows);
+                s.push_str(&format!("{} of {count} keys\n", list.len()));
+                s
+            }))
+        }
+        KeysCommand::Get { id } => {
+            let key = kw.retrieve_api_key(&key_id(&id)?).await?;
+            let channels = kw.sales_channels_of(std::slice::from_ref(&key.id)).await?;
+            let channels = channels.get(&key.id).cloned().unwrap_or_default();
+            Ok(Outcome::ok(show_key(&key, &channels, json)))
+        }
+        KeysCommand::Update { id, title } => {
+            non_empty_title(&title)?;
+            let key = kw.update_api_key(&key_id(&id)?, &title).await?;
+            Ok(Outcome::ok(show_key(&key, &[], json)))
+        }
+        KeysCommand::Revoke {
+            id,
+            revoke_in,
+            revoked_by,
+        } => {
+            let key = kw
+                .revoke_api_key(&key_id(&id)?, &RevokeApiKey { revoked_by, revoke_in })
+                .await?;
+            Ok(Outcome::ok(show_key(&key, &[], json)))
+        }
+        KeysCommand::Delete { id } => {
+            let id = key_id(&id)?;
+            // Deleting an unknown id is a no-op in the module; from a terminal it is a typo.
+            kw.retrieve_api_key(&id).await?;
+            kw.delete_api_keys(std::slice::from_ref(&id)).await?;
+            Ok(Outcome::ok(if json {
+                format!("{}\n", json!({"id": id, "object": "api_key", "deleted": true}))
+            } else {
+                format!("deleted {id}\n")
+            }))
+        }
+        KeysCommand::Verify { token } => {
+            let v = kw.verify(&token).await?;
+            Ok(verification(&v, json))
+        }
+    }
+}
+
+fn verification(v: &Verification, json: bool) -> Outcome {
+    let text = if json {
+        let mut body = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids});
+        if let Some(k) = &v.key {
+            body["api_key"] = json!(k);
+        }
+        format!("{body}\n")
+    } else {
+        let reason = match v.code {
+            keyward::VerifyCode::Valid => "valid".to_owned(),
+            keyward::VerifyCode::Malformed => {
+                "invalid (MALFORMED): not a keyward or Medusa token, or mistyped".to_owned()
+            }
+            keyward::VerifyCode::NotFound => "invalid (NOT_FOUND): no key has this token".to_owned(),
+            keyward::VerifyCode::Revoked => format!(
+                "invalid (REVOKED at {})",
+                v.key
+                    .as_ref()
+                    .and_then(|k| k.revoked_at)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            ),
+            keyward::VerifyCode::Expired => "invalid (EXPIRED)".to_owned(),
+        };
+        match &v.key {
+            Some(k) => format!("{reason}: {} key {} \"{}\"\n", k.key_type, k.id, k.title),
+            None => format!("{reason}\n"),
+        }
+    };
+    Outcome {
+        text,
+        code: if v.is_valid() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    }
+}
+
+fn status(k: &ApiKey, now: keyward::Timestamp) -> String {
+    match k.revoked_at {
+        None => "active".to_owned(),
+        Some(at) if at <= now => "revoked".to_owned(),
+        Some(at) => format!("revokes {at}"),
+    }
+}
+
+fn describe_key(k: &ApiKey) -> String {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    format!(
+        "id:           {}\ntitle:        {}\ntype:         {}\nredacted:     {}\ncreated_by:   {}\ncreated_at:   {}\nrevoked_at:   {}\nrevoked_by:   {}\nlast_used_at: {}\n",
+        k.id,
+        k.title,
+        k.key_type,
+        k.redacted,
+        k.created_by,
+        k.created_at,
+        or_dash(k.revoked_at.map(|t| t.to_string())),
+        or_dash(k.revoked_by.clone()),
+        or_dash(k.last_used_at.map(|t| t.to_string())),
+    )
+}
+
+fn show_key(key: &ApiKey, channels: &[SalesChannel], json: bool) -> String {
+    if json {
+        let mut v = json!(key);
+        v["sales_channels"] = json!(
+            channels
+                .iter()
+                .map(|c| json!({"id": c.id, "name": c.name}))
+                .collect::<Vec<_>>()
+        );
+        return format!("{}\n", json!({ "api_key": v }));
+    }
+    let mut s = describe_key(key);
+    if key.key_type == ApiKeyType::Publishable {
+        s.push_str(&format!("token:        {}\n", key.token));
+        let names: Vec<String> = channels.iter().map(|c| format!("{} ({})", c.name, c.id)).collect();
+        s.push_str(&format!(
+            "channels:     {}\n",
+            if names.is_empty() {
+                "-".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ));
+    }
+    s
+}
+
+async fn sales_channels(kw: &Keyward, cmd: SalesChannelsCommand, json: bool) -> Result<Outcome, Failure> {
+    match cmd {
+        SalesChannelsCommand::Create { name, description } => {
+            let sc = kw
+                .create_sales_channel(CreateSalesChannel {
+                    name,
+                    description,
+                    ..CreateSalesChannel::default()
+                })
+                .await?;
+            Ok(Outcome::ok(if json {
+                format!("{}\n", json!({ "sales_channel": sc }))
+            } else {
+                format!("created sales channel {} ({})\n", sc.name, sc.id)
+            }))
+        }
+        SalesChannelsCommand::List => {
+            let (list, count) = kw
+                .list_and_count_sales_channels(&SalesChannelFilter::new(), &ListOptions::default())
+                .await?;
+            Ok(Outcome::ok(if json {
+                format!(
+                    "{}\n",
+                    json!({"sales_channels": list, "count": count, "offset": 0, "limit": count})
+                )
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.id.to_string(),
+                            if c.is_disabled { "disabled" } else { "enabled" }.to_owned(),
+                            c.name.clone(),
+                            c.description.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                table::render(&["ID", "STATE", "NAME", "DESCRIPTION"], &rows)
+            }))
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The `keyward` binary as a user runs it: real process, real SQLite file (and Postgres).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::process::{Command, Output};
+
+use keyward_testkit::TestDb;
+use serde_json::Value;
+
+fn keyward(db: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .env("KEYWARD_DATABASE_URL", db)
+        .env_remove("KEYWARD_USER_PASSWORD")
+        .output()
+        .expect("run keyward")
+}
+
+fn json(db: &str, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = keyward(db, &all);
+    // Results go to stdout (also a clean "invalid" verdict); errors to stderr.
+    let body = if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    };
+    let v = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), v)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn key_count(db: &str) -> u64 {
+    json(db, &["keys", "list"]).1["count"].as_u64().unwrap()
+}
+
+fn walkthrough(db: &str) {
+    let (code, created) = json(db, &["keys", "create", "--title", "CI deploy", "--type", "secret"]);
+    assert_eq!(code, 0);
+    let token = created["api_key"]["token"].as_str().unwrap().to_owned();
+    let id = created["api_key"]["id"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("sk_"));
+    let (code, v) = json(db, &["keys", "verify", &token]);
+    assert_eq!(
+        (code, v["valid"].as_bool(), v["code"].as_str()),
+        (0, Some(true), Some("VALID"))
+    );
+    let (code, revoked) = json(db, &["keys", "revoke", &id, "--by", "ops"]);
+    assert_eq!(code, 0);
+    assert_eq!(revoked["api_key"]["revoked_by"], "ops");
+    assert_eq!(revoked["api_key"]["token"], "", "a secret token is never shown again");
+    let (code, v) = json(db, &["keys", "verify", &token]);
+    assert_eq!(
+        (code, v["valid"].as_bool(), v["code"].as_str()),
+        (1, Some(false), Some("REVOKED"))
+    );
+    let (code, _) = json(db, &["keys", "delete", &id]);
+    assert_eq!(code, 0);
+    let (code, _) = json(db, &["keys", "get", &id]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn create_verify_revoke_verify_on_sqlite() {
+    let db = TestDb::sqlite();
+    walkthrough(&db.url);
+}
+
+#[tokio::test]
+async fn create_verify_revoke_verify_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || walkthrough(&url)).await.unwrap();
+}
+
+#[test]
+fn human_output_is_a_table_and_the_secret_is_shown_once_with_a_warning() {
+    let db = TestDb::sqlite();
+    let out = keyward(&db.url, &["keys", "create", "--title", "Deploys", "--type", "secret"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token:        "))
+        .unwrap()
+        .to_owned();
+    assert!(token.starts_with("sk_"));
+    assert!(text.contains("only time the secret token is shown"));
+    let out = keyward(&db.url, &["keys", "list"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(header.starts_with("ID") && header.contains("REDACTED") && header.contains("STATUS"));
+    assert!(text.contains("Default Publishable API Key"));
+    assert!(text.contains("2 of 2 keys"));
+    assert!(
+        text.contains(&keyward::token::redact(&token)),
+        "the list shows the redacted form"
+    );
+    assert!(!text.contains(&token), "and never the token");
+}
+
+#[test]
+fn an_unknown_id_is_a_clean_refusal() {
+    let db = TestDb::sqlite();
+    let before = key_count(&db.url);
+    for args in [
+        vec!["keys", "get", "apk_nope"],
+        vec!["keys", "revoke", "apk_nope"],
+        vec!["keys", "update", "apk_nope", "--title", "x"],
+        vec!["keys", "delete", "apk_nope"],
+    ] {
+        let out = keyward(&db.url, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out).trim(),
+            "error: ApiKey with id: apk_nope was not found",
+            "{args:?}"
+        );
+    }
+    assert_eq!(key_count(&db.url), before);
+}
+
+#[test]
+fn an_invalid_type_is_a_usage_error() {
+    let db = TestDb::sqlite();
+    let out = keyward(&db.url, &["keys", "create", "--title", "x", "--type", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid value 'bogus' for '--type <KEY_TYPE>'"));
+    assert!(stderr(&out).contains("[possible values: publishable, secret]"));
+}
+
+#[test]
+fn an_empty_title_is_refused_and_nothing_is_written() {
+    let db = TestDb::sqlite();
+    let before = key_count(&db.url);
+    for title in ["", "   "] {
+        let out = keyward(&db.url, &["keys", "create", "--title", title, "--type", "publishable"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(stderr(&out).trim(), "error: --title must not be empty");
+    }
+    assert_eq!(key_count(&db.url), before);
+}
+
+#[test]
+fn an_unreachable_postgres_is_named_and_nothing_is_written() {
+    let out = keyward(
+        "postgres://postgres@127.0.0.1:1/keyward",
+        &["keys", "create", "--title", "x", "--type", "secret"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: cannot connect to Postgres at 'postgres://postgres@127.0.0.1:1/keyward'"),
+        "{err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_password_in_the_url_is_not_echoed() {
+    let out = keyward("postgres://postgres:hunter22@127.0.0.1:1/keyward", &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr(&out).contains("hunter22"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postgres:***@127.0.0.1:1"));
+}
+
+#[test]
+fn an_unopenable_sqlite_path_is_named_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir/keyward.db");
+    let url = format!("sqlite://{}", missing.display());
+    let out = keyward(&url, &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: cannot open the SQLite database"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn an_unsupported_database_url_is_a_usage_error() {
+    let out = keyward("mysql://root@localhost/db", &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: unsupported database URL 'mysql://root@localhost/db': use sqlite://PATH or postgres://USER@HOST/DB"
+    );
+}
+
+#[test]
+fn errors_are_json_with_json() {
+    let db = TestDb::sqlite();
+    let (code, err) = json(&db.url, &["keys", "get", "apk_nope"]);
+    assert_eq!(code, 1);
+    assert_eq!(err["type"], "not_found");
+    assert_eq!(err["message"], "ApiKey with id: apk_nope was not found");
+}
+
+#[test]
+fn deleting_an_unrevoked_key_is_refused_with_the_modules_message() {
+    let db = TestDb::sqlite();
+    let (_, created) = json(&db.url, &["keys", "create", "--title", "p", "--type", "publishable"]);
+    let id = created["api_key"]["id"].as_str().unwrap();
+    let out = keyward(&db.url, &["keys", "delete", id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("error: Cannot delete api keys that are not revoked - {id}")
+    );
+    assert_eq!(json(&db.url, &["keys", "get", id]).0, 0);
+}
+
+#[test]
+fn keys_can_be_listed_by_type_search_and_revocation() {
+    let db = TestDb::sqlite();
+    json(
+        &db.url,
+        &["keys", "create", "--title", "Sample one", "--type", "secret"],
+    );
+    let (_, p) = json(
+        &db.url,
+        &["keys", "create", "--title", "other", "--type", "publishable"],
+    );
+    json(
+        &db.url,
+        &["keys", "revoke", p["api_key"]["id"].as_str().unwrap(), "--in", "3600"],
+    );
+    let count = |args: &[&str]| {
+        let mut all = vec!["keys", "list"];
+        all.extend_from_slice(args);
+        json(&db.url, &all).1["count"].as_u64().unwrap()
+    };
+    assert_eq!(count(&["--type", "secret"]), 1);
+    assert_eq!(count(&["--q", "SAMPLE"]), 1);
+    assert_eq!(count(&["--revoked"]), 1);
+    assert_eq!(count(&[]), 3);
+    let (_, page) = json(&db.url, &["keys", "list", "--limit", "1", "--offset", "1"]);
+    assert_eq!(
+        (page["api_keys"].as_array().unwrap().len(), page["count"].as_u64()),
+        (1, Some(3))
+    );
+}
+
+#[test]
+fn users_and_sales_channels_can_be_created_from_the_cli() {
+    let db = TestDb::sqlite();
+    let (code, user) = json(
+        &db.url,
+        &[
+            "user",
+            "create",
+            "--email",
+            "admin@test.local",
+            "--password",
+            "supersecret",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(user["user"]["email"], "admin@test.local");
+    let (code, err) = json(
+        &db.url,
+        &[
+            "user",
+            "create",
+            "--email",
+            "admin@test.local",
+            "--password",
+            "supersecret",
+        ],
+    );
+    assert_eq!((code, err["type"].as_str()), (1, Some("duplicate_error")));
+    let (code, _) = json(
+        &db.url,
+        &["sales-channels", "create", "--name", "Web", "--description", "shop"],
+    );
+    assert_eq!(code, 0);
+    let (_, list) = json(&db.url, &["sales-channels", "list"]);
+    assert_eq!(list["count"], 2, "Web and the seeded default channel");
+}
+
+#[test]
+fn verify_explains_garbage_and_unknown_tokens() {
+    let db = TestDb::sqlite();
+    let out = keyward(&db.url, &["keys", "verify", "hello"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("invalid (MALFORMED)"));
+    let unknown = keyward::token::from_random_bytes(keyward::ApiKeyType::Secret, &[1; 32]);
+    let out = keyward(&db.url, &["keys", "verify", unknown.expose()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("invalid (NOT_FOUND)"));
+}
+
+#[test]
+fn help_names_every_command() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["migrate", "user", "keys", "sales-channels"] {
+        assert!(text.contains(cmd), "{cmd} missing from --help");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["keys", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["create", "list", "get", "update", "revoke", "delete", "verify"] {
+        assert!(text.contains(cmd), "keys {cmd} missing from --help");
+    }
+}
