@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::sql::{self, Dialect};
-use keyward::store::{Blocked, Guarded, NewApiKey, Store, StoredKey, StoredUser, db_error};
+use keyward::store::{
+    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, Store, StoredKey, StoredUser, UserRow, db_error, stored_pairs,
+};
 use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
     UserId,
@@ -101,119 +103,10 @@ fn strings<T: AsRef<str>>(ids: &[T]) -> Vec<String> {
     ids.iter().map(|i| i.as_ref().to_owned()).collect()
 }
 
-fn ts(t: DateTime<Utc>) -> Timestamp {
-    Timestamp::from_datetime(t)
-}
-
-fn opt_ts(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
-    t.map(ts)
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct KeyRow {
-    id: String,
-    token: String,
-    salt: String,
-    redacted: String,
-    title: String,
-    #[sqlx(rename = "type")]
-    key_type: String,
-    last_used_at: Option<DateTime<Utc>>,
-    created_by: String,
-    revoked_by: Option<String>,
-    revoked_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-}
-
-impl KeyRow {
-    fn into_stored(self) -> Result<StoredKey> {
-        let key_type = ApiKeyType::from_str(&self.key_type).map_err(|e| Error::unexpected(e.to_string()))?;
-        let key = ApiKey {
-            id: ApiKeyId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
-            // A secret key's stored form never leaves the store in an ApiKey.
-            token: match key_type {
-                ApiKeyType::Publishable => self.token.clone(),
-                ApiKeyType::Secret => String::new(),
-            },
-            redacted: self.redacted,
-            title: self.title,
-            key_type,
-            last_used_at: opt_ts(self.last_used_at),
-            created_by: self.created_by,
-            revoked_by: self.revoked_by,
-            revoked_at: opt_ts(self.revoked_at),
-            created_at: ts(self.created_at),
-            updated_at: ts(self.updated_at),
-            deleted_at: opt_ts(self.deleted_at),
-        };
-        Ok(StoredKey {
-            key,
-            stored_token: self.token,
-            salt: self.salt,
-        })
-    }
-
-    fn into_key(self) -> Result<ApiKey> {
-        self.into_stored().map(|s| s.key)
-    }
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct ChannelRow {
-    id: String,
-    name: String,
-    description: Option<String>,
-    is_disabled: bool,
-    metadata: Option<serde_json::Value>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-}
-
-impl ChannelRow {
-    fn into_channel(self) -> Result<SalesChannel> {
-        Ok(SalesChannel {
-            id: SalesChannelId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
-            name: self.name,
-            description: self.description,
-            is_disabled: self.is_disabled,
-            metadata: self.metadata,
-            created_at: ts(self.created_at),
-            updated_at: ts(self.updated_at),
-            deleted_at: opt_ts(self.deleted_at),
-        })
-    }
-}
-
-struct UserRow {
-    id: String,
-    email: String,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    password_hash: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-}
-
-impl UserRow {
-    fn into_stored(self) -> Result<StoredUser> {
-        Ok(StoredUser {
-            user: User {
-                id: UserId::try_from(self.id).map_err(|e| Error::unexpected(e.to_string()))?,
-                email: self.email,
-                first_name: self.first_name,
-                last_name: self.last_name,
-                created_at: ts(self.created_at),
-                updated_at: ts(self.updated_at),
-                deleted_at: opt_ts(self.deleted_at),
-            },
-            password_hash: self.password_hash,
-        })
-    }
-}
+/// The shared rows with this store's instant type.
+type Key = KeyRow<DateTime<Utc>>;
+type Channel = ChannelRow<DateTime<Utc>>;
+type Admin = UserRow<DateTime<Utc>>;
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -280,26 +173,20 @@ impl Store for PostgresStore {
     }
 
     async fn list_api_keys(&self, filter: &ApiKeyFilter, options: &ListOptions<ApiKeyField>) -> Result<Vec<ApiKey>> {
-        let mut qb = QueryBuilder::new(
-            "SELECT id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by, revoked_at, \
-             created_at, updated_at, deleted_at FROM api_key",
-        );
-        sql::push_where::<Postgres, _>(&mut qb, filter);
-        sql::push_order_and_page::<Postgres, _>(&mut qb, options);
-        let rows: Vec<KeyRow> = qb.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.into_iter().map(KeyRow::into_key).collect()
+        sql::fetch_list::<Postgres, _, Key>(&self.pool, sql::SELECT_KEYS, filter, options)
+            .await?
+            .into_iter()
+            .map(Key::into_key)
+            .collect()
     }
 
     async fn count_api_keys(&self, filter: &ApiKeyFilter) -> Result<u64> {
-        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM api_key");
-        sql::push_where::<Postgres, _>(&mut qb, filter);
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(db_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        sql::fetch_count::<Postgres, _>(&self.pool, "api_key", filter).await
     }
 
     async fn find_api_key_by_token(&self, stored_token: &str) -> Result<Option<StoredKey>> {
         let row = sqlx::query_as!(
-            KeyRow,
+            Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
                       revoked_by, revoked_at, created_at, updated_at, deleted_at
                FROM api_key WHERE token = $1"#,
@@ -308,12 +195,12 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        row.map(KeyRow::into_stored).transpose()
+        row.map(Key::into_stored).transpose()
     }
 
     async fn find_legacy_secret_keys(&self, redacted: &str) -> Result<Vec<StoredKey>> {
         let rows = sqlx::query_as!(
-            KeyRow,
+            Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
                       revoked_by, revoked_at, created_at, updated_at, deleted_at
                FROM api_key WHERE redacted = $1 AND type = 'secret' AND salt <> ''"#,
@@ -322,7 +209,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.into_iter().map(KeyRow::into_stored).collect()
+        rows.into_iter().map(Key::into_stored).collect()
     }
 
     async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>> {
@@ -440,20 +327,15 @@ impl Store for PostgresStore {
         filter: &SalesChannelFilter,
         options: &ListOptions<SalesChannelField>,
     ) -> Result<Vec<SalesChannel>> {
-        let mut qb = QueryBuilder::new(
-            "SELECT id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at FROM sales_channel",
-        );
-        sql::push_where::<Postgres, _>(&mut qb, filter);
-        sql::push_order_and_page::<Postgres, _>(&mut qb, options);
-        let rows: Vec<ChannelRow> = qb.build_query_as().fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.into_iter().map(ChannelRow::into_channel).collect()
+        sql::fetch_list::<Postgres, _, Channel>(&self.pool, sql::SELECT_CHANNELS, filter, options)
+            .await?
+            .into_iter()
+            .map(Channel::into_channel)
+            .collect()
     }
 
     async fn count_sales_channels(&self, filter: &SalesChannelFilter) -> Result<u64> {
-        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM sales_channel");
-        sql::push_where::<Postgres, _>(&mut qb, filter);
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(db_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        sql::fetch_count::<Postgres, _>(&self.pool, "sales_channel", filter).await
     }
 
     async fn update_sales_channel(
@@ -464,7 +346,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<SalesChannel>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let row = sqlx::query_as!(
-            ChannelRow,
+            Channel,
             "SELECT id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at
              FROM sales_channel WHERE id = $1 FOR UPDATE",
             id.as_str()
@@ -583,71 +465,30 @@ impl Store for PostgresStore {
         Ok(Ok(()))
     }
 
-    async fn sales_channels_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannel)>> {
+    async fn links_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannelId)>> {
         let rows = sqlx::query!(
-            "SELECT l.publishable_key_id AS key_id, c.id, c.name, c.description, c.is_disabled, c.metadata,
-                    c.created_at, c.updated_at, c.deleted_at
-             FROM publishable_api_key_sales_channel l JOIN sales_channel c ON c.id = l.sales_channel_id
-             WHERE l.publishable_key_id = ANY($1) AND l.deleted_at IS NULL
-             ORDER BY l.publishable_key_id, c.id",
+            "SELECT publishable_key_id AS owner, sales_channel_id AS item FROM publishable_api_key_sales_channel
+             WHERE publishable_key_id = ANY($1) AND deleted_at IS NULL
+             ORDER BY publishable_key_id, sales_channel_id",
             &strings(keys)
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.into_iter()
-            .map(|r| {
-                let key = ApiKeyId::try_from(r.key_id).map_err(|e| Error::unexpected(e.to_string()))?;
-                let channel = ChannelRow {
-                    id: r.id,
-                    name: r.name,
-                    description: r.description,
-                    is_disabled: r.is_disabled,
-                    metadata: r.metadata,
-                    created_at: r.created_at,
-                    updated_at: r.updated_at,
-                    deleted_at: r.deleted_at,
-                }
-                .into_channel()?;
-                Ok((key, channel))
-            })
-            .collect()
+        stored_pairs(rows.into_iter().map(|r| (r.owner, r.item)))
     }
 
-    async fn api_keys_of_sales_channels(&self, channels: &[SalesChannelId]) -> Result<Vec<(SalesChannelId, ApiKey)>> {
+    async fn links_of_sales_channels(&self, channels: &[SalesChannelId]) -> Result<Vec<(SalesChannelId, ApiKeyId)>> {
         let rows = sqlx::query!(
-            "SELECT l.sales_channel_id AS channel_id, k.id, k.token, k.salt, k.redacted, k.title, k.type AS key_type,
-                    k.last_used_at, k.created_by, k.revoked_by, k.revoked_at, k.created_at, k.updated_at, k.deleted_at
-             FROM publishable_api_key_sales_channel l JOIN api_key k ON k.id = l.publishable_key_id
-             WHERE l.sales_channel_id = ANY($1) AND l.deleted_at IS NULL
-             ORDER BY l.sales_channel_id, k.id",
+            "SELECT sales_channel_id AS owner, publishable_key_id AS item FROM publishable_api_key_sales_channel
+             WHERE sales_channel_id = ANY($1) AND deleted_at IS NULL
+             ORDER BY sales_channel_id, publishable_key_id",
             &strings(channels)
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.into_iter()
-            .map(|r| {
-                let channel = SalesChannelId::try_from(r.channel_id).map_err(|e| Error::unexpected(e.to_string()))?;
-                let key = KeyRow {
-                    id: r.id,
-                    token: r.token,
-                    salt: r.salt,
-                    redacted: r.redacted,
-                    title: r.title,
-                    key_type: r.key_type,
-                    last_used_at: r.last_used_at,
-                    created_by: r.created_by,
-                    revoked_by: r.revoked_by,
-                    revoked_at: r.revoked_at,
-                    created_at: r.created_at,
-                    updated_at: r.updated_at,
-                    deleted_at: r.deleted_at,
-                }
-                .into_key()?;
-                Ok((channel, key))
-            })
-            .collect()
+        stored_pairs(rows.into_iter().map(|r| (r.owner, r.item)))
     }
 
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {
@@ -670,7 +511,7 @@ impl Store for PostgresStore {
 
     async fn find_user_by_email(&self, email: &str) -> Result<Option<StoredUser>> {
         let row = sqlx::query_as!(
-            UserRow,
+            Admin,
             "SELECT id, email, first_name, last_name, password_hash, created_at, updated_at, deleted_at
              FROM admin_user WHERE email = $1 AND deleted_at IS NULL",
             email
@@ -678,12 +519,12 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        row.map(UserRow::into_stored).transpose()
+        row.map(Admin::into_stored).transpose()
     }
 
     async fn get_user(&self, id: &UserId) -> Result<Option<User>> {
         let row = sqlx::query_as!(
-            UserRow,
+            Admin,
             "SELECT id, email, first_name, last_name, password_hash, created_at, updated_at, deleted_at
              FROM admin_user WHERE id = $1 AND deleted_at IS NULL",
             id.as_str()
@@ -691,7 +532,7 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(row.map(UserRow::into_stored).transpose()?.map(|s| s.user))
+        Ok(row.map(Admin::into_stored).transpose()?.map(|s| s.user))
     }
 
     async fn count_users(&self) -> Result<u64> {
@@ -741,6 +582,5 @@ async fn insert_channel(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, c: 
 }
 
 fn parse_key_ids(ids: impl Iterator<Item = String>) -> Result<Vec<ApiKeyId>> {
-    ids.map(|i| ApiKeyId::try_from(i).map_err(|e| Error::unexpected(e.to_string())))
-        .collect()
+    ids.map(keyward::store::stored_id).collect()
 }

@@ -421,10 +421,10 @@ impl Keyward {
         }
         let sales_channel_ids = if key.key_type == ApiKeyType::Publishable {
             self.store
-                .sales_channels_of_keys(std::slice::from_ref(&key.id))
+                .links_of_keys(std::slice::from_ref(&key.id))
                 .await?
                 .into_iter()
-                .map(|(_, c)| c.id)
+                .map(|(_, channel)| channel)
                 .collect()
         } else {
             Vec::new()
@@ -433,6 +433,16 @@ impl Keyward {
             code: VerifyCode::Valid,
             key: Some(key),
             sales_channel_ids,
+        })
+    }
+
+    /// Verifies a token as a publishable key (the storefront check): a valid secret token is
+    /// refused as `NOT_FOUND`, so a secret can never open a store route.
+    pub async fn verify_publishable(&self, raw: &str) -> Result<Verification> {
+        let v = self.verify(raw).await?;
+        Ok(match &v.key {
+            Some(k) if k.key_type == ApiKeyType::Secret => Verification::refused(VerifyCode::NotFound, None),
+            _ => v,
         })
     }
 
@@ -565,25 +575,45 @@ impl Keyward {
 
     /// The channels linked to each of these keys (keys without links map to an empty list).
     pub async fn sales_channels_of(&self, keys: &[ApiKeyId]) -> Result<BTreeMap<ApiKeyId, Vec<SalesChannel>>> {
-        let mut map: BTreeMap<ApiKeyId, Vec<SalesChannel>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-        for (key, channel) in self.store.sales_channels_of_keys(keys).await? {
-            map.entry(key).or_default().push(channel);
-        }
-        Ok(map)
+        let links = self.store.links_of_keys(keys).await?;
+        let filter = SalesChannelFilter::new().try_in(SalesChannelField::Id, links.iter().map(|(_, c)| c.as_str()))?;
+        let channels = self.store.list_sales_channels(&filter, &ListOptions::default()).await?;
+        Ok(group_links(keys, links, channels, |c| &c.id))
     }
 
-    /// The publishable keys linked to each of these channels.
+    /// The keys linked to each of these channels.
     pub async fn api_keys_of(&self, channels: &[SalesChannelId]) -> Result<BTreeMap<SalesChannelId, Vec<ApiKey>>> {
-        let mut map: BTreeMap<SalesChannelId, Vec<ApiKey>> = channels.iter().map(|c| (c.clone(), Vec::new())).collect();
-        for (channel, key) in self.store.api_keys_of_sales_channels(channels).await? {
-            map.entry(channel).or_default().push(key);
-        }
-        Ok(map)
+        let links = self.store.links_of_sales_channels(channels).await?;
+        let keys = self
+            .list_api_keys(
+                &ApiKeyFilter::ids(links.iter().map(|(_, k)| k)),
+                &ListOptions::default(),
+            )
+            .await?;
+        Ok(group_links(channels, links, keys, |k| &k.id))
     }
 
     pub(crate) fn ids(&self) -> &UlidGenerator {
         &self.ids
     }
+}
+
+/// Groups linked records under their owners, in link order. Every owner gets an entry; a link
+/// whose record vanished between the two reads is skipped.
+fn group_links<O: Ord + Clone, I: Ord, R: Clone>(
+    owners: &[O],
+    links: Vec<(O, I)>,
+    records: Vec<R>,
+    id_of: impl Fn(&R) -> &I,
+) -> BTreeMap<O, Vec<R>> {
+    let by_id: BTreeMap<&I, &R> = records.iter().map(|r| (id_of(r), r)).collect();
+    let mut map: BTreeMap<O, Vec<R>> = owners.iter().map(|o| (o.clone(), Vec::new())).collect();
+    for (owner, id) in &links {
+        if let Some(r) = by_id.get(id) {
+            map.entry(owner.clone()).or_default().push((*r).clone());
+        }
+    }
+    map
 }
 
 /// Raw secret tokens in `token` conditions become digests; anything else is compared as given.

@@ -199,3 +199,59 @@ fn escape_like(s: &str) -> String {
     }
     out
 }
+
+/// Runs `select` (a `SELECT … FROM table` without WHERE) filtered, ordered and paged.
+pub async fn fetch_list<D, F, R>(
+    pool: &sqlx::Pool<D::DB>,
+    select: &'static str,
+    filter: &Filter<F>,
+    options: &ListOptions<F>,
+) -> crate::Result<Vec<R>>
+where
+    D: Dialect,
+    F: Field,
+    R: for<'r> sqlx::FromRow<'r, <D::DB as Database>::Row> + Send + Unpin,
+    String: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    bool: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    <D::DB as Database>::Arguments: sqlx::IntoArguments<D::DB>,
+    for<'c> &'c mut <D::DB as Database>::Connection: sqlx::Executor<'c, Database = D::DB>,
+{
+    let mut qb = QueryBuilder::new(select);
+    push_where::<D, F>(&mut qb, filter);
+    push_order_and_page::<D, F>(&mut qb, options);
+    qb.build_query_as()
+        .fetch_all(pool)
+        .await
+        .map_err(crate::store::db_error)
+}
+
+/// Counts the rows of `table` matching `filter`.
+pub async fn fetch_count<D, F>(pool: &sqlx::Pool<D::DB>, table: &'static str, filter: &Filter<F>) -> crate::Result<u64>
+where
+    D: Dialect,
+    F: Field,
+    String: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    bool: for<'a> Encode<'a, D::DB> + Type<D::DB>,
+    i64: for<'r> sqlx::Decode<'r, D::DB> + Type<D::DB>,
+    usize: sqlx::ColumnIndex<<D::DB as Database>::Row>,
+    <D::DB as Database>::Arguments: sqlx::IntoArguments<D::DB>,
+    for<'c> &'c mut <D::DB as Database>::Connection: sqlx::Executor<'c, Database = D::DB>,
+{
+    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM ");
+    qb.push(table);
+    push_where::<D, F>(&mut qb, filter);
+    let n: i64 = qb
+        .build_query_scalar()
+        .fetch_one(pool)
+        .await
+        .map_err(crate::store::db_error)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The columns every store selects for a key, in [`crate::store::KeyRow`] order.
+pub const SELECT_KEYS: &str = "SELECT id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by, \
+                               revoked_at, created_at, updated_at, deleted_at FROM api_key";
+
+/// The columns every store selects for a sales channel.
+pub const SELECT_CHANNELS: &str =
+    "SELECT id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at FROM sales_channel";

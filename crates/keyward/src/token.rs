@@ -292,7 +292,19 @@ mod tests {
         }
 
         #[test]
-        fn any_bytes_parse_or_are_refused_without_panicking(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+        fn prefixed_strings_of_any_length_are_refused_without_panicking(
+            prefix in prop_oneof!["pk_", "sk_", "pk", "s"],
+            body in "\\PC{0,300}",
+        ) {
+            let s = format!("{prefix}{body}");
+            if let Ok(t) = parse(&s) {
+                prop_assert!(s.len() == TOKEN_LEN || s.len() == LEGACY_TOKEN_LEN);
+                prop_assert_eq!(t.as_str(), s.as_str());
+            }
+        }
+
+        #[test]
+        fn any_bytes_parse_or_are_refused_without_panicking(b in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let _ = parse(&String::from_utf8_lossy(&b));
         }
 

@@ -35,7 +35,7 @@ async fn make_secrets(h: &Harness) -> Vec<PlainToken> {
 
 /// The token, and its random body alone (in case something stored it without the prefix).
 fn needles(t: &PlainToken) -> [Vec<u8>; 2] {
-    [t.expose().as_bytes().to_vec(), t.expose()[3..46].as_bytes().to_vec()]
+    [t.expose().as_bytes().to_vec(), t.expose().as_bytes()[3..46].to_vec()]
 }
 
 #[tokio::test]

@@ -220,10 +220,10 @@ on_both_stores! {
     async fn a_key_revoked_in_the_future_cannot_be_deleted_yet(h) {
         let k = h.kw.create_api_key(publishable("p")).await.unwrap().key;
         h.kw.revoke_api_key(&k.id, &RevokeApiKey { revoked_by: "t".into(), revoke_in: Some(60) }).await.unwrap();
-        let err = h.kw.delete_api_keys(&[k.id.clone()]).await.unwrap_err();
+        let err = h.kw.delete_api_keys(std::slice::from_ref(&k.id)).await.unwrap_err();
         assert_eq!(err.message, format!("Cannot delete api keys that are not revoked - {}", k.id));
         h.clock.advance_seconds(60);
-        h.kw.delete_api_keys(&[k.id.clone()]).await.unwrap();
+        h.kw.delete_api_keys(std::slice::from_ref(&k.id)).await.unwrap();
     }
 
     async fn deleting_unknown_ids_is_a_no_op(h) {
@@ -283,6 +283,14 @@ on_both_stores! {
         let revoked = h.kw.verify(pk.token.expose()).await.unwrap();
         assert_eq!(revoked.code, VerifyCode::Revoked);
         assert_eq!(revoked.key.unwrap().id, pk.key.id);
+    }
+
+    async fn a_secret_token_never_passes_the_publishable_check(h) {
+        let sk = h.kw.create_api_key(secret("s")).await.unwrap();
+        let pk = h.kw.create_api_key(publishable("p")).await.unwrap();
+        let v = h.kw.verify_publishable(sk.token.expose()).await.unwrap();
+        assert_eq!((v.code, v.key), (VerifyCode::NotFound, None));
+        assert_eq!(h.kw.verify_publishable(pk.token.expose()).await.unwrap().code, VerifyCode::Valid);
     }
 
     async fn reads_hide_secret_tokens_and_show_publishable_ones(h) {
@@ -460,7 +468,7 @@ on_both_stores! {
         assert_eq!(count, 1);
         let key = &keys[0];
         assert_eq!((key.title.as_str(), key.key_type, key.created_by.as_str()), ("Default Publishable API Key", ApiKeyType::Publishable, ""));
-        let channels = h.kw.sales_channels_of(&[key.id.clone()]).await.unwrap();
+        let channels = h.kw.sales_channels_of(std::slice::from_ref(&key.id)).await.unwrap();
         let linked = &channels[&key.id];
         assert_eq!(linked.len(), 1);
         assert_eq!((linked[0].name.as_str(), linked[0].description.as_deref()), ("Default Sales Channel", Some("Created by Medusa")));
@@ -488,7 +496,7 @@ on_both_stores! {
         assert_eq!(h.kw.retrieve_sales_channel(&sc.id).await.unwrap(), updated);
         let disabled = SalesChannelFilter::new().try_eq(SalesChannelField::IsDisabled, true).unwrap();
         assert_eq!(h.kw.list_sales_channels(&disabled, &ListOptions::default()).await.unwrap().len(), 1);
-        h.kw.delete_sales_channels(&[sc.id.clone()]).await.unwrap();
+        h.kw.delete_sales_channels(std::slice::from_ref(&sc.id)).await.unwrap();
         let err = h.kw.retrieve_sales_channel(&sc.id).await.unwrap_err();
         assert_eq!(err.message, format!("Sales channel with id: {} was not found", sc.id));
         assert!(h.kw.update_sales_channel(&sc.id, &patch).await.is_err());
@@ -501,32 +509,32 @@ on_both_stores! {
         let sc = h.kw.create_sales_channel(CreateSalesChannel { name: "A".into(), ..Default::default() }).await.unwrap();
         let sc2 = h.kw.create_sales_channel(CreateSalesChannel { name: "B".into(), ..Default::default() }).await.unwrap();
         h.kw.add_sales_channels(&pk.id, &[sc.id.clone(), sc2.id.clone()]).await.unwrap();
-        h.kw.add_sales_channels(&pk.id, &[sc.id.clone()]).await.unwrap();
+        h.kw.add_sales_channels(&pk.id, std::slice::from_ref(&sc.id)).await.unwrap();
         let linked = |kw: Keyward, id: ApiKeyId| async move {
-            kw.sales_channels_of(&[id.clone()]).await.unwrap()[&id].iter().map(|c| c.id.to_string()).collect::<Vec<_>>()
+            kw.sales_channels_of(std::slice::from_ref(&id)).await.unwrap()[&id].iter().map(|c| c.id.to_string()).collect::<Vec<_>>()
         };
         assert_eq!(linked(h.kw.clone(), pk.id.clone()).await.len(), 2, "re-linking is a no-op");
-        let err = h.kw.add_sales_channels(&sk.id, &[sc.id.clone()]).await.unwrap_err();
+        let err = h.kw.add_sales_channels(&sk.id, std::slice::from_ref(&sc.id)).await.unwrap_err();
         assert_eq!((err.kind, err.message.as_str()), (ErrorKind::InvalidData, "Sales channels can only be associated with publishable API keys"));
         let err = h.kw.add_sales_channels(&pk.id, &[SalesChannelId::parse("phony").unwrap(), SalesChannelId::parse("sc_x").unwrap()]).await.unwrap_err();
         assert_eq!((err.kind, err.message.as_str()), (ErrorKind::InvalidData, "Sales channels with IDs phony, sc_x do not exist"));
-        let err = h.kw.add_sales_channels(&ApiKeyId::parse("apk_gone").unwrap(), &[sc.id.clone()]).await.unwrap_err();
+        let err = h.kw.add_sales_channels(&ApiKeyId::parse("apk_gone").unwrap(), std::slice::from_ref(&sc.id)).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
         h.kw.remove_sales_channels(&pk.id, &[sc.id.clone(), SalesChannelId::parse("sc_never").unwrap()]).await.unwrap();
         assert_eq!(linked(h.kw.clone(), pk.id.clone()).await, vec![sc2.id.to_string()]);
-        h.kw.add_sales_channels(&pk.id, &[sc.id.clone()]).await.unwrap();
+        h.kw.add_sales_channels(&pk.id, std::slice::from_ref(&sc.id)).await.unwrap();
         assert_eq!(linked(h.kw.clone(), pk.id.clone()).await.len(), 2, "a removed link can come back");
-        let keys_of = h.kw.api_keys_of(&[sc2.id.clone()]).await.unwrap();
+        let keys_of = h.kw.api_keys_of(std::slice::from_ref(&sc2.id)).await.unwrap();
         assert_eq!(ids(&keys_of[&sc2.id]), vec![pk.id.to_string()]);
     }
 
     async fn deleting_a_key_removes_its_links(h) {
         let pk = h.kw.create_api_key(publishable("p")).await.unwrap().key;
         let sc = h.kw.create_sales_channel(CreateSalesChannel { name: "A".into(), ..Default::default() }).await.unwrap();
-        h.kw.add_sales_channels(&pk.id, &[sc.id.clone()]).await.unwrap();
+        h.kw.add_sales_channels(&pk.id, std::slice::from_ref(&sc.id)).await.unwrap();
         h.kw.revoke_api_key(&pk.id, &revoke_by("t")).await.unwrap();
-        h.kw.delete_api_keys(&[pk.id.clone()]).await.unwrap();
-        assert!(h.kw.api_keys_of(&[sc.id.clone()]).await.unwrap()[&sc.id].is_empty());
+        h.kw.delete_api_keys(std::slice::from_ref(&pk.id)).await.unwrap();
+        assert!(h.kw.api_keys_of(std::slice::from_ref(&sc.id)).await.unwrap()[&sc.id].is_empty());
         // The channel itself stays.
         h.kw.retrieve_sales_channel(&sc.id).await.unwrap();
     }
@@ -534,9 +542,9 @@ on_both_stores! {
     async fn deleting_a_channel_removes_its_links(h) {
         let pk = h.kw.create_api_key(publishable("p")).await.unwrap().key;
         let sc = h.kw.create_sales_channel(CreateSalesChannel { name: "A".into(), ..Default::default() }).await.unwrap();
-        h.kw.add_sales_channels(&pk.id, &[sc.id.clone()]).await.unwrap();
-        h.kw.delete_sales_channels(&[sc.id.clone()]).await.unwrap();
-        assert!(h.kw.sales_channels_of(&[pk.id.clone()]).await.unwrap()[&pk.id].is_empty());
+        h.kw.add_sales_channels(&pk.id, std::slice::from_ref(&sc.id)).await.unwrap();
+        h.kw.delete_sales_channels(std::slice::from_ref(&sc.id)).await.unwrap();
+        assert!(h.kw.sales_channels_of(std::slice::from_ref(&pk.id)).await.unwrap()[&pk.id].is_empty());
         assert!(h.kw.verify(&pk.token).await.unwrap().sales_channel_ids.is_empty());
     }
 
