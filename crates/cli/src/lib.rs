@@ -32,6 +32,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP server (admin API, store key check, verification API); migrates first.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:9000")]
+        listen: String,
+        /// Secret that signs admin login tokens. Without it, a random one is made at start and
+        /// logins do not survive a restart (nor work across nodes).
+        #[arg(long, env = "KEYWARD_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
+    },
     /// Apply database migrations (every other command does this first, too).
     Migrate,
     /// Manage admin users.
@@ -221,6 +231,7 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
     kw.migrate().await?;
     let json = cli.json;
     match cli.command {
+        Command::Serve { listen, jwt_secret } => serve(kw, &listen, jwt_secret).await,
         Command::Migrate => Ok(Outcome::ok(if json {
             format!("{}\n", json!({"migrated": true, "backend": kw.store().backend()}))
         } else {
@@ -237,6 +248,50 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
         Command::Keys(cmd) => keys(&kw, cmd, json).await,
         Command::SalesChannels(cmd) => sales_channels(&kw, cmd, json).await,
     }
+}
+
+async fn serve(kw: Keyward, listen: &str, jwt_secret: Option<String>) -> Result<Outcome, Failure> {
+    let level = match std::env::var("KEYWARD_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+    let secret = match jwt_secret.filter(|s| !s.is_empty()) {
+        Some(s) => s.into_bytes(),
+        None => {
+            tracing::warn!("KEYWARD_JWT_SECRET is not set: using a random secret; logins end when the server stops");
+            let mut bytes = vec![0u8; 32];
+            keyward::Entropy::fill(&keyward::OsEntropy, &mut bytes).map_err(Error::from)?;
+            bytes
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::unexpected(e.to_string()))?;
+    println!(
+        "keyward is listening on http://{addr} ({} database)",
+        kw.store().backend()
+    );
+    if kw.count_users().await? == 0 {
+        println!(
+            "No admin user yet. Create one with:\n  keyward user create --email admin@example.com --password '<at least 8 characters>'"
+        );
+    }
+    keyward_server::serve(keyward_server::AppState::new(kw, secret), listener)
+        .await
+        .map_err(|e| Error::unexpected(format!("the server stopped: {e}")))?;
+    Ok(Outcome::ok(String::new()))
 }
 
 fn key_id(id: &str) -> Result<ApiKeyId, Failure> {

@@ -53,7 +53,12 @@ pub fn push_order_and_page<D: Dialect, F: Field>(qb: &mut QueryBuilder<D::DB>, o
             qb.push(", ");
         }
         push_column(qb, F::id());
-        qb.push(" ASC");
+        // Ties follow the primary direction: ids are creation-ordered, so `-created_at` stays
+        // newest first even for rows made in the same millisecond.
+        qb.push(match options.order.first().map(|o| o.direction) {
+            Some(Direction::Desc) => " DESC",
+            _ => " ASC",
+        });
     }
     D::push_page(qb, options.skip, options.take);
 }

@@ -422,7 +422,11 @@ on_both_stores! {
         let by_title = ListOptions::default().ordered_by(F::Title, Direction::Asc);
         assert_eq!(list(by_title).await, vec![all[1].clone(), all[3].clone(), all[0].clone(), all[2].clone()], "ties broken by id");
         let by_title_desc = ListOptions::default().ordered_by(F::Title, Direction::Desc);
-        assert_eq!(list(by_title_desc).await[0], all[2]);
+        assert_eq!(list(by_title_desc).await, vec![all[2].clone(), all[0].clone(), all[3].clone(), all[1].clone()], "ties follow the direction");
+        let newest_first = ListOptions::default().ordered_by(F::CreatedAt, Direction::Desc);
+        let mut reversed = all.clone();
+        reversed.reverse();
+        assert_eq!(list(newest_first).await, reversed, "same-millisecond rows stay newest first");
         assert_eq!(list(ListOptions::page(1, 2)).await, all[1..3].to_vec());
         assert_eq!(list(ListOptions::page(3, 20)).await, all[3..].to_vec());
         assert!(list(ListOptions::page(10, 20)).await.is_empty());

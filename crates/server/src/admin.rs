@@ -1,0 +1,569 @@
+//! `/admin/*` handlers: adapters that validate, call one module function with the caller's
+//! identity, and shape the answer as Medusa does.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Map, Value, json};
+
+use keyward::{
+    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field,
+    Filter, ListOptions, Op, Order, RevokeApiKey, SalesChannelField, SalesChannelFilter, SalesChannelId, Timestamp,
+    UpdateSalesChannel, Value as FilterValue,
+};
+
+use crate::AppState;
+use crate::auth::Actor;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, Query};
+use crate::fields::{self, Selection};
+use crate::validate::{Spec, Ty, nullable, number, opt, req, string, validate};
+
+const KEY_TYPES: &[&str] = &["publishable", "secret"];
+
+const KEY_LIST_QUERY: &[Spec] = &[
+    opt("fields", Ty::String),
+    opt("offset", Ty::Number),
+    opt("limit", Ty::Number),
+    opt("order", Ty::String),
+    opt("with_deleted", Ty::Boolean),
+    opt("q", Ty::String),
+    opt("id", Ty::Any),
+    opt("title", Ty::Any),
+    opt("token", Ty::Any),
+    opt("type", Ty::Any),
+    opt("created_at", Ty::Any),
+    opt("updated_at", Ty::Any),
+    opt("deleted_at", Ty::Any),
+    opt("revoked_at", Ty::Any),
+    opt("$and", Ty::Any),
+    opt("$or", Ty::Any),
+];
+const KEY_FILTER_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "token",
+    "type",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "revoked_at",
+];
+const FIELDS_QUERY: &[Spec] = &[opt("fields", Ty::String)];
+const CREATE_KEY: &[Spec] = &[req("title", Ty::String), req("type", Ty::Enum(KEY_TYPES))];
+const UPDATE_KEY: &[Spec] = &[req("title", Ty::String)];
+const REVOKE_KEY: &[Spec] = &[opt("revoke_in", Ty::Number)];
+const ROLL_KEY: &[Spec] = &[opt("revoke_in", Ty::Number)];
+const LINK_CHANNELS: &[Spec] = &[opt("add", Ty::StringArray), opt("remove", Ty::StringArray)];
+
+const CHANNEL_LIST_QUERY: &[Spec] = &[
+    opt("fields", Ty::String),
+    opt("offset", Ty::Number),
+    opt("limit", Ty::Number),
+    opt("order", Ty::String),
+    opt("with_deleted", Ty::Boolean),
+    opt("q", Ty::String),
+    opt("id", Ty::Any),
+    opt("name", Ty::Any),
+    opt("description", Ty::Any),
+    opt("is_disabled", Ty::Any),
+    opt("created_at", Ty::Any),
+    opt("updated_at", Ty::Any),
+    opt("deleted_at", Ty::Any),
+    opt("$and", Ty::Any),
+    opt("$or", Ty::Any),
+];
+const CHANNEL_FILTER_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "is_disabled",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+];
+const CREATE_CHANNEL: &[Spec] = &[
+    req("name", Ty::String),
+    nullable("description", Ty::String),
+    opt("is_disabled", Ty::Boolean),
+    nullable("metadata", Ty::Any),
+];
+const UPDATE_CHANNEL: &[Spec] = &[
+    opt("name", Ty::String),
+    nullable("description", Ty::String),
+    opt("is_disabled", Ty::Boolean),
+    nullable("metadata", Ty::Any),
+];
+
+// -- shared parsing -------------------------------------------------------------------------
+
+fn key_id(id: &str) -> ApiResult<ApiKeyId> {
+    ApiKeyId::parse(id).map_err(|e| ApiError::invalid(format!("Invalid request: '{id}' is not an id: {e}")))
+}
+
+fn channel_id(id: &str) -> ApiResult<SalesChannelId> {
+    SalesChannelId::parse(id).map_err(|e| ApiError::invalid(format!("Invalid request: '{id}' is not an id: {e}")))
+}
+
+/// `offset`, `limit` (default 20) and `order` of a list query.
+fn page<F: Field>(q: &Map<String, Value>) -> ApiResult<(ListOptions<F>, u64, u64)> {
+    let count = |name: &str, default: u64| -> ApiResult<u64> {
+        match number(q, name) {
+            None => Ok(default),
+            Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 1e15 => Ok(n as u64),
+            Some(_) => Err(ApiError::invalid(format!(
+                "Invalid request: Expected a non-negative whole number for field '{name}', got: '{}'",
+                string(q, name).unwrap_or_default()
+            ))),
+        }
+    };
+    let (offset, limit) = (count("offset", 0)?, count("limit", 20)?);
+    let mut options = ListOptions::page(offset, limit);
+    if let Some(order) = string(q, "order").filter(|o| !o.is_empty()) {
+        for item in order.split(',') {
+            options.order.push(
+                Order::parse(item.trim()).map_err(|e| ApiError::invalid(format!("Invalid request: {}", e.message)))?,
+            );
+        }
+    }
+    Ok((options, offset, limit))
+}
+
+/// Builds a filter from a validated query (recursing into `$and`/`$or`). `allowed` are the
+/// filterable fields; `check` validates a field's text values (e.g. the key type enum).
+fn filter_from<F: Field>(
+    q: &Map<String, Value>,
+    allowed: &[&str],
+    check: &dyn Fn(F, &str) -> ApiResult<()>,
+) -> ApiResult<Filter<F>> {
+    let mut f = Filter::new();
+    for (name, value) in q {
+        match name.as_str() {
+            "q" => f.q = value.as_str().map(str::to_owned),
+            "$and" | "$or" => {
+                let groups = match value {
+                    Value::Array(items) => items.clone(),
+                    Value::Object(_) => vec![value.clone()],
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "Invalid request: '{name}' takes a list of filters"
+                        )));
+                    }
+                };
+                for g in groups {
+                    let Value::Object(m) = g else {
+                        return Err(ApiError::invalid(format!(
+                            "Invalid request: '{name}' takes a list of filters"
+                        )));
+                    };
+                    let unknown: Vec<&String> = m
+                        .keys()
+                        .filter(|k| !allowed.contains(&k.as_str()) && !k.starts_with('$') && *k != "q")
+                        .collect();
+                    if !unknown.is_empty() {
+                        let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+                        return Err(ApiError::invalid(format!(
+                            "Invalid request: Unrecognized fields: '{}'",
+                            names.join(", ")
+                        )));
+                    }
+                    let group = filter_from(&m, allowed, check)?;
+                    if name == "$and" {
+                        f.and.push(group)
+                    } else {
+                        f.or.push(group)
+                    }
+                }
+            }
+            field if allowed.contains(&field) => {
+                let Some(field) = F::from_name(field) else { continue };
+                push_conditions(&mut f, field, value, check)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+fn push_conditions<F: Field>(
+    f: &mut Filter<F>,
+    field: F,
+    value: &Value,
+    check: &dyn Fn(F, &str) -> ApiResult<()>,
+) -> ApiResult<()> {
+    let one = |v: &Value| -> ApiResult<FilterValue> { filter_value(field, v, check) };
+    let many = |v: &Value| -> ApiResult<Vec<FilterValue>> {
+        match v {
+            Value::Array(items) => items.iter().map(one).collect(),
+            other => Ok(vec![one(other)?]),
+        }
+    };
+    match value {
+        Value::Object(ops) => {
+            for (op_name, v) in ops {
+                let op = Op::from_name(op_name).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "Invalid request: Unknown operator '{op_name}' for field '{}'",
+                        field.name()
+                    ))
+                })?;
+                let values = if matches!(op, Op::In | Op::Nin) {
+                    many(v)?
+                } else {
+                    vec![one(v)?]
+                };
+                f.push(field, op, values).map_err(invalid_filter)?;
+            }
+            Ok(())
+        }
+        Value::Array(_) => f.push(field, Op::In, many(value)?).map_err(invalid_filter),
+        other => f.push(field, Op::Eq, vec![one(other)?]).map_err(invalid_filter),
+    }
+}
+
+fn invalid_filter(e: Error) -> ApiError {
+    ApiError::invalid(format!("Invalid request: {}", e.message))
+}
+
+fn filter_value<F: Field>(field: F, v: &Value, check: &dyn Fn(F, &str) -> ApiResult<()>) -> ApiResult<FilterValue> {
+    let text = match v {
+        Value::String(s) => s.as_str(),
+        Value::Null => return Ok(FilterValue::Null),
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "Invalid request: Expected a string for field '{}'",
+                field.name()
+            )));
+        }
+    };
+    match field.kind() {
+        _ if text == "null" => Ok(FilterValue::Null),
+        keyward::filter::FieldKind::Text => {
+            check(field, text)?;
+            Ok(FilterValue::Text(text.to_owned()))
+        }
+        keyward::filter::FieldKind::Time => Timestamp::parse(text).map(FilterValue::Time).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid request: Expected a date for field '{}', got: '{text}'",
+                field.name()
+            ))
+        }),
+        keyward::filter::FieldKind::Bool => match text {
+            "true" => Ok(FilterValue::Bool(true)),
+            "false" => Ok(FilterValue::Bool(false)),
+            _ => Err(ApiError::invalid(format!(
+                "Invalid request: Expected type: 'boolean' for field '{}', got: '{text}'",
+                field.name()
+            ))),
+        },
+    }
+}
+
+fn check_key_field(field: ApiKeyField, text: &str) -> ApiResult<()> {
+    if field == ApiKeyField::Type && !KEY_TYPES.contains(&text) {
+        return Err(ApiError::invalid(format!(
+            "Invalid request: Expected: 'publishable, secret' for field 'type', but got: '{text}'"
+        )));
+    }
+    Ok(())
+}
+
+// -- API keys -------------------------------------------------------------------------------
+
+/// Shapes keys for a selection, loading their channels when the relation is selected.
+async fn shape_keys(state: &AppState, keys: &[ApiKey], sel: &Selection) -> ApiResult<Vec<Value>> {
+    let channels = match &sel.relation {
+        Some(_) => {
+            let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.id.clone()).collect();
+            Some(state.kw.sales_channels_of(&ids).await?)
+        }
+        None => None,
+    };
+    Ok(keys
+        .iter()
+        .map(|k| {
+            let mut out = fields::project(&fields::key_json(k), &sel.own);
+            if let (Some(rel), Some(map)) = (&sel.relation, &channels) {
+                let linked: Vec<Value> = map
+                    .get(&k.id)
+                    .map(|cs| {
+                        cs.iter()
+                            .map(|c| Value::Object(fields::project(&fields::channel_json(c), rel)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.insert("sales_channels".into(), Value::Array(linked));
+            }
+            Value::Object(out)
+        })
+        .collect())
+}
+
+async fn one_key(state: &AppState, id: &ApiKeyId, fields_param: Option<&str>) -> ApiResult<Json<Value>> {
+    let key = state.kw.retrieve_api_key(id).await.map_err(http_not_found)?;
+    let shaped = shape_keys(state, std::slice::from_ref(&key), &fields::key_selection(fields_param)).await?;
+    Ok(Json(json!({ "api_key": shaped.into_iter().next() })))
+}
+
+/// The module says "ApiKey with id"; the HTTP API says "API Key with id", as Medusa's does.
+fn http_not_found(e: Error) -> ApiError {
+    match e.kind {
+        ErrorKind::NotFound => ApiError::not_found(e.message.replacen("ApiKey with id", "API Key with id", 1)),
+        _ => ApiError::Module(e),
+    }
+}
+
+pub async fn list_keys(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
+    let q = validate(&q, KEY_LIST_QUERY, true)?;
+    let (options, offset, limit) = page::<ApiKeyField>(&q)?;
+    let filter: ApiKeyFilter = filter_from(&q, KEY_FILTER_FIELDS, &check_key_field)?;
+    let (keys, count) = state.kw.list_and_count_api_keys(&filter, &options).await?;
+    let shaped = shape_keys(&state, &keys, &fields::key_selection(string(&q, "fields").as_deref())).await?;
+    Ok(Json(
+        json!({"api_keys": shaped, "count": count, "offset": offset, "limit": limit}),
+    ))
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let b = validate(&body, CREATE_KEY, false)?;
+    let key_type = match string(&b, "type").as_deref() {
+        Some("secret") => ApiKeyType::Secret,
+        _ => ApiKeyType::Publishable,
+    };
+    let created = state
+        .kw
+        .create_api_key(CreateApiKey::new(
+            string(&b, "title").unwrap_or_default(),
+            key_type,
+            actor.id,
+        ))
+        .await?;
+    Ok(Json(json!({ "api_key": created })))
+}
+
+pub async fn get_key(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query) -> ApiResult<Json<Value>> {
+    let q = validate(&q, FIELDS_QUERY, true)?;
+    one_key(&state, &key_id(&id)?, string(&q, "fields").as_deref()).await
+}
+
+pub async fn update_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let q = validate(&q, FIELDS_QUERY, true)?;
+    let b = validate(&body, UPDATE_KEY, false)?;
+    let id = key_id(&id)?;
+    state
+        .kw
+        .update_api_key(&id, &string(&b, "title").unwrap_or_default())
+        .await
+        .map_err(http_not_found)?;
+    one_key(&state, &id, string(&q, "fields").as_deref()).await
+}
+
+pub async fn delete_key(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = key_id(&id)?;
+    state.kw.delete_api_keys(std::slice::from_ref(&id)).await?;
+    Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
+}
+
+fn revoke_in(b: &Map<String, Value>) -> Option<i64> {
+    number(b, "revoke_in").map(|n| n.clamp(i64::MIN as f64, i64::MAX as f64) as i64)
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let q = validate(&q, FIELDS_QUERY, true)?;
+    let b = validate(&body, REVOKE_KEY, false)?;
+    let id = key_id(&id)?;
+    let data = RevokeApiKey {
+        revoked_by: actor.id,
+        revoke_in: revoke_in(&b),
+    };
+    state.kw.revoke_api_key(&id, &data).await.map_err(http_not_found)?;
+    one_key(&state, &id, string(&q, "fields").as_deref()).await
+}
+
+pub async fn roll_key(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let b = validate(&body, ROLL_KEY, false)?;
+    let id = key_id(&id)?;
+    let (created, previous) = state
+        .kw
+        .roll_api_key(&id, &actor.id, revoke_in(&b))
+        .await
+        .map_err(http_not_found)?;
+    let previous = shape_keys(&state, std::slice::from_ref(&previous), &fields::key_selection(None)).await?;
+    Ok(Json(
+        json!({"api_key": created, "previous_api_key": previous.into_iter().next()}),
+    ))
+}
+
+pub async fn link_channels(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let q = validate(&q, FIELDS_QUERY, true)?;
+    let b = validate(&body, LINK_CHANNELS, false)?;
+    let id = key_id(&id)?;
+    let ids = |name: &str| -> ApiResult<Vec<SalesChannelId>> {
+        b.get(name)
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(Value::as_str).map(channel_id).collect())
+            .unwrap_or(Ok(Vec::new()))
+    };
+    let (add, remove) = (ids("add")?, ids("remove")?);
+    state.kw.retrieve_api_key(&id).await.map_err(http_not_found)?;
+    if !add.is_empty() {
+        state.kw.add_sales_channels(&id, &add).await.map_err(http_not_found)?;
+    }
+    if !remove.is_empty() {
+        state
+            .kw
+            .remove_sales_channels(&id, &remove)
+            .await
+            .map_err(http_not_found)?;
+    }
+    one_key(&state, &id, string(&q, "fields").as_deref()).await
+}
+
+// -- sales channels -------------------------------------------------------------------------
+
+async fn shape_channels(
+    state: &AppState,
+    channels: &[keyward::SalesChannel],
+    sel: &Selection,
+) -> ApiResult<Vec<Value>> {
+    let keys = match &sel.relation {
+        Some(_) => {
+            let ids: Vec<SalesChannelId> = channels.iter().map(|c| c.id.clone()).collect();
+            Some(state.kw.api_keys_of(&ids).await?)
+        }
+        None => None,
+    };
+    Ok(channels
+        .iter()
+        .map(|c| {
+            let mut out = fields::project(&fields::channel_json(c), &sel.own);
+            if let (Some(rel), Some(map)) = (&sel.relation, &keys) {
+                let linked: Vec<Value> = map
+                    .get(&c.id)
+                    .map(|ks| {
+                        ks.iter()
+                            .map(|k| Value::Object(fields::project(&fields::key_json(k), rel)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.insert("publishable_api_keys".into(), Value::Array(linked));
+            }
+            Value::Object(out)
+        })
+        .collect())
+}
+
+async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option<&str>) -> ApiResult<Json<Value>> {
+    let c = state.kw.retrieve_sales_channel(id).await?;
+    let shaped = shape_channels(
+        state,
+        std::slice::from_ref(&c),
+        &fields::channel_selection(fields_param),
+    )
+    .await?;
+    Ok(Json(json!({ "sales_channel": shaped.into_iter().next() })))
+}
+
+pub async fn list_channels(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
+    let q = validate(&q, CHANNEL_LIST_QUERY, true)?;
+    let (options, offset, limit) = page::<SalesChannelField>(&q)?;
+    let filter: SalesChannelFilter = filter_from(&q, CHANNEL_FILTER_FIELDS, &|_, _| Ok(()))?;
+    let (channels, count) = state.kw.list_and_count_sales_channels(&filter, &options).await?;
+    let shaped = shape_channels(
+        &state,
+        &channels,
+        &fields::channel_selection(string(&q, "fields").as_deref()),
+    )
+    .await?;
+    Ok(Json(
+        json!({"sales_channels": shaped, "count": count, "offset": offset, "limit": limit}),
+    ))
+}
+
+pub async fn create_channel(
+    State(state): State<AppState>,
+    Query(q): Query,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let q = validate(&q, FIELDS_QUERY, true)?;
+    let b = validate(&body, CREATE_CHANNEL, false)?;
+    let c = state
+        .kw
+        .create_sales_channel(CreateSalesChannel {
+            name: string(&b, "name").unwrap_or_default(),
+            description: string(&b, "description"),
+            is_disabled: b.get("is_disabled").and_then(Value::as_bool).unwrap_or(false),
+            metadata: b.get("metadata").filter(|m| !m.is_null()).cloned(),
+            id: None,
+        })
+        .await?;
+    one_channel(&state, &c.id, string(&q, "fields").as_deref()).await
+}
+
+pub async fn get_channel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query,
+) -> ApiResult<Json<Value>> {
+    let q = validate(&q, FIELDS_QUERY, true)?;
+    one_channel(&state, &channel_id(&id)?, string(&q, "fields").as_deref()).await
+}
+
+pub async fn update_channel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let q = validate(&q, FIELDS_QUERY, true)?;
+    let b = validate(&body, UPDATE_CHANNEL, false)?;
+    let id = channel_id(&id)?;
+    let patch = UpdateSalesChannel {
+        name: string(&b, "name"),
+        description: b.get("description").map(|d| d.as_str().map(str::to_owned)),
+        is_disabled: b.get("is_disabled").and_then(Value::as_bool),
+        metadata: b.get("metadata").map(|m| (!m.is_null()).then(|| m.clone())),
+    };
+    state.kw.update_sales_channel(&id, &patch).await?;
+    one_channel(&state, &id, string(&q, "fields").as_deref()).await
+}
+
+pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = channel_id(&id)?;
+    state.kw.delete_sales_channels(std::slice::from_ref(&id)).await?;
+    Ok(Json(json!({"id": id, "object": "sales-channel", "deleted": true})))
+}
+
+// -- users ----------------------------------------------------------------------------------
+
+pub async fn me(State(state): State<AppState>, Extension(actor): Extension<Actor>) -> ApiResult<Json<Value>> {
+    let id = keyward::UserId::parse(&actor.id)
+        .map_err(|_| ApiError::not_found(format!("User with id: {} was not found", actor.id)))?;
+    let user = state.kw.retrieve_user(&id).await?;
+    Ok(Json(json!({ "user": user })))
+}

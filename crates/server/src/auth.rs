@@ -1,0 +1,112 @@
+//! Admin authentication. Any one method is enough; a failing one falls through to the next:
+//! `Authorization: Bearer <jwt>`, `Authorization: Basic <secret key>` (base64 of `sk_…:` or
+//! `sk_…`, or the raw `sk_…`; scheme case-insensitive), then the session cookie.
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::AppState;
+use crate::error::{ApiError, UNAUTHORIZED};
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `user_…`, or `apk_…` when a secret key made the call.
+    pub id: String,
+    /// `user` or `api-key`.
+    pub actor_type: &'static str,
+}
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "keyward_session";
+
+const BEARER_SECRET: &str = "A secret API key was passed as a Bearer token. Secret API keys must be sent using HTTP Basic authentication instead (Authorization: Basic <secret-api-key>).";
+
+/// Middleware for `/admin`: puts the [`Actor`] in the request or answers 401.
+pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match authenticate(&state, req.headers()).await {
+        Ok(actor) => {
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Tries every method in turn.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    let mut secret_as_bearer = false;
+    if let Some((scheme, credential)) = authorization(headers) {
+        if scheme.eq_ignore_ascii_case("bearer") {
+            if credential.starts_with("sk_") {
+                secret_as_bearer = true;
+            } else if let Some(actor) = state.actor_from_jwt(credential) {
+                return Ok(actor);
+            }
+        } else if scheme.eq_ignore_ascii_case("basic")
+            && let Some(token) = basic_secret(credential)
+            && let Some(key) = state.kw.authenticate(&token).await?
+        {
+            return Ok(Actor {
+                id: key.id.to_string(),
+                actor_type: "api-key",
+            });
+        }
+    }
+    if let Some(actor) = session_token(headers).and_then(|t| state.actor_from_jwt(t)) {
+        return Ok(actor);
+    }
+    Err(ApiError::Unauthorized(if secret_as_bearer {
+        BEARER_SECRET
+    } else {
+        UNAUTHORIZED
+    }))
+}
+
+fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credential) = value.split_once(' ')?;
+    Some((scheme, credential.trim()))
+}
+
+/// The secret token in a Basic credential: raw `sk_…`, or base64 of `sk_…` / `sk_…:`.
+fn basic_secret(credential: &str) -> Option<String> {
+    if credential.starts_with("sk_") {
+        return Some(credential.to_owned());
+    }
+    let decoded = String::from_utf8(STANDARD.decode(credential).ok()?).ok()?;
+    let user = decoded.split(':').next()?;
+    user.starts_with("sk_").then(|| user.to_owned())
+}
+
+/// The session cookie's token, if the request carries one.
+pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_in_every_medusa_form() {
+        let sk = "sk_abc";
+        assert_eq!(basic_secret(sk).as_deref(), Some(sk));
+        assert_eq!(basic_secret(&STANDARD.encode("sk_abc:")).as_deref(), Some(sk));
+        assert_eq!(basic_secret(&STANDARD.encode("sk_abc")).as_deref(), Some(sk));
+        assert_eq!(basic_secret(&STANDARD.encode("user:pass")), None);
+        assert_eq!(basic_secret("%%%"), None);
+    }
+}

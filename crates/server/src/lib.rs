@@ -1,0 +1,227 @@
+//! keyward's HTTP server: the Medusa-compatible admin API, the store-side publishable key check,
+//! the verification API, and health checks.
+//!
+//! [`app`] builds the whole router from an [`AppState`] without a socket, so tests can drive it
+//! in-process; [`serve`] binds it and shuts down gracefully on SIGINT/SIGTERM.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod fields;
+pub mod jwt;
+pub mod query;
+pub mod store;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::{HeaderValue, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use keyward::Keyward;
+use serde_json::{Value, json};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Actor, SESSION_COOKIE};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
+use crate::jwt::Jwt;
+use crate::validate::{Spec, Ty, opt, string, validate};
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub kw: Keyward,
+    pub jwt: Arc<Jwt>,
+}
+
+impl AppState {
+    pub fn new(kw: Keyward, jwt_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            kw,
+            jwt: Arc::new(Jwt::new(jwt_secret)),
+        }
+    }
+
+    fn now_seconds(&self) -> i64 {
+        self.kw.now().millis() / 1000
+    }
+
+    /// The actor a login token names, if it verifies.
+    pub fn actor_from_jwt(&self, token: &str) -> Option<Actor> {
+        let claims = self.jwt.verify(token, self.now_seconds())?;
+        let id = claims.get("actor_id")?.as_str()?.to_owned();
+        let actor_type = match claims.get("actor_type")?.as_str()? {
+            "user" => "user",
+            _ => return None,
+        };
+        Some(Actor { id, actor_type })
+    }
+}
+
+/// The whole router.
+pub fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/admin/api-keys", get(admin::list_keys).post(admin::create_key))
+        .route(
+            "/admin/api-keys/{id}",
+            get(admin::get_key).post(admin::update_key).delete(admin::delete_key),
+        )
+        .route("/admin/api-keys/{id}/revoke", post(admin::revoke_key))
+        .route("/admin/api-keys/{id}/roll", post(admin::roll_key))
+        .route("/admin/api-keys/{id}/sales-channels", post(admin::link_channels))
+        .route(
+            "/admin/sales-channels",
+            get(admin::list_channels).post(admin::create_channel),
+        )
+        .route(
+            "/admin/sales-channels/{id}",
+            get(admin::get_channel)
+                .post(admin::update_channel)
+                .delete(admin::delete_channel),
+        )
+        .route("/admin/users/me", get(admin::me))
+        .route("/v1/keys/verify", post(store::verify_key))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    let storefront = Router::new()
+        .route("/store/sales-channels", get(store::sales_channels))
+        .route("/store/regions", get(store::regions))
+        .route("/store/products", get(store::products))
+        .route("/store/{*rest}", get(store::not_served))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            store::require_publishable_key,
+        ));
+    Router::new()
+        .merge(admin)
+        .merge(storefront)
+        .route("/auth/user/emailpass", post(login))
+        .route("/auth/session", post(create_session).delete(delete_session))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("Route not found")
+}
+
+const LOGIN: &[Spec] = &[opt("email", Ty::Any), opt("password", Ty::Any)];
+
+/// `POST /auth/user/emailpass {email, password}` → `{token}`.
+async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
+    let b = validate(&body, LOGIN, false)?;
+    let refused = |m: &str| ApiError::Module(keyward::Error::new(keyward::ErrorKind::Unauthorized, m));
+    let email = string(&b, "email").ok_or_else(|| refused("Email should be a string"))?;
+    let password = string(&b, "password").ok_or_else(|| refused("Password should be a string"))?;
+    let user = state
+        .kw
+        .authenticate_user(&email, &password)
+        .await?
+        .ok_or_else(|| refused("Invalid email or password"))?;
+    let token = state
+        .jwt
+        .user_token(user.id.as_str(), state.now_seconds())
+        .ok_or_else(|| ApiError::Module(keyward::Error::unexpected("could not sign a login token")))?;
+    Ok(Json(json!({ "token": token })))
+}
+
+/// `POST /auth/session` with a Bearer login token: sets the HttpOnly session cookie.
+async fn create_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| state.actor_from_jwt(t).is_some())
+        .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
+    let actor = state
+        .actor_from_jwt(token)
+        .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        jwt::TOKEN_TTL_SECONDS
+    );
+    let mut res = Json(json!({"user": {"id": actor.id}})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(SET_COOKIE, v);
+    }
+    Ok(res)
+}
+
+/// `DELETE /auth/session`: clears the cookie.
+async fn delete_session() -> Response {
+    let mut res = Json(json!({"success": true})).into_response();
+    res.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_static("keyward_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    res
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.kw.store().ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(cause = %e.message, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "message": "The database is unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Binds `addr` and serves until SIGINT or SIGTERM, letting requests in flight finish.
+pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,121 @@
+//! The store side: every `/store/*` route needs a valid publishable key in
+//! `x-publishable-api-key`, and the verification API for other services. Both use the module's
+//! one verification path.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keyward::{Error, SalesChannelId, Verification};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
+use crate::validate::{Spec, Ty, req, string, validate};
+
+pub const HEADER: &str = "x-publishable-api-key";
+const MISSING: &str = "Publishable API key required in the request header: x-publishable-api-key. You can manage your keys in settings in the dashboard.";
+const INVALID: &str = "A valid publishable key is required to proceed with the request";
+
+/// The publishable key a store request was verified with.
+#[derive(Debug, Clone)]
+pub struct PublishableKey {
+    pub verification: Verification,
+}
+
+impl PublishableKey {
+    pub fn sales_channel_ids(&self) -> &[SalesChannelId] {
+        &self.verification.sales_channel_ids
+    }
+}
+
+pub async fn require_publishable_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let values: Vec<_> = req.headers().get_all(HEADER).iter().collect();
+    let token = match values.as_slice() {
+        [] => return ApiError::Module(Error::not_allowed(MISSING)).into_response(),
+        [one] => match one.to_str() {
+            Ok(t) if t.trim().is_empty() => return ApiError::Module(Error::not_allowed(MISSING)).into_response(),
+            Ok(t) => t.trim().to_owned(),
+            Err(_) => return ApiError::Module(Error::not_allowed(INVALID)).into_response(),
+        },
+        // Sent twice: ambiguous, so refused.
+        _ => return ApiError::Module(Error::not_allowed(INVALID)).into_response(),
+    };
+    match state.kw.verify_publishable(&token).await {
+        Ok(v) if v.is_valid() => {
+            req.extensions_mut().insert(PublishableKey { verification: v });
+            next.run(req).await
+        }
+        Ok(_) => ApiError::Module(Error::not_allowed(INVALID)).into_response(),
+        Err(e) => ApiError::Module(e).into_response(),
+    }
+}
+
+/// `GET /store/sales-channels`: the channels the key may see.
+pub async fn sales_channels(
+    State(state): State<AppState>,
+    axum::Extension(key): axum::Extension<PublishableKey>,
+) -> ApiResult<Json<Value>> {
+    let Some(k) = &key.verification.key else {
+        return Ok(Json(json!({"sales_channels": []})));
+    };
+    let channels = state.kw.sales_channels_of(std::slice::from_ref(&k.id)).await?;
+    let list = channels.get(&k.id).cloned().unwrap_or_default();
+    Ok(Json(json!({"sales_channels": list})))
+}
+
+/// Other store routes: keyward checks the key, but serves no catalogue.
+pub async fn not_served() -> ApiError {
+    ApiError::not_found("Route not found")
+}
+
+/// `GET /store/regions`: keyward holds no regions; the route exists so storefront clients see
+/// the same key check as on a commerce server.
+pub async fn regions() -> Json<Value> {
+    Json(json!({"regions": [], "count": 0, "offset": 0, "limit": 50}))
+}
+
+/// `GET /store/products`: keyward holds no catalogue, but applies the key's sales-channel scope
+/// exactly as a catalogue route must (see [`keyward::Verification::scope`]).
+pub async fn products(
+    axum::Extension(key): axum::Extension<PublishableKey>,
+    crate::extract::Query(q): crate::extract::Query,
+) -> ApiResult<Json<Value>> {
+    let requested: Vec<SalesChannelId> = match q.get("sales_channel_id") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![channel(s)?],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(channel)
+            .collect::<ApiResult<_>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid request: Expected type: 'string' for field 'sales_channel_id'",
+            ));
+        }
+    };
+    key.verification.scope(&requested)?;
+    Ok(Json(json!({"products": [], "count": 0, "offset": 0, "limit": 50})))
+}
+
+fn channel(s: &str) -> ApiResult<SalesChannelId> {
+    SalesChannelId::parse(s).map_err(|e| ApiError::invalid(format!("Invalid request: '{s}' is not an id: {e}")))
+}
+
+const VERIFY: &[Spec] = &[req("key", Ty::String)];
+
+/// `POST /v1/keys/verify {key}` → always 200 with the verdict.
+pub async fn verify_key(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
+    let b = validate(&body, VERIFY, false)?;
+    let v = state.kw.verify(&string(&b, "key").unwrap_or_default()).await?;
+    let mut out = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids});
+    if let Some(k) = &v.key {
+        out["api_key"] = json!({
+            "id": k.id, "type": k.key_type, "title": k.title, "redacted": k.redacted,
+            "revoked_at": k.revoked_at, "last_used_at": k.last_used_at, "created_at": k.created_at,
+        });
+    }
+    Ok(Json(out))
+}

@@ -1,0 +1,137 @@
+//! Boots the real router on 127.0.0.1:0 over a fresh database and talks to it with reqwest.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support"
+)]
+
+use std::sync::Arc;
+
+use keyward::{Keyward, OsEntropy, SystemClock};
+use keyward_server::AppState;
+use keyward_testkit::TestDb;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+pub const EMAIL: &str = "admin@test.local";
+pub const PASSWORD: &str = "supersecret";
+
+pub struct App {
+    pub base: String,
+    pub kw: Keyward,
+    pub http: reqwest::Client,
+    /// An admin login token.
+    pub token: String,
+    pub user_id: String,
+    _db: TestDb,
+}
+
+impl App {
+    pub async fn on(db: TestDb) -> Self {
+        let kw = Keyward::with_parts(db.store().await, Arc::new(SystemClock), Arc::new(OsEntropy));
+        kw.migrate().await.unwrap();
+        let user = kw.create_user(EMAIL, PASSWORD).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(kw.clone(), b"test-secret".to_vec());
+        tokio::spawn(keyward_server::serve(state, listener));
+        let http = reqwest::Client::new();
+        let login: Value = http
+            .post(format!("{base}/auth/user/emailpass"))
+            .json(&json!({"email": EMAIL, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().expect("login token").to_owned();
+        Self {
+            base,
+            kw,
+            http,
+            token,
+            user_id: user.id.to_string(),
+            _db: db,
+        }
+    }
+
+    pub async fn sqlite() -> Self {
+        Self::on(TestDb::sqlite()).await
+    }
+
+    pub async fn postgres() -> Option<Self> {
+        Some(Self::on(TestDb::postgres().await?).await)
+    }
+
+    /// A request with no credentials.
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// A request as the admin user (Bearer token).
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.anon(method, path).bearer_auth(&self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        read(self.admin(Method::GET, path).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        read(self.admin(Method::POST, path).json(&body).send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        read(self.admin(Method::DELETE, path).send().await.unwrap()).await
+    }
+
+    /// Creates a key over HTTP; returns the create response's `api_key`.
+    pub async fn create_key(&self, title: &str, key_type: &str) -> Value {
+        let (status, body) = self
+            .post("/admin/api-keys", json!({"title": title, "type": key_type}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["api_key"].clone()
+    }
+
+    pub async fn create_channel(&self, name: &str) -> Value {
+        let (status, body) = self.post("/admin/sales-channels", json!({"name": name})).await;
+        assert_eq!(status, 200, "{body}");
+        body["sales_channel"].clone()
+    }
+}
+
+pub async fn read(res: Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text));
+    (status, body)
+}
+
+/// Declares each test twice, on SQLite and on Postgres, with one body seeing `app: App`.
+#[macro_export]
+macro_rules! over_http {
+    ($( async fn $name:ident($app:ident) $body:block )*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let $app = $crate::support::App::sqlite().await;
+                $body
+            } )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some($app) = $crate::support::App::postgres().await else { return };
+                $body
+            } )*
+        }
+    };
+}
