@@ -262,9 +262,12 @@ async fn serve(kw: Keyward, listen: &str, jwt_secret: Option<String>) -> Result<
         "error" => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let secret = match jwt_secret.filter(|s| !s.is_empty()) {
         Some(s) => s.into_bytes(),

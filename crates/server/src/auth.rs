@@ -27,8 +27,19 @@ pub const SESSION_COOKIE: &str = "keyward_session";
 
 const BEARER_SECRET: &str = "A secret API key was passed as a Bearer token. Secret API keys must be sent using HTTP Basic authentication instead (Authorization: Basic <secret-api-key>).";
 
-/// Middleware for `/admin`: puts the [`Actor`] in the request or answers 401.
-pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Whether a path needs an admin credential: everything under `/admin` and `/v1`, matched by a
+/// route or not, so an unknown path there reveals nothing.
+pub fn is_protected(path: &str) -> bool {
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    under("/admin") || under("/v1")
+}
+
+/// Middleware over the whole app: on protected paths, puts the [`Actor`] in the request or
+/// answers 401; other paths pass untouched.
+pub async fn guard_admin_paths(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !is_protected(req.uri().path()) {
+        return next.run(req).await;
+    }
     match authenticate(&state, req.headers()).await {
         Ok(actor) => {
             req.extensions_mut().insert(actor);
@@ -99,6 +110,23 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_and_v1_trees_are_protected_and_nothing_else() {
+        for p in ["/admin", "/admin/", "/admin/api-keys", "/v1", "/v1/keys/verify"] {
+            assert!(is_protected(p), "{p}");
+        }
+        for p in [
+            "/administrator",
+            "/v10",
+            "/store/regions",
+            "/auth/session",
+            "/health",
+            "/",
+        ] {
+            assert!(!is_protected(p), "{p}");
+        }
+    }
 
     #[test]
     fn basic_credentials_in_every_medusa_form() {

@@ -22,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{HeaderValue, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router, middleware};
 use keyward::Keyward;
 use serde_json::{Value, json};
@@ -70,30 +70,40 @@ impl AppState {
     }
 }
 
-/// The whole router.
-pub fn app(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/admin/api-keys", get(admin::list_keys).post(admin::create_key))
-        .route(
+/// Every authenticated route, with its handlers: `/admin/*` and the verification API. The
+/// router is built from this table and the auth test walks it. Protection itself does not
+/// depend on the table: [`auth::guard_admin_paths`] covers every path under `/admin` and `/v1`.
+pub fn admin_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/admin/api-keys", get(admin::list_keys).post(admin::create_key)),
+        (
             "/admin/api-keys/{id}",
             get(admin::get_key).post(admin::update_key).delete(admin::delete_key),
-        )
-        .route("/admin/api-keys/{id}/revoke", post(admin::revoke_key))
-        .route("/admin/api-keys/{id}/roll", post(admin::roll_key))
-        .route("/admin/api-keys/{id}/sales-channels", post(admin::link_channels))
-        .route(
+        ),
+        ("/admin/api-keys/{id}/revoke", post(admin::revoke_key)),
+        ("/admin/api-keys/{id}/roll", post(admin::roll_key)),
+        ("/admin/api-keys/{id}/sales-channels", post(admin::link_channels)),
+        (
             "/admin/sales-channels",
             get(admin::list_channels).post(admin::create_channel),
-        )
-        .route(
+        ),
+        (
             "/admin/sales-channels/{id}",
             get(admin::get_channel)
                 .post(admin::update_channel)
                 .delete(admin::delete_channel),
-        )
-        .route("/admin/users/me", get(admin::me))
-        .route("/v1/keys/verify", post(store::verify_key))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        ),
+        ("/admin/users/me", get(admin::me)),
+        ("/v1/keys/verify", post(store::verify_key)),
+    ]
+}
+
+/// The whole router.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (path, handlers) in admin_routes() {
+        router = router.route(path, handlers);
+    }
     let storefront = Router::new()
         .route("/store/sales-channels", get(store::sales_channels))
         .route("/store/regions", get(store::regions))
@@ -103,14 +113,15 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             store::require_publishable_key,
         ));
-    Router::new()
-        .merge(admin)
+    router
         .merge(storefront)
         .route("/auth/user/emailpass", post(login))
         .route("/auth/session", post(create_session).delete(delete_session))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)
+        // Outside the routes, so it sees every request, matched or not.
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard_admin_paths))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(

@@ -1,0 +1,165 @@
+//! `keyward serve` as an operator runs it: the real binary, a real socket, logs at trace level.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use keyward_testkit::TestDb;
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn start(db: &str) -> Server {
+    let status = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "user",
+            "create",
+            "--email",
+            "admin@test.local",
+            "--password",
+            "supersecret",
+        ])
+        .env("KEYWARD_DATABASE_URL", db)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("KEYWARD_DATABASE_URL", db)
+        .env("KEYWARD_LOG", "trace")
+        .env("KEYWARD_JWT_SECRET", "log-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    Server { child, base }
+}
+
+#[tokio::test]
+async fn a_created_secret_token_appears_in_no_log_line_and_sigterm_stops_cleanly() {
+    let db = TestDb::sqlite();
+    let mut server = start(&db.url);
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let login: Value = http
+        .post(format!("{base}/auth/user/emailpass"))
+        .json(&json!({"email": "admin@test.local", "password": "supersecret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = login["token"].as_str().unwrap();
+    let created: Value = http
+        .post(format!("{base}/admin/api-keys"))
+        .bearer_auth(jwt)
+        .json(&json!({"title": "leak check", "type": "secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["api_key"]["token"].as_str().unwrap().to_owned();
+    // Use the secret in every place it can travel: Basic auth, the verify API, a bad Bearer.
+    let basic = http
+        .get(format!("{base}/admin/api-keys"))
+        .basic_auth(&token, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200);
+    let verify = http
+        .post(format!("{base}/v1/keys/verify"))
+        .bearer_auth(jwt)
+        .json(&json!({"key": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), 200);
+    let wrong = http
+        .get(format!("{base}/admin/api-keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..50 {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = exited.expect("keyward serve did not stop within 5 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+
+    let mut logs = String::new();
+    server.child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
+    server.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    assert!(
+        logs.contains("/admin/api-keys"),
+        "trace logging was on and saw the requests:\n{logs}"
+    );
+    assert!(!logs.contains(&token), "the secret token is in the log");
+    assert!(!logs.contains(&token[3..46]), "part of the secret token is in the log");
+    assert!(!logs.contains(jwt), "the login token is in the log");
+    assert!(!logs.contains("supersecret"), "the password is in the log");
+}
+
+#[test]
+fn serve_says_how_to_create_the_first_user() {
+    let db = TestDb::sqlite();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("KEYWARD_DATABASE_URL", &db.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..3 {
+        out.read_line(&mut lines).unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        lines.starts_with("keyward is listening on http://127.0.0.1:"),
+        "{lines}"
+    );
+    assert!(lines.contains("keyward user create --email"), "{lines}");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_usage_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let db = TestDb::sqlite();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", &addr])
+        .env("KEYWARD_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
