@@ -85,6 +85,15 @@ fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
     Some((scheme, credential.trim()))
 }
 
+/// The secret token of a request's `Authorization: Basic …` header, if it carries one.
+pub fn basic_secret_of(headers: &HeaderMap) -> Option<String> {
+    let (scheme, credential) = authorization(headers)?;
+    scheme
+        .eq_ignore_ascii_case("basic")
+        .then(|| basic_secret(credential))
+        .flatten()
+}
+
 /// The secret token in a Basic credential: raw `sk_…`, or base64 of `sk_…` / `sk_…:`.
 fn basic_secret(credential: &str) -> Option<String> {
     if credential.starts_with("sk_") {

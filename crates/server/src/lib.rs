@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod fields;
 pub mod jwt;
+pub mod layers;
 pub mod query;
 pub mod store;
 pub mod validate;

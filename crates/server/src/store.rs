@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use keyward::{Error, SalesChannelId, Verification};
+use keyward::{SalesChannelId, Verification};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -15,8 +15,6 @@ use crate::extract::Body;
 use crate::validate::{Spec, Ty, req, string, validate};
 
 pub const HEADER: &str = "x-publishable-api-key";
-const MISSING: &str = "Publishable API key required in the request header: x-publishable-api-key. You can manage your keys in settings in the dashboard.";
-const INVALID: &str = "A valid publishable key is required to proceed with the request";
 
 /// The publishable key a store request was verified with.
 #[derive(Debug, Clone)]
@@ -31,24 +29,12 @@ impl PublishableKey {
 }
 
 pub async fn require_publishable_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let values: Vec<_> = req.headers().get_all(HEADER).iter().collect();
-    let token = match values.as_slice() {
-        [] => return ApiError::Module(Error::not_allowed(MISSING)).into_response(),
-        [one] => match one.to_str() {
-            Ok(t) if t.trim().is_empty() => return ApiError::Module(Error::not_allowed(MISSING)).into_response(),
-            Ok(t) => t.trim().to_owned(),
-            Err(_) => return ApiError::Module(Error::not_allowed(INVALID)).into_response(),
-        },
-        // Sent twice: ambiguous, so refused.
-        _ => return ApiError::Module(Error::not_allowed(INVALID)).into_response(),
-    };
-    match state.kw.verify_publishable(&token).await {
-        Ok(v) if v.is_valid() => {
-            req.extensions_mut().insert(PublishableKey { verification: v });
+    match crate::layers::check_publishable(&state.kw, req.headers()).await {
+        Ok(key) => {
+            req.extensions_mut().insert(key);
             next.run(req).await
         }
-        Ok(_) => ApiError::Module(Error::not_allowed(INVALID)).into_response(),
-        Err(e) => ApiError::Module(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -1,0 +1,183 @@
+//! Tower layers any axum (or tower) service can use to require a key, on the same verification
+//! path as keyward's own store routes and admin API.
+//!
+//! ```no_run
+//! # async fn demo(kw: keyward::Keyward) {
+//! use axum::{Router, routing::get, Extension};
+//! use keyward_server::layers::{RequirePublishableKey, PublishableKey};
+//!
+//! async fn catalogue(Extension(key): Extension<PublishableKey>) -> String {
+//!     format!("channels: {:?}", key.sales_channel_ids())
+//! }
+//! let app: Router = Router::new().route("/catalogue", get(catalogue)).layer(RequirePublishableKey::new(kw));
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request};
+use axum::response::{IntoResponse, Response};
+use keyward::{ApiKey, Error, Keyward};
+use tower::{Layer, Service};
+
+use crate::error::{ApiError, UNAUTHORIZED};
+pub use crate::store::PublishableKey;
+
+const MISSING: &str = "Publishable API key required in the request header: x-publishable-api-key. You can manage your keys in settings in the dashboard.";
+const INVALID: &str = "A valid publishable key is required to proceed with the request";
+
+/// Checks `x-publishable-api-key` exactly as keyward's store routes do.
+pub async fn check_publishable(kw: &Keyward, headers: &HeaderMap) -> Result<PublishableKey, ApiError> {
+    let values: Vec<_> = headers.get_all(crate::store::HEADER).iter().collect();
+    let token = match values.as_slice() {
+        [] => return Err(ApiError::Module(Error::not_allowed(MISSING))),
+        [one] => match one.to_str() {
+            Ok(t) if t.trim().is_empty() => return Err(ApiError::Module(Error::not_allowed(MISSING))),
+            Ok(t) => t.trim().to_owned(),
+            Err(_) => return Err(ApiError::Module(Error::not_allowed(INVALID))),
+        },
+        // Sent twice: ambiguous, so refused.
+        _ => return Err(ApiError::Module(Error::not_allowed(INVALID))),
+    };
+    let verification = kw.verify_publishable(&token).await?;
+    if verification.is_valid() {
+        Ok(PublishableKey { verification })
+    } else {
+        Err(ApiError::Module(Error::not_allowed(INVALID)))
+    }
+}
+
+/// The secret key that authenticated a request (`Authorization: Basic …`).
+#[derive(Debug, Clone)]
+pub struct SecretKey(pub ApiKey);
+
+/// Checks `Authorization: Basic <secret key>` exactly as keyward's admin API does.
+pub async fn check_secret(kw: &Keyward, headers: &HeaderMap) -> Result<SecretKey, ApiError> {
+    let token = crate::auth::basic_secret_of(headers).ok_or(ApiError::Unauthorized(UNAUTHORIZED))?;
+    kw.authenticate(&token)
+        .await?
+        .map(SecretKey)
+        .ok_or(ApiError::Unauthorized(UNAUTHORIZED))
+}
+
+/// Requires a valid publishable key; puts [`PublishableKey`] in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequirePublishableKey {
+    kw: Keyward,
+}
+
+impl RequirePublishableKey {
+    pub fn new(kw: Keyward) -> Self {
+        Self { kw }
+    }
+}
+
+/// Requires a valid secret key; puts [`SecretKey`] in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequireSecretKey {
+    kw: Keyward,
+}
+
+impl RequireSecretKey {
+    pub fn new(kw: Keyward) -> Self {
+        Self { kw }
+    }
+}
+
+/// The service a requirement layer wraps around `S`.
+#[derive(Clone, Debug)]
+pub struct Guarded<S, K> {
+    inner: S,
+    kw: Keyward,
+    kind: std::marker::PhantomData<K>,
+}
+
+/// Which check a [`Guarded`] service runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Publishable;
+#[derive(Clone, Copy, Debug)]
+pub struct Secret;
+
+impl<S> Layer<S> for RequirePublishableKey {
+    type Service = Guarded<S, Publishable>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded {
+            inner,
+            kw: self.kw.clone(),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S> Layer<S> for RequireSecretKey {
+    type Service = Guarded<S, Secret>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded {
+            inner,
+            kw: self.kw.clone(),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A check that runs before the inner service and may answer instead of it.
+trait Check: Clone + Send + Sync + 'static {
+    fn run(kw: Keyward, req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>>;
+}
+
+impl Check for Publishable {
+    fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
+        Box::pin(async move {
+            let key = check_publishable(&kw, req.headers())
+                .await
+                .map_err(IntoResponse::into_response)?;
+            req.extensions_mut().insert(key);
+            Ok(req)
+        })
+    }
+}
+
+impl Check for Secret {
+    fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
+        Box::pin(async move {
+            let key = check_secret(&kw, req.headers())
+                .await
+                .map_err(IntoResponse::into_response)?;
+            req.extensions_mut().insert(key);
+            Ok(req)
+        })
+    }
+}
+
+impl<S, K> Service<Request<Body>> for Guarded<S, K>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    K: Check,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this request; the fresh clone waits its turn.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let kw = self.kw.clone();
+        Box::pin(async move {
+            match K::run(kw, req).await {
+                Ok(req) => inner.call(req).await,
+                Err(refusal) => Ok(refusal),
+            }
+        })
+    }
+}

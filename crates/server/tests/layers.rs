@@ -1,0 +1,96 @@
+//! The exported tower layers on a stranger's router, driven in-process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use axum::{Extension, Router};
+use keyward::{ApiKeyType, CreateApiKey, CreateSalesChannel, RevokeApiKey};
+use keyward_server::layers::{PublishableKey, RequirePublishableKey, RequireSecretKey, SecretKey};
+use keyward_testkit::Harness;
+use tower::ServiceExt;
+
+async fn call(app: &Router, header: Option<(&str, String)>) -> (StatusCode, String) {
+    let mut req = Request::get("/x");
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
+    }
+    let res = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let status = res.status();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
+    let h = Harness::sqlite().await;
+    let pk =
+        h.kw.create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
+            .await
+            .unwrap();
+    let sc =
+        h.kw.create_sales_channel(CreateSalesChannel {
+            name: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    h.kw.add_sales_channels(&pk.key.id, std::slice::from_ref(&sc.id))
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/x",
+            get(|Extension(k): Extension<PublishableKey>| async move { format!("{:?}", k.sales_channel_ids()) }),
+        )
+        .layer(RequirePublishableKey::new(h.kw.clone()));
+    let (s, body) = call(&app, Some(("x-publishable-api-key", pk.token.expose().to_owned()))).await;
+    assert_eq!((s, body), (StatusCode::OK, format!("[{:?}]", sc.id)));
+    let (s, body) = call(&app, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Publishable API key required"), "{body}");
+    h.kw.revoke_api_key(
+        &pk.key.id,
+        &RevokeApiKey {
+            revoked_by: "t".into(),
+            revoke_in: None,
+        },
+    )
+    .await
+    .unwrap();
+    let (s, body) = call(&app, Some(("x-publishable-api-key", pk.token.expose().to_owned()))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("A valid publishable key is required"), "{body}");
+}
+
+#[tokio::test]
+async fn require_secret_key_names_the_key_and_refuses_publishable_ones() {
+    let h = Harness::sqlite().await;
+    let sk =
+        h.kw.create_api_key(CreateApiKey::new("s", ApiKeyType::Secret, "t"))
+            .await
+            .unwrap();
+    let pk =
+        h.kw.create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
+            .await
+            .unwrap();
+    let app = Router::new()
+        .route(
+            "/x",
+            get(|Extension(SecretKey(k)): Extension<SecretKey>| async move { k.id.to_string() }),
+        )
+        .layer(RequireSecretKey::new(h.kw.clone()));
+    let (s, body) = call(&app, Some(("authorization", format!("Basic {}", sk.token.expose())))).await;
+    assert_eq!((s, body), (StatusCode::OK, sk.key.id.to_string()));
+    for header in [
+        None,
+        Some(("authorization", format!("Basic {}", pk.token.expose()))),
+        Some(("authorization", "Bearer x".to_owned())),
+    ] {
+        let (s, body) = call(&app, header).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (StatusCode::UNAUTHORIZED, r#"{"message":"Unauthorized"}"#)
+        );
+    }
+}
