@@ -41,6 +41,9 @@ pub enum Command {
         /// logins do not survive a restart (nor work across nodes).
         #[arg(long, env = "KEYWARD_JWT_SECRET", hide_env_values = true)]
         jwt_secret: Option<String>,
+        /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
+        #[arg(long, env = "KEYWARD_CORS_ORIGINS", value_delimiter = ',')]
+        cors_origins: Vec<String>,
     },
     /// Apply database migrations (every other command does this first, too).
     Migrate,
@@ -231,7 +234,11 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
     kw.migrate().await?;
     let json = cli.json;
     match cli.command {
-        Command::Serve { listen, jwt_secret } => serve(kw, &listen, jwt_secret).await,
+        Command::Serve {
+            listen,
+            jwt_secret,
+            cors_origins,
+        } => serve(kw, &listen, jwt_secret, cors_origins).await,
         Command::Migrate => Ok(Outcome::ok(if json {
             format!("{}\n", json!({"migrated": true, "backend": kw.store().backend()}))
         } else {
@@ -250,7 +257,7 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
     }
 }
 
-async fn serve(kw: Keyward, listen: &str, jwt_secret: Option<String>) -> Result<Outcome, Failure> {
+async fn serve(kw: Keyward, listen: &str, jwt_secret: Option<String>, cors: Vec<String>) -> Result<Outcome, Failure> {
     let level = match std::env::var("KEYWARD_LOG")
         .unwrap_or_default()
         .to_ascii_lowercase()
@@ -291,7 +298,8 @@ async fn serve(kw: Keyward, listen: &str, jwt_secret: Option<String>) -> Result<
             "No admin user yet. Create one with:\n  keyward user create --email admin@example.com --password '<at least 8 characters>'"
         );
     }
-    keyward_server::serve(keyward_server::AppState::new(kw, secret), listener)
+    let state = keyward_server::AppState::new(kw, secret).with_cors_origins(cors);
+    keyward_server::serve(state, listener)
         .await
         .map_err(|e| Error::unexpected(format!("the server stopped: {e}")))?;
     Ok(Outcome::ok(String::new()))

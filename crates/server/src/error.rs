@@ -18,6 +18,8 @@ pub enum ApiError {
     Unauthorized(&'static str),
     /// The body is over the limit: 413, refused before it is read.
     TooLarge,
+    /// Too many failed authentications from this address: 429, retry after the seconds given.
+    TooManyFailures(u64),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -45,6 +47,16 @@ impl IntoResponse for ApiError {
         let e = match self {
             ApiError::Unauthorized(message) => {
                 return (StatusCode::UNAUTHORIZED, Json(json!({ "message": message }))).into_response();
+            }
+            ApiError::TooManyFailures(seconds) => {
+                let message =
+                    format!("Too many failed authentication attempts from this address; try again in {seconds} s");
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+                    Json(json!({"type": "too_many_requests", "message": message})),
+                )
+                    .into_response();
             }
             ApiError::TooLarge => {
                 let message = format!("Request body is too large (the limit is {} bytes)", crate::BODY_LIMIT);

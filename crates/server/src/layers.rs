@@ -31,18 +31,33 @@ const INVALID: &str = "A valid publishable key is required to proceed with the r
 
 /// Checks `x-publishable-api-key` exactly as keyward's store routes do.
 pub async fn check_publishable(kw: &Keyward, headers: &HeaderMap) -> Result<PublishableKey, ApiError> {
+    check_publishable_recorded(kw, headers, &|_| {}).await
+}
+
+/// [`check_publishable`], reporting the outcome code (`MISSING`, `AMBIGUOUS` or a verification
+/// code) to `record`.
+pub async fn check_publishable_recorded(
+    kw: &Keyward,
+    headers: &HeaderMap,
+    record: &(dyn Fn(&'static str) + Send + Sync),
+) -> Result<PublishableKey, ApiError> {
     let values: Vec<_> = headers.get_all(crate::store::HEADER).iter().collect();
+    let refuse = |code: &'static str, message: &str| {
+        record(code);
+        Err(ApiError::Module(Error::not_allowed(message)))
+    };
     let token = match values.as_slice() {
-        [] => return Err(ApiError::Module(Error::not_allowed(MISSING))),
+        [] => return refuse("MISSING", MISSING),
         [one] => match one.to_str() {
-            Ok(t) if t.trim().is_empty() => return Err(ApiError::Module(Error::not_allowed(MISSING))),
+            Ok(t) if t.trim().is_empty() => return refuse("MISSING", MISSING),
             Ok(t) => t.trim().to_owned(),
-            Err(_) => return Err(ApiError::Module(Error::not_allowed(INVALID))),
+            Err(_) => return refuse("MALFORMED", INVALID),
         },
         // Sent twice: ambiguous, so refused.
-        _ => return Err(ApiError::Module(Error::not_allowed(INVALID))),
+        _ => return refuse("AMBIGUOUS", INVALID),
     };
     let verification = kw.verify_publishable(&token).await?;
+    record(verification.code.as_str());
     if verification.is_valid() {
         Ok(PublishableKey { verification })
     } else {

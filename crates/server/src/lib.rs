@@ -11,6 +11,8 @@ pub mod extract;
 pub mod fields;
 pub mod jwt;
 pub mod layers;
+pub mod limits;
+pub mod metrics;
 pub mod query;
 pub mod store;
 pub mod validate;
@@ -45,6 +47,10 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     pub kw: Keyward,
     pub jwt: Arc<Jwt>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub limiter: Arc<limits::AuthLimiter>,
+    /// Origins allowed to call the API from a browser (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl AppState {
@@ -52,7 +58,20 @@ impl AppState {
         Self {
             kw,
             jwt: Arc::new(Jwt::new(jwt_secret)),
+            metrics: Arc::default(),
+            limiter: Arc::default(),
+            cors_origins: Vec::new(),
         }
+    }
+
+    pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+
+    pub fn with_limiter(mut self, limiter: limits::AuthLimiter) -> Self {
+        self.limiter = Arc::new(limiter);
+        self
     }
 
     fn now_seconds(&self) -> i64 {
@@ -114,16 +133,26 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             store::require_publishable_key,
         ));
-    router
+    let cors = cors_layer(&state.cors_origins);
+    let router = router
         .merge(storefront)
         .route("/auth/user/emailpass", post(login))
         .route("/auth/session", post(create_session).delete(delete_session))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(not_found)
-        // Outside the routes, so it sees every request, matched or not.
+        // Outside the routes, so they see every request, matched or not: the admin guard first,
+        // then (outside it) the limiter that counts its refusals.
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard_admin_paths))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::limit_failures))
+        .with_state(state);
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -132,6 +161,40 @@ pub fn app(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// CORS for the configured origins (credentials allowed, for cookie sessions), or none.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{Method, header};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static(store::HEADER),
+            ]),
+    )
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

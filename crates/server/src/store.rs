@@ -29,7 +29,8 @@ impl PublishableKey {
 }
 
 pub async fn require_publishable_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match crate::layers::check_publishable(&state.kw, req.headers()).await {
+    let record = |code| state.metrics.verification("store", code);
+    match crate::layers::check_publishable_recorded(&state.kw, req.headers(), &record).await {
         Ok(key) => {
             req.extensions_mut().insert(key);
             next.run(req).await
@@ -96,6 +97,7 @@ const VERIFY: &[Spec] = &[req("key", Ty::String)];
 pub async fn verify_key(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
     let b = validate(&body, VERIFY, false)?;
     let v = state.kw.verify(&string(&b, "key").unwrap_or_default()).await?;
+    state.metrics.verification("verify_api", v.code.as_str());
     let mut out = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids});
     if let Some(k) = &v.key {
         out["api_key"] = json!({

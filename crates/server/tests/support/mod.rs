@@ -30,12 +30,17 @@ pub struct App {
 
 impl App {
     pub async fn on(db: TestDb) -> Self {
+        Self::configured(db, |s| s).await
+    }
+
+    /// With the state adjusted before the server starts (limits, CORS).
+    pub async fn configured(db: TestDb, configure: impl FnOnce(AppState) -> AppState) -> Self {
         let kw = Keyward::with_parts(db.store().await, Arc::new(SystemClock), Arc::new(OsEntropy));
         kw.migrate().await.unwrap();
         let user = kw.create_user(EMAIL, PASSWORD).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(kw.clone(), b"test-secret".to_vec());
+        let state = configure(AppState::new(kw.clone(), b"test-secret".to_vec()));
         tokio::spawn(keyward_server::serve(state, listener));
         let http = reqwest::Client::new();
         let login: Value = http
