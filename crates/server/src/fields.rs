@@ -50,6 +50,19 @@ pub const CHANNEL_FIELDS: &[&str] = &[
     "deleted_at",
 ];
 
+/// Sales-channel attributes in the order the sales-channel routes return them (`metadata` last,
+/// unlike the `*sales_channels` expansion of a key).
+const CHANNEL_ROUTE_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "is_disabled",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "metadata",
+];
+
 /// A resolved selection: the record's own fields, and a relation's fields when selected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
@@ -143,8 +156,8 @@ pub fn key_selection(fields: Option<&str>) -> Selection {
 pub fn channel_selection(fields: Option<&str>) -> Selection {
     select(
         fields,
-        CHANNEL_FIELDS,
-        CHANNEL_FIELDS,
+        CHANNEL_ROUTE_FIELDS,
+        CHANNEL_ROUTE_FIELDS,
         "publishable_api_keys",
         KEY_FIELDS,
         None,
