@@ -188,6 +188,22 @@ pub fn db_error(e: sqlx::Error) -> crate::Error {
             };
             Error::duplicate(format!("There already is {what}"))
         }
+        // Postgres SQLSTATE classes meaning "the database is not there to talk to": connection
+        // exceptions (08), operator intervention such as a shutdown (57), insufficient
+        // resources (53), and a database that no longer exists (3D000). SQLite's "busy" and
+        // "locked" (5, 6) are the same kind of trouble: retryable, not the caller's fault.
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("57")
+                    || c.starts_with("53")
+                    || c == "3D000"
+                    || c == "5"
+                    || c == "6"
+            }) =>
+        {
+            Error::unavailable(format!("the database is unavailable: {e}"))
+        }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut

@@ -313,6 +313,7 @@ fn http_not_found(e: Error) -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/admin/api-keys", tag = "api keys", summary = "List API keys", params(("offset" = Option<u64>, Query, description = "Rows to skip (default 0)"), ("limit" = Option<u64>, Query, description = "Rows to return (default 20)"), ("order" = Option<String>, Query, description = "Field to order by; -field for descending"), ("q" = Option<String>, Query, description = "Case-insensitive search"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands"), ("type" = Option<String>, Query, description = "publishable or secret")), responses((status = 200, description = "{api_keys, count, offset, limit}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn list_keys(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
     let q = validate(&q, KEY_LIST_QUERY, true)?;
     let (options, offset, limit) = page::<ApiKeyField>(&q)?;
@@ -324,6 +325,7 @@ pub async fn list_keys(State(state): State<AppState>, Query(q): Query) -> ApiRes
     ))
 }
 
+#[utoipa::path(post, path = "/admin/api-keys", tag = "api keys", summary = "Create an API key; the only response that carries a secret token", request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{api_key} with the raw token", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn create_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -345,11 +347,13 @@ pub async fn create_key(
     Ok(Json(json!({ "api_key": created })))
 }
 
+#[utoipa::path(get, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Retrieve an API key", params(("id" = String, Path, description = "The record's id"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands")), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn get_key(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query) -> ApiResult<Json<Value>> {
     let q = validate(&q, FIELDS_QUERY, true)?;
     one_key(&state, &key_id(&id)?, string(&q, "fields").as_deref()).await
 }
 
+#[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn update_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -367,6 +371,7 @@ pub async fn update_key(
     one_key(&state, &id, string(&q, "fields").as_deref()).await
 }
 
+#[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Delete a revoked API key", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn delete_key(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
     state.kw.delete_api_keys(std::slice::from_ref(&id)).await?;
@@ -377,6 +382,7 @@ fn revoke_in(b: &Map<String, Value>) -> Option<i64> {
     number(b, "revoke_in").map(|n| n.clamp(i64::MIN as f64, i64::MAX as f64) as i64)
 }
 
+#[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -395,6 +401,7 @@ pub async fn revoke_key(
     one_key(&state, &id, string(&q, "fields").as_deref()).await
 }
 
+#[utoipa::path(post, path = "/admin/api-keys/{id}/roll", tag = "api keys", summary = "Replace an API key; the old one is revoked after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{api_key, previous_api_key}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn roll_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -414,6 +421,7 @@ pub async fn roll_key(
     ))
 }
 
+#[utoipa::path(post, path = "/admin/api-keys/{id}/sales-channels", tag = "api keys", summary = "Add and remove a publishable key's sales channels", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn link_channels(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -489,6 +497,7 @@ async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option
     Ok(Json(json!({ "sales_channel": shaped.into_iter().next() })))
 }
 
+#[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(("offset" = Option<u64>, Query, description = "Rows to skip (default 0)"), ("limit" = Option<u64>, Query, description = "Rows to return (default 20)"), ("order" = Option<String>, Query, description = "Field to order by; -field for descending"), ("q" = Option<String>, Query, description = "Case-insensitive search"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands")), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn list_channels(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
     let q = validate(&q, CHANNEL_LIST_QUERY, true)?;
     let (options, offset, limit) = page::<SalesChannelField>(&q)?;
@@ -505,6 +514,7 @@ pub async fn list_channels(State(state): State<AppState>, Query(q): Query) -> Ap
     ))
 }
 
+#[utoipa::path(post, path = "/admin/sales-channels", tag = "sales channels", summary = "Create a sales channel", request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn create_channel(
     State(state): State<AppState>,
     Query(q): Query,
@@ -525,6 +535,7 @@ pub async fn create_channel(
     one_channel(&state, &c.id, string(&q, "fields").as_deref()).await
 }
 
+#[utoipa::path(get, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Retrieve a sales channel", params(("id" = String, Path, description = "The record's id"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands")), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn get_channel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -534,6 +545,7 @@ pub async fn get_channel(
     one_channel(&state, &channel_id(&id)?, string(&q, "fields").as_deref()).await
 }
 
+#[utoipa::path(post, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Update a sales channel", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn update_channel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -553,6 +565,7 @@ pub async fn update_channel(
     one_channel(&state, &id, string(&q, "fields").as_deref()).await
 }
 
+#[utoipa::path(delete, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Delete a sales channel and its key links", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = channel_id(&id)?;
     state.kw.delete_sales_channels(std::slice::from_ref(&id)).await?;
@@ -561,6 +574,7 @@ pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String
 
 // -- users ----------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/admin/users/me", tag = "users", summary = "The signed-in user", responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
 pub async fn me(State(state): State<AppState>, Extension(actor): Extension<Actor>) -> ApiResult<Json<Value>> {
     let id = keyward::UserId::parse(&actor.id)
         .map_err(|_| ApiError::not_found(format!("User with id: {} was not found", actor.id)))?;

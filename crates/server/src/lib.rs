@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod layers;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod store;
 pub mod validate;
@@ -141,6 +142,8 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::page))
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(not_found)
         // Outside the routes, so they see every request, matched or not: the admin guard first,
@@ -186,6 +189,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", security(()), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(
@@ -204,6 +208,7 @@ async fn not_found() -> ApiError {
 const LOGIN: &[Spec] = &[opt("email", Ty::Any), opt("password", Ty::Any)];
 
 /// `POST /auth/user/emailpass {email, password}` → `{token}`.
+#[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{token}", body = Object), (status = 401, description = "Invalid email or password", body = Object), (status = 429, description = "Too many failed attempts", body = Object)))]
 async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
     let b = validate(&body, LOGIN, false)?;
     let refused = |m: &str| ApiError::Module(keyward::Error::new(keyward::ErrorKind::Unauthorized, m));
@@ -222,6 +227,7 @@ async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Jso
 }
 
 /// `POST /auth/session` with a Bearer login token: sets the HttpOnly session cookie.
+#[utoipa::path(post, path = "/auth/session", tag = "auth", summary = "Turn a Bearer login token into an HttpOnly session cookie", security(("bearer" = [])), responses((status = 200, description = "Session started", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 async fn create_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -245,6 +251,7 @@ async fn create_session(State(state): State<AppState>, headers: HeaderMap) -> Ap
 }
 
 /// `DELETE /auth/session`: clears the cookie.
+#[utoipa::path(delete, path = "/auth/session", tag = "auth", summary = "End the session", security(()), responses((status = 200, description = "Session ended", body = Object)))]
 async fn delete_session() -> Response {
     let mut res = Json(json!({"success": true})).into_response();
     res.headers_mut().insert(
@@ -254,10 +261,12 @@ async fn delete_session() -> Response {
     res
 }
 
+#[utoipa::path(get, path = "/health", tag = "operations", summary = "Liveness", security(()), responses((status = 200, description = "Alive", body = Object)))]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/ready", tag = "operations", summary = "Readiness: the database answers", security(()), responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Database unreachable", body = Object)))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.kw.store().ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),

@@ -130,3 +130,29 @@ async fn readiness_follows_the_database() {
         (200, json!({"status": "ok"}))
     );
 }
+
+#[tokio::test]
+async fn readiness_says_503_when_the_database_goes_away() {
+    use sqlx::Connection;
+    let Some(app) = App::postgres().await else { return };
+    assert_eq!(app.anon(Method::GET, "/ready").send().await.unwrap().status(), 200);
+    let admin = std::env::var("KEYWARD_TEST_PG_URL").unwrap_or_else(|_| keyward_testkit::DEFAULT_PG_URL.to_owned());
+    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (s, body) = read(app.anon(Method::GET, "/ready").send().await.unwrap()).await;
+    assert_eq!(
+        (s, body),
+        (
+            503,
+            json!({"status": "unavailable", "message": "The database is unreachable"})
+        )
+    );
+    // Requests that need the database fail fast with 503, not 500.
+    let (s, body) = app.get("/admin/api-keys").await;
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(body["type"], "database_unavailable");
+}

@@ -25,7 +25,7 @@ pub struct App {
     /// An admin login token.
     pub token: String,
     pub user_id: String,
-    _db: TestDb,
+    pub db: TestDb,
 }
 
 impl App {
@@ -59,7 +59,7 @@ impl App {
             http,
             token,
             user_id: user.id.to_string(),
-            _db: db,
+            db,
         }
     }
 
