@@ -279,24 +279,15 @@ async fn shape_keys(state: &AppState, keys: &[ApiKey], sel: &Selection) -> ApiRe
         }
         None => None,
     };
-    Ok(keys
-        .iter()
-        .map(|k| {
-            let mut out = fields::project(&fields::key_json(k), &sel.own);
-            if let (Some(rel), Some(map)) = (&sel.relation, &channels) {
-                let linked: Vec<Value> = map
-                    .get(&k.id)
-                    .map(|cs| {
-                        cs.iter()
-                            .map(|c| Value::Object(fields::project(&fields::channel_json(c), rel)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.insert("sales_channels".into(), Value::Array(linked));
-            }
-            Value::Object(out)
-        })
-        .collect())
+    Ok(fields::shape(
+        keys,
+        sel,
+        fields::key_json,
+        |k| &k.id,
+        "sales_channels",
+        channels.as_ref(),
+        fields::channel_json,
+    ))
 }
 
 async fn one_key(state: &AppState, id: &ApiKeyId, fields_param: Option<&str>) -> ApiResult<Json<Value>> {
@@ -466,24 +457,15 @@ async fn shape_channels(
         }
         None => None,
     };
-    Ok(channels
-        .iter()
-        .map(|c| {
-            let mut out = fields::project(&fields::channel_json(c), &sel.own);
-            if let (Some(rel), Some(map)) = (&sel.relation, &keys) {
-                let linked: Vec<Value> = map
-                    .get(&c.id)
-                    .map(|ks| {
-                        ks.iter()
-                            .map(|k| Value::Object(fields::project(&fields::key_json(k), rel)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.insert("publishable_api_keys".into(), Value::Array(linked));
-            }
-            Value::Object(out)
-        })
-        .collect())
+    Ok(fields::shape(
+        channels,
+        sel,
+        fields::channel_json,
+        |c| &c.id,
+        "publishable_api_keys",
+        keys.as_ref(),
+        fields::key_json,
+    ))
 }
 
 async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option<&str>) -> ApiResult<Json<Value>> {

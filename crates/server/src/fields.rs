@@ -179,6 +179,37 @@ pub fn channel_json(c: &SalesChannel) -> Map<String, Value> {
     }
 }
 
+/// Shapes records for a selection: their own selected fields, plus `relation` (the related
+/// records grouped by owner, each shaped to the relation's fields) when it is selected.
+pub fn shape<R, L, K: Ord>(
+    records: &[R],
+    sel: &Selection,
+    json_of: impl Fn(&R) -> Map<String, Value>,
+    id_of: impl Fn(&R) -> &K,
+    relation: &str,
+    related: Option<&std::collections::BTreeMap<K, Vec<L>>>,
+    related_json_of: impl Fn(&L) -> Map<String, Value>,
+) -> Vec<Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut out = project(&json_of(r), &sel.own);
+            if let (Some(fields), Some(map)) = (&sel.relation, related) {
+                let linked = map
+                    .get(id_of(r))
+                    .map(|ls| {
+                        ls.iter()
+                            .map(|l| Value::Object(project(&related_json_of(l), fields)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.insert(relation.to_owned(), Value::Array(linked));
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
+
 /// Keeps `fields` of `full`, in their order.
 pub fn project(full: &Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
     fields
