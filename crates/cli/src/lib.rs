@@ -411,6 +411,7 @@ async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Fai
         }
         KeysCommand::Verify { token } => {
             let v = kw.verify(&token).await?;
+            kw.flush_usage().await?;
             Ok(verification(&v, json))
         }
     }

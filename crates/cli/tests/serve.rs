@@ -123,6 +123,16 @@ async fn a_created_secret_token_appears_in_no_log_line_and_sigterm_stops_cleanly
     assert!(!logs.contains(&token[3..46]), "part of the secret token is in the log");
     assert!(!logs.contains(jwt), "the login token is in the log");
     assert!(!logs.contains("supersecret"), "the password is in the log");
+
+    // The key's use was recorded: flushed on the way out, not per request.
+    let id = created["api_key"]["id"].as_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["--json", "keys", "get", id])
+        .env("KEYWARD_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(key["api_key"]["last_used_at"].is_string(), "{key}");
 }
 
 #[test]

@@ -32,6 +32,9 @@ pub struct Keyward {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
     ids: Arc<UlidGenerator>,
+    /// Keys seen valid since the last flush, with the latest instant: `last_used_at` is written
+    /// in batches by [`Keyward::flush_usage`], never once per request.
+    usage: Arc<std::sync::Mutex<BTreeMap<ApiKeyId, Timestamp>>>,
 }
 
 impl std::fmt::Debug for Keyward {
@@ -142,6 +145,7 @@ impl Keyward {
             clock,
             entropy,
             ids: Arc::new(UlidGenerator::new()),
+            usage: Arc::default(),
         }
     }
 
@@ -492,11 +496,36 @@ impl Keyward {
         } else {
             Vec::new()
         };
+        self.usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.id.clone(), now);
         Ok(Verification {
             code: VerifyCode::Valid,
             key: Some(key),
             sales_channel_ids,
         })
+    }
+
+    /// Writes the `last_used_at` of every key verified since the last flush, in one batch.
+    /// Returns how many keys were written. On failure the batch is kept for the next flush.
+    pub async fn flush_usage(&self) -> Result<usize> {
+        let batch: Vec<(ApiKeyId, Timestamp)> =
+            std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.store.record_last_used(&batch).await {
+            let mut pending = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, at) in batch {
+                let slot = pending.entry(id).or_insert(at);
+                *slot = (*slot).max(at);
+            }
+            return Err(e);
+        }
+        Ok(batch.len())
     }
 
     /// Verifies a token as a publishable key (the storefront check): a valid secret token is

@@ -281,11 +281,36 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Binds `addr` and serves until SIGINT or SIGTERM, letting requests in flight finish.
+/// How often `last_used_at` is flushed while serving.
+pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Serves on `listener` until SIGINT or SIGTERM, letting requests in flight finish. A named
+/// background task flushes `last_used_at` every [`USAGE_FLUSH_EVERY`] and once more on the way out.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let kw = state.kw.clone();
+    let usage_flusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => flush_usage(&kw).await,
+                _ = stopped.changed() => break,
+            }
+        }
+        flush_usage(&kw).await;
+    });
+    let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
-        .await
+        .await;
+    let _ = stop.send(true);
+    let _ = usage_flusher.await;
+    served
+}
+
+async fn flush_usage(kw: &Keyward) {
+    if let Err(e) = kw.flush_usage().await {
+        tracing::warn!(task = "usage-flusher", cause = %e.message, "could not record last_used_at; will retry");
+    }
 }
 
 async fn shutdown_signal() {

@@ -567,6 +567,28 @@ on_both_stores! {
         assert_eq!(h.kw.retrieve_user(&u.id).await.unwrap(), u);
     }
 
+    async fn last_used_at_is_written_in_batches_after_successful_verifications(h) {
+        let pk = h.kw.create_api_key(publishable("p")).await.unwrap();
+        let sk = h.kw.create_api_key(secret("s")).await.unwrap();
+        let idle = h.kw.create_api_key(publishable("idle")).await.unwrap();
+        h.clock.advance_seconds(5);
+        h.kw.verify(pk.token.expose()).await.unwrap();
+        h.clock.advance_seconds(5);
+        h.kw.verify(pk.token.expose()).await.unwrap();
+        h.kw.authenticate(sk.token.expose()).await.unwrap().unwrap();
+        h.kw.verify("pk_garbage").await.unwrap();
+        assert_eq!(h.kw.retrieve_api_key(&pk.key.id).await.unwrap().last_used_at, None, "nothing is written per request");
+        assert_eq!(h.kw.flush_usage().await.unwrap(), 2, "one row per key, however often it was used");
+        assert_eq!(h.kw.retrieve_api_key(&pk.key.id).await.unwrap().last_used_at, Some(epoch().plus_seconds(10)));
+        assert_eq!(h.kw.retrieve_api_key(&sk.key.id).await.unwrap().last_used_at, Some(epoch().plus_seconds(10)));
+        assert_eq!(h.kw.retrieve_api_key(&idle.key.id).await.unwrap().last_used_at, None);
+        assert_eq!(h.kw.flush_usage().await.unwrap(), 0);
+        h.kw.revoke_api_key(&pk.key.id, &revoke_by("t")).await.unwrap();
+        h.clock.advance_seconds(5);
+        h.kw.verify(pk.token.expose()).await.unwrap();
+        assert_eq!(h.kw.flush_usage().await.unwrap(), 0, "a refused verification is not a use");
+    }
+
     async fn last_used_at_only_moves_forward(h) {
         let k = h.kw.create_api_key(publishable("p")).await.unwrap().key;
         let t1 = epoch().plus_seconds(10);
