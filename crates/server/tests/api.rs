@@ -152,6 +152,11 @@ over_http! {
         assert!(first["token"].as_str().unwrap().starts_with("pk_"), "publishable tokens are shown");
         let (_, one) = app.get(&format!("/admin/api-keys/{id}")).await;
         assert_eq!(one["api_key"]["id"], id);
+        let (s, renamed) = app.post(&format!("/admin/api-keys/{id}"), json!({"title": "sample renamed"})).await;
+        assert_eq!((s, renamed["api_key"]["title"].as_str()), (200, Some("sample renamed")));
+        assert_eq!(renamed["api_key"]["token"], first["token"], "a publishable token stays visible");
+        let (s, err) = app.post(&format!("/admin/api-keys/{id}"), json!({"title": "x", "type": "secret"})).await;
+        assert_eq!((s, err["message"].as_str()), (400, Some("Invalid request: Unrecognized fields: 'type'")));
         let (s, err) = app.delete(&format!("/admin/api-keys/{id}")).await;
         assert_eq!((s, err), (400, json!({"type": "not_allowed", "message": format!("Cannot delete api keys that are not revoked - {id}")})));
         let (s, _) = app.post(&format!("/admin/api-keys/{id}/revoke"), json!({"revoke_in": 3600})).await;
