@@ -117,6 +117,17 @@ pub enum KeysCommand {
         #[arg(long = "by", default_value = "cli")]
         revoked_by: String,
     },
+    /// Replace a key: a new key with the same title, type and sales channels; the old one is
+    /// revoked after the grace period. The new token is printed this once.
+    Roll {
+        id: String,
+        /// Seconds the old key keeps working (0 or absent: revoked at once).
+        #[arg(long, value_name = "SECONDS")]
+        grace: Option<i64>,
+        /// Who is rolling it (recorded as created_by of the new key and revoked_by of the old).
+        #[arg(long = "by", default_value = "cli")]
+        rolled_by: String,
+    },
     /// Delete a revoked key and its sales-channel links.
     Delete { id: String },
     /// Check a token: exit 0 when valid, 1 otherwise, with the reason.
@@ -397,6 +408,21 @@ async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Fai
                 .revoke_api_key(&key_id(&id)?, &RevokeApiKey { revoked_by, revoke_in })
                 .await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
+        }
+        KeysCommand::Roll { id, grace, rolled_by } => {
+            let (created, previous) = kw.roll_api_key(&key_id(&id)?, &rolled_by, grace).await?;
+            Ok(Outcome::ok(if json {
+                format!("{}\n", json!({"api_key": created, "previous_api_key": previous}))
+            } else {
+                let mut s = describe_key(&created.key);
+                s.push_str(&format!("token:        {}\n", created.token.expose()));
+                s.push_str(&format!(
+                    "\nReplaces {} (revoked at {}). This is the only time the new token is shown.\n",
+                    previous.id,
+                    previous.revoked_at.map(|t| t.to_string()).unwrap_or_default()
+                ));
+                s
+            }))
         }
         KeysCommand::Delete { id } => {
             let id = key_id(&id)?;

@@ -320,3 +320,22 @@ fn help_names_every_command() {
         assert!(text.contains(cmd), "keys {cmd} missing from --help");
     }
 }
+
+#[test]
+fn rolling_a_key_prints_the_new_token_and_schedules_the_old_ones_end() {
+    let db = TestDb::sqlite();
+    let (_, old) = json(&db.url, &["keys", "create", "--title", "deploys", "--type", "secret"]);
+    let old_token = old["api_key"]["token"].as_str().unwrap().to_owned();
+    let old_id = old["api_key"]["id"].as_str().unwrap().to_owned();
+    let (code, rolled) = json(&db.url, &["keys", "roll", &old_id, "--grace", "3600", "--by", "ops"]);
+    assert_eq!(code, 0, "{rolled}");
+    let new_token = rolled["api_key"]["token"].as_str().unwrap();
+    assert!(new_token.starts_with("sk_") && new_token != old_token);
+    assert_eq!(rolled["api_key"]["title"], "deploys");
+    assert_eq!(rolled["previous_api_key"]["revoked_by"], "ops");
+    // Both work during the grace period.
+    assert_eq!(json(&db.url, &["keys", "verify", new_token]).0, 0);
+    assert_eq!(json(&db.url, &["keys", "verify", &old_token]).0, 0);
+    let (code, err) = json(&db.url, &["keys", "roll", "apk_nope"]);
+    assert_eq!((code, err["type"].as_str()), (1, Some("not_found")));
+}
