@@ -222,7 +222,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        parse_key_ids(rows.into_iter())
+        keyward::store::stored_ids(rows)
     }
 
     async fn revoke_api_keys(
@@ -249,7 +249,7 @@ impl Store for PostgresStore {
             .map(|r| r.id)
             .collect();
         if !revoked.is_empty() {
-            return Ok(Err(Blocked::AlreadyRevoked(parse_key_ids(revoked.into_iter())?)));
+            return Ok(Err(Blocked::AlreadyRevoked(keyward::store::stored_ids(revoked)?)));
         }
         sqlx::query!(
             "UPDATE api_key SET revoked_at = $1, revoked_by = $2, updated_at = $3 WHERE id = ANY($4)",
@@ -281,7 +281,7 @@ impl Store for PostgresStore {
             .map(|r| r.id)
             .collect();
         if !unrevoked.is_empty() {
-            return Ok(Err(Blocked::NotRevoked(parse_key_ids(unrevoked.into_iter())?)));
+            return Ok(Err(Blocked::NotRevoked(keyward::store::stored_ids(unrevoked)?)));
         }
         sqlx::query!(
             "DELETE FROM publishable_api_key_sales_channel WHERE publishable_key_id = ANY($1)",
@@ -579,8 +579,4 @@ async fn insert_channel(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, c: 
     .await
     .map_err(db_error)?;
     Ok(())
-}
-
-fn parse_key_ids(ids: impl Iterator<Item = String>) -> Result<Vec<ApiKeyId>> {
-    ids.map(keyward::store::stored_id).collect()
 }

@@ -209,7 +209,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        parse_key_ids(rows.into_iter().map(|r| r.id))
+        keyward::store::stored_ids(rows.into_iter().map(|r| r.id))
     }
 
     async fn revoke_api_keys(
@@ -233,7 +233,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?;
         if !revoked.is_empty() {
-            return Ok(Err(Blocked::AlreadyRevoked(parse_key_ids(
+            return Ok(Err(Blocked::AlreadyRevoked(keyward::store::stored_ids(
                 revoked.into_iter().map(|r| r.id),
             )?)));
         }
@@ -265,7 +265,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?;
         if !unrevoked.is_empty() {
-            return Ok(Err(Blocked::NotRevoked(parse_key_ids(
+            return Ok(Err(Blocked::NotRevoked(keyward::store::stored_ids(
                 unrevoked.into_iter().map(|r| r.id),
             )?)));
         }
@@ -592,8 +592,4 @@ async fn insert_channel(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, c: &S
     .await
     .map_err(db_error)?;
     Ok(())
-}
-
-fn parse_key_ids(ids: impl Iterator<Item = String>) -> Result<Vec<ApiKeyId>> {
-    ids.map(keyward::store::stored_id).collect()
 }

@@ -348,9 +348,7 @@ impl Keyward {
             return Ok(Vec::new());
         }
         if data.revoked_by.is_empty() {
-            return Err(Error::invalid_data(
-                "You must provide a revoked_by field when revoking a key.",
-            ));
+            return Err(Error::invalid_data(REVOKED_BY_REQUIRED));
         }
         let now = self.now();
         let revoked_at = match data.revoke_in {
@@ -364,10 +362,7 @@ impl Keyward {
         {
             Ok(()) => {}
             Err(Blocked::AlreadyRevoked(revoked)) => {
-                return Err(Error::invalid_data(format!(
-                    "There are {} secret keys that are already revoked.",
-                    revoked.len()
-                )));
+                return Err(already_revoked(revoked.len()));
             }
             Err(other) => return Err(unexpected_block(other)),
         }
@@ -404,12 +399,10 @@ impl Keyward {
     ) -> Result<(CreatedApiKey, ApiKey)> {
         let old = self.retrieve_api_key(id).await?;
         if old.key_type == ApiKeyType::Secret && old.is_revoked_at(self.now()) {
-            return Err(Error::invalid_data("There are 1 secret keys that are already revoked."));
+            return Err(already_revoked(1));
         }
         if rolled_by.is_empty() {
-            return Err(Error::invalid_data(
-                "You must provide a revoked_by field when revoking a key.",
-            ));
+            return Err(Error::invalid_data(REVOKED_BY_REQUIRED));
         }
         let channels: Vec<SalesChannelId> = self
             .store
@@ -706,6 +699,12 @@ fn group_links<O: Ord + Clone, I: Ord, R: Clone>(
         }
     }
     map
+}
+
+const REVOKED_BY_REQUIRED: &str = "You must provide a revoked_by field when revoking a key.";
+
+fn already_revoked(count: usize) -> Error {
+    Error::invalid_data(format!("There are {count} secret keys that are already revoked."))
 }
 
 /// Raw secret tokens in `token` conditions become digests; anything else is compared as given.

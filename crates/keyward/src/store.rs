@@ -377,6 +377,13 @@ impl<T: StoredInstant> UserRow<T> {
     }
 }
 
+/// Parses ids read from the store.
+pub fn stored_ids<I: TryFrom<String, Error = crate::id::InvalidId>>(
+    ids: impl IntoIterator<Item = String>,
+) -> Result<Vec<I>> {
+    ids.into_iter().map(stored_id).collect()
+}
+
 /// Parses `(owner, item)` id pairs read from a link table.
 pub fn stored_pairs<O, I>(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Vec<(O, I)>>
 where

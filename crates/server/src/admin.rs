@@ -429,7 +429,10 @@ pub async fn link_channels(
             .unwrap_or(Ok(Vec::new()))
     };
     let (add, remove) = (ids("add")?, ids("remove")?);
-    state.kw.retrieve_api_key(&id).await.map_err(http_not_found)?;
+    if add.is_empty() && remove.is_empty() {
+        // Nothing to change; still 404 for an unknown key. Otherwise add/remove check it.
+        state.kw.retrieve_api_key(&id).await.map_err(http_not_found)?;
+    }
     if !add.is_empty() {
         state.kw.add_sales_channels(&id, &add).await.map_err(http_not_found)?;
     }

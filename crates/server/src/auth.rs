@@ -108,7 +108,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor
     }))
 }
 
-fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, credential) = value.split_once(' ')?;
     Some((scheme, credential.trim()))

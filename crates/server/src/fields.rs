@@ -24,19 +24,8 @@ pub const KEY_FIELDS: &[&str] = &[
     "revoked_by",
     "deleted_at",
 ];
-const KEY_DEFAULTS: &[&str] = &[
-    "id",
-    "title",
-    "token",
-    "redacted",
-    "type",
-    "last_used_at",
-    "updated_at",
-    "created_at",
-    "created_by",
-    "revoked_at",
-    "revoked_by",
-];
+/// The defaults: every key attribute but `deleted_at` (the last).
+const KEY_DEFAULTS: &[&str] = KEY_FIELDS.split_at(KEY_FIELDS.len() - 1).0;
 
 /// Sales-channel attributes, in Medusa's order.
 pub const CHANNEL_FIELDS: &[&str] = &[

@@ -129,7 +129,7 @@ pub fn app(state: AppState) -> Router {
         .route("/store/sales-channels", get(store::sales_channels))
         .route("/store/regions", get(store::regions))
         .route("/store/products", get(store::products))
-        .route("/store/{*rest}", get(store::not_served))
+        .route("/store/{*rest}", get(not_found))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             store::require_publishable_key,
@@ -229,15 +229,9 @@ async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Jso
 /// `POST /auth/session` with a Bearer login token: sets the HttpOnly session cookie.
 #[utoipa::path(post, path = "/auth/session", tag = "auth", summary = "Turn a Bearer login token into an HttpOnly session cookie", security(("bearer" = [])), responses((status = 200, description = "Session started", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 async fn create_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| state.actor_from_jwt(t).is_some())
-        .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
-    let actor = state
-        .actor_from_jwt(token)
+    let (token, actor) = auth::authorization(&headers)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .and_then(|(_, token)| Some((token, state.actor_from_jwt(token)?)))
         .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",

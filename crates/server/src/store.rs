@@ -53,11 +53,6 @@ pub async fn sales_channels(
     Ok(Json(json!({"sales_channels": list})))
 }
 
-/// Other store routes: keyward checks the key, but serves no catalogue.
-pub async fn not_served() -> ApiError {
-    ApiError::not_found("Route not found")
-}
-
 /// `GET /store/regions`: keyward holds no regions; the route exists so storefront clients see
 /// the same key check as on a commerce server.
 #[utoipa::path(get, path = "/store/regions", tag = "store", summary = "Regions (keyward holds none): the key check only", security(("publishable_key" = [])), responses((status = 200, description = "{regions, count, offset, limit}", body = Object), (status = 400, description = "Missing or invalid publishable key", body = Object)))]
