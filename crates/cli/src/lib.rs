@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyward::{
     ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind,
-    Keyward, ListOptions, Op, RevokeApiKey, SalesChannel, SalesChannelFilter, Value, Verification,
+    Keyward, ListOptions, Op, RevokeApiKey, SalesChannel, SalesChannelFilter, Value, Verification, Workflows,
 };
 use serde_json::json;
 
@@ -25,6 +25,17 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Seconds a process holds a workflow run between renewals; a run whose process died is
+    /// finished by another process this long after its last renewal.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_WORKFLOW_LEASE",
+        default_value_t = 15.0,
+        value_name = "SECONDS"
+    )]
+    pub workflow_lease: f64,
 
     #[command(subcommand)]
     pub command: Command,
@@ -56,6 +67,43 @@ pub enum Command {
     /// Manage sales channels.
     #[command(subcommand, name = "sales-channels")]
     SalesChannels(SalesChannelsCommand),
+    /// Inspect workflow runs (every key change runs as one).
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// List recent workflow runs, newest first.
+    List {
+        /// Only runs in this state.
+        #[arg(long, value_enum)]
+        state: Option<RunStateArg>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RunStateArg {
+    Running,
+    Compensating,
+    Done,
+    Reverted,
+    Failed,
+}
+
+impl From<RunStateArg> for keyward_flow::RunState {
+    fn from(s: RunStateArg) -> Self {
+        use keyward_flow::RunState;
+        match s {
+            RunStateArg::Running => RunState::Running,
+            RunStateArg::Compensating => RunState::Compensating,
+            RunStateArg::Done => RunState::Done,
+            RunStateArg::Reverted => RunState::Reverted,
+            RunStateArg::Failed => RunState::Failed,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,21 +283,36 @@ fn usage(message: impl Into<String>) -> Failure {
 
 async fn execute(cli: Cli) -> Result<Outcome, Failure> {
     keyward_connect::backend_of(&cli.database_url).map_err(|e| usage(e.message))?;
-    let store = keyward_connect::connect(&cli.database_url)
+    if !(cli.workflow_lease.is_finite() && cli.workflow_lease >= 0.1 && cli.workflow_lease <= 86_400.0) {
+        return Err(usage(format!(
+            "--workflow-lease must be between 0.1 and 86400 seconds, not {}",
+            cli.workflow_lease
+        )));
+    }
+    let (store, log) = keyward_connect::open(&cli.database_url)
         .await
         .map_err(|e| match e.kind {
             ErrorKind::InvalidData => usage(e.message),
             _ => Failure::Refused(e),
         })?;
-    let kw = Keyward::new(store);
-    kw.migrate().await?;
+    let lease = std::time::Duration::from_secs_f64(cli.workflow_lease);
+    let flows = Workflows::new(Keyward::new(store), log, lease)?;
+    flows.migrate().await?;
     let json = cli.json;
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // Finish what a dead process left half done before doing anything else (the server
+        // does this in the background, all the time).
+        if let Err(e) = flows.engine().recover().await {
+            eprintln!("warning: could not recover unfinished workflow runs: {e}");
+        }
+    }
+    let kw = flows.kw().clone();
     match cli.command {
         Command::Serve {
             listen,
             jwt_secret,
             cors_origins,
-        } => serve(kw, &listen, jwt_secret, cors_origins).await,
+        } => serve(flows, &listen, jwt_secret, cors_origins).await,
         Command::Migrate => Ok(Outcome::ok(if json {
             format!("{}\n", json!({"migrated": true, "backend": kw.store().backend()}))
         } else {
@@ -263,12 +326,19 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
                 format!("created user {} ({})\n", user.email, user.id)
             }))
         }
-        Command::Keys(cmd) => keys(&kw, cmd, json).await,
+        Command::Workflows(WorkflowsCommand::List { state, limit }) => workflow_runs(&flows, state, limit, json).await,
+        Command::Keys(cmd) => keys(&flows, cmd, json).await,
         Command::SalesChannels(cmd) => sales_channels(&kw, cmd, json).await,
     }
 }
 
-async fn serve(kw: Keyward, listen: &str, jwt_secret: Option<String>, cors: Vec<String>) -> Result<Outcome, Failure> {
+async fn serve(
+    flows: Workflows,
+    listen: &str,
+    jwt_secret: Option<String>,
+    cors: Vec<String>,
+) -> Result<Outcome, Failure> {
+    let kw = flows.kw().clone();
     let level = match std::env::var("KEYWARD_LOG")
         .unwrap_or_default()
         .to_ascii_lowercase()
@@ -309,7 +379,7 @@ async fn serve(kw: Keyward, listen: &str, jwt_secret: Option<String>, cors: Vec<
             "No admin user yet. Create one with:\n  keyward user create --email admin@example.com --password '<at least 8 characters>'"
         );
     }
-    let state = keyward_server::AppState::new(kw, secret).with_cors_origins(cors);
+    let state = keyward_server::AppState::new(flows, secret).with_cors_origins(cors);
     keyward_server::serve(state, listener)
         .await
         .map_err(|e| Error::unexpected(format!("the server stopped: {e}")))?;
@@ -328,7 +398,8 @@ fn non_empty_title(title: &str) -> Result<(), Failure> {
     }
 }
 
-async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Failure> {
+async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome, Failure> {
+    let kw = flows.kw();
     match cmd {
         KeysCommand::Create {
             title,
@@ -336,7 +407,7 @@ async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Fai
             created_by,
         } => {
             non_empty_title(&title)?;
-            let created = kw
+            let created = flows
                 .create_api_key(CreateApiKey::new(title, key_type.into(), created_by))
                 .await?;
             Ok(Outcome::ok(if json {
@@ -396,7 +467,7 @@ async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Fai
         }
         KeysCommand::Update { id, title } => {
             non_empty_title(&title)?;
-            let key = kw.update_api_key(&key_id(&id)?, &title).await?;
+            let key = flows.update_api_key(&key_id(&id)?, &title).await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
         }
         KeysCommand::Revoke {
@@ -404,13 +475,13 @@ async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Fai
             revoke_in,
             revoked_by,
         } => {
-            let key = kw
+            let key = flows
                 .revoke_api_key(&key_id(&id)?, &RevokeApiKey { revoked_by, revoke_in })
                 .await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
         }
         KeysCommand::Roll { id, grace, rolled_by } => {
-            let (created, previous) = kw.roll_api_key(&key_id(&id)?, &rolled_by, grace).await?;
+            let (created, previous) = flows.roll_api_key(&key_id(&id)?, &rolled_by, grace).await?;
             Ok(Outcome::ok(if json {
                 format!("{}\n", json!({"api_key": created, "previous_api_key": previous}))
             } else {
@@ -428,7 +499,7 @@ async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Fai
             let id = key_id(&id)?;
             // Deleting an unknown id is a no-op in the module; from a terminal it is a typo.
             kw.retrieve_api_key(&id).await?;
-            kw.delete_api_keys(std::slice::from_ref(&id)).await?;
+            flows.delete_api_keys(std::slice::from_ref(&id)).await?;
             Ok(Outcome::ok(if json {
                 format!("{}\n", json!({"id": id, "object": "api_key", "deleted": true}))
             } else {
@@ -441,6 +512,58 @@ async fn keys(kw: &Keyward, cmd: KeysCommand, json: bool) -> Result<Outcome, Fai
             Ok(verification(&v, json))
         }
     }
+}
+
+async fn workflow_runs(
+    flows: &Workflows,
+    state: Option<RunStateArg>,
+    limit: u32,
+    json: bool,
+) -> Result<Outcome, Failure> {
+    let runs = flows
+        .engine()
+        .log()
+        .list_runs(state.map(Into::into), limit)
+        .await
+        .map_err(|e| Error::unavailable(e.to_string()))?;
+    Ok(Outcome::ok(if json {
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "workflow": r.workflow,
+                    "transaction_id": r.transaction_id,
+                    "state": r.state,
+                    "errors": r.errors,
+                    "owner": r.owner,
+                    "created_at": keyward::Timestamp::from_millis(r.created_at),
+                    "updated_at": keyward::Timestamp::from_millis(r.updated_at),
+                })
+            })
+            .collect();
+        format!("{}\n", json!({ "runs": runs }))
+    } else {
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    keyward::Timestamp::from_millis(r.created_at)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    r.workflow.clone(),
+                    r.state.to_string(),
+                    r.transaction_id.clone(),
+                    r.errors
+                        .first()
+                        .map(|e| format!("{}: {}", e.step, e.error))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let mut s = table::render(&["STARTED", "WORKFLOW", "STATE", "TRANSACTION", "ERROR"], &rows);
+        s.push_str(&format!("{} runs\n", runs.len()));
+        s
+    }))
 }
 
 fn verification(v: &Verification, json: bool) -> Outcome {

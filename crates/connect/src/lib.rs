@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use keyward::{Error, Result, Store};
+use keyward_flow::{PostgresLog, RunLog, SqliteLog};
 use keyward_postgres::PostgresStore;
 use keyward_sqlite::SqliteStore;
 
@@ -28,5 +29,23 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     Ok(match backend_of(url)? {
         "sqlite" => Arc::new(SqliteStore::connect(url).await?),
         _ => Arc::new(PostgresStore::connect(url).await?),
+    })
+}
+
+/// Connects to the database at `url` and opens both the store and the workflow run log on it
+/// (one pool, so a change and the record of the step that made it live in one database).
+/// Does not migrate.
+pub async fn open(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn RunLog>)> {
+    Ok(match backend_of(url)? {
+        "sqlite" => {
+            let store = SqliteStore::connect(url).await?;
+            let log = SqliteLog::new(store.pool().clone());
+            (Arc::new(store), Arc::new(log))
+        }
+        _ => {
+            let store = PostgresStore::connect(url).await?;
+            let log = PostgresLog::new(store.pool().clone());
+            (Arc::new(store), Arc::new(log))
+        }
     })
 }

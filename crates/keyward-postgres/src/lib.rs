@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
-    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, Store, StoredKey, StoredUser, UserRow, db_error, stored_pairs,
+    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, Revocation, Store, StoredKey, StoredUser, UserRow, db_error,
+    stored_pairs,
 };
 use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
@@ -296,6 +297,68 @@ impl Store for PostgresStore {
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(Ok(()))
+    }
+
+    async fn stored_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<StoredKey>> {
+        let ids = strings(ids);
+        let rows = sqlx::query_as!(
+            Key,
+            r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+               FROM api_key WHERE id = ANY($1) ORDER BY id"#,
+            &ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(Key::into_stored).collect()
+    }
+
+    async fn restore_api_keys(&self, keys: &[StoredKey]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for s in keys {
+            let k = &s.key;
+            sqlx::query!(
+                "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by,
+                                      revoked_at, created_at, updated_at, deleted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (id) DO NOTHING",
+                k.id.as_str(),
+                s.stored_token,
+                s.salt,
+                k.redacted,
+                k.title,
+                k.key_type.as_str(),
+                k.last_used_at.map(|t| t.as_datetime()),
+                k.created_by,
+                k.revoked_by,
+                k.revoked_at.map(|t| t.as_datetime()),
+                k.created_at.as_datetime(),
+                k.updated_at.as_datetime(),
+                k.deleted_at.map(|t| t.as_datetime())
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn set_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for r in revocations {
+            sqlx::query!(
+                "UPDATE api_key SET revoked_by = $1, revoked_at = $2, updated_at = $3 WHERE id = $4",
+                r.revoked_by,
+                r.revoked_at.map(|t| t.as_datetime()),
+                now.as_datetime(),
+                r.id.as_str()
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {

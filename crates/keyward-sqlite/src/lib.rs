@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
-    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, Store, StoredKey, StoredUser, UserRow, db_error, stored_pairs,
+    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, Revocation, Store, StoredKey, StoredUser, UserRow, db_error,
+    stored_pairs,
 };
 use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
@@ -282,6 +283,77 @@ impl Store for SqliteStore {
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(Ok(()))
+    }
+
+    async fn stored_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<StoredKey>> {
+        let ids = json_ids(ids);
+        let rows = sqlx::query_as!(
+            Key,
+            r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+               FROM api_key WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"#,
+            ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter().map(Key::into_stored).collect()
+    }
+
+    async fn restore_api_keys(&self, keys: &[StoredKey]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for s in keys {
+            let k = &s.key;
+            let (id, kind) = (k.id.as_str(), k.key_type.as_str());
+            let (used, revoked) = (k.last_used_at.map(|t| t.millis()), k.revoked_at.map(|t| t.millis()));
+            let (created, updated, deleted) = (
+                k.created_at.millis(),
+                k.updated_at.millis(),
+                k.deleted_at.map(|t| t.millis()),
+            );
+            sqlx::query!(
+                "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by,
+                                      revoked_at, created_at, updated_at, deleted_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO NOTHING",
+                id,
+                s.stored_token,
+                s.salt,
+                k.redacted,
+                k.title,
+                kind,
+                used,
+                k.created_by,
+                k.revoked_by,
+                revoked,
+                created,
+                updated,
+                deleted
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn set_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()> {
+        let now = now.millis();
+        let mut tx = self.begin_write().await?;
+        for r in revocations {
+            let (id, at) = (r.id.as_str(), r.revoked_at.map(|t| t.millis()));
+            sqlx::query!(
+                "UPDATE api_key SET revoked_by = ?, revoked_at = ?, updated_at = ? WHERE id = ?",
+                r.revoked_by,
+                at,
+                now,
+                id
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {

@@ -26,6 +26,7 @@ pub mod store;
 pub mod time;
 pub mod token;
 pub mod users;
+pub mod workflows;
 
 pub use entropy::{Entropy, OsEntropy, ScriptedEntropy, SeededEntropy};
 pub use error::{Error, ErrorKind, Result};
@@ -42,3 +43,4 @@ pub use service::{Keyward, UpdateApiKey, UpsertApiKey, Upserted, Verification, V
 pub use store::Store;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use token::PlainToken;
+pub use workflows::Workflows;

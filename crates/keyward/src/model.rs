@@ -115,7 +115,7 @@ impl Serialize for CreatedApiKey {
 }
 
 /// What create takes for one key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateApiKey {
     pub title: String,
     #[serde(rename = "type")]
@@ -139,7 +139,7 @@ impl CreateApiKey {
 }
 
 /// What revoke takes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RevokeApiKey {
     pub revoked_by: String,
     /// Seconds from now; `None` or `<= 0` revokes at once.

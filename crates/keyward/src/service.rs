@@ -385,47 +385,6 @@ impl Keyward {
         self.revoke_api_keys(&ids, data).await
     }
 
-    /// Replaces a key: a new key with the old one's title, type and sales channels, and the old
-    /// key revoked `grace_seconds` from now (at once when `None` or `<= 0`). Everything that can
-    /// refuse is checked before anything is written. Returns the new key (with its plain token)
-    /// and the old one as revoked. The steps are not yet one durable unit: a crash between them
-    /// can leave the new key created and the old one unrevoked (the durable workflow engine
-    /// closes that gap).
-    pub async fn roll_api_key(
-        &self,
-        id: &ApiKeyId,
-        rolled_by: &str,
-        grace_seconds: Option<i64>,
-    ) -> Result<(CreatedApiKey, ApiKey)> {
-        let old = self.retrieve_api_key(id).await?;
-        if old.key_type == ApiKeyType::Secret && old.is_revoked_at(self.now()) {
-            return Err(already_revoked(1));
-        }
-        if rolled_by.is_empty() {
-            return Err(Error::invalid_data(REVOKED_BY_REQUIRED));
-        }
-        let channels: Vec<SalesChannelId> = self
-            .store
-            .links_of_keys(std::slice::from_ref(id))
-            .await?
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        let mut created = self
-            .create_api_key(CreateApiKey::new(old.title.clone(), old.key_type, rolled_by))
-            .await?;
-        if !channels.is_empty() {
-            self.add_sales_channels(&created.key.id, &channels).await?;
-        }
-        let data = RevokeApiKey {
-            revoked_by: rolled_by.to_owned(),
-            revoke_in: grace_seconds,
-        };
-        let previous = self.revoke_api_key(id, &data).await?;
-        created.key = self.retrieve_api_key(&created.key.id).await?;
-        Ok((created, previous))
-    }
-
     async fn matching_ids(&self, selector: &ApiKeyFilter) -> Result<Vec<ApiKeyId>> {
         Ok(self
             .list_api_keys(selector, &ListOptions::default())
@@ -658,6 +617,25 @@ impl Keyward {
         }
     }
 
+    /// Fails with the link rule's message when any of these channels does not exist.
+    pub async fn check_sales_channels_exist(&self, channels: &[SalesChannelId]) -> Result<()> {
+        let filter = SalesChannelFilter::new().try_in(SalesChannelField::Id, channels.iter().map(|c| c.as_str()))?;
+        let found = self.store.list_sales_channels(&filter, &ListOptions::default()).await?;
+        let wanted = dedup(channels);
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|c| !found.iter().any(|f| &f.id == *c))
+            .map(SalesChannelId::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid_data(format!(
+            "Sales channels with IDs {} do not exist",
+            join_ids(&missing)
+        )))
+    }
+
     /// The channels linked to each of these keys (keys without links map to an empty list).
     pub async fn sales_channels_of(&self, keys: &[ApiKeyId]) -> Result<BTreeMap<ApiKeyId, Vec<SalesChannel>>> {
         let links = self.store.links_of_keys(keys).await?;
@@ -701,9 +679,9 @@ fn group_links<O: Ord + Clone, I: Ord, R: Clone>(
     map
 }
 
-const REVOKED_BY_REQUIRED: &str = "You must provide a revoked_by field when revoking a key.";
+pub(crate) const REVOKED_BY_REQUIRED: &str = "You must provide a revoked_by field when revoking a key.";
 
-fn already_revoked(count: usize) -> Error {
+pub(crate) fn already_revoked(count: usize) -> Error {
     Error::invalid_data(format!("There are {count} secret keys that are already revoked."))
 }
 
@@ -718,7 +696,7 @@ fn stored_token_filter(filter: &ApiKeyFilter) -> ApiKeyFilter {
     f
 }
 
-fn not_found(id: &ApiKeyId) -> Error {
+pub(crate) fn not_found(id: &ApiKeyId) -> Error {
     Error::not_found(format!("ApiKey with id: {id} was not found"))
 }
 
@@ -727,12 +705,12 @@ fn join_ids<T: AsRef<str>>(ids: &[T]) -> String {
 }
 
 /// Drops repeats, keeping first occurrences in order (error messages list ids as given).
-fn dedup<T: Clone + Ord>(items: &[T]) -> Vec<T> {
+pub(crate) fn dedup<T: Clone + Ord>(items: &[T]) -> Vec<T> {
     let mut seen = std::collections::BTreeSet::new();
     items.iter().filter(|i| seen.insert((*i).clone())).cloned().collect()
 }
 
-fn unexpected_block(b: Blocked) -> Error {
+pub(crate) fn unexpected_block(b: Blocked) -> Error {
     Error::new(
         ErrorKind::Unexpected,
         format!("store reported an unexpected refusal: {b:?}"),

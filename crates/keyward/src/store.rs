@@ -28,14 +28,35 @@ pub struct NewApiKey {
     pub created_at: Timestamp,
 }
 
-/// A key found by its stored token, with what verification needs beyond the public record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A key as stored, with what verification needs beyond the public record. Also the snapshot a
+/// delete keeps so its compensation can put the row back (the token is the stored form: a
+/// secret key's digest, never its plain text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredKey {
     pub key: ApiKey,
     /// The `token` column as stored (digest for secret keys).
     pub stored_token: String,
     /// Non-empty only for secret keys imported from Medusa (scrypt salt).
     pub salt: String,
+}
+
+/// A key's revocation as it is (or was): what a revoke's compensation puts back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revocation {
+    pub id: ApiKeyId,
+    pub revoked_by: Option<String>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Revocation {
+    /// The revocation `key` has now.
+    pub fn of(key: &ApiKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            revoked_by: key.revoked_by.clone(),
+            revoked_at: key.revoked_at,
+        }
+    }
 }
 
 /// Why a guarded write did not happen.
@@ -112,6 +133,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes these keys and their sales-channel links unless one of them is not revoked at
     /// `now` (blocked: `NotRevoked`). Unknown ids are ignored.
     async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded>;
+
+    /// Full rows of these keys, ordered by id (unknown ids are skipped).
+    async fn stored_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<StoredKey>>;
+
+    /// Writes keys back exactly as a snapshot had them, in one transaction; ids that exist are
+    /// left alone. Compensation of a delete.
+    async fn restore_api_keys(&self, keys: &[StoredKey]) -> Result<()>;
+
+    /// Sets each key's `revoked_by`/`revoked_at` exactly as given, unguarded, in one
+    /// transaction. Unknown ids are skipped. Compensation of a revoke, and the first half of
+    /// discarding keys.
+    async fn set_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()>;
 
     /// Records when keys were last used (batched by the caller).
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;

@@ -328,7 +328,7 @@ pub async fn create_key(
         _ => ApiKeyType::Publishable,
     };
     let created = state
-        .kw
+        .flows
         .create_api_key(CreateApiKey::new(
             string(&b, "title").unwrap_or_default(),
             key_type,
@@ -355,7 +355,7 @@ pub async fn update_key(
     let b = validate(&body, UPDATE_KEY, false)?;
     let id = key_id(&id)?;
     state
-        .kw
+        .flows
         .update_api_key(&id, &string(&b, "title").unwrap_or_default())
         .await
         .map_err(http_not_found)?;
@@ -365,7 +365,7 @@ pub async fn update_key(
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Delete a revoked API key", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn delete_key(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
-    state.kw.delete_api_keys(std::slice::from_ref(&id)).await?;
+    state.flows.delete_api_keys(std::slice::from_ref(&id)).await?;
     Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
 }
 
@@ -388,7 +388,7 @@ pub async fn revoke_key(
         revoked_by: actor.id,
         revoke_in: revoke_in(&b),
     };
-    state.kw.revoke_api_key(&id, &data).await.map_err(http_not_found)?;
+    state.flows.revoke_api_key(&id, &data).await.map_err(http_not_found)?;
     one_key(&state, &id, string(&q, "fields").as_deref()).await
 }
 
@@ -402,7 +402,7 @@ pub async fn roll_key(
     let b = validate(&body, ROLL_KEY, false)?;
     let id = key_id(&id)?;
     let (created, previous) = state
-        .kw
+        .flows
         .roll_api_key(&id, &actor.id, revoke_in(&b))
         .await
         .map_err(http_not_found)?;
@@ -429,20 +429,11 @@ pub async fn link_channels(
             .unwrap_or(Ok(Vec::new()))
     };
     let (add, remove) = (ids("add")?, ids("remove")?);
-    if add.is_empty() && remove.is_empty() {
-        // Nothing to change; still 404 for an unknown key. Otherwise add/remove check it.
-        state.kw.retrieve_api_key(&id).await.map_err(http_not_found)?;
-    }
-    if !add.is_empty() {
-        state.kw.add_sales_channels(&id, &add).await.map_err(http_not_found)?;
-    }
-    if !remove.is_empty() {
-        state
-            .kw
-            .remove_sales_channels(&id, &remove)
-            .await
-            .map_err(http_not_found)?;
-    }
+    state
+        .flows
+        .link_sales_channels(&id, &add, &remove)
+        .await
+        .map_err(http_not_found)?;
     one_key(&state, &id, string(&q, "fields").as_deref()).await
 }
 

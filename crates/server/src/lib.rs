@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router, middleware};
-use keyward::Keyward;
+use keyward::{Keyward, Workflows};
 use serde_json::{Value, json};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -46,7 +46,10 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The module, for reads.
     pub kw: Keyward,
+    /// The workflows every change runs through.
+    pub flows: Workflows,
     pub jwt: Arc<Jwt>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<limits::AuthLimiter>,
@@ -55,9 +58,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(kw: Keyward, jwt_secret: impl Into<Vec<u8>>) -> Self {
+    pub fn new(flows: Workflows, jwt_secret: impl Into<Vec<u8>>) -> Self {
         Self {
-            kw,
+            kw: flows.kw().clone(),
+            flows,
             jwt: Arc::new(Jwt::new(jwt_secret)),
             metrics: Arc::default(),
             limiter: Arc::default(),
@@ -278,10 +282,12 @@ async fn ready(State(state): State<AppState>) -> Response {
 /// How often `last_used_at` is flushed while serving.
 pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// Serves on `listener` until SIGINT or SIGTERM, letting requests in flight finish. A named
-/// background task flushes `last_used_at` every [`USAGE_FLUSH_EVERY`] and once more on the way out.
+/// Serves on `listener` until SIGINT or SIGTERM, letting requests in flight finish. Named
+/// background tasks flush `last_used_at` every [`USAGE_FLUSH_EVERY`] (and once more on the way
+/// out) and take over workflow runs whose node died (every half lease).
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let recovery = state.flows.engine().spawn_recovery(stopped.clone());
     let kw = state.kw.clone();
     let usage_flusher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
@@ -298,6 +304,7 @@ pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::i
         .await;
     let _ = stop.send(true);
     let _ = usage_flusher.await;
+    let _ = recovery.await;
     served
 }
 

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use keyward::{Keyward, ManualClock, SeededEntropy, Store, Timestamp};
+use keyward::{Keyward, ManualClock, SeededEntropy, Store, Timestamp, Workflows};
 use sqlx::Connection;
 
 /// The server tests use unless `KEYWARD_TEST_PG_URL` names another (any database on it works as
@@ -99,6 +99,20 @@ impl TestDb {
         keyward_connect::connect(&self.url)
             .await
             .expect("open the test database")
+    }
+
+    /// Opens the store and the workflow run log on it (not migrated).
+    pub async fn open(&self) -> (Arc<dyn Store>, Arc<dyn keyward_flow::RunLog>) {
+        keyward_connect::open(&self.url).await.expect("open the test database")
+    }
+
+    /// The module on this database with its workflows, migrated, with the system clock.
+    pub async fn workflows(&self) -> Workflows {
+        let (store, log) = self.open().await;
+        let kw = Keyward::with_parts(store, Arc::new(keyward::SystemClock), Arc::new(keyward::OsEntropy));
+        let flows = Workflows::new(kw, log, keyward_flow::DEFAULT_LEASE).expect("register the workflows");
+        flows.migrate().await.expect("migrate the test database");
+        flows
     }
 }
 

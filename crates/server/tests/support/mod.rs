@@ -7,9 +7,7 @@
     reason = "test support"
 )]
 
-use std::sync::Arc;
-
-use keyward::{Keyward, OsEntropy, SystemClock};
+use keyward::{Keyward, Workflows};
 use keyward_server::AppState;
 use keyward_testkit::TestDb;
 use reqwest::{Method, RequestBuilder, Response};
@@ -21,6 +19,7 @@ pub const PASSWORD: &str = "supersecret";
 pub struct App {
     pub base: String,
     pub kw: Keyward,
+    pub flows: Workflows,
     pub http: reqwest::Client,
     /// An admin login token.
     pub token: String,
@@ -35,12 +34,12 @@ impl App {
 
     /// With the state adjusted before the server starts (limits, CORS).
     pub async fn configured(db: TestDb, configure: impl FnOnce(AppState) -> AppState) -> Self {
-        let kw = Keyward::with_parts(db.store().await, Arc::new(SystemClock), Arc::new(OsEntropy));
-        kw.migrate().await.unwrap();
+        let flows = db.workflows().await;
+        let kw = flows.kw().clone();
         let user = kw.create_user(EMAIL, PASSWORD).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = configure(AppState::new(kw.clone(), b"test-secret".to_vec()));
+        let state = configure(AppState::new(flows.clone(), b"test-secret".to_vec()));
         tokio::spawn(keyward_server::serve(state, listener));
         let http = reqwest::Client::new();
         let login: Value = http
@@ -56,6 +55,7 @@ impl App {
         Self {
             base,
             kw,
+            flows,
             http,
             token,
             user_id: user.id.to_string(),

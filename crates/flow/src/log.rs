@@ -1,0 +1,346 @@
+//! The run log: where runs and their steps are written as they happen, so a restarted process —
+//! or another node — can finish what a dead one started.
+//!
+//! Every write a run makes is fenced by its lease: it succeeds only while the writing node still
+//! owns the run. A node that stalled past its lease and lost the run to another node therefore
+//! cannot overwrite the new owner's progress; it gets [`LogError::LeaseLost`] and stops.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Going forward.
+    Running,
+    /// A step failed; completed steps are being undone.
+    Compensating,
+    /// Every step ran; the result is stored.
+    Done,
+    /// A step failed and every completed step was compensated.
+    Reverted,
+    /// A step failed and a compensation failed too: someone must look.
+    Failed,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Compensating => "compensating",
+            RunState::Done => "done",
+            RunState::Reverted => "reverted",
+            RunState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunState::Running,
+            "compensating" => RunState::Compensating,
+            "done" => RunState::Done,
+            "reverted" => RunState::Reverted,
+            "failed" => RunState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Done, reverted or failed: nothing more will happen to the run.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunState::Done | RunState::Reverted | RunState::Failed)
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a step of a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Started and not known to have finished: on resume it is invoked again with the same input.
+    Invoking,
+    Done,
+    /// Its condition was false, it had no hook handler, or it skipped itself.
+    Skipped,
+    Failed,
+    Compensated,
+    CompensationFailed,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Invoking => "invoking",
+            StepState::Done => "done",
+            StepState::Skipped => "skipped",
+            StepState::Failed => "failed",
+            StepState::Compensated => "compensated",
+            StepState::CompensationFailed => "compensation_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "invoking" => StepState::Invoking,
+            "done" => StepState::Done,
+            "skipped" => StepState::Skipped,
+            "failed" => StepState::Failed,
+            "compensated" => StepState::Compensated,
+            "compensation_failed" => StepState::CompensationFailed,
+            _ => return None,
+        })
+    }
+}
+
+/// Which function of a step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handler {
+    Invoke,
+    Compensate,
+}
+
+/// A failure as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub step: String,
+    pub handler: Handler,
+    pub error: String,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub workflow: String,
+    pub transaction_id: String,
+    pub state: RunState,
+    pub input: Value,
+    pub result: Option<Value>,
+    pub errors: Vec<FailureRecord>,
+    /// The node holding the run while it is running or compensating.
+    pub owner: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A step of a run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub step: String,
+    /// Which group of the workflow it belongs to (steps of one parallel group share it).
+    pub position: u32,
+    pub state: StepState,
+    pub attempts: u32,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub compensation_input: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// What starting a run found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// The run was written and this node holds it.
+    New,
+    /// A run with this workflow and transaction id exists (and was left as it is).
+    Existing(Box<RunRecord>),
+}
+
+/// A run log failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("this node no longer holds the run: its lease ran out and another node took it over")]
+    LeaseLost,
+    #[error("the workflow log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the workflow log failed: {0}")]
+    Other(String),
+}
+
+/// Storage for runs. Implemented for SQLite and Postgres in this crate.
+#[async_trait]
+pub trait RunLog: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates the log's tables (its own migration history, beside the application's).
+    async fn migrate(&self) -> Result<(), LogError>;
+
+    /// Writes a new run in state `running`, held by `owner` for `lease`. When the workflow and
+    /// transaction id are taken: a finished run is replaced if `replace_finished`, and otherwise
+    /// (or when it is still in flight) returned untouched.
+    async fn start(
+        &self,
+        workflow: &str,
+        transaction_id: &str,
+        input: &Value,
+        owner: &str,
+        lease: Duration,
+        replace_finished: bool,
+    ) -> Result<Started, LogError>;
+
+    /// A run and its steps (ordered by position, then name).
+    async fn load(
+        &self,
+        workflow: &str,
+        transaction_id: &str,
+    ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, LogError>;
+
+    /// Writes a step's record, if `owner` still holds the run.
+    async fn save_step(
+        &self,
+        owner: &str,
+        workflow: &str,
+        transaction_id: &str,
+        step: &StepRecord,
+    ) -> Result<(), LogError>;
+
+    /// Moves the run to `state` with its result and errors, if `owner` still holds it. A
+    /// finished state releases the lease.
+    async fn set_state(
+        &self,
+        owner: &str,
+        workflow: &str,
+        transaction_id: &str,
+        state: RunState,
+        result: Option<&Value>,
+        errors: &[FailureRecord],
+    ) -> Result<(), LogError>;
+
+    /// Extends `owner`'s lease on the run to `lease` from now.
+    async fn renew(&self, owner: &str, workflow: &str, transaction_id: &str, lease: Duration) -> Result<(), LogError>;
+
+    /// Takes over up to `limit` unfinished runs of these workflows whose lease has run out,
+    /// for `owner` and `lease`. Returns their (workflow, transaction id).
+    async fn claim_expired(
+        &self,
+        owner: &str,
+        lease: Duration,
+        workflows: &[String],
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, LogError>;
+
+    /// The newest runs, optionally only those in `state`.
+    async fn list_runs(&self, state: Option<RunState>, limit: u32) -> Result<Vec<RunRecord>, LogError>;
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+/// Parses a stored state column.
+pub(crate) fn run_state(s: &str) -> Result<RunState, LogError> {
+    RunState::parse(s).ok_or_else(|| LogError::Other(format!("unknown run state {s:?} in the log")))
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn step_state(s: &str) -> Result<StepState, LogError> {
+    StepState::parse(s).ok_or_else(|| LogError::Other(format!("unknown step state {s:?} in the log")))
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn errors_json(errors: &[FailureRecord]) -> Result<Value, LogError> {
+    serde_json::to_value(errors).map_err(|e| LogError::Other(e.to_string()))
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn errors_from(v: Value) -> Result<Vec<FailureRecord>, LogError> {
+    serde_json::from_value(v).map_err(|e| LogError::Other(format!("stored errors do not parse: {e}")))
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+/// Maps a database error: connection trouble is `Unavailable`, the rest `Other`.
+pub(crate) fn db(e: sqlx::Error) -> LogError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => LogError::Unavailable(e.to_string()),
+        sqlx::Error::Database(d)
+            if d.code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57") || c == "5" || c == "6") =>
+        {
+            LogError::Unavailable(e.to_string())
+        }
+        _ => LogError::Other(e.to_string()),
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+/// A `flow_run` row as both backends read it (instants in milliseconds, JSON parsed).
+pub(crate) struct RunRow {
+    pub workflow: String,
+    pub transaction_id: String,
+    pub state: String,
+    pub input: Value,
+    pub result: Option<Value>,
+    pub errors: Value,
+    pub owner: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+impl RunRow {
+    pub fn into_record(self) -> Result<RunRecord, LogError> {
+        Ok(RunRecord {
+            workflow: self.workflow,
+            transaction_id: self.transaction_id,
+            state: run_state(&self.state)?,
+            input: self.input,
+            result: self.result,
+            errors: errors_from(self.errors)?,
+            owner: self.owner,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+/// A `flow_step` row as both backends read it.
+pub(crate) struct StepRow {
+    pub step: String,
+    pub position: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub compensation_input: Option<Value>,
+    pub error: Option<String>,
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+impl StepRow {
+    pub fn into_record(self) -> Result<StepRecord, LogError> {
+        Ok(StepRecord {
+            step: self.step,
+            position: u32::try_from(self.position).unwrap_or(0),
+            state: step_state(&self.state)?,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            input: self.input,
+            output: self.output,
+            compensation_input: self.compensation_input,
+            error: self.error,
+        })
+    }
+}

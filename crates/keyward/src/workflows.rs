@@ -1,0 +1,935 @@
+//! The api-key workflows. Every change to keys made by the server and the CLI runs through one
+//! of these, so a failing step is undone and a crash is finished by the next process (or node)
+//! instead of leaving half a change: a rolled key either has its replacement and is revoked,
+//! or neither happened.
+//!
+//! Each workflow first *prepares*: a step without side effects reads what the change needs,
+//! checks the rules (with the module's exact messages), fixes ids and instants, and snapshots
+//! what its compensation will put back. That output is recorded, so a resumed run acts on the
+//! same plan. The steps that write are idempotent for their recorded input: a step invoked again
+//! after a crash finds its own earlier effect and treats it as done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_flow::{
+    Engine, FlowError, RunLog, RunOptions, Step, StepContext, StepError, StepResponse, Workflow, WorkflowHandle,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::filter::{ApiKeyFilter, ListOptions};
+use crate::id::{ApiKeyId, SalesChannelId};
+use crate::model::{ApiKey, ApiKeyType, CreateApiKey, CreatedApiKey, RevokeApiKey};
+use crate::service::Keyward;
+use crate::store::{Revocation, StoredKey};
+use crate::token::PlainToken;
+
+/// Workflow names (Medusa's, plus roll).
+pub const CREATE_API_KEYS: &str = "create-api-keys";
+pub const UPDATE_API_KEYS: &str = "update-api-keys";
+pub const REVOKE_API_KEYS: &str = "revoke-api-keys";
+pub const DELETE_API_KEYS: &str = "delete-api-keys";
+pub const LINK_SALES_CHANNELS_TO_API_KEY: &str = "link-sales-channels-to-api-key";
+pub const ROLL_API_KEY: &str = "roll-api-key";
+/// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
+pub const API_KEYS_CREATED: &str = "api_keys_created";
+
+/// Who a compensation that removes freshly created keys names as their revoker.
+pub const DISCARDED_BY: &str = "keyward:compensation";
+
+type Cx = StepContext<Keyward>;
+
+/// A module error as a step error: only an unreachable database is worth retrying; a broken
+/// rule will be broken again.
+pub fn step_error(e: Error) -> StepError {
+    let retry = e.kind == ErrorKind::Unavailable;
+    let s = StepError::from_error(e);
+    if retry { s } else { s.into_permanent() }
+}
+
+/// A workflow error as the module error that caused it (so callers see the exact rule that
+/// refused), or as unexpected/unavailable when the engine itself failed.
+pub fn from_flow(e: FlowError) -> Error {
+    if let FlowError::Failed {
+        workflow,
+        transaction_id,
+        state: keyward_flow::RunState::Failed,
+        ..
+    } = &e
+    {
+        tracing::error!(%workflow, %transaction_id, "a workflow run failed and could not be fully compensated");
+    }
+    match &e {
+        FlowError::Failed { .. } => match e.step_error() {
+            Some(step) => step
+                .downcast_ref::<Error>()
+                .cloned()
+                .unwrap_or_else(|| Error::unexpected(format!("{e}"))),
+            None => Error::unexpected(format!("{e}")),
+        },
+        FlowError::Log(keyward_flow::LogError::Unavailable(m)) => Error::unavailable(m.clone()),
+        FlowError::InProgress { .. } => Error::new(ErrorKind::Conflict, e.to_string()),
+        _ => Error::unexpected(e.to_string()),
+    }
+}
+
+/// Steps that only write the database retry twice when it is briefly unreachable.
+fn retried<C: Send + Sync + 'static, I, O>(step: Step<C, I, O>) -> Step<C, I, O> {
+    step.max_retries(2).retry_interval(Duration::from_millis(200))
+}
+
+// -- inputs, plans and outputs ----------------------------------------------------------------
+
+/// `update-api-keys`: set the title of these keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateApiKeysInput {
+    pub ids: Vec<ApiKeyId>,
+    pub title: String,
+}
+
+/// `revoke-api-keys`: revoke these keys now, or `revoke_in` seconds from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeApiKeysInput {
+    pub ids: Vec<ApiKeyId>,
+    pub revoked_by: String,
+    pub revoke_in: Option<i64>,
+}
+
+/// `delete-api-keys`: delete these (revoked) keys and their sales-channel links.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteApiKeysInput {
+    pub ids: Vec<ApiKeyId>,
+}
+
+/// `link-sales-channels-to-api-key`: add and remove a publishable key's channels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSalesChannelsInput {
+    pub id: ApiKeyId,
+    #[serde(default)]
+    pub add: Vec<SalesChannelId>,
+    #[serde(default)]
+    pub remove: Vec<SalesChannelId>,
+}
+
+/// `roll-api-key`: replace a key; the old one is revoked `revoke_in` seconds from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollApiKeyInput {
+    pub id: ApiKeyId,
+    pub rolled_by: String,
+    pub revoke_in: Option<i64>,
+}
+
+/// What `roll-api-key` returns (the new key's token is handed out beside it, never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledApiKey {
+    pub api_key: ApiKey,
+    pub previous_api_key: ApiKey,
+}
+
+/// The input of the `api_keys_created` hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeysCreated {
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// A title change, with the titles to put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TitlePlan {
+    pub ids: Vec<ApiKeyId>,
+    pub title: String,
+    pub previous: Vec<(ApiKeyId, String)>,
+}
+
+/// A revocation fixed in time, with the revocations to put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokePlan {
+    pub ids: Vec<ApiKeyId>,
+    pub revoked_by: String,
+    pub revoked_at: crate::Timestamp,
+    pub previous: Vec<Revocation>,
+}
+
+/// The rows and links a delete removes, to put back if it is undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletePlan {
+    pub keys: Vec<StoredKey>,
+    pub links: Vec<(ApiKeyId, SalesChannelId)>,
+}
+
+/// A link change with the key's channels before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPlan {
+    pub id: ApiKeyId,
+    pub add: Vec<SalesChannelId>,
+    pub remove: Vec<SalesChannelId>,
+    pub previous: Vec<SalesChannelId>,
+}
+
+/// A roll: the new key (id fixed), the channels it inherits, and the old key's revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollPlan {
+    pub new_key: CreateApiKey,
+    pub channels: Vec<SalesChannelId>,
+    pub revoke: RevokePlan,
+}
+
+// -- steps ------------------------------------------------------------------------------------
+
+/// `prepare-api-keys`: gives every key to create its id, so the create step can recognise its
+/// own work if it is invoked again after a crash.
+pub fn prepare_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<CreateApiKey>> {
+    Step::new("prepare-api-keys", |keys: Vec<CreateApiKey>, cx: Cx| async move {
+        Ok(StepResponse::new(
+            cx.container().plan_api_keys(keys).map_err(step_error)?,
+        ))
+    })
+    .no_compensation()
+}
+
+fn planned_ids(keys: &[CreateApiKey]) -> Vec<ApiKeyId> {
+    keys.iter().filter_map(|k| k.id.clone()).collect()
+}
+
+/// `create-api-keys`: inserts the planned keys. The plain tokens leave as a private value (never
+/// written to the run log). Compensation revokes the keys, then deletes them.
+pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
+    retried(Step::new(
+        "create-api-keys",
+        |planned: Vec<CreateApiKey>, cx: Cx| async move {
+            let kw = cx.container();
+            let ids = planned_ids(&planned);
+            let existing = kw.keys_by_ids(&ids).await.map_err(step_error)?;
+            if !ids.is_empty() && existing.len() == ids.len() {
+                // Written by an earlier attempt whose record was lost in a crash.
+                return Ok(StepResponse::new(existing).compensate_with(ids));
+            }
+            let created = kw.create_api_keys(planned).await.map_err(step_error)?;
+            let keys: Vec<ApiKey> = created.iter().map(|c| c.key.clone()).collect();
+            let tokens: Vec<PlainToken> = created.into_iter().map(|c| c.token).collect();
+            Ok(StepResponse::new(keys).compensate_with(ids).private(tokens))
+        },
+    ))
+    .compensate(|ids: Option<Vec<ApiKeyId>>, cx: Cx| async move {
+        let ids = match ids {
+            Some(ids) => ids,
+            None => planned_ids(&cx.input::<Vec<CreateApiKey>>()?),
+        };
+        cx.container().discard_api_keys(&ids).await.map_err(step_error)
+    })
+}
+
+/// `load-api-keys`: the keys, all of which must exist (`not_found` names the first missing).
+pub fn load_api_keys_step() -> Step<Keyward, Vec<ApiKeyId>, Vec<ApiKey>> {
+    Step::new("load-api-keys", |ids: Vec<ApiKeyId>, cx: Cx| async move {
+        let keys = cx.container().keys_by_ids(&ids).await.map_err(step_error)?;
+        if let Some(missing) = ids.iter().find(|id| !keys.iter().any(|k| &k.id == *id)) {
+            return Err(step_error(crate::service::not_found(missing)));
+        }
+        Ok(StepResponse::new(keys))
+    })
+    .no_compensation()
+}
+
+/// `update-api-keys`: sets the title; compensation puts the old titles back.
+pub fn update_api_keys_step() -> Step<Keyward, TitlePlan, Vec<ApiKey>> {
+    retried(Step::new("update-api-keys", |plan: TitlePlan, cx: Cx| async move {
+        let kw = cx.container();
+        kw.store()
+            .update_api_key_titles(&plan.ids, &plan.title, kw.now())
+            .await
+            .map_err(step_error)?;
+        let keys = kw.keys_by_ids(&plan.ids).await.map_err(step_error)?;
+        Ok(StepResponse::new(keys).compensate_with(plan.previous))
+    }))
+    .compensate(|previous: Option<Vec<(ApiKeyId, String)>>, cx: Cx| async move {
+        let previous = match previous {
+            Some(p) => p,
+            None => cx.input::<TitlePlan>()?.previous,
+        };
+        let kw = cx.container();
+        for (id, title) in previous {
+            kw.store()
+                .update_api_key_titles(std::slice::from_ref(&id), &title, kw.now())
+                .await
+                .map_err(step_error)?;
+        }
+        Ok(())
+    })
+}
+
+/// `prepare-revocation`: checks the revoke rules and fixes the instant.
+pub fn prepare_revocation_step() -> Step<Keyward, RevokeApiKeysInput, RevokePlan> {
+    Step::new("prepare-revocation", |input: RevokeApiKeysInput, cx: Cx| async move {
+        let plan = cx
+            .container()
+            .plan_revocation(&input.ids, &input.revoked_by, input.revoke_in)
+            .await
+            .map_err(step_error)?;
+        Ok(StepResponse::new(plan))
+    })
+    .no_compensation()
+}
+
+/// `revoke-api-keys`: applies a planned revocation (secret keys once, checked in the writing
+/// transaction); compensation puts the previous revocations back.
+pub fn revoke_api_keys_step() -> Step<Keyward, RevokePlan, Vec<ApiKey>> {
+    retried(Step::new("revoke-api-keys", |plan: RevokePlan, cx: Cx| async move {
+        let keys = cx.container().apply_revocation(&plan).await.map_err(step_error)?;
+        Ok(StepResponse::new(keys).compensate_with(plan.previous))
+    }))
+    .compensate(|previous: Option<Vec<Revocation>>, cx: Cx| async move {
+        let previous = match previous {
+            Some(p) => p,
+            None => cx.input::<RevokePlan>()?.previous,
+        };
+        let kw = cx.container();
+        kw.store()
+            .set_revocations(&previous, kw.now())
+            .await
+            .map_err(step_error)
+    })
+}
+
+/// `prepare-delete`: checks every key is revoked and snapshots the rows and their links.
+pub fn prepare_delete_step() -> Step<Keyward, DeleteApiKeysInput, DeletePlan> {
+    Step::new("prepare-delete", |input: DeleteApiKeysInput, cx: Cx| async move {
+        let plan = cx.container().plan_delete(&input.ids).await.map_err(step_error)?;
+        Ok(StepResponse::new(plan))
+    })
+    .no_compensation()
+}
+
+/// `remove-sales-channel-links`: unlinks the keys' channels; compensation links them again.
+pub fn remove_links_step() -> Step<Keyward, Vec<(ApiKeyId, SalesChannelId)>, ()> {
+    retried(Step::new(
+        "remove-sales-channel-links",
+        |links: Vec<(ApiKeyId, SalesChannelId)>, cx: Cx| async move {
+            let kw = cx.container();
+            for (key, channels) in by_key(&links) {
+                // A key already gone has no links left to remove.
+                let _ = kw
+                    .store()
+                    .unlink_sales_channels(&key, &channels, kw.now())
+                    .await
+                    .map_err(step_error)?;
+            }
+            Ok(StepResponse::new(()))
+        },
+    ))
+    .compensate(|_: Option<()>, cx: Cx| async move {
+        let links = cx.input::<Vec<(ApiKeyId, SalesChannelId)>>()?;
+        let kw = cx.container();
+        for (key, channels) in by_key(&links) {
+            kw.add_sales_channels(&key, &channels).await.map_err(step_error)?;
+        }
+        Ok(())
+    })
+}
+
+/// `delete-api-keys`: deletes the keys (only revoked ones, checked in the writing transaction);
+/// compensation writes the snapshot back.
+pub fn delete_api_keys_step() -> Step<Keyward, Vec<StoredKey>, Vec<ApiKeyId>> {
+    retried(Step::new(
+        "delete-api-keys",
+        |keys: Vec<StoredKey>, cx: Cx| async move {
+            let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.key.id.clone()).collect();
+            cx.container().delete_api_keys(&ids).await.map_err(step_error)?;
+            Ok(StepResponse::new(ids).compensate_with(keys))
+        },
+    ))
+    .compensate(|keys: Option<Vec<StoredKey>>, cx: Cx| async move {
+        let keys = match keys {
+            Some(k) => k,
+            None => cx.input::<Vec<StoredKey>>()?,
+        };
+        cx.container().store().restore_api_keys(&keys).await.map_err(step_error)
+    })
+}
+
+/// `validate-sales-channels-exist`: the key exists, is publishable when channels are added,
+/// every added channel exists; records the key's channels before the change.
+pub fn validate_link_step() -> Step<Keyward, LinkSalesChannelsInput, LinkPlan> {
+    Step::new(
+        "validate-sales-channels-exist",
+        |input: LinkSalesChannelsInput, cx: Cx| async move {
+            let plan = cx
+                .container()
+                .plan_link(&input.id, &input.add, &input.remove)
+                .await
+                .map_err(step_error)?;
+            Ok(StepResponse::new(plan))
+        },
+    )
+    .no_compensation()
+}
+
+/// `link-sales-channels-to-api-key`: adds then removes links; compensation restores the key's
+/// links among the channels it touched to what they were.
+pub fn link_sales_channels_step() -> Step<Keyward, LinkPlan, ()> {
+    retried(Step::new(
+        "link-sales-channels-to-api-key",
+        |plan: LinkPlan, cx: Cx| async move {
+            let kw = cx.container();
+            if !plan.add.is_empty() {
+                kw.add_sales_channels(&plan.id, &plan.add).await.map_err(step_error)?;
+            }
+            if !plan.remove.is_empty() {
+                kw.remove_sales_channels(&plan.id, &plan.remove)
+                    .await
+                    .map_err(step_error)?;
+            }
+            Ok(StepResponse::new(()))
+        },
+    ))
+    .compensate(|_: Option<()>, cx: Cx| async move {
+        let plan = cx.input::<LinkPlan>()?;
+        let kw = cx.container();
+        let added: Vec<SalesChannelId> = plan
+            .add
+            .iter()
+            .filter(|c| !plan.previous.contains(c))
+            .cloned()
+            .collect();
+        let removed: Vec<SalesChannelId> = plan
+            .remove
+            .iter()
+            .filter(|c| plan.previous.contains(c))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            match kw.remove_sales_channels(&plan.id, &added).await {
+                // The key itself is gone (a roll's new key, removed by the create step's
+                // compensation): so are its links.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                other => other.map_err(step_error)?,
+            }
+        }
+        if !removed.is_empty() {
+            kw.add_sales_channels(&plan.id, &removed).await.map_err(step_error)?;
+        }
+        Ok(())
+    })
+}
+
+/// `prepare-roll`: checks the key can be rolled, fixes the new key's id and the old key's
+/// revocation instant, and records the channels the new key inherits.
+pub fn prepare_roll_step() -> Step<Keyward, RollApiKeyInput, RollPlan> {
+    Step::new("prepare-roll", |input: RollApiKeyInput, cx: Cx| async move {
+        let plan = cx
+            .container()
+            .plan_roll(&input.id, &input.rolled_by, input.revoke_in)
+            .await
+            .map_err(step_error)?;
+        Ok(StepResponse::new(plan))
+    })
+    .no_compensation()
+}
+
+fn by_key(links: &[(ApiKeyId, SalesChannelId)]) -> Vec<(ApiKeyId, Vec<SalesChannelId>)> {
+    let mut grouped: std::collections::BTreeMap<ApiKeyId, Vec<SalesChannelId>> = Default::default();
+    for (k, c) in links {
+        grouped.entry(k.clone()).or_default().push(c.clone());
+    }
+    grouped.into_iter().collect()
+}
+
+// -- workflows ----------------------------------------------------------------------------------
+
+/// `create-api-keys`: prepare, create, then the `api_keys_created` hook.
+pub fn create_api_keys_workflow() -> Workflow<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
+    let (prepare, create) = (prepare_api_keys_step(), create_api_keys_step());
+    let created = create.clone();
+    Workflow::<Keyward, Vec<CreateApiKey>, Vec<ApiKey>>::new(CREATE_API_KEYS)
+        .step(&prepare, |d| d.input())
+        .step(&create, move |d| d.output(&prepare))
+        .hook(API_KEYS_CREATED, {
+            let create = create.clone();
+            move |d| {
+                Ok(ApiKeysCreated {
+                    api_keys: d.output(&create)?,
+                })
+            }
+        })
+        .returns(move |d| d.output(&created))
+}
+
+/// `update-api-keys`: load (404 for a missing key), then set the title.
+pub fn update_api_keys_workflow() -> Workflow<Keyward, UpdateApiKeysInput, Vec<ApiKey>> {
+    let (load, update) = (load_api_keys_step(), update_api_keys_step());
+    let updated = update.clone();
+    Workflow::<Keyward, UpdateApiKeysInput, Vec<ApiKey>>::new(UPDATE_API_KEYS)
+        .step(&load, |d| Ok(d.input()?.ids))
+        .step(&update, move |d| {
+            let input = d.input()?;
+            let previous = d.output(&load)?.into_iter().map(|k| (k.id, k.title)).collect();
+            Ok(TitlePlan {
+                ids: input.ids,
+                title: input.title,
+                previous,
+            })
+        })
+        .returns(move |d| d.output(&updated))
+}
+
+/// `revoke-api-keys`: prepare (rules, instant), then revoke.
+pub fn revoke_api_keys_workflow() -> Workflow<Keyward, RevokeApiKeysInput, Vec<ApiKey>> {
+    let (prepare, revoke) = (prepare_revocation_step(), revoke_api_keys_step());
+    let revoked = revoke.clone();
+    Workflow::<Keyward, RevokeApiKeysInput, Vec<ApiKey>>::new(REVOKE_API_KEYS)
+        .step(&prepare, |d| d.input())
+        .step(&revoke, move |d| d.output(&prepare))
+        .returns(move |d| d.output(&revoked))
+}
+
+/// `delete-api-keys`: snapshot, remove the links, delete the keys.
+pub fn delete_api_keys_workflow() -> Workflow<Keyward, DeleteApiKeysInput, Vec<ApiKeyId>> {
+    let (prepare, unlink, delete) = (prepare_delete_step(), remove_links_step(), delete_api_keys_step());
+    let (links_of, keys_of, deleted) = (prepare.clone(), prepare.clone(), delete.clone());
+    Workflow::<Keyward, DeleteApiKeysInput, Vec<ApiKeyId>>::new(DELETE_API_KEYS)
+        .step(&prepare, |d| d.input())
+        .step(&unlink, move |d| Ok(d.output(&links_of)?.links))
+        .step(&delete, move |d| Ok(d.output(&keys_of)?.keys))
+        .returns(move |d| d.output(&deleted))
+}
+
+/// `link-sales-channels-to-api-key`: validate, then link and unlink.
+pub fn link_sales_channels_workflow() -> Workflow<Keyward, LinkSalesChannelsInput, ()> {
+    let (validate, link) = (validate_link_step(), link_sales_channels_step());
+    Workflow::<Keyward, LinkSalesChannelsInput, ()>::new(LINK_SALES_CHANNELS_TO_API_KEY)
+        .step(&validate, |d| d.input())
+        .step(&link, move |d| d.output(&validate))
+}
+
+/// `roll-api-key`: prepare, create the new key, give it the old key's channels, revoke the old
+/// key with the grace period. Both keys change or neither does.
+pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKey> {
+    let (prepare, create, link, revoke) = (
+        prepare_roll_step(),
+        create_api_keys_step(),
+        link_sales_channels_step(),
+        revoke_api_keys_step(),
+    );
+    let (p1, p2, p3, p4) = (prepare.clone(), prepare.clone(), prepare.clone(), prepare);
+    let (c1, r1) = (create.clone(), revoke.clone());
+    Workflow::<Keyward, RollApiKeyInput, RolledApiKey>::new(ROLL_API_KEY)
+        .step(&p1, |d| d.input())
+        .step(&create, move |d| Ok(vec![d.output(&p2)?.new_key]))
+        .when(
+            {
+                let p = p3.clone();
+                move |d| Ok(!d.output(&p)?.channels.is_empty())
+            },
+            &link,
+            move |d| {
+                let plan = d.output(&p3)?;
+                Ok(LinkPlan {
+                    id: plan
+                        .new_key
+                        .id
+                        .clone()
+                        .ok_or_else(|| StepError::permanent("the roll plan has no key id"))?,
+                    add: plan.channels,
+                    remove: Vec::new(),
+                    previous: Vec::new(),
+                })
+            },
+        )
+        .step(&revoke, move |d| Ok(d.output(&p4)?.revoke))
+        .returns(move |d| {
+            let api_key = d.output(&c1)?.into_iter().next();
+            let previous_api_key = d.output(&r1)?.into_iter().next();
+            match (api_key, previous_api_key) {
+                (Some(api_key), Some(previous_api_key)) => Ok(RolledApiKey {
+                    api_key,
+                    previous_api_key,
+                }),
+                _ => Err(StepError::permanent("the roll produced no key")),
+            }
+        })
+}
+
+// -- the façade ---------------------------------------------------------------------------------
+
+/// The module with its workflows: what the server and the CLI call for every change.
+#[derive(Clone)]
+pub struct Workflows {
+    engine: Engine<Keyward>,
+    create: WorkflowHandle<Vec<CreateApiKey>, Vec<ApiKey>>,
+    update: WorkflowHandle<UpdateApiKeysInput, Vec<ApiKey>>,
+    revoke: WorkflowHandle<RevokeApiKeysInput, Vec<ApiKey>>,
+    delete: WorkflowHandle<DeleteApiKeysInput, Vec<ApiKeyId>>,
+    link: WorkflowHandle<LinkSalesChannelsInput, ()>,
+    roll: WorkflowHandle<RollApiKeyInput, RolledApiKey>,
+}
+
+impl std::fmt::Debug for Workflows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workflows")
+            .field("node", &self.engine.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Workflows {
+    /// The workflows over `kw`, logging runs to `log`, holding runs for `lease`.
+    pub fn new(kw: Keyward, log: Arc<dyn RunLog>, lease: Duration) -> Result<Self> {
+        Self::on(Engine::new(kw, log).with_lease(lease))
+    }
+
+    /// Registers the api-key workflows on `engine` (which may hold the application's own).
+    pub fn on(engine: Engine<Keyward>) -> Result<Self> {
+        let reg = |e: FlowError| Error::unexpected(format!("registering the api-key workflows: {e}"));
+        Ok(Self {
+            create: engine.register(create_api_keys_workflow()).map_err(reg)?,
+            update: engine.register(update_api_keys_workflow()).map_err(reg)?,
+            revoke: engine.register(revoke_api_keys_workflow()).map_err(reg)?,
+            delete: engine.register(delete_api_keys_workflow()).map_err(reg)?,
+            link: engine.register(link_sales_channels_workflow()).map_err(reg)?,
+            roll: engine.register(roll_api_key_workflow()).map_err(reg)?,
+            engine,
+        })
+    }
+
+    /// The engine, to register more workflows, attach hooks, or recover runs.
+    pub fn engine(&self) -> &Engine<Keyward> {
+        &self.engine
+    }
+
+    /// The module itself, for reads.
+    pub fn kw(&self) -> &Keyward {
+        self.engine.container()
+    }
+
+    /// Migrates the store (and seeds it) and the run log.
+    pub async fn migrate(&self) -> Result<()> {
+        self.kw().migrate().await?;
+        self.engine.migrate().await.map_err(from_flow)
+    }
+
+    /// Creates keys; the plain tokens are in this answer and nowhere else.
+    pub async fn create_api_keys(&self, input: Vec<CreateApiKey>) -> Result<Vec<CreatedApiKey>> {
+        if input.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run = self
+            .engine
+            .run(&self.create, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        let tokens: Vec<PlainToken> = run
+            .private("create-api-keys")
+            .ok_or_else(|| Error::unexpected("the new keys' tokens did not come back from the create step"))?;
+        let keys = run.result.unwrap_or_default();
+        if keys.len() != tokens.len() {
+            return Err(Error::unexpected(
+                "the create step returned keys and tokens that do not match",
+            ));
+        }
+        Ok(keys
+            .into_iter()
+            .zip(tokens)
+            .map(|(key, token)| CreatedApiKey { key, token })
+            .collect())
+    }
+
+    pub async fn create_api_key(&self, input: CreateApiKey) -> Result<CreatedApiKey> {
+        self.create_api_keys(vec![input])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::unexpected("create returned no key"))
+    }
+
+    /// Sets the title of one key (`not_found` when it does not exist).
+    pub async fn update_api_key(&self, id: &ApiKeyId, title: &str) -> Result<ApiKey> {
+        let input = UpdateApiKeysInput {
+            ids: vec![id.clone()],
+            title: title.to_owned(),
+        };
+        self.one(self.engine.run(&self.update, input, RunOptions::default()).await, id)
+    }
+
+    /// Revokes one key now or after `revoke_in` seconds.
+    pub async fn revoke_api_key(&self, id: &ApiKeyId, data: &RevokeApiKey) -> Result<ApiKey> {
+        let input = RevokeApiKeysInput {
+            ids: vec![id.clone()],
+            revoked_by: data.revoked_by.clone(),
+            revoke_in: data.revoke_in,
+        };
+        self.one(self.engine.run(&self.revoke, input, RunOptions::default()).await, id)
+    }
+
+    /// Deletes revoked keys and their links; unknown ids are ignored.
+    pub async fn delete_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let input = DeleteApiKeysInput { ids: ids.to_vec() };
+        self.engine
+            .run(&self.delete, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        Ok(())
+    }
+
+    /// Adds and removes a publishable key's sales channels.
+    pub async fn link_sales_channels(
+        &self,
+        id: &ApiKeyId,
+        add: &[SalesChannelId],
+        remove: &[SalesChannelId],
+    ) -> Result<()> {
+        let input = LinkSalesChannelsInput {
+            id: id.clone(),
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+        };
+        self.engine
+            .run(&self.link, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        Ok(())
+    }
+
+    /// Replaces a key: a new key with its title, type and channels, and the old key revoked
+    /// `grace_seconds` from now (at once when `None` or `<= 0`). Returns the new key with its
+    /// plain token and the old key as revoked.
+    pub async fn roll_api_key(
+        &self,
+        id: &ApiKeyId,
+        rolled_by: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<(CreatedApiKey, ApiKey)> {
+        let input = RollApiKeyInput {
+            id: id.clone(),
+            rolled_by: rolled_by.to_owned(),
+            revoke_in: grace_seconds,
+        };
+        let run = self
+            .engine
+            .run(&self.roll, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        let token = run
+            .private::<Vec<PlainToken>>("create-api-keys")
+            .and_then(|t| t.into_iter().next())
+            .ok_or_else(|| Error::unexpected("the new key's token did not come back from the create step"))?;
+        let rolled = run
+            .result
+            .ok_or_else(|| Error::unexpected("the roll finished without a result"))?;
+        Ok((
+            CreatedApiKey {
+                key: rolled.api_key,
+                token,
+            },
+            rolled.previous_api_key,
+        ))
+    }
+
+    fn one(
+        &self,
+        run: std::result::Result<keyward_flow::RunResult<Vec<ApiKey>>, FlowError>,
+        id: &ApiKeyId,
+    ) -> Result<ApiKey> {
+        run.map_err(from_flow)?
+            .result
+            .and_then(|keys| keys.into_iter().find(|k| &k.id == id))
+            .ok_or_else(|| crate::service::not_found(id))
+    }
+}
+
+// -- what the steps ask of the module -----------------------------------------------------------
+
+impl Keyward {
+    /// Gives each key to create an id (keeping ids already given).
+    pub fn plan_api_keys(&self, keys: Vec<CreateApiKey>) -> Result<Vec<CreateApiKey>> {
+        let now = self.now();
+        keys.into_iter()
+            .map(|mut k| {
+                if k.id.is_none() {
+                    k.id = Some(
+                        ApiKeyId::generate(self.ids(), now, self.entropy.as_ref())
+                            .map_err(|e| Error::unexpected(e.to_string()))?,
+                    );
+                }
+                Ok(k)
+            })
+            .collect()
+    }
+
+    /// The keys with these ids that exist, in id order.
+    pub async fn keys_by_ids(&self, ids: &[ApiKeyId]) -> Result<Vec<ApiKey>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.list_api_keys(&ApiKeyFilter::ids(ids), &ListOptions::default())
+            .await
+    }
+
+    /// Removes keys whatever their state, the module's way: revoke what is not revoked, then
+    /// delete. Compensation of create.
+    pub async fn discard_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
+        let now = self.now();
+        let live: Vec<Revocation> = self
+            .keys_by_ids(ids)
+            .await?
+            .into_iter()
+            .filter(|k| !k.is_revoked_at(now))
+            .map(|k| Revocation {
+                id: k.id,
+                revoked_by: Some(DISCARDED_BY.to_owned()),
+                revoked_at: Some(now),
+            })
+            .collect();
+        if !live.is_empty() {
+            self.store.set_revocations(&live, now).await?;
+        }
+        self.delete_api_keys(ids).await
+    }
+
+    /// Checks a revocation (every key exists, a revoker is named, no secret key is revoked
+    /// twice) and fixes its instant.
+    pub async fn plan_revocation(
+        &self,
+        ids: &[ApiKeyId],
+        revoked_by: &str,
+        revoke_in: Option<i64>,
+    ) -> Result<RevokePlan> {
+        let keys = self.keys_by_ids(ids).await?;
+        if let Some(missing) = ids.iter().find(|id| !keys.iter().any(|k| &k.id == *id)) {
+            return Err(crate::service::not_found(missing));
+        }
+        if revoked_by.is_empty() {
+            return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
+        }
+        let now = self.now();
+        let twice = keys
+            .iter()
+            .filter(|k| k.key_type == ApiKeyType::Secret && k.is_revoked_at(now))
+            .count();
+        if twice > 0 {
+            return Err(crate::service::already_revoked(twice));
+        }
+        Ok(RevokePlan {
+            ids: ids.to_vec(),
+            revoked_by: revoked_by.to_owned(),
+            revoked_at: match revoke_in {
+                Some(seconds) if seconds > 0 => now.plus_seconds(seconds),
+                _ => now,
+            },
+            previous: keys.iter().map(Revocation::of).collect(),
+        })
+    }
+
+    /// Applies a planned revocation. If the keys already carry exactly this revocation (an
+    /// earlier attempt got through before a crash), that counts as done.
+    pub async fn apply_revocation(&self, plan: &RevokePlan) -> Result<Vec<ApiKey>> {
+        let current = self.keys_by_ids(&plan.ids).await?;
+        let applied = !current.is_empty()
+            && current.iter().all(|k| {
+                k.revoked_at == Some(plan.revoked_at) && k.revoked_by.as_deref() == Some(plan.revoked_by.as_str())
+            });
+        if !applied {
+            let now = self.now();
+            match self
+                .store
+                .revoke_api_keys(&plan.ids, &plan.revoked_by, plan.revoked_at, now)
+                .await?
+            {
+                Ok(()) => {}
+                Err(crate::store::Blocked::AlreadyRevoked(ids)) => {
+                    return Err(crate::service::already_revoked(ids.len()));
+                }
+                Err(other) => return Err(crate::service::unexpected_block(other)),
+            }
+        }
+        self.keys_by_ids(&plan.ids).await
+    }
+
+    /// Checks every key to delete is revoked (the exact message lists those that are not) and
+    /// snapshots their rows and links. Unknown ids are ignored.
+    pub async fn plan_delete(&self, ids: &[ApiKeyId]) -> Result<DeletePlan> {
+        let keys = self.store.stored_api_keys(ids).await?;
+        let now = self.now();
+        let unrevoked: Vec<&str> = ids
+            .iter()
+            .filter(|id| keys.iter().any(|k| &k.key.id == *id && !k.key.is_revoked_at(now)))
+            .map(ApiKeyId::as_str)
+            .collect();
+        if !unrevoked.is_empty() {
+            return Err(Error::not_allowed(format!(
+                "Cannot delete api keys that are not revoked - {}",
+                unrevoked.join(", ")
+            )));
+        }
+        let found: Vec<ApiKeyId> = keys.iter().map(|k| k.key.id.clone()).collect();
+        let links = if found.is_empty() {
+            Vec::new()
+        } else {
+            self.store.links_of_keys(&found).await?
+        };
+        Ok(DeletePlan { keys, links })
+    }
+
+    /// Checks a link change the way the writing transaction will, and records the key's
+    /// channels before it.
+    pub async fn plan_link(
+        &self,
+        id: &ApiKeyId,
+        add: &[SalesChannelId],
+        remove: &[SalesChannelId],
+    ) -> Result<LinkPlan> {
+        let key = self.retrieve_api_key(id).await?;
+        if !add.is_empty() {
+            if key.key_type != ApiKeyType::Publishable {
+                return Err(Error::invalid_data(
+                    "Sales channels can only be associated with publishable API keys",
+                ));
+            }
+            self.check_sales_channels_exist(add).await?;
+        }
+        let previous = self
+            .store
+            .links_of_keys(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        Ok(LinkPlan {
+            id: id.clone(),
+            add: crate::service::dedup(add),
+            remove: crate::service::dedup(remove),
+            previous,
+        })
+    }
+
+    /// Checks a key can be rolled and fixes the new key's id and the old key's revocation.
+    pub async fn plan_roll(&self, id: &ApiKeyId, rolled_by: &str, grace_seconds: Option<i64>) -> Result<RollPlan> {
+        let old = self.retrieve_api_key(id).await?;
+        if old.key_type == ApiKeyType::Secret && old.is_revoked_at(self.now()) {
+            return Err(crate::service::already_revoked(1));
+        }
+        if rolled_by.is_empty() {
+            return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
+        }
+        let channels = self
+            .store
+            .links_of_keys(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        let new_key = self
+            .plan_api_keys(vec![CreateApiKey::new(old.title.clone(), old.key_type, rolled_by)])?
+            .pop()
+            .ok_or_else(|| Error::unexpected("planning the new key gave nothing"))?;
+        let revoke = self
+            .plan_revocation(std::slice::from_ref(id), rolled_by, grace_seconds)
+            .await?;
+        Ok(RollPlan {
+            new_key,
+            channels,
+            revoke,
+        })
+    }
+}
