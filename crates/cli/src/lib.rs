@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyward::{
     ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind,
-    Keyward, ListOptions, Op, RevokeApiKey, SalesChannel, SalesChannelFilter, Value, Verification, Workflows,
+    Keyward, ListOptions, Op, RevokeApiKey, SalesChannel, SalesChannelFilter, SalesChannelId, Value, Verification,
+    Workflows,
 };
 use serde_json::json;
 
@@ -175,6 +176,16 @@ pub enum KeysCommand {
         /// Who is rolling it (recorded as created_by of the new key and revoked_by of the old).
         #[arg(long = "by", default_value = "cli")]
         rolled_by: String,
+    },
+    /// Add and remove a publishable key's sales channels.
+    Link {
+        id: String,
+        /// A sales channel to add (repeatable).
+        #[arg(long = "add", value_name = "SALES_CHANNEL_ID")]
+        add: Vec<String>,
+        /// A sales channel to remove (repeatable).
+        #[arg(long = "remove", value_name = "SALES_CHANNEL_ID")]
+        remove: Vec<String>,
     },
     /// Delete a revoked key and its sales-channel links.
     Delete { id: String },
@@ -494,6 +505,29 @@ async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome
                 ));
                 s
             }))
+        }
+        KeysCommand::Link { id, add, remove } => {
+            let id = key_id(&id)?;
+            if add.is_empty() && remove.is_empty() {
+                return Err(usage("give at least one --add or --remove"));
+            }
+            let channels = |ids: &[String]| -> Result<Vec<SalesChannelId>, Failure> {
+                ids.iter()
+                    .map(|c| {
+                        SalesChannelId::parse(c).map_err(|e| usage(format!("{c:?} is not a sales channel id: {e}")))
+                    })
+                    .collect()
+            };
+            flows
+                .link_sales_channels(&id, &channels(&add)?, &channels(&remove)?)
+                .await?;
+            let key = kw.retrieve_api_key(&id).await?;
+            let linked = kw.sales_channels_of(std::slice::from_ref(&id)).await?;
+            Ok(Outcome::ok(show_key(
+                &key,
+                linked.get(&id).map(Vec::as_slice).unwrap_or_default(),
+                json,
+            )))
         }
         KeysCommand::Delete { id } => {
             let id = key_id(&id)?;

@@ -1,0 +1,213 @@
+//! Crashes at every step boundary of the roll, link and delete workflows, in the real binary, on
+//! SQLite and on Postgres; then a restart, and the outcome must be all or nothing with no run
+//! left unfinished. The crash points exist because this test build enables the
+//! `fault-injection` feature of keyward-flow (a dev-dependency feature: the shipped binary has
+//! none of it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use keyward_testkit::TestDb;
+use serde_json::Value;
+
+/// The lease a crashed process held; the next process takes its runs over after it.
+const LEASE: &str = "0.3";
+
+fn keyward(db: &str, fault: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    cmd.arg("--json")
+        .args(args)
+        .env("KEYWARD_DATABASE_URL", db)
+        .env("KEYWARD_WORKFLOW_LEASE", LEASE)
+        .env_remove("KEYWARD_FAULT");
+    if let Some(f) = fault {
+        cmd.env("KEYWARD_FAULT", f);
+    }
+    cmd.output().expect("run keyward")
+}
+
+fn ok(db: &str, args: &[&str]) -> Value {
+    let out = keyward(db, None, args);
+    assert!(
+        out.status.success(),
+        "keyward {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `args` with a crash planned at `fault`, checks the process really died there, waits
+/// out its lease, and lets the next process recover.
+fn crash_then_restart(db: &str, fault: &str, args: &[&str]) {
+    let out = keyward(db, Some(fault), args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code().is_none() && err.contains("KEYWARD_FAULT: crashing"),
+        "{fault}: expected a crash, got {:?}: {err}",
+        out.status
+    );
+    std::thread::sleep(Duration::from_millis(450));
+    // Any command first finishes what the dead process left.
+    ok(db, &["keys", "list", "--limit", "1"]);
+    let unfinished: Vec<Value> = ["running", "compensating"]
+        .iter()
+        .flat_map(|s| {
+            ok(db, &["workflows", "list", "--state", s])["runs"]
+                .as_array()
+                .cloned()
+                .unwrap()
+        })
+        .collect();
+    assert!(unfinished.is_empty(), "{fault}: runs left unfinished: {unfinished:?}");
+}
+
+fn boundaries(workflow: &str, steps: &[&str]) -> Vec<String> {
+    steps
+        .iter()
+        .flat_map(|s| ["before", "after"].map(|w| format!("crash:{workflow}:{s}:{w}")))
+        .collect()
+}
+
+fn channel(db: &str, name: &str) -> String {
+    ok(db, &["sales-channels", "create", "--name", name])["sales_channel"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn publishable(db: &str, title: &str, channel: &str) -> String {
+    let id = ok(db, &["keys", "create", "--title", title, "--type", "publishable"])["api_key"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(db, &["keys", "link", &id, "--add", channel]);
+    id
+}
+
+fn channels_of(db: &str, key: &str) -> Vec<String> {
+    ok(db, &["keys", "get", key])["api_key"]["sales_channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn keys_titled(db: &str, title: &str) -> Vec<Value> {
+    ok(db, &["keys", "list", "--q", title, "--limit", "100"])["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["title"] == title)
+        .cloned()
+        .collect()
+}
+
+fn roll_at_every_boundary(db: &str) {
+    let steps = [
+        "prepare-roll",
+        "create-api-keys",
+        "link-sales-channels-to-api-key",
+        "revoke-api-keys",
+    ];
+    let ch = channel(db, "roll shop");
+    for (i, fault) in boundaries("roll-api-key", &steps).iter().enumerate() {
+        let title = format!("roll-{i}");
+        let old = publishable(db, &title, &ch);
+        crash_then_restart(db, fault, &["keys", "roll", &old, "--grace", "3600", "--by", "ops"]);
+        let keys = keys_titled(db, &title);
+        let old_now = keys.iter().find(|k| k["id"] == old.as_str()).unwrap();
+        match keys.len() {
+            // Done: a new key with the old one's type and channels; the old one revoked.
+            2 => {
+                let new = keys.iter().find(|k| k["id"] != old.as_str()).unwrap();
+                assert_eq!(new["type"], "publishable", "{fault}");
+                assert!(new["revoked_at"].is_null(), "{fault}");
+                assert_eq!(channels_of(db, new["id"].as_str().unwrap()), [ch.clone()], "{fault}");
+                assert_eq!(old_now["revoked_by"], "ops", "{fault}");
+                assert!(old_now["revoked_at"].is_string(), "{fault}");
+            }
+            // Nothing: the old key untouched, no new key.
+            1 => {
+                assert!(old_now["revoked_at"].is_null(), "{fault}: {old_now}");
+                assert_eq!(channels_of(db, &old), [ch.clone()], "{fault}");
+            }
+            n => panic!("{fault}: {n} keys titled {title}: {keys:?}"),
+        }
+    }
+}
+
+fn link_at_every_boundary(db: &str) {
+    let steps = ["validate-sales-channels-exist", "link-sales-channels-to-api-key"];
+    let (a, b) = (channel(db, "link a"), channel(db, "link b"));
+    for (i, fault) in boundaries("link-sales-channels-to-api-key", &steps).iter().enumerate() {
+        let key = publishable(db, &format!("link-{i}"), &a);
+        crash_then_restart(db, fault, &["keys", "link", &key, "--add", &b, "--remove", &a]);
+        let now = channels_of(db, &key);
+        assert!(
+            now == [b.clone()] || now == [a.clone()],
+            "{fault}: half a change: {now:?}"
+        );
+    }
+}
+
+fn delete_at_every_boundary(db: &str) {
+    let steps = ["prepare-delete", "remove-sales-channel-links", "delete-api-keys"];
+    let ch = channel(db, "delete shop");
+    for (i, fault) in boundaries("delete-api-keys", &steps).iter().enumerate() {
+        let key = publishable(db, &format!("delete-{i}"), &ch);
+        ok(db, &["keys", "revoke", &key]);
+        crash_then_restart(db, fault, &["keys", "delete", &key]);
+        let out = keyward(db, None, &["keys", "get", &key]);
+        if out.status.success() {
+            // Nothing happened: the key and its link are both still there.
+            assert_eq!(channels_of(db, &key), [ch.clone()], "{fault}");
+        } else {
+            let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+            assert_eq!(err["type"], "not_found", "{fault}: {err}");
+        }
+    }
+}
+
+#[test]
+fn roll_is_all_or_nothing_after_a_crash_at_any_step_on_sqlite() {
+    roll_at_every_boundary(&TestDb::sqlite().url);
+}
+
+#[test]
+fn link_is_all_or_nothing_after_a_crash_at_any_step_on_sqlite() {
+    link_at_every_boundary(&TestDb::sqlite().url);
+}
+
+#[test]
+fn delete_is_all_or_nothing_after_a_crash_at_any_step_on_sqlite() {
+    delete_at_every_boundary(&TestDb::sqlite().url);
+}
+
+#[tokio::test]
+async fn roll_is_all_or_nothing_after_a_crash_at_any_step_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || roll_at_every_boundary(&url))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn link_is_all_or_nothing_after_a_crash_at_any_step_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || link_at_every_boundary(&url))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn delete_is_all_or_nothing_after_a_crash_at_any_step_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || delete_at_every_boundary(&url))
+        .await
+        .unwrap();
+}

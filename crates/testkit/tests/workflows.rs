@@ -1,0 +1,234 @@
+//! The api-key workflows on both stores: what they do, and that each one's compensation really
+//! puts everything back when a step after it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use keyward::workflows::{
+    self, ApiKeysCreated, DeleteApiKeysInput, LinkSalesChannelsInput, RevokeApiKeysInput, RollApiKeyInput,
+    UpdateApiKeysInput,
+};
+use keyward::{
+    ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, ErrorKind, Keyward, RevokeApiKey, SalesChannelId,
+    VerifyCode, Workflows,
+};
+use keyward_flow::{Engine, RunOptions, RunState, Step, StepContext, StepError, StepResponse, Workflow};
+use keyward_testkit::TestDb;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+macro_rules! on_both_stores {
+    ($( async fn $name:ident($flows:ident) $body:block )*) => {
+        mod sqlite {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = TestDb::sqlite();
+                let $flows = db.workflows().await;
+                $body
+            } )*
+        }
+        mod postgres {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(db) = TestDb::postgres().await else { return };
+                let $flows = db.workflows().await;
+                $body
+            } )*
+        }
+    };
+}
+
+/// Runs `workflow` with a step appended that always fails, on an engine of its own over the same
+/// database, and checks the run was reverted.
+async fn run_then_fail<I: Serialize + DeserializeOwned + 'static, O: Serialize + DeserializeOwned + 'static>(
+    flows: &Workflows,
+    workflow: Workflow<Keyward, I, O>,
+    input: I,
+) {
+    let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
+    let boom = Step::new("boom", |_: (), _cx: StepContext<Keyward>| async move {
+        Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
+    });
+    let handle = engine.register(workflow.step(&boom, |_| Ok(()))).unwrap();
+    let run = engine
+        .run(&handle, input, RunOptions::default().throw_on_error(false))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Reverted, "{:?}", run.errors);
+    assert_eq!(run.errors[0].error.message(), "a later step failed");
+}
+
+async fn channel(flows: &Workflows, name: &str) -> SalesChannelId {
+    flows
+        .kw()
+        .create_sales_channel(CreateSalesChannel {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn linked_key(flows: &Workflows, title: &str, ch: &SalesChannelId) -> (ApiKey, String) {
+    let created = flows
+        .create_api_key(CreateApiKey::new(title, ApiKeyType::Publishable, "t"))
+        .await
+        .unwrap();
+    flows
+        .link_sales_channels(&created.key.id, std::slice::from_ref(ch), &[])
+        .await
+        .unwrap();
+    (created.key, created.token.expose().to_owned())
+}
+
+async fn channels_of(flows: &Workflows, id: &ApiKeyId) -> Vec<SalesChannelId> {
+    flows.kw().sales_channels_of(std::slice::from_ref(id)).await.unwrap()[id]
+        .iter()
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+async fn titled(flows: &Workflows, title: &str) -> Vec<ApiKey> {
+    let all = flows
+        .kw()
+        .list_api_keys(&Default::default(), &Default::default())
+        .await
+        .unwrap();
+    all.into_iter().filter(|k| k.title == title).collect()
+}
+
+on_both_stores! {
+    async fn create_runs_as_a_workflow_and_returns_the_only_copy_of_the_token(flows) {
+        let created = flows
+            .create_api_key(CreateApiKey::new("CI", ApiKeyType::Secret, "user_1"))
+            .await
+            .unwrap();
+        assert!(created.token.expose().starts_with("sk_"));
+        assert_eq!(flows.kw().verify(created.token.expose()).await.unwrap().code, VerifyCode::Valid);
+        let runs = flows.engine().log().list_runs(None, 10).await.unwrap();
+        let run = runs.iter().find(|r| r.workflow == "create-api-keys").unwrap();
+        assert_eq!(run.state, RunState::Done);
+        let (_, steps) = flows.engine().log().load(&run.workflow, &run.transaction_id).await.unwrap().unwrap();
+        let logged = format!("{:?} {:?}", run, steps);
+        assert!(!logged.contains(created.token.expose()), "the run log never holds a plain secret");
+    }
+
+    async fn a_workflow_whose_second_step_fails_leaves_no_key_behind(flows) {
+        let (prepare, create) = (workflows::prepare_api_keys_step(), workflows::create_api_keys_step());
+        let wf = Workflow::<Keyward, Vec<CreateApiKey>, ()>::new("create-then-fail")
+            .step(&prepare, |d| d.input())
+            .step(&create, move |d| d.output(&prepare));
+        run_then_fail(&flows, wf, vec![CreateApiKey::new("doomed", ApiKeyType::Secret, "t")]).await;
+        assert!(titled(&flows, "doomed").await.is_empty(), "create's compensation removed the key");
+    }
+
+    async fn a_failed_roll_leaves_the_old_key_untouched_and_no_new_key(flows) {
+        let ch = channel(&flows, "EU").await;
+        let (old, token) = linked_key(&flows, "rolling", &ch).await;
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: None };
+        run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
+        let keys = titled(&flows, "rolling").await;
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_eq!(keys[0].revoked_at, None);
+        assert_eq!(channels_of(&flows, &old.id).await, [ch]);
+        assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Valid);
+    }
+
+    async fn a_roll_gives_the_new_key_the_old_ones_title_type_and_channels(flows) {
+        let ch = channel(&flows, "EU").await;
+        let (old, _) = linked_key(&flows, "rolling", &ch).await;
+        let (new, previous) = flows.roll_api_key(&old.id, "ops", Some(3600)).await.unwrap();
+        assert_eq!((new.key.title.as_str(), new.key.key_type), ("rolling", ApiKeyType::Publishable));
+        assert_eq!(new.key.created_by, "ops");
+        assert_eq!(channels_of(&flows, &new.key.id).await, [ch]);
+        assert_eq!(previous.revoked_by.as_deref(), Some("ops"));
+        let at = previous.revoked_at.unwrap();
+        assert!(at > flows.kw().now(), "the old key works through its grace period");
+        assert_eq!(flows.kw().verify(new.token.expose()).await.unwrap().code, VerifyCode::Valid);
+    }
+
+    async fn a_failed_delete_puts_the_keys_and_their_links_back(flows) {
+        let ch = channel(&flows, "EU").await;
+        let (key, token) = linked_key(&flows, "to delete", &ch).await;
+        flows.revoke_api_key(&key.id, &RevokeApiKey { revoked_by: "t".into(), revoke_in: None }).await.unwrap();
+        let input = DeleteApiKeysInput { ids: vec![key.id.clone()] };
+        run_then_fail(&flows, workflows::delete_api_keys_workflow(), input).await;
+        let back = flows.kw().retrieve_api_key(&key.id).await.unwrap();
+        assert_eq!((back.created_at, back.title.as_str()), (key.created_at, "to delete"));
+        assert_eq!(channels_of(&flows, &key.id).await, [ch]);
+        let v = flows.kw().verify(&token).await.unwrap();
+        assert_eq!(v.code, VerifyCode::Revoked, "the same stored token came back");
+    }
+
+    async fn a_failed_link_change_restores_the_channels(flows) {
+        let (a, b) = (channel(&flows, "a").await, channel(&flows, "b").await);
+        let (key, _) = linked_key(&flows, "linked", &a).await;
+        let input = LinkSalesChannelsInput { id: key.id.clone(), add: vec![b.clone()], remove: vec![a.clone()] };
+        run_then_fail(&flows, workflows::link_sales_channels_workflow(), input).await;
+        assert_eq!(channels_of(&flows, &key.id).await, [a.clone()]);
+        flows.link_sales_channels(&key.id, std::slice::from_ref(&b), std::slice::from_ref(&a)).await.unwrap();
+        assert_eq!(channels_of(&flows, &key.id).await, [b]);
+    }
+
+    async fn failed_updates_and_revocations_put_the_old_values_back(flows) {
+        let key = flows
+            .create_api_key(CreateApiKey::new("before", ApiKeyType::Secret, "t"))
+            .await
+            .unwrap()
+            .key;
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], title: "after".into() };
+        run_then_fail(&flows, workflows::update_api_keys_workflow(), input).await;
+        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: None };
+        run_then_fail(&flows, workflows::revoke_api_keys_workflow(), input).await;
+        let back = flows.kw().retrieve_api_key(&key.id).await.unwrap();
+        assert_eq!((back.title.as_str(), back.revoked_at, back.revoked_by), ("before", None, None));
+    }
+
+    async fn the_module_rules_come_back_with_their_exact_messages(flows) {
+        let key = flows.create_api_key(CreateApiKey::new("live", ApiKeyType::Secret, "t")).await.unwrap().key;
+        let err = flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotAllowed);
+        assert_eq!(err.message, format!("Cannot delete api keys that are not revoked - {}", key.id));
+        let by = RevokeApiKey { revoked_by: "t".into(), revoke_in: None };
+        flows.revoke_api_key(&key.id, &by).await.unwrap();
+        let err = flows.revoke_api_key(&key.id, &by).await.unwrap_err();
+        assert_eq!(err.message, "There are 1 secret keys that are already revoked.");
+        let err = flows.roll_api_key(&key.id, "t", None).await.unwrap_err();
+        assert_eq!(err.message, "There are 1 secret keys that are already revoked.");
+        let missing = ApiKeyId::parse("apk_missing").unwrap();
+        let err = flows.update_api_key(&missing, "x").await.unwrap_err();
+        assert_eq!((err.kind, err.message.as_str()), (ErrorKind::NotFound, "ApiKey with id: apk_missing was not found"));
+        let err = flows
+            .link_sales_channels(&key.id, &[SalesChannelId::parse("sc_nope").unwrap()], &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.message, "Sales channels can only be associated with publishable API keys");
+        let failed = flows.engine().log().list_runs(Some(RunState::Reverted), 50).await.unwrap();
+        assert!(failed.iter().any(|r| r.workflow == "delete-api-keys"), "refusals are recorded as reverted runs");
+    }
+
+    async fn the_api_keys_created_hook_gets_the_new_keys_and_takes_one_handler(flows) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let handler = {
+            let seen = seen.clone();
+            Step::new("remember", move |input: ApiKeysCreated, _cx: StepContext<Keyward>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().extend(input.api_keys.into_iter().map(|k| k.title));
+                    Ok(StepResponse::new(()))
+                }
+            })
+        };
+        flows.engine().attach_hook("create-api-keys", "api_keys_created", handler.clone()).unwrap();
+        assert!(flows.engine().attach_hook("create-api-keys", "api_keys_created", handler).is_err());
+        flows
+            .create_api_keys(vec![
+                CreateApiKey::new("one", ApiKeyType::Publishable, "t"),
+                CreateApiKey::new("two", ApiKeyType::Secret, "t"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["one", "two"]);
+    }
+}
