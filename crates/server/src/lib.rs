@@ -286,6 +286,12 @@ pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// background tasks flush `last_used_at` every [`USAGE_FLUSH_EVERY`] (and once more on the way
 /// out) and take over workflow runs whose node died (every half lease).
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    serve_router(state.clone(), app(state), listener).await
+}
+
+/// Like [`serve`], for a router of your own that contains keyward's ([`app`] merged with your
+/// routes): the same background tasks run beside it.
+pub async fn serve_router(state: AppState, router: Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let recovery = state.flows.engine().spawn_recovery(stopped.clone());
     let kw = state.kw.clone();
@@ -299,7 +305,7 @@ pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::i
         }
         flush_usage(&kw).await;
     });
-    let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = stop.send(true);

@@ -148,6 +148,8 @@ impl Drop for PgDrop {
 /// The module on a fresh, migrated database, with a manual clock at [`epoch`].
 pub struct Harness {
     pub kw: Keyward,
+    /// The same module with its workflows (run log on the same database).
+    pub flows: Workflows,
     pub clock: Arc<ManualClock>,
     pub db: TestDb,
 }
@@ -155,9 +157,11 @@ pub struct Harness {
 impl Harness {
     pub async fn on(db: TestDb) -> Self {
         let clock = Arc::new(ManualClock::new(epoch()));
-        let kw = Keyward::with_parts(db.store().await, clock.clone(), Arc::new(SeededEntropy::new(42)));
-        kw.migrate().await.expect("migrate the test database");
-        Self { kw, clock, db }
+        let (store, log) = db.open().await;
+        let kw = Keyward::with_parts(store, clock.clone(), Arc::new(SeededEntropy::new(42)));
+        let flows = Workflows::new(kw.clone(), log, keyward_flow::DEFAULT_LEASE).expect("register the workflows");
+        flows.migrate().await.expect("migrate the test database");
+        Self { kw, flows, clock, db }
     }
 
     pub async fn sqlite() -> Self {

@@ -6,9 +6,11 @@ use keyward::{ApiKeyType, CreateApiKey, PlainToken, RevokeApiKey};
 use keyward_testkit::{Harness, TestDb};
 use sqlx::Connection;
 
+/// Makes secret keys through the workflows, so the run log is searched too.
 async fn make_secrets(h: &Harness) -> Vec<PlainToken> {
-    let created =
-        h.kw.create_api_keys(
+    let created = h
+        .flows
+        .create_api_keys(
             (0..20)
                 .map(|i| CreateApiKey::new(format!("s{i}"), ApiKeyType::Secret, "t"))
                 .collect(),
@@ -17,20 +19,23 @@ async fn make_secrets(h: &Harness) -> Vec<PlainToken> {
         .unwrap();
     // Touch every write path a secret key goes through.
     let first = &created[0];
-    h.kw.update_api_key(&first.key.id, "renamed").await.unwrap();
-    h.kw.revoke_api_key(
-        &first.key.id,
-        &RevokeApiKey {
-            revoked_by: "t".into(),
-            revoke_in: Some(10),
-        },
-    )
-    .await
-    .unwrap();
-    for c in &created {
+    h.flows.update_api_key(&first.key.id, "renamed").await.unwrap();
+    let (rolled, _) = h.flows.roll_api_key(&created[1].key.id, "t", None).await.unwrap();
+    h.flows
+        .revoke_api_key(
+            &first.key.id,
+            &RevokeApiKey {
+                revoked_by: "t".into(),
+                revoke_in: Some(10),
+            },
+        )
+        .await
+        .unwrap();
+    for c in created.iter().filter(|c| c.key.id != created[1].key.id) {
         assert!(h.kw.authenticate(c.token.expose()).await.unwrap().is_some());
     }
-    created.into_iter().map(|c| c.token).collect()
+    assert!(h.kw.authenticate(rolled.token.expose()).await.unwrap().is_some());
+    created.into_iter().map(|c| c.token).chain([rolled.token]).collect()
 }
 
 /// The token, and its random body alone (in case something stored it without the prefix).

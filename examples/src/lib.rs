@@ -1,0 +1,119 @@
+//! The seed's examples as a Rust user of keyward writes them: a `create-api-key` step whose
+//! compensation removes the key, a workflow returning `{api_key}`, a route of your own that runs
+//! it, and a workflow whose second step fails to show the roll-back.
+//!
+//! `cargo run -p keyward-examples --example workflow_route` serves them; `tests/seed.rs` runs
+//! them against SQLite and Postgres.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use keyward::workflows::step_error;
+use keyward::{ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, Keyward, Workflows};
+use keyward_flow::{RunOptions, Step, StepContext, StepError, StepResponse, Workflow, WorkflowHandle};
+use serde::{Deserialize, Serialize};
+
+/// What the workflow takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Input {
+    pub title: String,
+}
+
+/// What the workflow returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Output {
+    pub api_key: ApiKey,
+}
+
+/// The seed's step: create a publishable key; if the workflow fails later, remove it again.
+///
+/// (It makes a new id each time it runs; keyward's own `create-api-keys` fixes the id in a step
+/// before, so that a run resumed after a crash cannot create the key twice.)
+pub fn create_api_key_step() -> Step<Keyward, Input, ApiKey> {
+    Step::new("create-api-key", |input: Input, cx: StepContext<Keyward>| async move {
+        let created = cx
+            .container()
+            .create_api_key(CreateApiKey::new(input.title, ApiKeyType::Publishable, "example"))
+            .await
+            .map_err(step_error)?;
+        Ok(StepResponse::new(created.key.clone()).compensate_with(created.key.id))
+    })
+    .compensate(|id: Option<ApiKeyId>, cx: StepContext<Keyward>| async move {
+        if let Some(id) = id {
+            cx.container().discard_api_keys(&[id]).await.map_err(step_error)?;
+        }
+        Ok(())
+    })
+}
+
+/// The seed's workflow: one step, returning `{api_key}`.
+pub fn create_api_key_workflow() -> Workflow<Keyward, Input, Output> {
+    let step = create_api_key_step();
+    Workflow::<Keyward, Input, Output>::new("create-api-key")
+        .step(&step, |d| d.input())
+        .returns(move |d| {
+            Ok(Output {
+                api_key: d.output(&step)?,
+            })
+        })
+}
+
+/// The same key creation followed by a step that fails: the run is compensated and no key is
+/// left behind.
+pub fn rollback_workflow() -> Workflow<Keyward, Input, Output> {
+    let create = create_api_key_step();
+    let fail = Step::new("notify-partner", |_key: ApiKey, _cx: StepContext<Keyward>| async move {
+        Err::<StepResponse<()>, _>(StepError::permanent("the partner system refused the key"))
+    });
+    let created = create.clone();
+    Workflow::<Keyward, Input, Output>::new("create-api-key-then-fail")
+        .step(&create, |d| d.input())
+        .step(&fail, move |d| d.output(&created))
+        .returns(move |d| {
+            Ok(Output {
+                api_key: d.output(&create)?,
+            })
+        })
+}
+
+#[derive(Clone)]
+struct Routes {
+    flows: Workflows,
+    create: WorkflowHandle<Input, Output>,
+}
+
+#[derive(Deserialize)]
+struct Params {
+    title: Option<String>,
+}
+
+/// Registers the seed's workflow on keyward's engine and returns your route: `GET /workflow`
+/// runs it and answers with its result.
+pub fn routes(flows: &Workflows) -> Result<Router, keyward_flow::FlowError> {
+    let create = flows.engine().register(create_api_key_workflow())?;
+    let state = Routes {
+        flows: flows.clone(),
+        create,
+    };
+    Ok(Router::new().route("/workflow", get(run_workflow)).with_state(state))
+}
+
+async fn run_workflow(
+    State(routes): State<Routes>,
+    Query(params): Query<Params>,
+) -> Result<Json<Output>, (StatusCode, String)> {
+    let input = Input {
+        title: params.title.unwrap_or_else(|| "Storefront from a workflow".to_owned()),
+    };
+    let run = routes
+        .flows
+        .engine()
+        .run(&routes.create, input, RunOptions::default())
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    run.result.map(Json).ok_or((
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the workflow returned nothing".to_owned(),
+    ))
+}

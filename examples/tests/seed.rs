@@ -1,0 +1,88 @@
+//! The seed's examples run for real: the custom route over a socket, and the roll-back, on
+//! SQLite and on Postgres.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use keyward::Workflows;
+use keyward_flow::{RunOptions, RunState};
+use keyward_testkit::TestDb;
+use serde_json::Value;
+
+async fn serve(flows: &Workflows) -> String {
+    let mine = keyward_examples::routes(flows).unwrap();
+    let state = keyward_server::AppState::new(flows.clone(), b"test".to_vec());
+    let app = keyward_server::app(state.clone()).merge(mine);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(keyward_server::serve_router(state, app, listener));
+    base
+}
+
+async fn keys_titled(flows: &Workflows, title: &str) -> usize {
+    let all = flows
+        .kw()
+        .list_api_keys(&Default::default(), &Default::default())
+        .await
+        .unwrap();
+    all.iter().filter(|k| k.title == title).count()
+}
+
+async fn the_route_runs_the_workflow(db: TestDb) {
+    let flows = db.workflows().await;
+    let base = serve(&flows).await;
+    let body: Value = reqwest::get(format!("{base}/workflow?title=From%20a%20route"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["api_key"]["title"], "From a route");
+    assert_eq!(body["api_key"]["type"], "publishable");
+    assert!(body["api_key"]["token"].as_str().unwrap().starts_with("pk_"));
+    assert_eq!(keys_titled(&flows, "From a route").await, 1);
+    // keyward's own API is served beside it.
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+async fn the_second_step_failing_leaves_no_key(db: TestDb) {
+    let flows = db.workflows().await;
+    let wf = flows.engine().register(keyward_examples::rollback_workflow()).unwrap();
+    let input = keyward_examples::Input {
+        title: "Rolled back".into(),
+    };
+    let run = flows
+        .engine()
+        .run(&wf, input, RunOptions::default().throw_on_error(false))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Reverted);
+    assert_eq!(run.errors[0].step, "notify-partner");
+    assert_eq!(run.errors[0].error.message(), "the partner system refused the key");
+    assert_eq!(
+        keys_titled(&flows, "Rolled back").await,
+        0,
+        "the key was compensated away"
+    );
+}
+
+#[tokio::test]
+async fn the_custom_route_runs_the_create_api_key_workflow_on_sqlite() {
+    the_route_runs_the_workflow(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn the_custom_route_runs_the_create_api_key_workflow_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    the_route_runs_the_workflow(db).await;
+}
+
+#[tokio::test]
+async fn a_workflow_whose_second_step_fails_leaves_no_key_on_sqlite() {
+    the_second_step_failing_leaves_no_key(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_workflow_whose_second_step_fails_leaves_no_key_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    the_second_step_failing_leaves_no_key(db).await;
+}
