@@ -166,7 +166,7 @@ on_both_stores! {
         let (key, _) = linked_key(&flows, "linked", &a).await;
         let input = LinkSalesChannelsInput { id: key.id.clone(), add: vec![b.clone()], remove: vec![a.clone()] };
         run_then_fail(&flows, workflows::link_sales_channels_workflow(), input).await;
-        assert_eq!(channels_of(&flows, &key.id).await, [a.clone()]);
+        assert_eq!(channels_of(&flows, &key.id).await, std::slice::from_ref(&a));
         flows.link_sales_channels(&key.id, std::slice::from_ref(&b), std::slice::from_ref(&a)).await.unwrap();
         assert_eq!(channels_of(&flows, &key.id).await, [b]);
     }
