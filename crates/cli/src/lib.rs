@@ -339,7 +339,7 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
         }
         Command::Workflows(WorkflowsCommand::List { state, limit }) => workflow_runs(&flows, state, limit, json).await,
         Command::Keys(cmd) => keys(&flows, cmd, json).await,
-        Command::SalesChannels(cmd) => sales_channels(&kw, cmd, json).await,
+        Command::SalesChannels(cmd) => sales_channels(&flows, cmd, json).await,
     }
 }
 
@@ -690,10 +690,11 @@ fn show_key(key: &ApiKey, channels: &[SalesChannel], json: bool) -> String {
     s
 }
 
-async fn sales_channels(kw: &Keyward, cmd: SalesChannelsCommand, json: bool) -> Result<Outcome, Failure> {
+async fn sales_channels(flows: &Workflows, cmd: SalesChannelsCommand, json: bool) -> Result<Outcome, Failure> {
+    let kw = flows.kw();
     match cmd {
         SalesChannelsCommand::Create { name, description } => {
-            let sc = kw
+            let sc = flows
                 .create_sales_channel(CreateSalesChannel {
                     name,
                     description,

@@ -161,7 +161,7 @@ pub struct SalesChannel {
 }
 
 /// What creating a sales channel takes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CreateSalesChannel {
     pub name: String,
     #[serde(default)]
@@ -174,17 +174,27 @@ pub struct CreateSalesChannel {
     pub id: Option<SalesChannelId>,
 }
 
-/// A partial update of a sales channel; absent fields stay as they are.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// A partial update of a sales channel; absent fields stay as they are. `Some(None)` clears a
+/// field (JSON `null`), which survives a round trip through JSON (the workflow log).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct UpdateSalesChannel {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub description: Option<Option<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_disabled: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Option<serde_json::Value>>,
+}
+
+/// A field that is present is `Some`, even when it is `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// An admin user of the dashboard and admin API.

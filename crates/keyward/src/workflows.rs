@@ -18,9 +18,11 @@ use keyward_flow::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::filter::{ApiKeyFilter, ListOptions};
+use crate::filter::{ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId};
-use crate::model::{ApiKey, ApiKeyType, CreateApiKey, CreatedApiKey, RevokeApiKey};
+use crate::model::{
+    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
+};
 use crate::service::Keyward;
 use crate::store::{Revocation, StoredKey};
 use crate::token::PlainToken;
@@ -32,6 +34,9 @@ pub const REVOKE_API_KEYS: &str = "revoke-api-keys";
 pub const DELETE_API_KEYS: &str = "delete-api-keys";
 pub const LINK_SALES_CHANNELS_TO_API_KEY: &str = "link-sales-channels-to-api-key";
 pub const ROLL_API_KEY: &str = "roll-api-key";
+pub const CREATE_SALES_CHANNELS: &str = "create-sales-channels";
+pub const UPDATE_SALES_CHANNELS: &str = "update-sales-channels";
+pub const DELETE_SALES_CHANNELS: &str = "delete-sales-channels";
 /// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
 pub const API_KEYS_CREATED: &str = "api_keys_created";
 
@@ -164,6 +169,27 @@ pub struct LinkPlan {
     pub add: Vec<SalesChannelId>,
     pub remove: Vec<SalesChannelId>,
     pub previous: Vec<SalesChannelId>,
+}
+
+/// A sales-channel update with the channel as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPatchPlan {
+    pub before: SalesChannel,
+    pub patch: UpdateSalesChannel,
+}
+
+/// `update-sales-channels`: a partial update of one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSalesChannelInput {
+    pub id: SalesChannelId,
+    pub patch: UpdateSalesChannel,
+}
+
+/// The channels a delete removes and their key links, to put back if it is undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDeletePlan {
+    pub channels: Vec<SalesChannel>,
+    pub links: Vec<(ApiKeyId, SalesChannelId)>,
 }
 
 /// A roll: the new key (id fixed), the channels it inherits, and the old key's revocation.
@@ -434,6 +460,147 @@ fn by_key(links: &[(ApiKeyId, SalesChannelId)]) -> Vec<(ApiKeyId, Vec<SalesChann
     grouped.into_iter().collect()
 }
 
+/// `prepare-sales-channels`: gives every channel to create its id.
+pub fn prepare_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Vec<CreateSalesChannel>> {
+    Step::new(
+        "prepare-sales-channels",
+        |channels: Vec<CreateSalesChannel>, cx: Cx| async move {
+            Ok(StepResponse::new(
+                cx.container().plan_sales_channels(channels).map_err(step_error)?,
+            ))
+        },
+    )
+    .no_compensation()
+}
+
+fn planned_channel_ids(channels: &[CreateSalesChannel]) -> Vec<SalesChannelId> {
+    channels.iter().filter_map(|c| c.id.clone()).collect()
+}
+
+/// `create-sales-channels`: inserts the planned channels; compensation deletes them.
+pub fn create_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>> {
+    retried(Step::new(
+        "create-sales-channels",
+        |planned: Vec<CreateSalesChannel>, cx: Cx| async move {
+            let kw = cx.container();
+            let ids = planned_channel_ids(&planned);
+            let existing = kw.channels_by_ids(&ids).await.map_err(step_error)?;
+            if !ids.is_empty() && existing.len() == ids.len() {
+                return Ok(StepResponse::new(existing).compensate_with(ids));
+            }
+            let created = kw.create_sales_channels(planned).await.map_err(step_error)?;
+            Ok(StepResponse::new(created).compensate_with(ids))
+        },
+    ))
+    .compensate(|ids: Option<Vec<SalesChannelId>>, cx: Cx| async move {
+        let ids = match ids {
+            Some(ids) => ids,
+            None => planned_channel_ids(&cx.input::<Vec<CreateSalesChannel>>()?),
+        };
+        cx.container().delete_sales_channels(&ids).await.map_err(step_error)
+    })
+}
+
+/// `load-sales-channel`: the channel before the change (`not_found` when missing).
+pub fn load_sales_channel_step() -> Step<Keyward, SalesChannelId, SalesChannel> {
+    Step::new("load-sales-channel", |id: SalesChannelId, cx: Cx| async move {
+        Ok(StepResponse::new(
+            cx.container().retrieve_sales_channel(&id).await.map_err(step_error)?,
+        ))
+    })
+    .no_compensation()
+}
+
+/// `update-sales-channels`: applies the patch; compensation writes the old values back.
+pub fn update_sales_channel_step() -> Step<Keyward, ChannelPatchPlan, SalesChannel> {
+    retried(Step::new(
+        "update-sales-channels",
+        |plan: ChannelPatchPlan, cx: Cx| async move {
+            let updated = cx
+                .container()
+                .update_sales_channel(&plan.before.id, &plan.patch)
+                .await
+                .map_err(step_error)?;
+            Ok(StepResponse::new(updated).compensate_with(plan.before))
+        },
+    ))
+    .compensate(|before: Option<SalesChannel>, cx: Cx| async move {
+        let before = match before {
+            Some(b) => b,
+            None => cx.input::<ChannelPatchPlan>()?.before,
+        };
+        let restore = UpdateSalesChannel {
+            name: Some(before.name.clone()),
+            description: Some(before.description.clone()),
+            is_disabled: Some(before.is_disabled),
+            metadata: Some(before.metadata.clone()),
+        };
+        cx.container()
+            .update_sales_channel(&before.id, &restore)
+            .await
+            .map(|_| ())
+            .map_err(step_error)
+    })
+}
+
+/// `prepare-sales-channel-delete`: snapshots the channels and their key links.
+pub fn prepare_channel_delete_step() -> Step<Keyward, Vec<SalesChannelId>, ChannelDeletePlan> {
+    Step::new(
+        "prepare-sales-channel-delete",
+        |ids: Vec<SalesChannelId>, cx: Cx| async move {
+            let kw = cx.container();
+            let channels = kw.channels_by_ids(&ids).await.map_err(step_error)?;
+            let found: Vec<SalesChannelId> = channels.iter().map(|c| c.id.clone()).collect();
+            let links = if found.is_empty() {
+                Vec::new()
+            } else {
+                kw.store()
+                    .links_of_sales_channels(&found)
+                    .await
+                    .map_err(step_error)?
+                    .into_iter()
+                    .map(|(c, k)| (k, c))
+                    .collect()
+            };
+            Ok(StepResponse::new(ChannelDeletePlan { channels, links }))
+        },
+    )
+    .no_compensation()
+}
+
+/// `delete-sales-channels`: deletes the channels and their links; compensation puts both back.
+pub fn delete_sales_channels_step() -> Step<Keyward, ChannelDeletePlan, Vec<SalesChannelId>> {
+    retried(Step::new(
+        "delete-sales-channels",
+        |plan: ChannelDeletePlan, cx: Cx| async move {
+            let ids: Vec<SalesChannelId> = plan.channels.iter().map(|c| c.id.clone()).collect();
+            cx.container().delete_sales_channels(&ids).await.map_err(step_error)?;
+            Ok(StepResponse::new(ids).compensate_with(plan))
+        },
+    ))
+    .compensate(|plan: Option<ChannelDeletePlan>, cx: Cx| async move {
+        let plan = match plan {
+            Some(p) => p,
+            None => cx.input::<ChannelDeletePlan>()?,
+        };
+        let kw = cx.container();
+        let ids: Vec<SalesChannelId> = plan.channels.iter().map(|c| c.id.clone()).collect();
+        let present = kw.channels_by_ids(&ids).await.map_err(step_error)?;
+        let missing: Vec<SalesChannel> = plan
+            .channels
+            .into_iter()
+            .filter(|c| !present.iter().any(|p| p.id == c.id))
+            .collect();
+        if !missing.is_empty() {
+            kw.store().insert_sales_channels(&missing).await.map_err(step_error)?;
+        }
+        for (key, channels) in by_key(&plan.links) {
+            kw.add_sales_channels(&key, &channels).await.map_err(step_error)?;
+        }
+        Ok(())
+    })
+}
+
 // -- workflows ----------------------------------------------------------------------------------
 
 /// `create-api-keys`: prepare, create, then the `api_keys_created` hook.
@@ -549,6 +716,41 @@ pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKe
         })
 }
 
+/// `create-sales-channels`: prepare ids, create.
+pub fn create_sales_channels_workflow() -> Workflow<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>> {
+    let (prepare, create) = (prepare_sales_channels_step(), create_sales_channels_step());
+    let created = create.clone();
+    Workflow::<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>>::new(CREATE_SALES_CHANNELS)
+        .step(&prepare, |d| d.input())
+        .step(&create, move |d| d.output(&prepare))
+        .returns(move |d| d.output(&created))
+}
+
+/// `update-sales-channels`: load (404), then apply the patch.
+pub fn update_sales_channels_workflow() -> Workflow<Keyward, UpdateSalesChannelInput, SalesChannel> {
+    let (load, update) = (load_sales_channel_step(), update_sales_channel_step());
+    let updated = update.clone();
+    Workflow::<Keyward, UpdateSalesChannelInput, SalesChannel>::new(UPDATE_SALES_CHANNELS)
+        .step(&load, |d| Ok(d.input()?.id))
+        .step(&update, move |d| {
+            Ok(ChannelPatchPlan {
+                before: d.output(&load)?,
+                patch: d.input()?.patch,
+            })
+        })
+        .returns(move |d| d.output(&updated))
+}
+
+/// `delete-sales-channels`: snapshot, then delete channels and links.
+pub fn delete_sales_channels_workflow() -> Workflow<Keyward, Vec<SalesChannelId>, Vec<SalesChannelId>> {
+    let (prepare, delete) = (prepare_channel_delete_step(), delete_sales_channels_step());
+    let deleted = delete.clone();
+    Workflow::<Keyward, Vec<SalesChannelId>, Vec<SalesChannelId>>::new(DELETE_SALES_CHANNELS)
+        .step(&prepare, |d| d.input())
+        .step(&delete, move |d| d.output(&prepare))
+        .returns(move |d| d.output(&deleted))
+}
+
 // -- the façade ---------------------------------------------------------------------------------
 
 /// The module with its workflows: what the server and the CLI call for every change.
@@ -561,6 +763,9 @@ pub struct Workflows {
     delete: WorkflowHandle<DeleteApiKeysInput, Vec<ApiKeyId>>,
     link: WorkflowHandle<LinkSalesChannelsInput, ()>,
     roll: WorkflowHandle<RollApiKeyInput, RolledApiKey>,
+    create_channels: WorkflowHandle<Vec<CreateSalesChannel>, Vec<SalesChannel>>,
+    update_channel: WorkflowHandle<UpdateSalesChannelInput, SalesChannel>,
+    delete_channels: WorkflowHandle<Vec<SalesChannelId>, Vec<SalesChannelId>>,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -587,6 +792,9 @@ impl Workflows {
             delete: engine.register(delete_api_keys_workflow()).map_err(reg)?,
             link: engine.register(link_sales_channels_workflow()).map_err(reg)?,
             roll: engine.register(roll_api_key_workflow()).map_err(reg)?,
+            create_channels: engine.register(create_sales_channels_workflow()).map_err(reg)?,
+            update_channel: engine.register(update_sales_channels_workflow()).map_err(reg)?,
+            delete_channels: engine.register(delete_sales_channels_workflow()).map_err(reg)?,
             engine,
         })
     }
@@ -726,6 +934,49 @@ impl Workflows {
         ))
     }
 
+    /// Creates a sales channel.
+    pub async fn create_sales_channel(&self, input: CreateSalesChannel) -> Result<SalesChannel> {
+        if input.name.trim().is_empty() {
+            return Err(Error::invalid_data("A sales channel needs a name"));
+        }
+        self.engine
+            .run(&self.create_channels, vec![input], RunOptions::default())
+            .await
+            .map_err(from_flow)?
+            .result
+            .and_then(|mut c| c.pop())
+            .ok_or_else(|| Error::unexpected("create returned no sales channel"))
+    }
+
+    /// Applies a partial update to a sales channel (`not_found` when missing).
+    pub async fn update_sales_channel(&self, id: &SalesChannelId, patch: &UpdateSalesChannel) -> Result<SalesChannel> {
+        if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::invalid_data("A sales channel needs a name"));
+        }
+        let input = UpdateSalesChannelInput {
+            id: id.clone(),
+            patch: patch.clone(),
+        };
+        self.engine
+            .run(&self.update_channel, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?
+            .result
+            .ok_or_else(|| Error::unexpected("update returned no sales channel"))
+    }
+
+    /// Deletes sales channels and their links to keys; unknown ids are ignored.
+    pub async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.engine
+            .run(&self.delete_channels, ids.to_vec(), RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        Ok(())
+    }
+
     fn one(
         &self,
         run: std::result::Result<keyward_flow::RunResult<Vec<ApiKey>>, FlowError>,
@@ -755,6 +1006,32 @@ impl Keyward {
                 Ok(k)
             })
             .collect()
+    }
+
+    /// Gives each channel to create its id (keeping ids already given).
+    pub fn plan_sales_channels(&self, channels: Vec<CreateSalesChannel>) -> Result<Vec<CreateSalesChannel>> {
+        let now = self.now();
+        channels
+            .into_iter()
+            .map(|mut c| {
+                if c.id.is_none() {
+                    c.id = Some(
+                        SalesChannelId::generate(self.ids(), now, self.entropy.as_ref())
+                            .map_err(|e| Error::unexpected(e.to_string()))?,
+                    );
+                }
+                Ok(c)
+            })
+            .collect()
+    }
+
+    /// The channels with these ids that exist.
+    pub async fn channels_by_ids(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannel>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = SalesChannelFilter::new().try_in(SalesChannelField::Id, ids.iter().map(|c| c.as_str()))?;
+        self.list_sales_channels(&filter, &ListOptions::default()).await
     }
 
     /// The keys with these ids that exist, in id order.

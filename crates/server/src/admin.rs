@@ -499,7 +499,7 @@ pub async fn create_channel(
     let q = validate(&q, FIELDS_QUERY, true)?;
     let b = validate(&body, CREATE_CHANNEL, false)?;
     let c = state
-        .kw
+        .flows
         .create_sales_channel(CreateSalesChannel {
             name: string(&b, "name").unwrap_or_default(),
             description: string(&b, "description"),
@@ -537,14 +537,14 @@ pub async fn update_channel(
         is_disabled: b.get("is_disabled").and_then(Value::as_bool),
         metadata: b.get("metadata").map(|m| (!m.is_null()).then(|| m.clone())),
     };
-    state.kw.update_sales_channel(&id, &patch).await?;
+    state.flows.update_sales_channel(&id, &patch).await?;
     one_channel(&state, &id, string(&q, "fields").as_deref()).await
 }
 
 #[utoipa::path(delete, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Delete a sales channel and its key links", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = channel_id(&id)?;
-    state.kw.delete_sales_channels(std::slice::from_ref(&id)).await?;
+    state.flows.delete_sales_channels(std::slice::from_ref(&id)).await?;
     Ok(Json(json!({"id": id, "object": "sales-channel", "deleted": true})))
 }
 

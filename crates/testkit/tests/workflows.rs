@@ -4,11 +4,11 @@
 
 use keyward::workflows::{
     self, ApiKeysCreated, DeleteApiKeysInput, LinkSalesChannelsInput, RevokeApiKeysInput, RollApiKeyInput,
-    UpdateApiKeysInput,
+    UpdateApiKeysInput, UpdateSalesChannelInput,
 };
 use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, ErrorKind, Keyward, RevokeApiKey, SalesChannelId,
-    VerifyCode, Workflows,
+    UpdateSalesChannel, VerifyCode, Workflows,
 };
 use keyward_flow::{Engine, RunOptions, RunState, Step, StepContext, StepError, StepResponse, Workflow};
 use keyward_testkit::TestDb;
@@ -230,5 +230,38 @@ on_both_stores! {
             .await
             .unwrap();
         assert_eq!(*seen.lock().unwrap(), ["one", "two"]);
+    }
+
+    async fn failed_sales_channel_changes_are_undone(flows) {
+        let ch = flows
+            .create_sales_channel(CreateSalesChannel {
+                name: "EU".into(),
+                description: Some("Europe".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (key, _) = linked_key(&flows, "eu storefront", &ch.id).await;
+
+        let patch = UpdateSalesChannel { name: Some("EU2".into()), description: Some(None), ..Default::default() };
+        let input = UpdateSalesChannelInput { id: ch.id.clone(), patch };
+        run_then_fail(&flows, workflows::update_sales_channels_workflow(), input).await;
+        let back = flows.kw().retrieve_sales_channel(&ch.id).await.unwrap();
+        assert_eq!((back.name.as_str(), back.description.as_deref()), ("EU", Some("Europe")));
+
+        run_then_fail(&flows, workflows::delete_sales_channels_workflow(), vec![ch.id.clone()]).await;
+        assert_eq!(flows.kw().retrieve_sales_channel(&ch.id).await.unwrap().name, "EU");
+        assert_eq!(channels_of(&flows, &key.id).await, std::slice::from_ref(&ch.id), "the link came back too");
+
+        let new = vec![CreateSalesChannel { name: "doomed".into(), ..Default::default() }];
+        run_then_fail(&flows, workflows::create_sales_channels_workflow(), new).await;
+        let all = flows.kw().list_sales_channels(&Default::default(), &Default::default()).await.unwrap();
+        assert!(all.iter().all(|c| c.name != "doomed"));
+
+        // And done for real, a null clears the description.
+        let patch = UpdateSalesChannel { description: Some(None), ..Default::default() };
+        assert_eq!(flows.update_sales_channel(&ch.id, &patch).await.unwrap().description, None);
+        flows.delete_sales_channels(std::slice::from_ref(&ch.id)).await.unwrap();
+        assert!(channels_of(&flows, &key.id).await.is_empty());
     }
 }
