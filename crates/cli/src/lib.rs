@@ -1,4 +1,5 @@
-//! The `keyward` command line. Thin by design: parse, call [`keyward::Keyward`], print.
+//! The `keyward` command line. Thin by design: parse, call [`keyward::Workflows`] for changes
+//! and [`keyward::Keyward`] for reads, print.
 //!
 //! Exit codes: 0 done; 1 refused or failed (unknown id, not allowed, invalid key, database
 //! unreachable); 2 the command itself is wrong (bad arguments, unsupported database URL).

@@ -339,3 +339,34 @@ fn rolling_a_key_prints_the_new_token_and_schedules_the_old_ones_end() {
     let (code, err) = json(&db.url, &["keys", "roll", "apk_nope"]);
     assert_eq!((code, err["type"].as_str()), (1, Some("not_found")));
 }
+
+#[test]
+fn a_bad_workflow_lease_or_link_command_is_a_usage_error_and_changes_nothing() {
+    let db = TestDb::sqlite();
+    let (_, key) = json(&db.url, &["keys", "create", "--title", "p", "--type", "publishable"]);
+    let id = key["api_key"]["id"].as_str().unwrap().to_owned();
+    for lease in ["0", "-1", "nan", "999999"] {
+        let flag = format!("--workflow-lease={lease}");
+        let out = keyward(&db.url, &[&flag, "keys", "list"]);
+        assert_eq!(out.status.code(), Some(2), "{lease}");
+        assert!(stderr(&out).contains("--workflow-lease"), "{}", stderr(&out));
+    }
+    let out = keyward(&db.url, &["keys", "link", &id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).trim(), "error: give at least one --add or --remove");
+    let out = keyward(&db.url, &["keys", "link", &id, "--add", "sc_missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: Sales channels with IDs sc_missing do not exist"
+    );
+    let (_, shown) = json(&db.url, &["keys", "get", &id]);
+    assert_eq!(shown["api_key"]["sales_channels"], serde_json::json!([]));
+    let (code, runs) = json(&db.url, &["workflows", "list", "--state", "reverted"]);
+    assert_eq!(code, 0);
+    assert_eq!(runs["runs"][0]["workflow"], "link-sales-channels-to-api-key");
+    assert_eq!(
+        runs["runs"][0]["errors"][0]["error"],
+        "Sales channels with IDs sc_missing do not exist"
+    );
+}
