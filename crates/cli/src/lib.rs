@@ -57,6 +57,8 @@ pub enum Command {
         /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
         #[arg(long, env = "KEYWARD_CORS_ORIGINS", value_delimiter = ',')]
         cors_origins: Vec<String>,
+        #[command(flatten)]
+        events: EventOptions,
     },
     /// Apply database migrations (every other command does this first, too).
     Migrate,
@@ -72,6 +74,57 @@ pub enum Command {
     /// Inspect workflow runs (every key change runs as one).
     #[command(subcommand)]
     Workflows(WorkflowsCommand),
+    /// Inspect events and their deliveries to subscribers.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Inspect runs of scheduled jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+/// What `serve` does with events and jobs.
+#[derive(Debug, Clone, Args)]
+pub struct EventOptions {
+    /// POST every event to this URL (comma-separated for several), retried until it answers 2xx.
+    #[arg(long = "webhook-url", env = "KEYWARD_WEBHOOK_URL", value_delimiter = ',', hide_env_values = true)]
+    pub webhook_urls: Vec<String>,
+    /// Signs each webhook request: keyward-signature: t=<unix time>,v1=<HMAC-SHA256 of "<t>.<body>">.
+    #[arg(long, env = "KEYWARD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Only these events go to the webhooks (comma-separated names, or * for all).
+    #[arg(long, env = "KEYWARD_WEBHOOK_EVENTS", value_delimiter = ',', default_value = "*")]
+    pub webhook_events: Vec<String>,
+    /// Give every new admin user a key of this type (created_by = the user's id).
+    #[arg(long, env = "KEYWARD_KEY_ON_USER_CREATED", value_enum)]
+    pub key_on_user_created: Option<KeyTypeArg>,
+    /// Delete keys revoked more than this many days ago (checked hourly); off when absent.
+    #[arg(long, env = "KEYWARD_PURGE_REVOKED_AFTER_DAYS", value_name = "DAYS")]
+    pub purge_revoked_after_days: Option<u32>,
+    /// Seconds before the first retry of a failed event delivery; each next retry waits twice as
+    /// long, up to 5 minutes.
+    #[arg(long, env = "KEYWARD_EVENT_RETRY_BASE", default_value_t = 1.0, value_name = "SECONDS")]
+    pub event_retry_base: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Recent events, newest first, with the state of each delivery.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Recent runs of scheduled jobs, newest tick first.
+    List {
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,14 +377,15 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
             listen,
             jwt_secret,
             cors_origins,
-        } => serve(flows, &listen, jwt_secret, cors_origins).await,
+            events,
+        } => serve(flows, &listen, jwt_secret, cors_origins, events).await,
         Command::Migrate => Ok(Outcome::ok(if json {
             format!("{}\n", json!({"migrated": true, "backend": kw.store().backend()}))
         } else {
             format!("migrated the {} database\n", kw.store().backend())
         })),
         Command::User(UserCommand::Create { email, password }) => {
-            let user = kw.create_user(&email, &password).await?;
+            let user = flows.create_user(&email, &password).await?;
             Ok(Outcome::ok(if json {
                 format!("{}\n", json!({ "user": user }))
             } else {
@@ -339,6 +393,8 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
             }))
         }
         Command::Workflows(WorkflowsCommand::List { state, limit }) => workflow_runs(&flows, state, limit, json).await,
+        Command::Events(EventsCommand::List { limit }) => events_list(&flows, limit, json).await,
+        Command::Jobs(JobsCommand::List { job, limit }) => jobs_list(&flows, job.as_deref(), limit, json).await,
         Command::Keys(cmd) => keys(&flows, cmd, json).await,
         Command::SalesChannels(cmd) => sales_channels(&flows, cmd, json).await,
     }
@@ -349,6 +405,7 @@ async fn serve(
     listen: &str,
     jwt_secret: Option<String>,
     cors: Vec<String>,
+    events: EventOptions,
 ) -> Result<Outcome, Failure> {
     let kw = flows.kw().clone();
     let level = match std::env::var("KEYWARD_LOG")
@@ -369,6 +426,7 @@ async fn serve(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+    let delivery = wire_events(&flows, &events)?;
     let secret = match jwt_secret.filter(|s| !s.is_empty()) {
         Some(s) => s.into_bytes(),
         None => {
@@ -391,11 +449,159 @@ async fn serve(
             "No admin user yet. Create one with:\n  keyward user create --email admin@example.com --password '<at least 8 characters>'"
         );
     }
-    let state = keyward_server::AppState::new(flows, secret).with_cors_origins(cors);
+    let state = keyward_server::AppState::new(flows, secret)
+        .with_cors_origins(cors)
+        .with_delivery(delivery);
     keyward_server::serve(state, listener)
         .await
         .map_err(|e| Error::unexpected(format!("the server stopped: {e}")))?;
     Ok(Outcome::ok(String::new()))
+}
+
+/// Registers the configured webhooks, the key-on-user-created subscriber and the purge job,
+/// refusing bad configuration before anything starts.
+fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::DeliveryOptions, Failure> {
+    let names: Vec<&str> = o.webhook_events.iter().map(|e| e.trim()).filter(|e| !e.is_empty()).collect();
+    for name in &names {
+        if *name != "*" && !keyward::workflows::EVENT_NAMES.contains(name) {
+            return Err(usage(format!(
+                "unknown event name '{name}' in KEYWARD_WEBHOOK_EVENTS; known: *, {}",
+                keyward::workflows::EVENT_NAMES.join(", ")
+            )));
+        }
+    }
+    if !(o.event_retry_base.is_finite() && o.event_retry_base >= 0.01 && o.event_retry_base <= 3600.0) {
+        return Err(usage(format!(
+            "--event-retry-base must be between 0.01 and 3600 seconds, not {}",
+            o.event_retry_base
+        )));
+    }
+    let urls: Vec<&str> = o.webhook_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()).collect();
+    if !urls.is_empty() {
+        let secret = o.webhook_secret.clone().filter(|s| !s.is_empty());
+        if secret.is_none() {
+            tracing::warn!("KEYWARD_WEBHOOK_SECRET is not set: webhook requests are not signed");
+        }
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| Error::unexpected(format!("cannot build the webhook client: {e}")))?;
+        let engine = flows.engine();
+        for url in urls {
+            let hook = keyward_server::webhooks::Webhook::new(url, secret.clone().map(String::into_bytes))
+                .map_err(usage)?;
+            engine
+                .subscribe(hook.subscriber(client.clone(), &names))
+                .map_err(|e| usage(e.to_string()))?;
+        }
+    }
+    if let Some(t) = o.key_on_user_created {
+        flows
+            .engine()
+            .subscribe(keyward::builtins::key_on_user_created(flows, t.into()))
+            .map_err(|e| usage(e.to_string()))?;
+    }
+    if let Some(days) = o.purge_revoked_after_days {
+        let job = keyward::builtins::purge_revoked_keys(flows, days)?;
+        flows.engine().schedule(job).map_err(|e| usage(e.to_string()))?;
+    }
+    Ok(keyward_flow::DeliveryOptions {
+        backoff: std::time::Duration::from_secs_f64(o.event_retry_base),
+        ..keyward_flow::DeliveryOptions::default()
+    })
+}
+
+async fn events_list(flows: &Workflows, limit: u32, json: bool) -> Result<Outcome, Failure> {
+    let events = flows
+        .engine()
+        .log()
+        .list_events(limit)
+        .await
+        .map_err(|e| Error::unavailable(e.to_string()))?;
+    let at = |ms: i64| keyward::Timestamp::from_millis(ms).map(|t| t.to_string()).unwrap_or_default();
+    Ok(Outcome::ok(if json {
+        let events: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(e, d)| {
+                json!({
+                    "id": e.id, "name": e.name, "data": e.data, "metadata": e.metadata,
+                    "created_at": keyward::Timestamp::from_millis(e.created_at),
+                    "deliveries": d.iter().map(|d| json!({
+                        "subscriber": d.subscriber, "state": d.state, "attempts": d.attempts,
+                        "last_error": d.last_error,
+                        "next_attempt_at": keyward::Timestamp::from_millis(d.next_attempt_at),
+                        "delivered_at": d.delivered_at.and_then(keyward::Timestamp::from_millis),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        format!("{}\n", json!({ "events": events }))
+    } else {
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|(e, d)| {
+                let delivery = d
+                    .iter()
+                    .map(|d| match &d.last_error {
+                        Some(err) if d.state == "pending" => {
+                            format!("{} pending after {} tries ({err})", d.subscriber, d.attempts)
+                        }
+                        _ => format!("{} {}", d.subscriber, d.state),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                vec![
+                    at(e.created_at),
+                    e.name.clone(),
+                    e.data["id"].as_str().unwrap_or_default().to_owned(),
+                    if delivery.is_empty() { "-".to_owned() } else { delivery },
+                ]
+            })
+            .collect();
+        let mut s = table::render(&["CREATED", "EVENT", "ID", "DELIVERIES"], &rows);
+        s.push_str(&format!("{} events\n", events.len()));
+        s
+    }))
+}
+
+async fn jobs_list(flows: &Workflows, job: Option<&str>, limit: u32, json: bool) -> Result<Outcome, Failure> {
+    let runs = flows
+        .engine()
+        .log()
+        .list_job_runs(job, limit)
+        .await
+        .map_err(|e| Error::unavailable(e.to_string()))?;
+    let at = |ms: i64| keyward::Timestamp::from_millis(ms);
+    Ok(Outcome::ok(if json {
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "job": r.job, "tick": at(r.tick), "node": r.node, "outcome": r.outcome,
+                    "error": r.error, "started_at": at(r.started_at),
+                    "finished_at": r.finished_at.and_then(at),
+                })
+            })
+            .collect();
+        format!("{}\n", json!({ "runs": runs }))
+    } else {
+        let text = |t: Option<keyward::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.job.clone(),
+                    text(at(r.tick)),
+                    r.outcome.as_str().to_owned(),
+                    r.node.clone(),
+                    text(r.finished_at.and_then(at)),
+                    r.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let mut s = table::render(&["JOB", "TICK", "OUTCOME", "NODE", "FINISHED", "ERROR"], &rows);
+        s.push_str(&format!("{} runs\n", runs.len()));
+        s
+    }))
 }
 
 fn key_id(id: &str) -> Result<ApiKeyId, Failure> {

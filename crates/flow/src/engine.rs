@@ -21,6 +21,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::events::{DeliveryOptions, NewEvent, Subscriber};
+use crate::jobs::{Concurrency, Job as ScheduledJob, JobOutcome};
 use crate::fault::{Boundary, crash_point};
 use crate::log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Started, StepRecord, StepState};
 use crate::step::{Step, StepContext, StepDef, StepError, StepMeta, StepOptions};
@@ -55,6 +57,8 @@ struct Inner<C> {
     lease: Duration,
     workflows: RwLock<HashMap<String, Arc<WorkflowDef<C>>>>,
     hooks: RwLock<HashMap<HookKey, Arc<StepDef<C>>>>,
+    subscribers: RwLock<Vec<Subscriber<C>>>,
+    jobs: RwLock<Vec<ScheduledJob<C>>>,
 }
 
 /// (workflow, hook) names.
@@ -290,6 +294,8 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 lease: DEFAULT_LEASE,
                 workflows: RwLock::default(),
                 hooks: RwLock::default(),
+                subscribers: RwLock::default(),
+                jobs: RwLock::default(),
             }),
         }
     }
@@ -314,6 +320,8 @@ impl<C: Send + Sync + 'static> Engine<C> {
             lease: self.inner.lease,
             workflows: RwLock::new(read(&self.inner.workflows).clone()),
             hooks: RwLock::new(read(&self.inner.hooks).clone()),
+            subscribers: RwLock::new(read(&self.inner.subscribers).clone()),
+            jobs: RwLock::new(read(&self.inner.jobs).clone()),
         };
         change(&mut inner);
         Self { inner: Arc::new(inner) }
@@ -486,6 +494,213 @@ impl<C: Send + Sync + 'static> Engine<C> {
         })
     }
 
+    // -- events -----------------------------------------------------------------------------
+
+    /// Registers a subscriber on this node. Its id must be unique; the dispatcher records it in
+    /// the database so every node's publications get a delivery for it.
+    pub fn subscribe(&self, subscriber: Subscriber<C>) -> Result<(), FlowError> {
+        if subscriber.id.is_empty() || subscriber.events.is_empty() {
+            return Err(FlowError::Definition(
+                "a subscriber needs an id and at least one event name".to_owned(),
+            ));
+        }
+        let mut subs = write(&self.inner.subscribers);
+        if subs.iter().any(|s| s.id == subscriber.id) {
+            return Err(FlowError::Definition(format!(
+                "a subscriber with id {} is already registered",
+                subscriber.id
+            )));
+        }
+        subs.push(subscriber);
+        Ok(())
+    }
+
+    /// The subscribers registered on this node.
+    pub fn subscriber_ids(&self) -> Vec<String> {
+        read(&self.inner.subscribers).iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Records this node's subscribers in the database (the dispatcher does this when it starts).
+    pub async fn register_subscribers(&self) -> Result<(), FlowError> {
+        let subs: Vec<(String, Vec<String>)> = read(&self.inner.subscribers)
+            .iter()
+            .map(|s| (s.id.clone(), s.events.clone()))
+            .collect();
+        for (id, events) in subs {
+            self.inner.log.register_subscriber(&id, &events).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes events outside any workflow run.
+    pub async fn publish(&self, events: &[NewEvent]) -> Result<(), FlowError> {
+        Ok(self.inner.log.publish(events).await?)
+    }
+
+    /// Claims the due deliveries of this node's subscribers and delivers them. Returns how many
+    /// were attempted.
+    pub async fn deliver_due(&self, options: &DeliveryOptions) -> Result<usize, FlowError> {
+        let subs: Vec<Subscriber<C>> = read(&self.inner.subscribers).clone();
+        if subs.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = subs.iter().map(|s| s.id.clone()).collect();
+        let lock = subs.iter().map(|s| s.timeout).max().unwrap_or_default() + Duration::from_secs(10);
+        let claims = self
+            .inner
+            .log
+            .claim_deliveries(&self.inner.node, &ids, lock, options.batch)
+            .await?;
+        let count = claims.len();
+        join_all(claims.into_iter().map(|claim| {
+            let sub = subs.iter().find(|s| s.id == claim.subscriber).cloned();
+            async move {
+                let Some(sub) = sub else { return };
+                let (event_id, attempt) = (claim.event.id.clone(), claim.attempt);
+                let outcome = tokio::time::timeout(sub.timeout, (sub.handler)(claim.event, self.inner.container.clone()))
+                    .await
+                    .unwrap_or_else(|_| Err(StepError::new(format!("timed out after {:?}", sub.timeout))));
+                let log = &self.inner.log;
+                let written = match outcome {
+                    Ok(()) => log.delivered(&self.inner.node, &event_id, &sub.id).await,
+                    Err(error) => {
+                        let retry_in = options.retry_in(attempt);
+                        tracing::warn!(subscriber = %sub.id, event = %event_id, attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "event delivery failed; will retry");
+                        log.delivery_failed(&self.inner.node, &event_id, &sub.id, error.message(), retry_in)
+                            .await
+                    }
+                };
+                if let Err(e) = written {
+                    tracing::warn!(subscriber = %sub.id, event = %event_id, error = %e, "could not record a delivery");
+                }
+            }
+        }))
+        .await;
+        Ok(count)
+    }
+
+    /// Delivers events to this node's subscribers until `stop` turns true: woken by
+    /// publications (this process's, and other nodes' on Postgres), polling as the backstop.
+    pub fn spawn_dispatcher(
+        &self,
+        options: DeliveryOptions,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if engine.subscriber_ids().is_empty() {
+                return;
+            }
+            let published = engine.inner.log.published();
+            let mut registered = false;
+            loop {
+                if !registered {
+                    match engine.register_subscribers().await {
+                        Ok(()) => registered = true,
+                        Err(e) => tracing::warn!(task = "event-dispatcher", error = %e, "could not register subscribers; will retry"),
+                    }
+                    if let Err(e) = engine.inner.log.listen().await {
+                        tracing::warn!(task = "event-dispatcher", error = %e, "could not listen for events; polling");
+                    }
+                }
+                let delivered = match engine.deliver_due(&options).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(task = "event-dispatcher", error = %e, "delivery pass failed; will retry");
+                        0
+                    }
+                };
+                if delivered > 0 && *stop.borrow() {
+                    break;
+                }
+                if delivered == 0 {
+                    tokio::select! {
+                        _ = published.notified() => {}
+                        _ = tokio::time::sleep(options.poll) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+            }
+        })
+    }
+
+    // -- jobs -------------------------------------------------------------------------------
+
+    /// Registers a scheduled job on this node (names are unique).
+    pub fn schedule(&self, job: ScheduledJob<C>) -> Result<(), FlowError> {
+        let mut jobs = write(&self.inner.jobs);
+        if jobs.iter().any(|j| j.name == job.name) {
+            return Err(FlowError::Definition(format!("a job named {} is already scheduled", job.name)));
+        }
+        jobs.push(job);
+        Ok(())
+    }
+
+    /// The jobs registered on this node, with their schedules.
+    pub fn job_schedules(&self) -> Vec<(String, String)> {
+        read(&self.inner.jobs)
+            .iter()
+            .map(|j| (j.name.clone(), j.schedule.describe()))
+            .collect()
+    }
+
+    /// Runs every registered job on its schedule until `stop` turns true; each tick runs on one
+    /// node of the cluster.
+    pub fn spawn_scheduler(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let jobs: Vec<ScheduledJob<C>> = read(&self.inner.jobs).clone();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            join_all(jobs.into_iter().map(|job| engine.clone().job_loop(job, stop.clone()))).await;
+        })
+    }
+
+    async fn job_loop(self, job: ScheduledJob<C>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let log = self.inner.log.clone();
+        let node = self.inner.node.clone();
+        loop {
+            let now = crate::log::now_millis();
+            let Some(tick) = job.schedule.next_after(now) else {
+                tracing::warn!(job = %job.name, "the schedule has no next tick; the job stops");
+                return;
+            };
+            let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            if let Some(limit) = job.number_of_executions {
+                match log.job_executions(&job.name).await {
+                    Ok(n) if n >= limit => {
+                        tracing::info!(job = %job.name, executions = n, "the job ran as often as it should; it stops");
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(job = %job.name, error = %e, "could not count the job's runs; skipping a tick");
+                        continue;
+                    }
+                }
+            }
+            if job.concurrency == Concurrency::Forbid && log.job_running(&job.name).await.unwrap_or(false) {
+                let _ = log.claim_tick(&job.name, tick, &node, JobOutcome::Skipped, JOB_LEASE).await;
+                continue;
+            }
+            match log.claim_tick(&job.name, tick, &node, JobOutcome::Running, JOB_LEASE).await {
+                Ok(true) => {
+                    let run = run_job(self.inner.container.clone(), log.clone(), job.clone(), tick);
+                    match job.concurrency {
+                        Concurrency::Forbid => run.await,
+                        Concurrency::Allow => {
+                            tokio::spawn(run);
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = %job.name, tick, error = %e, "could not claim a tick"),
+            }
+        }
+    }
+
     async fn resume(&self, workflow: &str, tx: &str) -> Result<RunState, FlowError> {
         let def = self.definition(workflow)?;
         let (record, steps) = self
@@ -540,6 +755,11 @@ impl<C: Send + Sync + 'static> Engine<C> {
     }
 
     async fn set_state(&self, run: &mut Run<C>, state: RunState) -> Result<(), FlowError> {
+        let events = if state == RunState::Done {
+            run_events(run)
+        } else {
+            Vec::new()
+        };
         self.inner
             .log
             .set_state(
@@ -549,6 +769,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 state,
                 run.result.as_ref(),
                 &run.error_records(),
+                &events,
             )
             .await?;
         run.state = state;
@@ -626,6 +847,9 @@ impl<C: Send + Sync + 'static> Engine<C> {
                     Ok(invoked) => {
                         if let Some(private) = invoked.private {
                             run.data.private.insert(job.name.clone(), private);
+                        }
+                        if !invoked.events.is_empty() {
+                            rec.events = serde_json::to_value(&invoked.events).ok();
                         }
                         match invoked.output {
                             Some(output) => {
@@ -757,6 +981,52 @@ impl<C: Send + Sync + 'static> Engine<C> {
     }
 }
 
+/// The events a finished run publishes: each done step's, in workflow order, with metadata
+/// naming the run they came from.
+fn run_events<C>(run: &Run<C>) -> Vec<NewEvent> {
+    let mut out = Vec::new();
+    for (_, entry) in run.def.entries() {
+        let Some(StepRecord {
+            state: StepState::Done,
+            events: Some(events),
+            ..
+        }) = run.steps.get(entry.name())
+        else {
+            continue;
+        };
+        let events: Vec<NewEvent> = serde_json::from_value(events.clone()).unwrap_or_default();
+        for mut e in events {
+            let (object, action) = e.name.split_once('.').unwrap_or((e.name.as_str(), ""));
+            e.metadata = serde_json::json!({
+                "source": object,
+                "object": object,
+                "action": action,
+                "event_group_id": run.tx,
+                "workflow": run.def.name,
+            });
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// How long a job run counts as going without finishing (a node that died mid-run).
+const JOB_LEASE: Duration = Duration::from_secs(300);
+
+async fn run_job<C: Send + Sync + 'static>(container: Arc<C>, log: Arc<dyn RunLog>, job: ScheduledJob<C>, tick: i64) {
+    let outcome = (job.handler)(container).await;
+    let (state, error) = match &outcome {
+        Ok(()) => (JobOutcome::Succeeded, None),
+        Err(e) => {
+            tracing::warn!(job = %job.name, tick, error = %e, "job run failed");
+            (JobOutcome::Failed, Some(e.message()))
+        }
+    };
+    if let Err(e) = log.finish_tick(&job.name, tick, state, error).await {
+        tracing::warn!(job = %job.name, tick, error = %e, "could not record how a job run ended");
+    }
+}
+
 fn record(step: &str, position: u32, state: StepState) -> StepRecord {
     StepRecord {
         step: step.to_owned(),
@@ -767,6 +1037,7 @@ fn record(step: &str, position: u32, state: StepState) -> StepRecord {
         output: None,
         compensation_input: None,
         error: None,
+        events: None,
     }
 }
 

@@ -30,8 +30,10 @@
 //! ```
 
 mod engine;
+pub mod events;
 mod fault;
 pub mod ids;
+pub mod jobs;
 mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -46,5 +48,7 @@ pub use log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Sta
 pub use postgres::PostgresLog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteLog;
+pub use events::{Claimed, DeliveryOptions, DeliveryRecord, Event, NewEvent, Subscriber};
+pub use jobs::{Concurrency, Job, JobOutcome, JobRunRecord, Schedule};
 pub use step::{Step, StepContext, StepError, StepOptions, StepResponse};
 pub use workflow::{Data, Parallel, Workflow};

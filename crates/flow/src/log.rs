@@ -5,11 +5,15 @@
 //! owns the run. A node that stalled past its lease and lost the run to another node therefore
 //! cannot overwrite the new owner's progress; it gets [`LogError::LeaseLost`] and stops.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
+use crate::jobs::{JobOutcome, JobRunRecord};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -144,6 +148,8 @@ pub struct StepRecord {
     pub output: Option<Value>,
     pub compensation_input: Option<Value>,
     pub error: Option<String>,
+    /// Events the step emitted (a JSON array of `{name, data}`), published when the run is done.
+    pub events: Option<Value>,
 }
 
 /// What starting a run found.
@@ -205,7 +211,8 @@ pub trait RunLog: Send + Sync + 'static {
     ) -> Result<(), LogError>;
 
     /// Moves the run to `state` with its result and errors, if `owner` still holds it. A
-    /// finished state releases the lease.
+    /// finished state releases the lease. `events` are published in the same transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn set_state(
         &self,
         owner: &str,
@@ -214,6 +221,7 @@ pub trait RunLog: Send + Sync + 'static {
         state: RunState,
         result: Option<&Value>,
         errors: &[FailureRecord],
+        events: &[NewEvent],
     ) -> Result<(), LogError>;
 
     /// Extends `owner`'s lease on the run to `lease` from now.
@@ -231,6 +239,77 @@ pub trait RunLog: Send + Sync + 'static {
 
     /// The newest runs, optionally only those in `state`.
     async fn list_runs(&self, state: Option<RunState>, limit: u32) -> Result<Vec<RunRecord>, LogError>;
+
+    // -- events -------------------------------------------------------------------------------
+
+    /// Records (or updates) a subscriber and the event names it takes; events published from
+    /// now on get a delivery for it.
+    async fn register_subscriber(&self, id: &str, events: &[String]) -> Result<(), LogError>;
+
+    /// Publishes events outside any run (with a delivery for each subscriber that takes them).
+    async fn publish(&self, events: &[NewEvent]) -> Result<(), LogError>;
+
+    /// Claims up to `limit` due deliveries of these subscribers for `node`, for `lock`.
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        subscribers: &[String],
+        lock: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, LogError>;
+
+    /// Marks a claimed delivery done.
+    async fn delivered(&self, node: &str, event_id: &str, subscriber: &str) -> Result<(), LogError>;
+
+    /// Releases a claimed delivery for another attempt after `retry_in`.
+    async fn delivery_failed(
+        &self,
+        node: &str,
+        event_id: &str,
+        subscriber: &str,
+        error: &str,
+        retry_in: Duration,
+    ) -> Result<(), LogError>;
+
+    /// The newest events with their deliveries.
+    async fn list_events(&self, limit: u32) -> Result<Vec<(Event, Vec<DeliveryRecord>)>, LogError>;
+
+    /// Woken when this process publishes (and, once [`RunLog::listen`] runs, when any node does).
+    fn published(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Starts passing other nodes' publications to [`RunLog::published`] (Postgres
+    /// `LISTEN`); a no-op where there are no other nodes to hear.
+    async fn listen(&self) -> Result<(), LogError>;
+
+    // -- jobs ---------------------------------------------------------------------------------
+
+    /// Records the tick for `node`; `false` when the tick was already taken.
+    async fn claim_tick(
+        &self,
+        job: &str,
+        tick: i64,
+        node: &str,
+        outcome: JobOutcome,
+        lease: Duration,
+    ) -> Result<bool, LogError>;
+
+    /// Records how a claimed tick's run ended.
+    async fn finish_tick(
+        &self,
+        job: &str,
+        tick: i64,
+        outcome: JobOutcome,
+        error: Option<&str>,
+    ) -> Result<(), LogError>;
+
+    /// Whether a run of the job is going (running, its lease not run out).
+    async fn job_running(&self, job: &str) -> Result<bool, LogError>;
+
+    /// How many runs of the job started (skipped ticks do not count).
+    async fn job_executions(&self, job: &str) -> Result<u64, LogError>;
+
+    /// The newest job runs, optionally of one job.
+    async fn list_job_runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<JobRunRecord>, LogError>;
 }
 
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
@@ -327,6 +406,7 @@ pub(crate) struct StepRow {
     pub output: Option<Value>,
     pub compensation_input: Option<Value>,
     pub error: Option<String>,
+    pub events: Option<Value>,
 }
 
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
@@ -341,6 +421,28 @@ impl StepRow {
             output: self.output,
             compensation_input: self.compensation_input,
             error: self.error,
+            events: self.events,
         })
     }
+}
+
+/// Ids for new events.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn event_id() -> String {
+    format!("evt_{}", crate::ids::new_ulid())
+}
+
+/// Which subscribers (id, patterns) take an event named `name`.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn takers<'a>(subscribers: &'a [(String, Vec<String>)], name: &str) -> Vec<&'a str> {
+    subscribers
+        .iter()
+        .filter(|(_, p)| crate::events::takes(p, name))
+        .map(|(id, _)| id.as_str())
+        .collect()
+}
+
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn job_outcome(s: &str) -> Result<JobOutcome, LogError> {
+    JobOutcome::parse(s).ok_or_else(|| LogError::Other(format!("unknown job outcome {s:?} in the log")))
 }

@@ -6,27 +6,47 @@
 //! Expired runs are claimed with `FOR UPDATE SKIP LOCKED`: two nodes never claim the same run.
 //! Queries are checked at run time (see the SQLite log for why).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
+use tokio::sync::Notify;
+
+use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
+use crate::jobs::{JobOutcome, JobRunRecord};
 
 use crate::log::{
-    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, errors_json, millis,
+    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, errors_json,
+    event_id, job_outcome, millis, takers,
 };
 
 /// The Postgres run log.
 #[derive(Debug, Clone)]
 pub struct PostgresLog {
     pool: PgPool,
+    published: Arc<Notify>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PostgresLog {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            published: Arc::default(),
+            listening: Arc::default(),
+        }
     }
+}
+
+/// The channel publications are announced on.
+const CHANNEL: &str = "keyward_flow_events";
+
+fn instant(ms: i64) -> Result<DateTime<Utc>, LogError> {
+    DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| LogError::Other(format!("instant {ms} is out of range")))
 }
 
 const RUN_COLUMNS: &str = "workflow, transaction_id, state, input, result, errors, owner,
@@ -168,7 +188,7 @@ impl RunLog for PostgresLog {
         let run = run_row(&row)?;
         let rows = sqlx::query(
             "SELECT step, position::bigint AS position, state, attempts::bigint AS attempts, input, output,
-                    compensation_input, error
+                    compensation_input, error, events
              FROM flow_step WHERE workflow = $1 AND transaction_id = $2 ORDER BY position, step",
         )
         .bind(workflow)
@@ -188,6 +208,7 @@ impl RunLog for PostgresLog {
                     output: r.try_get("output").map_err(db)?,
                     compensation_input: r.try_get("compensation_input").map_err(db)?,
                     error: r.try_get("error").map_err(db)?,
+                    events: r.try_get("events").map_err(db)?,
                 }
                 .into_record()?,
             );
@@ -207,13 +228,13 @@ impl RunLog for PostgresLog {
         sqlx::query(
             "INSERT INTO flow_step
                  (workflow, transaction_id, step, position, state, attempts, input, output,
-                  compensation_input, error, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
+                  compensation_input, error, events, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
              ON CONFLICT (workflow, transaction_id, step) DO UPDATE SET
                  position = excluded.position, state = excluded.state, attempts = excluded.attempts,
                  input = excluded.input, output = excluded.output,
                  compensation_input = excluded.compensation_input, error = excluded.error,
-                 updated_at = excluded.updated_at",
+                 events = excluded.events, updated_at = excluded.updated_at",
         )
         .bind(workflow)
         .bind(transaction_id)
@@ -225,6 +246,7 @@ impl RunLog for PostgresLog {
         .bind(step.output.as_ref())
         .bind(step.compensation_input.as_ref())
         .bind(step.error.as_deref())
+        .bind(step.events.as_ref())
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -245,9 +267,13 @@ impl RunLog for PostgresLog {
         state: RunState,
         result: Option<&Value>,
         errors: &[FailureRecord],
+        events: &[NewEvent],
     ) -> Result<(), LogError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         lock_owned(&mut tx, owner, workflow, transaction_id).await?;
+        if state == RunState::Done {
+            publish_in(&mut tx, events).await?;
+        }
         let finished = state.is_finished();
         sqlx::query(
             "UPDATE flow_run SET state = $3, result = $4, errors = $5, updated_at = now(),
@@ -264,7 +290,11 @@ impl RunLog for PostgresLog {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        if state == RunState::Done && !events.is_empty() {
+            self.published.notify_one();
+        }
+        Ok(())
     }
 
     async fn renew(&self, owner: &str, workflow: &str, transaction_id: &str, lease: Duration) -> Result<(), LogError> {
@@ -333,4 +363,340 @@ impl RunLog for PostgresLog {
         .map_err(db)?;
         rows.iter().map(run_row).collect()
     }
+
+    async fn register_subscriber(&self, id: &str, events: &[String]) -> Result<(), LogError> {
+        sqlx::query(
+            "INSERT INTO flow_subscriber (id, events, created_at, updated_at) VALUES ($1, $2, now(), now())
+             ON CONFLICT (id) DO UPDATE SET events = excluded.events, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(serde_json::json!(events))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn publish(&self, events: &[NewEvent]) -> Result<(), LogError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        publish_in(&mut tx, events).await?;
+        tx.commit().await.map_err(db)?;
+        self.published.notify_one();
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        subscribers: &[String],
+        lock: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, LogError> {
+        let rows = sqlx::query(
+            "WITH due AS (
+                 SELECT event_id, subscriber FROM flow_delivery
+                 WHERE state = 'pending' AND next_attempt_at <= clock_timestamp()
+                   AND (locked_until IS NULL OR locked_until <= clock_timestamp())
+                   AND subscriber = ANY($3)
+                 ORDER BY next_attempt_at LIMIT $4
+                 FOR UPDATE SKIP LOCKED),
+             claimed AS (
+                 UPDATE flow_delivery d SET locked_by = $1,
+                     locked_until = clock_timestamp() + make_interval(secs => $2), attempts = d.attempts + 1
+                 FROM due WHERE d.event_id = due.event_id AND d.subscriber = due.subscriber
+                 RETURNING d.event_id, d.subscriber, d.attempts)
+             SELECT c.subscriber, c.attempts::bigint AS attempts, e.id, e.name, e.data, e.metadata,
+                    (extract(epoch FROM e.created_at) * 1000)::bigint AS created_ms
+             FROM claimed c JOIN flow_event e ON e.id = c.event_id",
+        )
+        .bind(node)
+        .bind(seconds(lock))
+        .bind(subscribers)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Claimed {
+                    event: event_row(r)?,
+                    subscriber: r.try_get("subscriber").map_err(db)?,
+                    attempt: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn delivered(&self, node: &str, event_id: &str, subscriber: &str) -> Result<(), LogError> {
+        let done = sqlx::query(
+            "UPDATE flow_delivery SET state = 'delivered', delivered_at = now(), locked_by = NULL,
+                 locked_until = NULL, last_error = NULL
+             WHERE event_id = $1 AND subscriber = $2 AND locked_by = $3",
+        )
+        .bind(event_id)
+        .bind(subscriber)
+        .bind(node)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(LogError::LeaseLost);
+        }
+        Ok(())
+    }
+
+    async fn delivery_failed(
+        &self,
+        node: &str,
+        event_id: &str,
+        subscriber: &str,
+        error: &str,
+        retry_in: Duration,
+    ) -> Result<(), LogError> {
+        sqlx::query(
+            "UPDATE flow_delivery SET next_attempt_at = clock_timestamp() + make_interval(secs => $5),
+                 last_error = $4, locked_by = NULL, locked_until = NULL
+             WHERE event_id = $1 AND subscriber = $2 AND locked_by = $3",
+        )
+        .bind(event_id)
+        .bind(subscriber)
+        .bind(node)
+        .bind(error)
+        .bind(seconds(retry_in))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_events(&self, limit: u32) -> Result<Vec<(Event, Vec<DeliveryRecord>)>, LogError> {
+        let rows = sqlx::query(
+            "SELECT id, name, data, metadata, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+             FROM flow_event ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let event = event_row(&row)?;
+            let deliveries = sqlx::query(
+                "SELECT subscriber, state, attempts::bigint AS attempts, last_error,
+                        (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_ms,
+                        (extract(epoch FROM delivered_at) * 1000)::bigint AS delivered_ms
+                 FROM flow_delivery WHERE event_id = $1 ORDER BY subscriber",
+            )
+            .bind(&event.id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            let deliveries = deliveries
+                .iter()
+                .map(|d| {
+                    Ok(DeliveryRecord {
+                        subscriber: d.try_get("subscriber").map_err(db)?,
+                        state: d.try_get("state").map_err(db)?,
+                        attempts: u32::try_from(d.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(0),
+                        last_error: d.try_get("last_error").map_err(db)?,
+                        next_attempt_at: d.try_get("next_ms").map_err(db)?,
+                        delivered_at: d.try_get("delivered_ms").map_err(db)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, LogError>>()?;
+            out.push((event, deliveries));
+        }
+        Ok(out)
+    }
+
+    fn published(&self) -> Arc<Notify> {
+        self.published.clone()
+    }
+
+    async fn listen(&self) -> Result<(), LogError> {
+        use std::sync::atomic::Ordering;
+        if self.listening.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.listening.store(false, Ordering::SeqCst);
+                return Err(db(e));
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            self.listening.store(false, Ordering::SeqCst);
+            return Err(db(e));
+        }
+        let published = self.published.clone();
+        tokio::spawn(async move {
+            loop {
+                // `try_recv` gives `None` when the connection dropped; the listener reconnects on
+                // the next call. Anything published meanwhile is found by polling.
+                match listener.try_recv().await {
+                    Ok(_) => published.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener lost its connection; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn claim_tick(
+        &self,
+        job: &str,
+        tick: i64,
+        node: &str,
+        outcome: JobOutcome,
+        lease: Duration,
+    ) -> Result<bool, LogError> {
+        let running = outcome == JobOutcome::Running;
+        let done = sqlx::query(
+            "INSERT INTO flow_job_run (job, tick, node, outcome, started_at, finished_at, lease_until)
+             VALUES ($1, $2, $3, $4, now(),
+                     CASE WHEN $5 THEN NULL ELSE now() END,
+                     CASE WHEN $5 THEN clock_timestamp() + make_interval(secs => $6) END)
+             ON CONFLICT (job, tick) DO NOTHING",
+        )
+        .bind(job)
+        .bind(instant(tick)?)
+        .bind(node)
+        .bind(outcome.as_str())
+        .bind(running)
+        .bind(seconds(lease))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_tick(
+        &self,
+        job: &str,
+        tick: i64,
+        outcome: JobOutcome,
+        error: Option<&str>,
+    ) -> Result<(), LogError> {
+        sqlx::query(
+            "UPDATE flow_job_run SET outcome = $3, error = $4, finished_at = now(), lease_until = NULL
+             WHERE job = $1 AND tick = $2",
+        )
+        .bind(job)
+        .bind(instant(tick)?)
+        .bind(outcome.as_str())
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn job_running(&self, job: &str) -> Result<bool, LogError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM flow_job_run WHERE job = $1 AND outcome = 'running' AND lease_until > clock_timestamp()
+             LIMIT 1",
+        )
+        .bind(job)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn job_executions(&self, job: &str) -> Result<u64, LogError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_job_run WHERE job = $1 AND outcome <> 'skipped'")
+            .bind(job)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_job_runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<JobRunRecord>, LogError> {
+        let rows = sqlx::query(
+            "SELECT job, (extract(epoch FROM tick) * 1000)::bigint AS tick_ms, node, outcome, error,
+                    (extract(epoch FROM started_at) * 1000)::bigint AS started_ms,
+                    (extract(epoch FROM finished_at) * 1000)::bigint AS finished_ms
+             FROM flow_job_run WHERE ($1::text IS NULL OR job = $1) ORDER BY tick DESC, job LIMIT $2",
+        )
+        .bind(job)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobRunRecord {
+                    job: r.try_get("job").map_err(db)?,
+                    tick: r.try_get("tick_ms").map_err(db)?,
+                    node: r.try_get("node").map_err(db)?,
+                    outcome: job_outcome(&r.try_get::<String, _>("outcome").map_err(db)?)?,
+                    error: r.try_get("error").map_err(db)?,
+                    started_at: r.try_get("started_ms").map_err(db)?,
+                    finished_at: r.try_get("finished_ms").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn event_row(r: &PgRow) -> Result<Event, LogError> {
+    Ok(Event {
+        id: r.try_get("id").map_err(db)?,
+        name: r.try_get("name").map_err(db)?,
+        data: r.try_get("data").map_err(db)?,
+        metadata: r.try_get("metadata").map_err(db)?,
+        created_at: r.try_get("created_ms").map_err(db)?,
+    })
+}
+
+/// Writes events to the outbox with a delivery for each subscriber that takes them, and tells
+/// listening nodes (the notification is sent when the transaction commits).
+async fn publish_in(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Result<(), LogError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query("SELECT id, events FROM flow_subscriber")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+    let mut subscribers = Vec::with_capacity(rows.len());
+    for r in rows {
+        let names: Value = r.try_get("events").map_err(db)?;
+        let names: Vec<String> = serde_json::from_value(names).unwrap_or_default();
+        subscribers.push((r.try_get::<String, _>("id").map_err(db)?, names));
+    }
+    for e in events {
+        let id = event_id();
+        sqlx::query("INSERT INTO flow_event (id, name, data, metadata, created_at) VALUES ($1, $2, $3, $4, now())")
+            .bind(&id)
+            .bind(&e.name)
+            .bind(&e.data)
+            .bind(&e.metadata)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let takers: Vec<String> = takers(&subscribers, &e.name).into_iter().map(str::to_owned).collect();
+        if !takers.is_empty() {
+            sqlx::query(
+                "INSERT INTO flow_delivery (event_id, subscriber, state, attempts, next_attempt_at)
+                 SELECT $1, s, 'pending', 0, now() FROM unnest($2::text[]) AS s",
+            )
+            .bind(&id)
+            .bind(&takers)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+    }
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    Ok(())
 }

@@ -101,6 +101,7 @@ pub struct StepResponse<O> {
     output: Option<O>,
     compensation: Option<Result<Value, String>>,
     private: Option<Arc<dyn Any + Send + Sync>>,
+    events: Vec<crate::events::NewEvent>,
 }
 
 impl<O> StepResponse<O> {
@@ -111,6 +112,7 @@ impl<O> StepResponse<O> {
             output: Some(output),
             compensation: None,
             private: None,
+            events: Vec::new(),
         }
     }
 
@@ -120,12 +122,21 @@ impl<O> StepResponse<O> {
             output: None,
             compensation: None,
             private: None,
+            events: Vec::new(),
         }
     }
 
     /// The input the step's compensation will get (stored in the run log).
     pub fn compensate_with(mut self, input: impl Serialize) -> Self {
         self.compensation = Some(serde_json::to_value(input).map_err(|e| e.to_string()));
+        self
+    }
+
+    /// An event to publish when the whole run is done (dropped if the run is compensated). It is
+    /// recorded with the step, so a run finished by another process publishes it too.
+    pub fn event(mut self, name: impl Into<String>, data: impl Serialize) -> Self {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.events.push(crate::events::NewEvent::new(name, data));
         self
     }
 
@@ -144,6 +155,7 @@ pub(crate) struct Invoked {
     pub output: Option<Value>,
     pub compensation: Option<Value>,
     pub private: Option<Arc<dyn Any + Send + Sync>>,
+    pub events: Vec<crate::events::NewEvent>,
 }
 
 impl<O: Serialize> StepResponse<O> {
@@ -161,6 +173,7 @@ impl<O: Serialize> StepResponse<O> {
             output,
             compensation,
             private: self.private,
+            events: self.events,
         })
     }
 }

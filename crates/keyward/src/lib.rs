@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod builtins;
 pub mod entropy;
 pub mod error;
 pub mod filter;

@@ -30,9 +30,25 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_default()
 });
 
+/// A user ready to be written: the password is already a hash (what the `create-users`
+/// workflow records; never the password itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewUser {
+    pub user: User,
+    pub password_hash: String,
+}
+
 impl Keyward {
     /// Creates an admin user. Emails are unique, compared without case.
     pub async fn create_user(&self, email: &str, password: &str) -> Result<User> {
+        let new = self.prepare_user(email, password).await?;
+        self.store.insert_user(&new.user, &new.password_hash).await?;
+        Ok(new.user)
+    }
+
+    /// Checks an email and password, hashes the password and fixes the user's id: everything
+    /// creating a user needs, nothing written yet.
+    pub async fn prepare_user(&self, email: &str, password: &str) -> Result<NewUser> {
         let email = normalise_email(email)?;
         if password.chars().count() < MIN_PASSWORD_LEN {
             return Err(Error::invalid_data(format!(
@@ -52,8 +68,19 @@ impl Keyward {
             updated_at: now,
             deleted_at: None,
         };
-        self.store.insert_user(&user, &hash).await?;
-        Ok(user)
+        Ok(NewUser {
+            user,
+            password_hash: hash,
+        })
+    }
+
+    /// Writes a prepared user unless a user with its id exists already (a step run again).
+    pub async fn insert_prepared_user(&self, new: &NewUser) -> Result<User> {
+        if let Some(existing) = self.store.get_user(&new.user.id).await? {
+            return Ok(existing);
+        }
+        self.store.insert_user(&new.user, &new.password_hash).await?;
+        Ok(new.user.clone())
     }
 
     /// The user with this email and password, or `None`. Takes the same time either way.

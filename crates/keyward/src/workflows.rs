@@ -37,6 +37,21 @@ pub const ROLL_API_KEY: &str = "roll-api-key";
 pub const CREATE_SALES_CHANNELS: &str = "create-sales-channels";
 pub const UPDATE_SALES_CHANNELS: &str = "update-sales-channels";
 pub const DELETE_SALES_CHANNELS: &str = "delete-sales-channels";
+pub const CREATE_USERS: &str = "create-users";
+
+/// Every event keyward publishes.
+pub const EVENT_NAMES: &[&str] = &[
+    "api_key.created",
+    "api_key.updated",
+    "api_key.revoked",
+    "api_key.rolled",
+    "api_key.deleted",
+    "sales_channel.created",
+    "sales_channel.updated",
+    "sales_channel.deleted",
+    "user.created",
+];
+
 /// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
 pub const API_KEYS_CREATED: &str = "api_keys_created";
 
@@ -228,12 +243,13 @@ pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
             let existing = kw.keys_by_ids(&ids).await.map_err(step_error)?;
             if !ids.is_empty() && existing.len() == ids.len() {
                 // Written by an earlier attempt whose record was lost in a crash.
-                return Ok(StepResponse::new(existing).compensate_with(ids));
+                return Ok(events(StepResponse::new(existing).compensate_with(&ids), "api_key.created", &ids));
             }
             let created = kw.create_api_keys(planned).await.map_err(step_error)?;
             let keys: Vec<ApiKey> = created.iter().map(|c| c.key.clone()).collect();
             let tokens: Vec<PlainToken> = created.into_iter().map(|c| c.token).collect();
-            Ok(StepResponse::new(keys).compensate_with(ids).private(tokens))
+            let response = StepResponse::new(keys).compensate_with(&ids).private(tokens);
+            Ok(events(response, "api_key.created", &ids))
         },
     ))
     .compensate(|ids: Option<Vec<ApiKeyId>>, cx: Cx| async move {
@@ -266,7 +282,11 @@ pub fn update_api_keys_step() -> Step<Keyward, TitlePlan, Vec<ApiKey>> {
             .await
             .map_err(step_error)?;
         let keys = kw.keys_by_ids(&plan.ids).await.map_err(step_error)?;
-        Ok(StepResponse::new(keys).compensate_with(plan.previous))
+        Ok(events(
+            StepResponse::new(keys).compensate_with(plan.previous),
+            "api_key.updated",
+            &plan.ids,
+        ))
     }))
     .compensate(|previous: Option<Vec<(ApiKeyId, String)>>, cx: Cx| async move {
         let previous = match previous {
@@ -302,7 +322,11 @@ pub fn prepare_revocation_step() -> Step<Keyward, RevokeApiKeysInput, RevokePlan
 pub fn revoke_api_keys_step() -> Step<Keyward, RevokePlan, Vec<ApiKey>> {
     retried(Step::new("revoke-api-keys", |plan: RevokePlan, cx: Cx| async move {
         let keys = cx.container().apply_revocation(&plan).await.map_err(step_error)?;
-        Ok(StepResponse::new(keys).compensate_with(plan.previous))
+        Ok(events(
+            StepResponse::new(keys).compensate_with(plan.previous),
+            "api_key.revoked",
+            &plan.ids,
+        ))
     }))
     .compensate(|previous: Option<Vec<Revocation>>, cx: Cx| async move {
         let previous = match previous {
@@ -405,7 +429,10 @@ pub fn link_sales_channels_step() -> Step<Keyward, LinkPlan, ()> {
                     .await
                     .map_err(step_error)?;
             }
-            Ok(StepResponse::new(()))
+            Ok(StepResponse::new(()).event(
+                "api_key.updated",
+                serde_json::json!({"id": plan.id, "sales_channels_added": plan.add, "sales_channels_removed": plan.remove}),
+            ))
         },
     ))
     .compensate(|_: Option<()>, cx: Cx| async move {
@@ -452,6 +479,31 @@ pub fn prepare_roll_step() -> Step<Keyward, RollApiKeyInput, RollPlan> {
     .no_compensation()
 }
 
+/// One event `name` with data `{id}` per id.
+fn events<O, I: Serialize>(mut response: StepResponse<O>, name: &str, ids: &[I]) -> StepResponse<O> {
+    for id in ids {
+        response = response.event(name, serde_json::json!({ "id": id }));
+    }
+    response
+}
+
+/// `announce-roll`: publishes `api_key.rolled` `{id, previous_id}` with the run's other events.
+pub fn announce_roll_step() -> Step<Keyward, (ApiKeyId, ApiKeyId), ()> {
+    Step::new("announce-roll", |(id, previous): (ApiKeyId, ApiKeyId), _cx: Cx| async move {
+        Ok(StepResponse::new(()).event("api_key.rolled", serde_json::json!({ "id": id, "previous_id": previous })))
+    })
+    .no_compensation()
+}
+
+/// `create-user`: writes a prepared user (the password already hashed); `user.created`.
+pub fn create_user_step() -> Step<Keyward, crate::users::NewUser, crate::model::User> {
+    retried(Step::new("create-user", |new: crate::users::NewUser, cx: Cx| async move {
+        let user = cx.container().insert_prepared_user(&new).await.map_err(step_error)?;
+        let data = serde_json::json!({ "id": user.id, "email": user.email });
+        Ok(StepResponse::new(user).event("user.created", data))
+    }))
+}
+
 fn by_key(links: &[(ApiKeyId, SalesChannelId)]) -> Vec<(ApiKeyId, Vec<SalesChannelId>)> {
     let mut grouped: std::collections::BTreeMap<ApiKeyId, Vec<SalesChannelId>> = Default::default();
     for (k, c) in links {
@@ -486,10 +538,18 @@ pub fn create_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Ve
             let ids = planned_channel_ids(&planned);
             let existing = kw.channels_by_ids(&ids).await.map_err(step_error)?;
             if !ids.is_empty() && existing.len() == ids.len() {
-                return Ok(StepResponse::new(existing).compensate_with(ids));
+                return Ok(events(
+                    StepResponse::new(existing).compensate_with(&ids),
+                    "sales_channel.created",
+                    &ids,
+                ));
             }
             let created = kw.create_sales_channels(planned).await.map_err(step_error)?;
-            Ok(StepResponse::new(created).compensate_with(ids))
+            Ok(events(
+                StepResponse::new(created).compensate_with(&ids),
+                "sales_channel.created",
+                &ids,
+            ))
         },
     ))
     .compensate(|ids: Option<Vec<SalesChannelId>>, cx: Cx| async move {
@@ -521,7 +581,10 @@ pub fn update_sales_channel_step() -> Step<Keyward, ChannelPatchPlan, SalesChann
                 .update_sales_channel(&plan.before.id, &plan.patch)
                 .await
                 .map_err(step_error)?;
-            Ok(StepResponse::new(updated).compensate_with(plan.before))
+            let id = plan.before.id.clone();
+            Ok(StepResponse::new(updated)
+                .compensate_with(plan.before)
+                .event("sales_channel.updated", serde_json::json!({ "id": id })))
         },
     ))
     .compensate(|before: Option<SalesChannel>, cx: Cx| async move {
@@ -575,7 +638,8 @@ pub fn delete_sales_channels_step() -> Step<Keyward, ChannelDeletePlan, Vec<Sale
         |plan: ChannelDeletePlan, cx: Cx| async move {
             let ids: Vec<SalesChannelId> = plan.channels.iter().map(|c| c.id.clone()).collect();
             cx.container().delete_sales_channels(&ids).await.map_err(step_error)?;
-            Ok(StepResponse::new(ids).compensate_with(plan))
+            let response = StepResponse::new(ids.clone()).compensate_with(plan);
+            Ok(events(response, "sales_channel.deleted", &ids))
         },
     ))
     .compensate(|plan: Option<ChannelDeletePlan>, cx: Cx| async move {
@@ -608,6 +672,9 @@ pub fn create_api_keys_workflow() -> Workflow<Keyward, Vec<CreateApiKey>, Vec<Ap
     let (prepare, create) = (prepare_api_keys_step(), create_api_keys_step());
     let created = create.clone();
     Workflow::<Keyward, Vec<CreateApiKey>, Vec<ApiKey>>::new(CREATE_API_KEYS)
+        // Runs are automatic ids unless a caller names one (a subscriber, an idempotency key):
+        // then a second run with that id returns the first one's result.
+        .idempotent(true)
         .step(&prepare, |d| d.input())
         .step(&create, move |d| d.output(&prepare))
         .hook(API_KEYS_CREATED, {
@@ -677,7 +744,7 @@ pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKe
         link_sales_channels_step(),
         revoke_api_keys_step(),
     );
-    let (p1, p2, p3, p4) = (prepare.clone(), prepare.clone(), prepare.clone(), prepare);
+    let (p1, p2, p3, p4, p5) = (prepare.clone(), prepare.clone(), prepare.clone(), prepare.clone(), prepare);
     let (c1, r1) = (create.clone(), revoke.clone());
     Workflow::<Keyward, RollApiKeyInput, RolledApiKey>::new(ROLL_API_KEY)
         .step(&p1, |d| d.input())
@@ -703,6 +770,14 @@ pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKe
             },
         )
         .step(&revoke, move |d| Ok(d.output(&p4)?.revoke))
+        .step(&announce_roll_step(), move |d| {
+            let plan = d.output(&p5)?;
+            let id = plan
+                .new_key
+                .id
+                .ok_or_else(|| StepError::permanent("the roll plan has no key id"))?;
+            Ok((id, plan.revoke.ids.into_iter().next().ok_or_else(|| StepError::permanent("the roll plan has no old key"))?))
+        })
         .returns(move |d| {
             let api_key = d.output(&c1)?.into_iter().next();
             let previous_api_key = d.output(&r1)?.into_iter().next();
@@ -751,6 +826,15 @@ pub fn delete_sales_channels_workflow() -> Workflow<Keyward, Vec<SalesChannelId>
         .returns(move |d| d.output(&deleted))
 }
 
+/// `create-users`: writes a prepared admin user.
+pub fn create_users_workflow() -> Workflow<Keyward, crate::users::NewUser, crate::model::User> {
+    let create = create_user_step();
+    let created = create.clone();
+    Workflow::<Keyward, crate::users::NewUser, crate::model::User>::new(CREATE_USERS)
+        .step(&create, |d| d.input())
+        .returns(move |d| d.output(&created))
+}
+
 // -- the façade ---------------------------------------------------------------------------------
 
 /// The module with its workflows: what the server and the CLI call for every change.
@@ -766,6 +850,7 @@ pub struct Workflows {
     create_channels: WorkflowHandle<Vec<CreateSalesChannel>, Vec<SalesChannel>>,
     update_channel: WorkflowHandle<UpdateSalesChannelInput, SalesChannel>,
     delete_channels: WorkflowHandle<Vec<SalesChannelId>, Vec<SalesChannelId>>,
+    create_user: WorkflowHandle<crate::users::NewUser, crate::model::User>,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -795,8 +880,14 @@ impl Workflows {
             create_channels: engine.register(create_sales_channels_workflow()).map_err(reg)?,
             update_channel: engine.register(update_sales_channels_workflow()).map_err(reg)?,
             delete_channels: engine.register(delete_sales_channels_workflow()).map_err(reg)?,
+            create_user: engine.register(create_users_workflow()).map_err(reg)?,
             engine,
         })
+    }
+
+    /// The handle of `create-api-keys` (to run it with options of your own).
+    pub fn create_handle(&self) -> &WorkflowHandle<Vec<CreateApiKey>, Vec<ApiKey>> {
+        &self.create
     }
 
     /// The engine, to register more workflows, attach hooks, or recover runs.
@@ -932,6 +1023,17 @@ impl Workflows {
             },
             rolled.previous_api_key,
         ))
+    }
+
+    /// Creates an admin user (the password is hashed before anything is recorded).
+    pub async fn create_user(&self, email: &str, password: &str) -> Result<crate::model::User> {
+        let new = self.kw().prepare_user(email, password).await?;
+        self.engine
+            .run(&self.create_user, new, RunOptions::default())
+            .await
+            .map_err(from_flow)?
+            .result
+            .ok_or_else(|| Error::unexpected("create returned no user"))
     }
 
     /// Creates a sales channel.

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod query;
 pub mod store;
 pub mod validate;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub limiter: Arc<limits::AuthLimiter>,
     /// Origins allowed to call the API from a browser (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// How event deliveries are retried.
+    pub delivery: keyward_flow::DeliveryOptions,
 }
 
 impl AppState {
@@ -66,7 +69,13 @@ impl AppState {
             metrics: Arc::default(),
             limiter: Arc::default(),
             cors_origins: Vec::new(),
+            delivery: keyward_flow::DeliveryOptions::default(),
         }
+    }
+
+    pub fn with_delivery(mut self, delivery: keyward_flow::DeliveryOptions) -> Self {
+        self.delivery = delivery;
+        self
     }
 
     pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
@@ -284,7 +293,8 @@ pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// Serves on `listener` until SIGINT or SIGTERM, letting requests in flight finish. Named
 /// background tasks flush `last_used_at` every [`USAGE_FLUSH_EVERY`] (and once more on the way
-/// out) and take over workflow runs whose node died (every half lease).
+/// out), take over workflow runs whose node died (every half lease), deliver events to the
+/// engine's subscribers, and run its scheduled jobs.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     serve_router(state.clone(), app(state), listener).await
 }
@@ -294,6 +304,8 @@ pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::i
 pub async fn serve_router(state: AppState, router: Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let recovery = state.flows.engine().spawn_recovery(stopped.clone());
+    let dispatcher = state.flows.engine().spawn_dispatcher(state.delivery, stopped.clone());
+    let scheduler = state.flows.engine().spawn_scheduler(stopped.clone());
     let kw = state.kw.clone();
     let usage_flusher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
@@ -311,6 +323,8 @@ pub async fn serve_router(state: AppState, router: Router, listener: tokio::net:
     let _ = stop.send(true);
     let _ = usage_flusher.await;
     let _ = recovery.await;
+    let _ = dispatcher.await;
+    let _ = scheduler.await;
     served
 }
 
