@@ -86,7 +86,12 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct EventOptions {
     /// POST every event to this URL (comma-separated for several), retried until it answers 2xx.
-    #[arg(long = "webhook-url", env = "KEYWARD_WEBHOOK_URL", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "webhook-url",
+        env = "KEYWARD_WEBHOOK_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub webhook_urls: Vec<String>,
     /// Signs each webhook request: keyward-signature: t=<unix time>,v1=<HMAC-SHA256 of "<t>.<body>">.
     #[arg(long, env = "KEYWARD_WEBHOOK_SECRET", hide_env_values = true)]
@@ -102,7 +107,12 @@ pub struct EventOptions {
     pub purge_revoked_after_days: Option<u32>,
     /// Seconds before the first retry of a failed event delivery; each next retry waits twice as
     /// long, up to 5 minutes.
-    #[arg(long, env = "KEYWARD_EVENT_RETRY_BASE", default_value_t = 1.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "KEYWARD_EVENT_RETRY_BASE",
+        default_value_t = 1.0,
+        value_name = "SECONDS"
+    )]
     pub event_retry_base: f64,
 }
 
@@ -427,6 +437,13 @@ async fn serve(
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let delivery = wire_events(&flows, &events)?;
+    // Subscribers are known to the database before anything is served, so every change made
+    // from now on (by this node, another node or the CLI) gets a delivery for them.
+    flows
+        .engine()
+        .register_subscribers()
+        .await
+        .map_err(keyward::workflows::from_flow)?;
     let secret = match jwt_secret.filter(|s| !s.is_empty()) {
         Some(s) => s.into_bytes(),
         None => {
@@ -461,7 +478,12 @@ async fn serve(
 /// Registers the configured webhooks, the key-on-user-created subscriber and the purge job,
 /// refusing bad configuration before anything starts.
 fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::DeliveryOptions, Failure> {
-    let names: Vec<&str> = o.webhook_events.iter().map(|e| e.trim()).filter(|e| !e.is_empty()).collect();
+    let names: Vec<&str> = o
+        .webhook_events
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .collect();
     for name in &names {
         if *name != "*" && !keyward::workflows::EVENT_NAMES.contains(name) {
             return Err(usage(format!(
@@ -476,7 +498,12 @@ fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::Deli
             o.event_retry_base
         )));
     }
-    let urls: Vec<&str> = o.webhook_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()).collect();
+    let urls: Vec<&str> = o
+        .webhook_urls
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .collect();
     if !urls.is_empty() {
         let secret = o.webhook_secret.clone().filter(|s| !s.is_empty());
         if secret.is_none() {
@@ -487,8 +514,8 @@ fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::Deli
             .map_err(|e| Error::unexpected(format!("cannot build the webhook client: {e}")))?;
         let engine = flows.engine();
         for url in urls {
-            let hook = keyward_server::webhooks::Webhook::new(url, secret.clone().map(String::into_bytes))
-                .map_err(usage)?;
+            let hook =
+                keyward_server::webhooks::Webhook::new(url, secret.clone().map(String::into_bytes)).map_err(usage)?;
             engine
                 .subscribe(hook.subscriber(client.clone(), &names))
                 .map_err(|e| usage(e.to_string()))?;
@@ -517,7 +544,11 @@ async fn events_list(flows: &Workflows, limit: u32, json: bool) -> Result<Outcom
         .list_events(limit)
         .await
         .map_err(|e| Error::unavailable(e.to_string()))?;
-    let at = |ms: i64| keyward::Timestamp::from_millis(ms).map(|t| t.to_string()).unwrap_or_default();
+    let at = |ms: i64| {
+        keyward::Timestamp::from_millis(ms)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
     Ok(Outcome::ok(if json {
         let events: Vec<serde_json::Value> = events
             .iter()

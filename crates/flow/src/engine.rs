@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::events::{DeliveryOptions, NewEvent, Subscriber};
-use crate::jobs::{Concurrency, Job as ScheduledJob, JobOutcome};
 use crate::fault::{Boundary, crash_point};
+use crate::jobs::{Concurrency, Job as ScheduledJob, JobOutcome};
 use crate::log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Started, StepRecord, StepState};
 use crate::step::{Step, StepContext, StepDef, StepError, StepMeta, StepOptions};
 use crate::workflow::{Entry, RawData, Target, Workflow, WorkflowDef};
@@ -597,7 +597,9 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 if !registered {
                     match engine.register_subscribers().await {
                         Ok(()) => registered = true,
-                        Err(e) => tracing::warn!(task = "event-dispatcher", error = %e, "could not register subscribers; will retry"),
+                        Err(e) => {
+                            tracing::warn!(task = "event-dispatcher", error = %e, "could not register subscribers; will retry")
+                        }
                     }
                     if let Err(e) = engine.inner.log.listen().await {
                         tracing::warn!(task = "event-dispatcher", error = %e, "could not listen for events; polling");
@@ -630,7 +632,10 @@ impl<C: Send + Sync + 'static> Engine<C> {
     pub fn schedule(&self, job: ScheduledJob<C>) -> Result<(), FlowError> {
         let mut jobs = write(&self.inner.jobs);
         if jobs.iter().any(|j| j.name == job.name) {
-            return Err(FlowError::Definition(format!("a job named {} is already scheduled", job.name)));
+            return Err(FlowError::Definition(format!(
+                "a job named {} is already scheduled",
+                job.name
+            )));
         }
         jobs.push(job);
         Ok(())
@@ -682,10 +687,15 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 }
             }
             if job.concurrency == Concurrency::Forbid && log.job_running(&job.name).await.unwrap_or(false) {
-                let _ = log.claim_tick(&job.name, tick, &node, JobOutcome::Skipped, JOB_LEASE).await;
+                let _ = log
+                    .claim_tick(&job.name, tick, &node, JobOutcome::Skipped, JOB_LEASE)
+                    .await;
                 continue;
             }
-            match log.claim_tick(&job.name, tick, &node, JobOutcome::Running, JOB_LEASE).await {
+            match log
+                .claim_tick(&job.name, tick, &node, JobOutcome::Running, JOB_LEASE)
+                .await
+            {
                 Ok(true) => {
                     let run = run_job(self.inner.container.clone(), log.clone(), job.clone(), tick);
                     match job.concurrency {

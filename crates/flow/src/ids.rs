@@ -14,8 +14,28 @@ pub fn encode_ulid(millis: u64, random: u128) -> String {
         .collect()
 }
 
-/// A fresh ULID from the clock and the OS random source.
+/// A fresh ULID from the clock and the OS random source, monotonic within this process: ids
+/// made in the same millisecond step the previous one, so events published together keep
+/// their order.
 pub fn new_ulid() -> String {
+    use std::sync::Mutex;
+    static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
+    let millis = u64::try_from(crate::log::now_millis()).unwrap_or(0);
+    let fresh = fresh_random();
+    let (millis, random) = {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        // Same millisecond (or the clock stepped back): one past the previous id.
+        *last = if last.0 >= millis {
+            (last.0, (last.1 + 1) & ((1u128 << 80) - 1))
+        } else {
+            (millis, fresh)
+        };
+        *last
+    };
+    encode_ulid(millis, random)
+}
+
+fn fresh_random() -> u128 {
     let mut bytes = [0u8; 16];
     // Transaction ids need uniqueness, not secrecy: if the OS source fails, the clock's
     // nanoseconds and a counter still keep them apart.
@@ -30,8 +50,7 @@ pub fn new_ulid() -> String {
         bytes[6..10].copy_from_slice(&nanos.to_be_bytes());
         bytes[8..16].copy_from_slice(&n.to_be_bytes());
     }
-    let millis = u64::try_from(crate::log::now_millis()).unwrap_or(0);
-    encode_ulid(millis, u128::from_be_bytes(bytes))
+    u128::from_be_bytes(bytes)
 }
 
 #[cfg(test)]

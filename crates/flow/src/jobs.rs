@@ -57,7 +57,9 @@ impl Schedule {
                         )));
                     }
                 }
-                Err(FlowError::Definition(format!("invalid cron expression {expr:?}: {whole}")))
+                Err(FlowError::Definition(format!(
+                    "invalid cron expression {expr:?}: {whole}"
+                )))
             }
         }
     }
@@ -81,9 +83,7 @@ impl Schedule {
             }
             Schedule::Cron(cron, _) => {
                 let at = DateTime::<Utc>::from_timestamp_millis(after_ms)?;
-                cron.find_next_occurrence(&at, false)
-                    .ok()
-                    .map(|t| t.timestamp_millis())
+                cron.find_next_occurrence(&at, false).ok().map(|t| t.timestamp_millis())
             }
         }
     }
@@ -227,7 +227,10 @@ mod tests {
     fn ticks_are_instants_every_node_computes_alike() {
         let s = Schedule::cron("0 0 * * *").unwrap();
         let day = 86_400_000;
-        assert_eq!(s.next_after(1_700_000_000_000), Some((1_700_000_000_000 / day + 1) * day));
+        assert_eq!(
+            s.next_after(1_700_000_000_000),
+            Some((1_700_000_000_000 / day + 1) * day)
+        );
         let every = Schedule::every(Duration::from_secs(1)).unwrap();
         assert_eq!(every.next_after(1_500), Some(2_000));
         assert_eq!(every.next_after(2_000), Some(3_000));

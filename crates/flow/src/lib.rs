@@ -43,12 +43,12 @@ mod step;
 mod workflow;
 
 pub use engine::{DEFAULT_LEASE, Engine, FlowError, RESULT_STEP, RunOptions, RunResult, StepFailure, WorkflowHandle};
+pub use events::{Claimed, DeliveryOptions, DeliveryRecord, Event, NewEvent, Subscriber};
+pub use jobs::{Concurrency, Job, JobOutcome, JobRunRecord, Schedule};
 pub use log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Started, StepRecord, StepState};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresLog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteLog;
-pub use events::{Claimed, DeliveryOptions, DeliveryRecord, Event, NewEvent, Subscriber};
-pub use jobs::{Concurrency, Job, JobOutcome, JobRunRecord, Schedule};
 pub use step::{Step, StepContext, StepError, StepOptions, StepResponse};
 pub use workflow::{Data, Parallel, Workflow};

@@ -294,13 +294,8 @@ pub trait RunLog: Send + Sync + 'static {
     ) -> Result<bool, LogError>;
 
     /// Records how a claimed tick's run ended.
-    async fn finish_tick(
-        &self,
-        job: &str,
-        tick: i64,
-        outcome: JobOutcome,
-        error: Option<&str>,
-    ) -> Result<(), LogError>;
+    async fn finish_tick(&self, job: &str, tick: i64, outcome: JobOutcome, error: Option<&str>)
+    -> Result<(), LogError>;
 
     /// Whether a run of the job is going (running, its lease not run out).
     async fn job_running(&self, job: &str) -> Result<bool, LogError>;

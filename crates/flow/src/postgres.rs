@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
-use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 

@@ -564,14 +564,13 @@ impl RunLog for SqliteLog {
     }
 
     async fn job_running(&self, job: &str) -> Result<bool, LogError> {
-        let row = sqlx::query(
-            "SELECT 1 FROM flow_job_run WHERE job = ? AND outcome = 'running' AND lease_until > ? LIMIT 1",
-        )
-        .bind(job)
-        .bind(now_millis())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let row =
+            sqlx::query("SELECT 1 FROM flow_job_run WHERE job = ? AND outcome = 'running' AND lease_until > ? LIMIT 1")
+                .bind(job)
+                .bind(now_millis())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(row.is_some())
     }
 
@@ -633,9 +632,7 @@ async fn publish_in(tx: &mut sqlx::SqliteConnection, events: &[NewEvent]) -> Res
     let mut subscribers = Vec::with_capacity(rows.len());
     for r in rows {
         let names: Option<String> = r.try_get("events").map_err(db)?;
-        let names: Vec<String> = names
-            .and_then(|n| serde_json::from_str(&n).ok())
-            .unwrap_or_default();
+        let names: Vec<String> = names.and_then(|n| serde_json::from_str(&n).ok()).unwrap_or_default();
         subscribers.push((r.try_get::<String, _>("id").map_err(db)?, names));
     }
     let now = now_millis();

@@ -24,22 +24,25 @@ pub fn key_on_user_created(flows: &Workflows, key_type: ApiKeyType) -> Subscribe
     let flows = flows.clone();
     Subscriber::new(KEY_ON_USER_CREATED, &["user.created"], move |event: Event, _kw| {
         let flows = flows.clone();
-        async move {
-            let user = event.data["id"]
-                .as_str()
-                .ok_or_else(|| StepError::permanent("user.created carries no user id"))?
-                .to_owned();
-            let title = format!("Key for {}", event.data["email"].as_str().unwrap_or(&user));
-            flows
-                .create_api_keys_once(
-                    &format!("user-created:{}", event.id),
-                    vec![CreateApiKey::new(title, key_type, user)],
-                )
-                .await
-                .map_err(step_error)?;
-            Ok(())
-        }
+        async move { create_key_for_user(&flows, key_type, &event).await }
     })
+}
+
+/// What [`key_on_user_created`] does with one `user.created` event.
+pub async fn create_key_for_user(flows: &Workflows, key_type: ApiKeyType, event: &Event) -> Result<(), StepError> {
+    let user = event.data["id"]
+        .as_str()
+        .ok_or_else(|| StepError::permanent("user.created carries no user id"))?
+        .to_owned();
+    let title = format!("Key for {}", event.data["email"].as_str().unwrap_or(&user));
+    flows
+        .create_api_keys_once(
+            &format!("user-created:{}", event.id),
+            vec![CreateApiKey::new(title, key_type, user)],
+        )
+        .await
+        .map_err(step_error)?;
+    Ok(())
 }
 
 /// Every hour, deletes keys revoked more than `days` days ago (through `delete-api-keys`).

@@ -12,8 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::entropy::{Entropy, EntropyError};
 use crate::time::Timestamp;
 
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
 /// Makes ULIDs from an injected clock reading and entropy source, monotonic per millisecond.
 #[derive(Debug, Default)]
 pub struct UlidGenerator {
@@ -42,13 +40,7 @@ impl UlidGenerator {
             *last = (ms, random);
             random
         };
-        let value = (u128::from(ms) << 80) | random;
-        let mut out = [0u8; 26];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let shift = 125 - 5 * i as u32;
-            *slot = CROCKFORD[((value >> shift) & 0x1F) as usize];
-        }
-        Ok(out.iter().map(|&b| char::from(b)).collect())
+        Ok(keyward_flow::ids::encode_ulid(ms, random))
     }
 }
 

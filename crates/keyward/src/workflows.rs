@@ -243,7 +243,11 @@ pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
             let existing = kw.keys_by_ids(&ids).await.map_err(step_error)?;
             if !ids.is_empty() && existing.len() == ids.len() {
                 // Written by an earlier attempt whose record was lost in a crash.
-                return Ok(events(StepResponse::new(existing).compensate_with(&ids), "api_key.created", &ids));
+                return Ok(events(
+                    StepResponse::new(existing).compensate_with(&ids),
+                    "api_key.created",
+                    &ids,
+                ));
             }
             let created = kw.create_api_keys(planned).await.map_err(step_error)?;
             let keys: Vec<ApiKey> = created.iter().map(|c| c.key.clone()).collect();
@@ -489,19 +493,28 @@ fn events<O, I: Serialize>(mut response: StepResponse<O>, name: &str, ids: &[I])
 
 /// `announce-roll`: publishes `api_key.rolled` `{id, previous_id}` with the run's other events.
 pub fn announce_roll_step() -> Step<Keyward, (ApiKeyId, ApiKeyId), ()> {
-    Step::new("announce-roll", |(id, previous): (ApiKeyId, ApiKeyId), _cx: Cx| async move {
-        Ok(StepResponse::new(()).event("api_key.rolled", serde_json::json!({ "id": id, "previous_id": previous })))
-    })
+    Step::new(
+        "announce-roll",
+        |(id, previous): (ApiKeyId, ApiKeyId), _cx: Cx| async move {
+            Ok(StepResponse::new(()).event(
+                "api_key.rolled",
+                serde_json::json!({ "id": id, "previous_id": previous }),
+            ))
+        },
+    )
     .no_compensation()
 }
 
 /// `create-user`: writes a prepared user (the password already hashed); `user.created`.
 pub fn create_user_step() -> Step<Keyward, crate::users::NewUser, crate::model::User> {
-    retried(Step::new("create-user", |new: crate::users::NewUser, cx: Cx| async move {
-        let user = cx.container().insert_prepared_user(&new).await.map_err(step_error)?;
-        let data = serde_json::json!({ "id": user.id, "email": user.email });
-        Ok(StepResponse::new(user).event("user.created", data))
-    }))
+    retried(Step::new(
+        "create-user",
+        |new: crate::users::NewUser, cx: Cx| async move {
+            let user = cx.container().insert_prepared_user(&new).await.map_err(step_error)?;
+            let data = serde_json::json!({ "id": user.id, "email": user.email });
+            Ok(StepResponse::new(user).event("user.created", data))
+        },
+    ))
 }
 
 fn by_key(links: &[(ApiKeyId, SalesChannelId)]) -> Vec<(ApiKeyId, Vec<SalesChannelId>)> {
@@ -744,7 +757,13 @@ pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKe
         link_sales_channels_step(),
         revoke_api_keys_step(),
     );
-    let (p1, p2, p3, p4, p5) = (prepare.clone(), prepare.clone(), prepare.clone(), prepare.clone(), prepare);
+    let (p1, p2, p3, p4, p5) = (
+        prepare.clone(),
+        prepare.clone(),
+        prepare.clone(),
+        prepare.clone(),
+        prepare,
+    );
     let (c1, r1) = (create.clone(), revoke.clone());
     Workflow::<Keyward, RollApiKeyInput, RolledApiKey>::new(ROLL_API_KEY)
         .step(&p1, |d| d.input())
@@ -776,7 +795,14 @@ pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKe
                 .new_key
                 .id
                 .ok_or_else(|| StepError::permanent("the roll plan has no key id"))?;
-            Ok((id, plan.revoke.ids.into_iter().next().ok_or_else(|| StepError::permanent("the roll plan has no old key"))?))
+            Ok((
+                id,
+                plan.revoke
+                    .ids
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| StepError::permanent("the roll plan has no old key"))?,
+            ))
         })
         .returns(move |d| {
             let api_key = d.output(&c1)?.into_iter().next();

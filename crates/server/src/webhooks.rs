@@ -22,17 +22,21 @@ pub struct Webhook {
 
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook").field("url", &self.id()).finish_non_exhaustive()
+        f.debug_struct("Webhook")
+            .field("url", &self.id())
+            .finish_non_exhaustive()
     }
 }
 
 impl Webhook {
     /// Checks `url` is an absolute http(s) URL.
     pub fn new(url: &str, secret: Option<Vec<u8>>) -> Result<Self, String> {
-        let parsed = reqwest::Url::parse(url.trim())
-            .map_err(|e| format!("KEYWARD_WEBHOOK_URL '{url}' is not a URL: {e}"))?;
+        let parsed =
+            reqwest::Url::parse(url.trim()).map_err(|e| format!("KEYWARD_WEBHOOK_URL '{url}' is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(format!("KEYWARD_WEBHOOK_URL '{url}' must be an http:// or https:// URL"));
+            return Err(format!(
+                "KEYWARD_WEBHOOK_URL '{url}' must be an http:// or https:// URL"
+            ));
         }
         Ok(Self {
             url: parsed,
@@ -119,5 +123,9 @@ fn without_url(e: &reqwest::Error) -> String {
         cause = s.to_string();
         source = s.source();
     }
-    if cause.is_empty() { kind.to_owned() } else { format!("{kind}: {cause}") }
+    if cause.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {cause}")
+    }
 }

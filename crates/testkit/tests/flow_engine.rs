@@ -398,7 +398,7 @@ on_both_logs! {
         log.start("abc", "tx-2", &json!(1), dead, Duration::ZERO, true).await.unwrap();
         log.save_step(dead, "abc", "tx-2", &rec("a", 0, StepState::Done, json!(1), Some(json!(2)))).await.unwrap();
         log.save_step(dead, "abc", "tx-2", &rec("b", 1, StepState::Compensated, json!(2), Some(json!(3)))).await.unwrap();
-        log.set_state(dead, "abc", "tx-2", RunState::Compensating, None, &[]).await.unwrap();
+        log.set_state(dead, "abc", "tx-2", RunState::Compensating, None, &[], &[]).await.unwrap();
 
         let recovered = e.recover().await.unwrap();
         assert_eq!(recovered[0].2, RunState::Reverted);
@@ -445,5 +445,6 @@ fn rec(
         compensation_input: output.clone(),
         output,
         error: None,
+        events: None,
     }
 }

@@ -42,7 +42,12 @@ fn fast() -> DeliveryOptions {
 
 fn counting(id: &'static str, events: &[&str]) -> Subscriber<Shared> {
     Subscriber::new(id, events, move |event: Event, seen: Arc<Shared>| async move {
-        *seen.handled.lock().unwrap().entry((event.id, id.to_owned())).or_default() += 1;
+        *seen
+            .handled
+            .lock()
+            .unwrap()
+            .entry((event.id, id.to_owned()))
+            .or_default() += 1;
         Ok(())
     })
 }

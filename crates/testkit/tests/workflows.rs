@@ -10,7 +10,10 @@ use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, ErrorKind, Keyward, RevokeApiKey, SalesChannelId,
     UpdateSalesChannel, VerifyCode, Workflows,
 };
-use keyward_flow::{Engine, RunOptions, RunState, Step, StepContext, StepError, StepResponse, Workflow};
+use keyward_flow::{
+    DeliveryOptions, Engine, Event, RunOptions, RunState, Step, StepContext, StepError, StepResponse, Subscriber,
+    Workflow,
+};
 use keyward_testkit::TestDb;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -263,5 +266,55 @@ on_both_stores! {
         assert_eq!(flows.update_sales_channel(&ch.id, &patch).await.unwrap().description, None);
         flows.delete_sales_channels(std::slice::from_ref(&ch.id)).await.unwrap();
         assert!(channels_of(&flows, &key.id).await.is_empty());
+    }
+
+    async fn a_roll_publishes_its_events_together_and_a_failed_one_publishes_none(flows) {
+        let ch = channel(&flows, "EU").await;
+        let (old, _) = linked_key(&flows, "rolling", &ch).await;
+        let before = flows.engine().log().list_events(100).await.unwrap().len();
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: None };
+        run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
+        assert_eq!(flows.engine().log().list_events(100).await.unwrap().len(), before);
+        let (new, _) = flows.roll_api_key(&old.id, "ops", None).await.unwrap();
+        let mut events = flows.engine().log().list_events(100).await.unwrap();
+        events.truncate(events.len() - before);
+        events.reverse();
+        let names: Vec<&str> = events.iter().map(|(e, _)| e.name.as_str()).collect();
+        assert_eq!(names, ["api_key.created", "api_key.updated", "api_key.revoked", "api_key.rolled"]);
+        let group = &events[0].0.metadata["event_group_id"];
+        assert!(events.iter().all(|(e, _)| &e.metadata["event_group_id"] == group));
+        assert_eq!(events[0].0.data["id"], new.key.id.as_str());
+        assert_eq!(events[3].0.data, serde_json::json!({"id": new.key.id, "previous_id": old.id}));
+    }
+
+    async fn the_key_for_a_new_user_is_made_once_even_when_the_first_delivery_fails(flows) {
+        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let subscriber = {
+            let (flows, attempts) = (flows.clone(), attempts.clone());
+            Subscriber::new("test:key-on-user-created", &["user.created"], move |event: Event, _kw| {
+                let (flows, attempts) = (flows.clone(), attempts.clone());
+                async move {
+                    keyward::builtins::create_key_for_user(&flows, ApiKeyType::Secret, &event).await?;
+                    if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return Err(StepError::new("the acknowledgement was lost"));
+                    }
+                    Ok(())
+                }
+            })
+        };
+        flows.engine().subscribe(subscriber).unwrap();
+        flows.engine().register_subscribers().await.unwrap();
+        let user = flows.create_user("someone@test.local", "supersecret").await.unwrap();
+        let options = DeliveryOptions { backoff: std::time::Duration::from_millis(20), ..DeliveryOptions::default() };
+        let start = std::time::Instant::now();
+        while attempts.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "no second attempt");
+            flows.engine().deliver_due(&options).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let keys = flows.kw().list_api_keys(&Default::default(), &Default::default()).await.unwrap();
+        let theirs: Vec<_> = keys.iter().filter(|k| k.created_by == user.id.as_str()).collect();
+        assert_eq!(theirs.len(), 1, "{theirs:?}");
+        assert_eq!(theirs[0].key_type, ApiKeyType::Secret);
     }
 }
