@@ -6,6 +6,10 @@
 //! `GET /workflow`, which runs the seed's `create-api-key` workflow and answers `{api_key}`:
 //!
 //!     curl 'localhost:9000/workflow?title=Storefront'
+//!
+//! It also subscribes the seed's subscriber (a key for every new user: try
+//! `KEYWARD_DATABASE_URL=sqlite://example.db keyward user create --email you@example.com
+//! --password '…'` while it runs) and schedules the seed's daily job (`0 0 * * *`).
 
 use std::time::Duration;
 
@@ -16,7 +20,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (store, log) = keyward_connect::open("sqlite://example.db").await?;
     let flows = Workflows::new(Keyward::new(store), log, Duration::from_secs(15))?;
     flows.migrate().await?;
-    let mine = keyward_examples::routes(&flows)?;
+    let create = flows.engine().register(keyward_examples::create_api_key_workflow())?;
+    let mine = keyward_examples::routes_for(&flows, create.clone());
+    flows
+        .engine()
+        .subscribe(keyward_examples::user_created_subscriber(&flows, create.clone()))?;
+    flows.engine().schedule(keyward_examples::daily_job(&flows, create)?)?;
+    flows.engine().register_subscribers().await?;
     let state = keyward_server::AppState::new(flows, b"example-only-secret".to_vec());
     let app = keyward_server::app(state.clone()).merge(mine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:9000").await?;

@@ -1,6 +1,7 @@
 //! The seed's examples as a Rust user of keyward writes them: a `create-api-key` step whose
 //! compensation removes the key, a workflow returning `{api_key}`, a route of your own that runs
-//! it, and a workflow whose second step fails to show the roll-back.
+//! it, a workflow whose second step fails to show the roll-back, a subscriber that runs the
+//! workflow on `user.created`, and a daily job (`0 0 * * *`) that runs it.
 //!
 //! `cargo run -p keyward-examples --example workflow_route` serves them; `tests/seed.rs` runs
 //! them against SQLite and Postgres.
@@ -11,7 +12,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use keyward::workflows::step_error;
 use keyward::{ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, Keyward, Workflows};
-use keyward_flow::{RunOptions, Step, StepContext, StepError, StepResponse, Workflow, WorkflowHandle};
+use keyward_flow::{
+    Event, FlowError, Job, RunOptions, Schedule, Step, StepContext, StepError, StepResponse, Subscriber, Workflow,
+    WorkflowHandle,
+};
 use serde::{Deserialize, Serialize};
 
 /// What the workflow takes.
@@ -47,10 +51,12 @@ pub fn create_api_key_step() -> Step<Keyward, Input, ApiKey> {
     })
 }
 
-/// The seed's workflow: one step, returning `{api_key}`.
+/// The seed's workflow: one step, returning `{api_key}`. Idempotent: a run named by a
+/// transaction id that already finished returns that run's result.
 pub fn create_api_key_workflow() -> Workflow<Keyward, Input, Output> {
     let step = create_api_key_step();
     Workflow::<Keyward, Input, Output>::new("create-api-key")
+        .idempotent(true)
         .step(&step, |d| d.input())
         .returns(move |d| {
             Ok(Output {
@@ -92,11 +98,16 @@ struct Params {
 /// runs it and answers with its result.
 pub fn routes(flows: &Workflows) -> Result<Router, keyward_flow::FlowError> {
     let create = flows.engine().register(create_api_key_workflow())?;
+    Ok(routes_for(flows, create))
+}
+
+/// The route for an already registered `create-api-key` workflow.
+pub fn routes_for(flows: &Workflows, create: WorkflowHandle<Input, Output>) -> Router {
     let state = Routes {
         flows: flows.clone(),
         create,
     };
-    Ok(Router::new().route("/workflow", get(run_workflow)).with_state(state))
+    Router::new().route("/workflow", get(run_workflow)).with_state(state)
 }
 
 async fn run_workflow(
@@ -116,4 +127,51 @@ async fn run_workflow(
         StatusCode::INTERNAL_SERVER_ERROR,
         "the workflow returned nothing".to_owned(),
     ))
+}
+
+/// The seed's subscriber: when a user is created, run the `create-api-key` workflow for them.
+/// Register it with `flows.engine().subscribe(..)`; `keyward serve` delivers to it.
+pub fn user_created_subscriber(flows: &Workflows, create: WorkflowHandle<Input, Output>) -> Subscriber<Keyward> {
+    let flows = flows.clone();
+    Subscriber::new("example:welcome-key", &["user.created"], move |event: Event, _kw| {
+        let (flows, create) = (flows.clone(), create.clone());
+        async move {
+            let email = event.data["email"].as_str().unwrap_or("a new user").to_owned();
+            let input = Input {
+                title: format!("Welcome key for {email}"),
+            };
+            // The event id names the run: a retried delivery finds it instead of running twice.
+            let options = RunOptions::default().transaction_id(format!("welcome:{}", event.id));
+            flows
+                .engine()
+                .run(&create, input, options)
+                .await
+                .map_err(|e| StepError::new(e.to_string()))?;
+            Ok(())
+        }
+    })
+}
+
+/// The seed's job on any schedule: run the `create-api-key` workflow.
+pub fn api_key_job(flows: &Workflows, create: WorkflowHandle<Input, Output>, schedule: Schedule) -> Job<Keyward> {
+    let flows = flows.clone();
+    Job::new("example:daily-api-key", schedule, move |_kw| {
+        let (flows, create) = (flows.clone(), create.clone());
+        async move {
+            let input = Input {
+                title: "Key of the day".to_owned(),
+            };
+            flows
+                .engine()
+                .run(&create, input, RunOptions::default())
+                .await
+                .map_err(|e| StepError::new(e.to_string()))?;
+            Ok(())
+        }
+    })
+}
+
+/// The seed's daily job: every day at midnight (UTC).
+pub fn daily_job(flows: &Workflows, create: WorkflowHandle<Input, Output>) -> Result<Job<Keyward>, FlowError> {
+    Ok(api_key_job(flows, create, Schedule::cron("0 0 * * *")?))
 }

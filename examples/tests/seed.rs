@@ -86,3 +86,56 @@ async fn a_workflow_whose_second_step_fails_leaves_no_key_on_postgres() {
     let Some(db) = TestDb::postgres().await else { return };
     the_second_step_failing_leaves_no_key(db).await;
 }
+
+async fn the_subscriber_and_the_job_run_the_workflow(db: TestDb) {
+    let flows = db.workflows().await;
+    let create = flows
+        .engine()
+        .register(keyward_examples::create_api_key_workflow())
+        .unwrap();
+    flows
+        .engine()
+        .subscribe(keyward_examples::user_created_subscriber(&flows, create.clone()))
+        .unwrap();
+    flows.engine().register_subscribers().await.unwrap();
+    flows.create_user("new@example.com", "supersecret").await.unwrap();
+    let options = keyward_flow::DeliveryOptions::default();
+    while flows.engine().deliver_due(&options).await.unwrap() > 0 {}
+    assert_eq!(keys_titled(&flows, "Welcome key for new@example.com").await, 1);
+
+    let daily = keyward_examples::daily_job(&flows, create.clone()).unwrap();
+    assert_eq!(daily.name(), "example:daily-api-key");
+    let midnight = keyward_flow::Schedule::cron("0 0 * * *")
+        .unwrap()
+        .next_after(1_700_000_000_000);
+    assert_eq!(midnight, Some(1_700_006_400_000), "the next midnight, UTC");
+    // The same job every second, to see it run.
+    let every = keyward_flow::Schedule::every(std::time::Duration::from_secs(1)).unwrap();
+    flows
+        .engine()
+        .schedule(keyward_examples::api_key_job(&flows, create, every))
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = flows.engine().spawn_scheduler(stopped);
+    let start = std::time::Instant::now();
+    while keys_titled(&flows, "Key of the day").await == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the job did not run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(true);
+    scheduler.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_seed_subscriber_and_job_run_the_workflow_on_sqlite() {
+    the_subscriber_and_the_job_run_the_workflow(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn the_seed_subscriber_and_job_run_the_workflow_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    the_subscriber_and_the_job_run_the_workflow(db).await;
+}

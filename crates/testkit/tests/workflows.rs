@@ -318,3 +318,56 @@ on_both_stores! {
         assert_eq!(theirs[0].key_type, ApiKeyType::Secret);
     }
 }
+
+async fn purging_deletes_only_keys_revoked_long_enough_ago(h: keyward_testkit::Harness) {
+    let flows = &h.flows;
+    let old = flows
+        .create_api_key(CreateApiKey::new("old", ApiKeyType::Secret, "t"))
+        .await
+        .unwrap()
+        .key;
+    let recent = flows
+        .create_api_key(CreateApiKey::new("recent", ApiKeyType::Secret, "t"))
+        .await
+        .unwrap()
+        .key;
+    let live = flows
+        .create_api_key(CreateApiKey::new("live", ApiKeyType::Publishable, "t"))
+        .await
+        .unwrap()
+        .key;
+    let by = RevokeApiKey {
+        revoked_by: "t".into(),
+        revoke_in: None,
+    };
+    flows.revoke_api_key(&old.id, &by).await.unwrap();
+    h.clock.advance_seconds(10 * 86_400);
+    flows.revoke_api_key(&recent.id, &by).await.unwrap();
+    h.clock.advance_seconds(86_400);
+    let purged = flows
+        .purge_revoked(std::time::Duration::from_secs(7 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(
+        h.kw.retrieve_api_key(&old.id).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    h.kw.retrieve_api_key(&recent.id).await.unwrap();
+    h.kw.retrieve_api_key(&live.id).await.unwrap();
+    let job = keyward::builtins::purge_revoked_keys(flows, 7).unwrap();
+    assert_eq!(job.name(), "keyward:purge-revoked-keys");
+}
+
+#[tokio::test]
+async fn purging_on_sqlite() {
+    purging_deletes_only_keys_revoked_long_enough_ago(keyward_testkit::Harness::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn purging_on_postgres() {
+    let Some(h) = keyward_testkit::Harness::postgres().await else {
+        return;
+    };
+    purging_deletes_only_keys_revoked_long_enough_ago(h).await;
+}
