@@ -27,24 +27,12 @@ fn start(db: &str) -> Server {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("KEYWARD_DATABASE_URL", db)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    cmd.env("KEYWARD_DATABASE_URL", db)
         .env("KEYWARD_LOG", "trace")
         .env("KEYWARD_JWT_SECRET", "log-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+        .stderr(Stdio::piped());
+    let (child, base) = keyward_testkit::spawn_serve(cmd);
     Server { child, base }
 }
 

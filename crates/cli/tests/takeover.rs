@@ -3,7 +3,7 @@
 //! node's lease runs out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,26 +26,15 @@ impl Drop for Node {
 
 fn node(db: &str, fault: Option<&str>) -> Node {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("KEYWARD_DATABASE_URL", db)
+    cmd.env("KEYWARD_DATABASE_URL", db)
         .env("KEYWARD_JWT_SECRET", "cluster-secret")
         .env("KEYWARD_WORKFLOW_LEASE", LEASE_SECONDS.to_string())
         .env_remove("KEYWARD_FAULT")
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(f) = fault {
         cmd.env("KEYWARD_FAULT", f);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let (child, base) = keyward_testkit::spawn_serve(cmd);
     Node { child, base }
 }
 

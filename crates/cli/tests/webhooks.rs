@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,26 +68,15 @@ impl Drop for Server {
 
 fn serve(db: &str, env: &[(&str, String)]) -> (Server, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("KEYWARD_DATABASE_URL", db)
+    cmd.env("KEYWARD_DATABASE_URL", db)
         .env("KEYWARD_JWT_SECRET", "test")
         .env("KEYWARD_EVENT_RETRY_BASE", "0.05")
         .env_remove("KEYWARD_FAULT")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let (child, base) = keyward_testkit::spawn_serve(cmd);
     (Server(child), base)
 }
 

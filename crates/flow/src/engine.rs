@@ -662,16 +662,32 @@ impl<C: Send + Sync + 'static> Engine<C> {
     async fn job_loop(self, job: ScheduledJob<C>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let log = self.inner.log.clone();
         let node = self.inner.node.clone();
+        // Ticks follow each other from the last one handled, so a late wake-up still handles
+        // every tick. One that came while this node was running the job (`Forbid`), or that
+        // passed long ago (the node stalled), is recorded as skipped rather than run late.
+        let mut after = crate::log::now_millis();
+        let mut busy_until = 0;
         loop {
-            let now = crate::log::now_millis();
-            let Some(tick) = job.schedule.next_after(now) else {
+            let Some(tick) = job.schedule.next_after(after) else {
                 tracing::warn!(job = %job.name, "the schedule has no next tick; the job stops");
                 return;
             };
-            let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return,
+            after = tick;
+            let now = crate::log::now_millis();
+            if tick > now {
+                let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return,
+                }
+            } else if tick < busy_until || now - tick > LATE_TICK_MS {
+                let _ = log
+                    .claim_tick(&job.name, tick, &node, JobOutcome::Skipped, JOB_LEASE)
+                    .await;
+                continue;
+            }
+            if *stop.borrow() {
+                return;
             }
             if let Some(limit) = job.number_of_executions {
                 match log.job_executions(&job.name).await {
@@ -699,7 +715,10 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 Ok(true) => {
                     let run = run_job(self.inner.container.clone(), log.clone(), job.clone(), tick);
                     match job.concurrency {
-                        Concurrency::Forbid => run.await,
+                        Concurrency::Forbid => {
+                            run.await;
+                            busy_until = crate::log::now_millis();
+                        }
                         Concurrency::Allow => {
                             tokio::spawn(run);
                         }
@@ -1022,6 +1041,9 @@ fn run_events<C>(run: &Run<C>) -> Vec<NewEvent> {
 
 /// How long a job run counts as going without finishing (a node that died mid-run).
 const JOB_LEASE: Duration = Duration::from_secs(300);
+
+/// A tick later than this when its node gets to it is recorded as skipped, not run.
+const LATE_TICK_MS: i64 = 60_000;
 
 async fn run_job<C: Send + Sync + 'static>(container: Arc<C>, log: Arc<dyn RunLog>, job: ScheduledJob<C>, tick: i64) {
     let outcome = (job.handler)(container).await;

@@ -198,3 +198,48 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// Declares each test twice, `sqlite::name` and `postgres::name`, with one body that gets a fresh
+/// `TestDb` (for tests that open what they need themselves).
+#[macro_export]
+macro_rules! on_both_dbs {
+    ($( async fn $name:ident($db:ident) $body:block )*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let $db = $crate::TestDb::sqlite();
+                $body
+            } )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some($db) = $crate::TestDb::postgres().await else { return };
+                $body
+            } )*
+        }
+    };
+}
+
+/// Starts `keyward serve --listen 127.0.0.1:0` as `cmd` describes (binary, environment) with
+/// stdout piped, and returns the child and the base URL it printed.
+pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start keyward serve");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+        .read_line(&mut first)
+        .expect("read the first line of keyward serve");
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    (child, base)
+}

@@ -79,28 +79,7 @@ fn chain(name: &str, steps: &[&Step<Journal, i64, i64>]) -> Workflow<Journal, i6
     wf.returns(move |d| d.output(&last))
 }
 
-macro_rules! on_both_logs {
-    ($( async fn $name:ident($db:ident) $body:block )*) => {
-        mod sqlite {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let $db = TestDb::sqlite();
-                $body
-            } )*
-        }
-        mod postgres {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some($db) = TestDb::postgres().await else { return };
-                $body
-            } )*
-        }
-    };
-}
-
-on_both_logs! {
+keyward_testkit::on_both_dbs! {
     async fn values_flow_from_step_to_step_and_the_result_is_stored(db) {
         let e = engine_on(&db, Journal::default()).await;
         let (a, b) = (counting("a"), counting("b"));

@@ -60,28 +60,7 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
-macro_rules! on_both_logs {
-    ($( async fn $name:ident($db:ident) $body:block )*) => {
-        mod sqlite {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let $db = TestDb::sqlite();
-                $body
-            } )*
-        }
-        mod postgres {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some($db) = TestDb::postgres().await else { return };
-                $body
-            } )*
-        }
-    };
-}
-
-on_both_logs! {
+keyward_testkit::on_both_dbs! {
     async fn a_runs_events_are_published_when_it_is_done_and_never_when_it_is_compensated(db) {
         let e = engine(&db, Shared::default(), "n1").await;
         let make = Step::new("make", |n: i64, _cx: StepContext<Shared>| async move {
@@ -223,10 +202,14 @@ on_both_logs! {
         .number_of_executions(2);
         e.schedule(slow).unwrap();
         e.schedule(twice).unwrap();
-        // A second node whose loop sees the first one's slow run going.
+        // A second node with the same slow job: whichever node runs a tick, the other sees the
+        // run going at the next tick and skips it.
         let other = engine(&db, seen.clone(), "n2").await;
         other
-            .schedule(Job::new("slow", Schedule::every(Duration::from_secs(1)).unwrap(), |_s: Arc<Shared>| async move { Ok(()) }))
+            .schedule(Job::new("slow", Schedule::every(Duration::from_secs(1)).unwrap(), |_s: Arc<Shared>| async move {
+                tokio::time::sleep(Duration::from_millis(2_300)).await;
+                Ok(())
+            }))
             .unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (t1, t2) = (e.spawn_scheduler(stopped.clone()), other.spawn_scheduler(stopped));
