@@ -45,7 +45,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server (admin API, store key check, verification API); migrates first.
+    /// Run the HTTP server (admin API, store key check, verification API), event delivery and
+    /// scheduled jobs; migrates first.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:9000")]
