@@ -370,3 +370,37 @@ fn a_bad_workflow_lease_or_link_command_is_a_usage_error_and_changes_nothing() {
         "Sales channels with IDs sc_missing do not exist"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_shows_each_run_of_a_scheduled_job() {
+    let db = TestDb::sqlite();
+    let (_, log) = db.open().await;
+    log.migrate().await.unwrap();
+    let engine = keyward_flow::Engine::new((), log).with_node_id("node-test");
+    let every = keyward_flow::Schedule::every(std::time::Duration::from_secs(1)).unwrap();
+    engine
+        .schedule(keyward_flow::Job::new(
+            "heartbeat",
+            every,
+            |_: std::sync::Arc<()>| async { Ok(()) },
+        ))
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = engine.spawn_scheduler(stopped);
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    let _ = stop.send(true);
+    scheduler.await.unwrap();
+    let url = db.url.clone();
+    let (code, runs) = tokio::task::spawn_blocking(move || json(&url, &["jobs", "list", "--job", "heartbeat"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let runs = runs["runs"].as_array().unwrap();
+    assert!(runs.len() >= 2, "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["outcome"] == "succeeded" && r["node"] == "node-test")
+    );
+    let out = keyward(&db.url, &["jobs", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("heartbeat"));
+}

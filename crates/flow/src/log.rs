@@ -441,3 +441,41 @@ pub(crate) fn takers<'a>(subscribers: &'a [(String, Vec<String>)], name: &str) -
 pub(crate) fn job_outcome(s: &str) -> Result<JobOutcome, LogError> {
     JobOutcome::parse(s).ok_or_else(|| LogError::Other(format!("unknown job outcome {s:?} in the log")))
 }
+
+/// A `flow_delivery` row, read the same way on both backends (instants already in milliseconds,
+/// under the column names below).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn delivery_from<R: sqlx::Row>(r: &R) -> Result<DeliveryRecord, LogError>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(DeliveryRecord {
+        subscriber: r.try_get("subscriber").map_err(db)?,
+        state: r.try_get("state").map_err(db)?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(0),
+        last_error: r.try_get("last_error").map_err(db)?,
+        next_attempt_at: r.try_get("next_attempt_at").map_err(db)?,
+        delivered_at: r.try_get("delivered_at").map_err(db)?,
+    })
+}
+
+/// A `flow_job_run` row, read the same way on both backends.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn job_run_from<R: sqlx::Row>(r: &R) -> Result<JobRunRecord, LogError>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(JobRunRecord {
+        job: r.try_get("job").map_err(db)?,
+        tick: r.try_get("tick").map_err(db)?,
+        node: r.try_get("node").map_err(db)?,
+        outcome: job_outcome(&r.try_get::<String, _>("outcome").map_err(db)?)?,
+        error: r.try_get("error").map_err(db)?,
+        started_at: r.try_get("started_at").map_err(db)?,
+        finished_at: r.try_get("finished_at").map_err(db)?,
+    })
+}

@@ -20,8 +20,8 @@ use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
 use crate::jobs::{JobOutcome, JobRunRecord};
 
 use crate::log::{
-    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, errors_json,
-    event_id, job_outcome, millis, takers,
+    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, delivery_from,
+    errors_json, event_id, job_run_from, millis, takers,
 };
 
 /// The Postgres run log.
@@ -483,8 +483,8 @@ impl RunLog for PostgresLog {
             let event = event_row(&row)?;
             let deliveries = sqlx::query(
                 "SELECT subscriber, state, attempts::bigint AS attempts, last_error,
-                        (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_ms,
-                        (extract(epoch FROM delivered_at) * 1000)::bigint AS delivered_ms
+                        (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_attempt_at,
+                        (extract(epoch FROM delivered_at) * 1000)::bigint AS delivered_at
                  FROM flow_delivery WHERE event_id = $1 ORDER BY subscriber",
             )
             .bind(&event.id)
@@ -493,16 +493,7 @@ impl RunLog for PostgresLog {
             .map_err(db)?;
             let deliveries = deliveries
                 .iter()
-                .map(|d| {
-                    Ok(DeliveryRecord {
-                        subscriber: d.try_get("subscriber").map_err(db)?,
-                        state: d.try_get("state").map_err(db)?,
-                        attempts: u32::try_from(d.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(0),
-                        last_error: d.try_get("last_error").map_err(db)?,
-                        next_attempt_at: d.try_get("next_ms").map_err(db)?,
-                        delivered_at: d.try_get("delivered_ms").map_err(db)?,
-                    })
-                })
+                .map(delivery_from)
                 .collect::<Result<Vec<_>, LogError>>()?;
             out.push((event, deliveries));
         }
@@ -618,9 +609,9 @@ impl RunLog for PostgresLog {
 
     async fn list_job_runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<JobRunRecord>, LogError> {
         let rows = sqlx::query(
-            "SELECT job, (extract(epoch FROM tick) * 1000)::bigint AS tick_ms, node, outcome, error,
-                    (extract(epoch FROM started_at) * 1000)::bigint AS started_ms,
-                    (extract(epoch FROM finished_at) * 1000)::bigint AS finished_ms
+            "SELECT job, (extract(epoch FROM tick) * 1000)::bigint AS tick, node, outcome, error,
+                    (extract(epoch FROM started_at) * 1000)::bigint AS started_at,
+                    (extract(epoch FROM finished_at) * 1000)::bigint AS finished_at
              FROM flow_job_run WHERE ($1::text IS NULL OR job = $1) ORDER BY tick DESC, job LIMIT $2",
         )
         .bind(job)
@@ -628,19 +619,7 @@ impl RunLog for PostgresLog {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(JobRunRecord {
-                    job: r.try_get("job").map_err(db)?,
-                    tick: r.try_get("tick_ms").map_err(db)?,
-                    node: r.try_get("node").map_err(db)?,
-                    outcome: job_outcome(&r.try_get::<String, _>("outcome").map_err(db)?)?,
-                    error: r.try_get("error").map_err(db)?,
-                    started_at: r.try_get("started_ms").map_err(db)?,
-                    finished_at: r.try_get("finished_ms").map_err(db)?,
-                })
-            })
-            .collect()
+        rows.iter().map(job_run_from).collect()
     }
 }
 

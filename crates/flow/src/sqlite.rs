@@ -18,8 +18,8 @@ use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
 use crate::jobs::{JobOutcome, JobRunRecord};
 
 use crate::log::{
-    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, errors_json,
-    event_id, job_outcome, millis, now_millis, takers,
+    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, delivery_from,
+    errors_json, event_id, job_run_from, millis, now_millis, takers,
 };
 
 /// The SQLite run log.
@@ -490,16 +490,7 @@ impl RunLog for SqliteLog {
             .map_err(db)?;
             let deliveries = deliveries
                 .iter()
-                .map(|d| {
-                    Ok(DeliveryRecord {
-                        subscriber: d.try_get("subscriber").map_err(db)?,
-                        state: d.try_get("state").map_err(db)?,
-                        attempts: u32::try_from(d.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(0),
-                        last_error: d.try_get("last_error").map_err(db)?,
-                        next_attempt_at: d.try_get("next_attempt_at").map_err(db)?,
-                        delivered_at: d.try_get("delivered_at").map_err(db)?,
-                    })
-                })
+                .map(delivery_from)
                 .collect::<Result<Vec<_>, LogError>>()?;
             out.push((event, deliveries));
         }
@@ -594,19 +585,7 @@ impl RunLog for SqliteLog {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(JobRunRecord {
-                    job: r.try_get("job").map_err(db)?,
-                    tick: r.try_get("tick").map_err(db)?,
-                    node: r.try_get("node").map_err(db)?,
-                    outcome: job_outcome(&r.try_get::<String, _>("outcome").map_err(db)?)?,
-                    error: r.try_get("error").map_err(db)?,
-                    started_at: r.try_get("started_at").map_err(db)?,
-                    finished_at: r.try_get("finished_at").map_err(db)?,
-                })
-            })
-            .collect()
+        rows.iter().map(job_run_from).collect()
     }
 }
 
