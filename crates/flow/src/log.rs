@@ -359,65 +359,106 @@ pub(crate) fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// A row of either backend, read column by column: the readers below are written once against
+/// this, and each backend says how it stores JSON (TEXT on SQLite, JSONB on Postgres). Instants
+/// are read as milliseconds since the epoch (Postgres queries convert them in SQL).
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-/// A `flow_run` row as both backends read it (instants in milliseconds, JSON parsed).
-pub(crate) struct RunRow {
-    pub workflow: String,
-    pub transaction_id: String,
-    pub state: String,
-    pub input: Value,
-    pub result: Option<Value>,
-    pub errors: Value,
-    pub owner: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
+pub(crate) trait LogRow {
+    fn text(&self, column: &str) -> Result<Option<String>, LogError>;
+    fn int(&self, column: &str) -> Result<Option<i64>, LogError>;
+    fn json(&self, column: &str) -> Result<Option<Value>, LogError>;
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-impl RunRow {
-    pub fn into_record(self) -> Result<RunRecord, LogError> {
-        Ok(RunRecord {
-            workflow: self.workflow,
-            transaction_id: self.transaction_id,
-            state: run_state(&self.state)?,
-            input: self.input,
-            result: self.result,
-            errors: errors_from(self.errors)?,
-            owner: self.owner,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
+    fn required<T>(&self, column: &str, value: Option<T>) -> Result<T, LogError> {
+        value.ok_or_else(|| LogError::Other(format!("column {column} is null in the log")))
+    }
+
+    fn string(&self, column: &str) -> Result<String, LogError> {
+        self.required(column, self.text(column)?)
+    }
+
+    fn int_req(&self, column: &str) -> Result<i64, LogError> {
+        self.required(column, self.int(column)?)
     }
 }
 
+/// A `flow_run` row.
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-/// A `flow_step` row as both backends read it.
-pub(crate) struct StepRow {
-    pub step: String,
-    pub position: i64,
-    pub state: String,
-    pub attempts: i64,
-    pub input: Option<Value>,
-    pub output: Option<Value>,
-    pub compensation_input: Option<Value>,
-    pub error: Option<String>,
-    pub events: Option<Value>,
+pub(crate) fn run_from(r: &impl LogRow) -> Result<RunRecord, LogError> {
+    Ok(RunRecord {
+        workflow: r.string("workflow")?,
+        transaction_id: r.string("transaction_id")?,
+        state: run_state(&r.string("state")?)?,
+        input: r.json("input")?.unwrap_or(Value::Null),
+        result: r.json("result")?,
+        errors: errors_from(r.json("errors")?.unwrap_or(Value::Array(Vec::new())))?,
+        owner: r.text("owner")?,
+        created_at: r.int_req("created_at")?,
+        updated_at: r.int_req("updated_at")?,
+    })
 }
 
+/// A `flow_step` row.
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-impl StepRow {
-    pub fn into_record(self) -> Result<StepRecord, LogError> {
-        Ok(StepRecord {
-            step: self.step,
-            position: u32::try_from(self.position).unwrap_or(0),
-            state: step_state(&self.state)?,
-            attempts: u32::try_from(self.attempts).unwrap_or(0),
-            input: self.input,
-            output: self.output,
-            compensation_input: self.compensation_input,
-            error: self.error,
-            events: self.events,
-        })
+pub(crate) fn step_from(r: &impl LogRow) -> Result<StepRecord, LogError> {
+    Ok(StepRecord {
+        step: r.string("step")?,
+        position: u32::try_from(r.int_req("position")?).unwrap_or(0),
+        state: step_state(&r.string("state")?)?,
+        attempts: u32::try_from(r.int_req("attempts")?).unwrap_or(0),
+        input: r.json("input")?,
+        output: r.json("output")?,
+        compensation_input: r.json("compensation_input")?,
+        error: r.text("error")?,
+        events: r.json("events")?,
+    })
+}
+
+/// A `flow_event` row.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn event_from(r: &impl LogRow) -> Result<Event, LogError> {
+    Ok(Event {
+        id: r.string("id")?,
+        name: r.string("name")?,
+        data: r.json("data")?.unwrap_or(Value::Null),
+        metadata: r.json("metadata")?.unwrap_or(Value::Null),
+        created_at: r.int_req("created_at")?,
+    })
+}
+
+/// A `flow_delivery` row.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn delivery_from(r: &impl LogRow) -> Result<DeliveryRecord, LogError> {
+    Ok(DeliveryRecord {
+        subscriber: r.string("subscriber")?,
+        state: r.string("state")?,
+        attempts: u32::try_from(r.int_req("attempts")?).unwrap_or(0),
+        last_error: r.text("last_error")?,
+        next_attempt_at: r.int_req("next_attempt_at")?,
+        delivered_at: r.int("delivered_at")?,
+    })
+}
+
+/// A `flow_job_run` row.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn job_run_from(r: &impl LogRow) -> Result<JobRunRecord, LogError> {
+    Ok(JobRunRecord {
+        job: r.string("job")?,
+        tick: r.int_req("tick")?,
+        node: r.string("node")?,
+        outcome: job_outcome(&r.string("outcome")?)?,
+        error: r.text("error")?,
+        started_at: r.int_req("started_at")?,
+        finished_at: r.int("finished_at")?,
+    })
+}
+
+/// Turns an UPDATE's row count into "the writer no longer holds what it updated".
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn held(rows_affected: u64) -> Result<(), LogError> {
+    if rows_affected == 0 {
+        Err(LogError::LeaseLost)
+    } else {
+        Ok(())
     }
 }
 
@@ -440,42 +481,4 @@ pub(crate) fn takers<'a>(subscribers: &'a [(String, Vec<String>)], name: &str) -
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn job_outcome(s: &str) -> Result<JobOutcome, LogError> {
     JobOutcome::parse(s).ok_or_else(|| LogError::Other(format!("unknown job outcome {s:?} in the log")))
-}
-
-/// A `flow_delivery` row, read the same way on both backends (instants already in milliseconds,
-/// under the column names below).
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn delivery_from<R: sqlx::Row>(r: &R) -> Result<DeliveryRecord, LogError>
-where
-    for<'c> &'c str: sqlx::ColumnIndex<R>,
-    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(DeliveryRecord {
-        subscriber: r.try_get("subscriber").map_err(db)?,
-        state: r.try_get("state").map_err(db)?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(0),
-        last_error: r.try_get("last_error").map_err(db)?,
-        next_attempt_at: r.try_get("next_attempt_at").map_err(db)?,
-        delivered_at: r.try_get("delivered_at").map_err(db)?,
-    })
-}
-
-/// A `flow_job_run` row, read the same way on both backends.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn job_run_from<R: sqlx::Row>(r: &R) -> Result<JobRunRecord, LogError>
-where
-    for<'c> &'c str: sqlx::ColumnIndex<R>,
-    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(JobRunRecord {
-        job: r.try_get("job").map_err(db)?,
-        tick: r.try_get("tick").map_err(db)?,
-        node: r.try_get("node").map_err(db)?,
-        outcome: job_outcome(&r.try_get::<String, _>("outcome").map_err(db)?)?,
-        error: r.try_get("error").map_err(db)?,
-        started_at: r.try_get("started_at").map_err(db)?,
-        finished_at: r.try_get("finished_at").map_err(db)?,
-    })
 }

@@ -20,8 +20,8 @@ use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
 use crate::jobs::{JobOutcome, JobRunRecord};
 
 use crate::log::{
-    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, delivery_from,
-    errors_json, event_id, job_run_from, millis, takers,
+    FailureRecord, LogError, LogRow, RunLog, RunRecord, RunState, Started, StepRecord, db, delivery_from, errors_json,
+    event_from, event_id, held, job_run_from, millis, run_from, step_from, takers,
 };
 
 /// The Postgres run log.
@@ -50,22 +50,21 @@ fn instant(ms: i64) -> Result<DateTime<Utc>, LogError> {
 }
 
 const RUN_COLUMNS: &str = "workflow, transaction_id, state, input, result, errors, owner,
-    (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
-    (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms";
+    (extract(epoch FROM created_at) * 1000)::bigint AS created_at,
+    (extract(epoch FROM updated_at) * 1000)::bigint AS updated_at";
 
-fn run_row(r: &PgRow) -> Result<RunRecord, LogError> {
-    RunRow {
-        workflow: r.try_get("workflow").map_err(db)?,
-        transaction_id: r.try_get("transaction_id").map_err(db)?,
-        state: r.try_get("state").map_err(db)?,
-        input: r.try_get("input").map_err(db)?,
-        result: r.try_get("result").map_err(db)?,
-        errors: r.try_get("errors").map_err(db)?,
-        owner: r.try_get("owner").map_err(db)?,
-        created_at: r.try_get("created_ms").map_err(db)?,
-        updated_at: r.try_get("updated_ms").map_err(db)?,
+impl LogRow for PgRow {
+    fn text(&self, column: &str) -> Result<Option<String>, LogError> {
+        self.try_get(column).map_err(db)
     }
-    .into_record()
+
+    fn int(&self, column: &str) -> Result<Option<i64>, LogError> {
+        self.try_get(column).map_err(db)
+    }
+
+    fn json(&self, column: &str) -> Result<Option<Value>, LogError> {
+        self.try_get(column).map_err(db)
+    }
 }
 
 /// Locks the run row; fails with `LeaseLost` unless `owner` holds it.
@@ -75,7 +74,7 @@ async fn lock_owned(
     workflow: &str,
     transaction_id: &str,
 ) -> Result<(), LogError> {
-    let held =
+    let owned =
         sqlx::query("SELECT 1 FROM flow_run WHERE workflow = $1 AND transaction_id = $2 AND owner = $3 FOR UPDATE")
             .bind(workflow)
             .bind(transaction_id)
@@ -83,7 +82,7 @@ async fn lock_owned(
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
-    held.map(|_| ()).ok_or(LogError::LeaseLost)
+    owned.map(|_| ()).ok_or(LogError::LeaseLost)
 }
 
 /// A lease length in seconds, as Postgres's `make_interval` takes it.
@@ -141,7 +140,7 @@ impl RunLog for PostgresLog {
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        let run = run_row(&row)?;
+        let run = run_from(&row)?;
         if !(replace_finished && run.state.is_finished()) {
             tx.commit().await.map_err(db)?;
             return Ok(Started::Existing(Box::new(run)));
@@ -185,7 +184,7 @@ impl RunLog for PostgresLog {
         else {
             return Ok(None);
         };
-        let run = run_row(&row)?;
+        let run = run_from(&row)?;
         let rows = sqlx::query(
             "SELECT step, position::bigint AS position, state, attempts::bigint AS attempts, input, output,
                     compensation_input, error, events
@@ -196,23 +195,7 @@ impl RunLog for PostgresLog {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let mut steps = Vec::with_capacity(rows.len());
-        for r in rows {
-            steps.push(
-                StepRow {
-                    step: r.try_get("step").map_err(db)?,
-                    position: r.try_get("position").map_err(db)?,
-                    state: r.try_get("state").map_err(db)?,
-                    attempts: r.try_get("attempts").map_err(db)?,
-                    input: r.try_get("input").map_err(db)?,
-                    output: r.try_get("output").map_err(db)?,
-                    compensation_input: r.try_get("compensation_input").map_err(db)?,
-                    error: r.try_get("error").map_err(db)?,
-                    events: r.try_get("events").map_err(db)?,
-                }
-                .into_record()?,
-            );
-        }
+        let steps = rows.iter().map(step_from).collect::<Result<Vec<_>, LogError>>()?;
         Ok(Some((run, steps)))
     }
 
@@ -309,10 +292,7 @@ impl RunLog for PostgresLog {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(LogError::LeaseLost);
-        }
-        Ok(())
+        held(done.rows_affected())
     }
 
     async fn claim_expired(
@@ -361,7 +341,7 @@ impl RunLog for PostgresLog {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(run_row).collect()
+        rows.iter().map(run_from).collect()
     }
 
     async fn register_subscriber(&self, id: &str, events: &[String]) -> Result<(), LogError> {
@@ -406,7 +386,7 @@ impl RunLog for PostgresLog {
                  FROM due WHERE d.event_id = due.event_id AND d.subscriber = due.subscriber
                  RETURNING d.event_id, d.subscriber, d.attempts)
              SELECT c.subscriber, c.attempts::bigint AS attempts, e.id, e.name, e.data, e.metadata,
-                    (extract(epoch FROM e.created_at) * 1000)::bigint AS created_ms
+                    (extract(epoch FROM e.created_at) * 1000)::bigint AS created_at
              FROM claimed c JOIN flow_event e ON e.id = c.event_id",
         )
         .bind(node)
@@ -419,7 +399,7 @@ impl RunLog for PostgresLog {
         rows.iter()
             .map(|r| {
                 Ok(Claimed {
-                    event: event_row(r)?,
+                    event: event_from(r)?,
                     subscriber: r.try_get("subscriber").map_err(db)?,
                     attempt: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(u32::MAX),
                 })
@@ -439,10 +419,7 @@ impl RunLog for PostgresLog {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(LogError::LeaseLost);
-        }
-        Ok(())
+        held(done.rows_affected())
     }
 
     async fn delivery_failed(
@@ -471,7 +448,7 @@ impl RunLog for PostgresLog {
 
     async fn list_events(&self, limit: u32) -> Result<Vec<(Event, Vec<DeliveryRecord>)>, LogError> {
         let rows = sqlx::query(
-            "SELECT id, name, data, metadata, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+            "SELECT id, name, data, metadata, (extract(epoch FROM created_at) * 1000)::bigint AS created_at
              FROM flow_event ORDER BY created_at DESC, id DESC LIMIT $1",
         )
         .bind(i64::from(limit))
@@ -480,7 +457,7 @@ impl RunLog for PostgresLog {
         .map_err(db)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let event = event_row(&row)?;
+            let event = event_from(&row)?;
             let deliveries = sqlx::query(
                 "SELECT subscriber, state, attempts::bigint AS attempts, last_error,
                         (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_attempt_at,
@@ -621,16 +598,6 @@ impl RunLog for PostgresLog {
         .map_err(db)?;
         rows.iter().map(job_run_from).collect()
     }
-}
-
-fn event_row(r: &PgRow) -> Result<Event, LogError> {
-    Ok(Event {
-        id: r.try_get("id").map_err(db)?,
-        name: r.try_get("name").map_err(db)?,
-        data: r.try_get("data").map_err(db)?,
-        metadata: r.try_get("metadata").map_err(db)?,
-        created_at: r.try_get("created_ms").map_err(db)?,
-    })
 }
 
 /// Writes events to the outbox with a delivery for each subscriber that takes them, and tells

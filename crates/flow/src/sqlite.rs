@@ -18,8 +18,8 @@ use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
 use crate::jobs::{JobOutcome, JobRunRecord};
 
 use crate::log::{
-    FailureRecord, LogError, RunLog, RunRecord, RunRow, RunState, Started, StepRecord, StepRow, db, delivery_from,
-    errors_json, event_id, job_run_from, millis, now_millis, takers,
+    FailureRecord, LogError, LogRow, RunLog, RunRecord, RunState, Started, StepRecord, db, delivery_from, errors_json,
+    event_from, event_id, held, job_run_from, millis, now_millis, run_from, step_from, takers,
 };
 
 /// The SQLite run log.
@@ -53,19 +53,18 @@ fn parse(s: Option<String>) -> Result<Option<Value>, LogError> {
 
 const RUN_COLUMNS: &str = "workflow, transaction_id, state, input, result, errors, owner, created_at, updated_at";
 
-fn run_row(r: &SqliteRow) -> Result<RunRecord, LogError> {
-    RunRow {
-        workflow: r.try_get("workflow").map_err(db)?,
-        transaction_id: r.try_get("transaction_id").map_err(db)?,
-        state: r.try_get("state").map_err(db)?,
-        input: parse(r.try_get("input").map_err(db)?)?.unwrap_or(Value::Null),
-        result: parse(r.try_get("result").map_err(db)?)?,
-        errors: parse(r.try_get("errors").map_err(db)?)?.unwrap_or(Value::Array(Vec::new())),
-        owner: r.try_get("owner").map_err(db)?,
-        created_at: r.try_get("created_at").map_err(db)?,
-        updated_at: r.try_get("updated_at").map_err(db)?,
+impl LogRow for SqliteRow {
+    fn text(&self, column: &str) -> Result<Option<String>, LogError> {
+        self.try_get(column).map_err(db)
     }
-    .into_record()
+
+    fn int(&self, column: &str) -> Result<Option<i64>, LogError> {
+        self.try_get(column).map_err(db)
+    }
+
+    fn json(&self, column: &str) -> Result<Option<Value>, LogError> {
+        parse(self.text(column)?)
+    }
 }
 
 /// Fails with `LeaseLost` unless `owner` holds the run.
@@ -75,14 +74,14 @@ async fn check_owner(
     workflow: &str,
     transaction_id: &str,
 ) -> Result<(), LogError> {
-    let held = sqlx::query("SELECT 1 FROM flow_run WHERE workflow = ? AND transaction_id = ? AND owner = ?")
+    let owned = sqlx::query("SELECT 1 FROM flow_run WHERE workflow = ? AND transaction_id = ? AND owner = ?")
         .bind(workflow)
         .bind(transaction_id)
         .bind(owner)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-    held.map(|_| ()).ok_or(LogError::LeaseLost)
+    owned.map(|_| ()).ok_or(LogError::LeaseLost)
 }
 
 #[async_trait]
@@ -119,7 +118,7 @@ impl RunLog for SqliteLog {
         .await
         .map_err(db)?;
         if let Some(row) = existing {
-            let run = run_row(&row)?;
+            let run = run_from(&row)?;
             if !(replace_finished && run.state.is_finished()) {
                 tx.commit().await.map_err(db)?;
                 return Ok(Started::Existing(Box::new(run)));
@@ -170,7 +169,7 @@ impl RunLog for SqliteLog {
         else {
             return Ok(None);
         };
-        let run = run_row(&row)?;
+        let run = run_from(&row)?;
         let rows = sqlx::query(
             "SELECT step, position, state, attempts, input, output, compensation_input, error, events
              FROM flow_step WHERE workflow = ? AND transaction_id = ? ORDER BY position, step",
@@ -180,23 +179,7 @@ impl RunLog for SqliteLog {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let mut steps = Vec::with_capacity(rows.len());
-        for r in rows {
-            steps.push(
-                StepRow {
-                    step: r.try_get("step").map_err(db)?,
-                    position: r.try_get("position").map_err(db)?,
-                    state: r.try_get("state").map_err(db)?,
-                    attempts: r.try_get("attempts").map_err(db)?,
-                    input: parse(r.try_get("input").map_err(db)?)?,
-                    output: parse(r.try_get("output").map_err(db)?)?,
-                    compensation_input: parse(r.try_get("compensation_input").map_err(db)?)?,
-                    error: r.try_get("error").map_err(db)?,
-                    events: parse(r.try_get("events").map_err(db)?)?,
-                }
-                .into_record()?,
-            );
-        }
+        let steps = rows.iter().map(step_from).collect::<Result<Vec<_>, LogError>>()?;
         Ok(Some((run, steps)))
     }
 
@@ -298,10 +281,7 @@ impl RunLog for SqliteLog {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(LogError::LeaseLost);
-        }
-        Ok(())
+        held(done.rows_affected())
     }
 
     async fn claim_expired(
@@ -353,7 +333,7 @@ impl RunLog for SqliteLog {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(run_row).collect()
+        rows.iter().map(run_from).collect()
     }
 
     async fn register_subscriber(&self, id: &str, events: &[String]) -> Result<(), LogError> {
@@ -419,7 +399,7 @@ impl RunLog for SqliteLog {
                 .await
                 .map_err(db)?;
             claims.push(Claimed {
-                event: event_row(&row)?,
+                event: event_from(&row)?,
                 subscriber: r.try_get("subscriber").map_err(db)?,
                 attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
             });
@@ -440,10 +420,7 @@ impl RunLog for SqliteLog {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(LogError::LeaseLost);
-        }
-        Ok(())
+        held(done.rows_affected())
     }
 
     async fn delivery_failed(
@@ -479,7 +456,7 @@ impl RunLog for SqliteLog {
         .map_err(db)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let event = event_row(&row)?;
+            let event = event_from(&row)?;
             let deliveries = sqlx::query(
                 "SELECT subscriber, state, attempts, last_error, next_attempt_at, delivered_at
                  FROM flow_delivery WHERE event_id = ? ORDER BY subscriber",
@@ -587,16 +564,6 @@ impl RunLog for SqliteLog {
         .map_err(db)?;
         rows.iter().map(job_run_from).collect()
     }
-}
-
-fn event_row(r: &SqliteRow) -> Result<Event, LogError> {
-    Ok(Event {
-        id: r.try_get("id").map_err(db)?,
-        name: r.try_get("name").map_err(db)?,
-        data: parse(r.try_get("data").map_err(db)?)?.unwrap_or(Value::Null),
-        metadata: parse(r.try_get("metadata").map_err(db)?)?.unwrap_or(Value::Null),
-        created_at: r.try_get("created_at").map_err(db)?,
-    })
 }
 
 /// Writes events to the outbox with a delivery for each subscriber that takes them.
