@@ -486,10 +486,10 @@ fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::Deli
         .filter(|e| !e.is_empty())
         .collect();
     for name in &names {
-        if *name != "*" && !keyward::workflows::EVENT_NAMES.contains(name) {
+        if *name != "*" && keyward::EventName::parse(name).is_none() {
             return Err(usage(format!(
                 "unknown event name '{name}' in KEYWARD_WEBHOOK_EVENTS; known: *, {}",
-                keyward::workflows::EVENT_NAMES.join(", ")
+                keyward::EventName::list()
             )));
         }
     }

@@ -3,8 +3,11 @@
 //!
 //! A run goes forward group by group. Before a step is invoked its input is recorded (state
 //! `invoking`); when it returns, its output and compensation input are recorded (`done`). When a
-//! step fails for good, the run turns to compensating: every step that completed, and the one
-//! that failed, is compensated in reverse order (a parallel group in parallel). A process that
+//! step fails for good, the run turns to compensating: every step that completed is compensated
+//! in reverse order (a parallel group in parallel), and the one that failed only when its writes
+//! may have happened (a timeout, `StepError::maybe_applied`, a crash). A compensation undoes
+//! only what its own run wrote: it writes conditionally and reports a row someone else changed
+//! since as a conflict (`StepContext::conflict`) instead of overwriting it. A process that
 //! finds a run whose lease ran out takes it over and drives it from what the log says: a step
 //! left `invoking` is invoked again with its recorded input, so steps must be idempotent for
 //! their input — the price of surviving a crash between a step's effect and its record.
@@ -196,7 +199,11 @@ impl FlowError {
     /// The first step error of a failed run (the one that started compensation).
     pub fn step_error(&self) -> Option<&StepError> {
         match self {
-            FlowError::Failed { errors, .. } => errors.first().map(|f| &f.error),
+            FlowError::Failed { errors, .. } => errors
+                .iter()
+                .find(|f| f.handler == Handler::Invoke)
+                .or_else(|| errors.first())
+                .map(|f| &f.error),
             _ => None,
         }
     }
@@ -250,6 +257,7 @@ impl<C> Run<C> {
                 step: f.step.clone(),
                 handler: f.handler,
                 error: f.error.message().to_owned(),
+                maybe_applied: f.error.is_maybe_applied(),
             })
             .collect()
     }
@@ -258,10 +266,13 @@ impl<C> Run<C> {
 fn failures_from(records: Vec<FailureRecord>) -> Vec<StepFailure> {
     records
         .into_iter()
-        .map(|r| StepFailure {
-            step: r.step,
-            handler: r.handler,
-            error: StepError::permanent(r.error),
+        .map(|r| {
+            let error = StepError::permanent(r.error);
+            StepFailure {
+                step: r.step,
+                handler: r.handler,
+                error: if r.maybe_applied { error.maybe_applied() } else { error },
+            }
         })
         .collect()
 }
@@ -271,6 +282,8 @@ struct Job<C> {
     name: String,
     def: Arc<StepDef<C>>,
     input: Value,
+    /// Found `invoking` in the log: a crashed process may have invoked it already.
+    resumed: bool,
 }
 
 /// Keeps a run's lease fresh while it is driven; stops when dropped.
@@ -826,6 +839,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 name,
                 def,
                 input: input.clone(),
+                resumed: true,
             }));
         }
         if let Some(when) = &entry.when
@@ -834,7 +848,12 @@ impl<C: Send + Sync + 'static> Engine<C> {
             return Ok(None);
         }
         let input = (entry.input)(&run.data)?;
-        Ok(Some(Job { name, def, input }))
+        Ok(Some(Job {
+            name,
+            def,
+            input,
+            resumed: false,
+        }))
     }
 
     async fn forward(&self, run: &mut Run<C>) -> Result<(), FlowError> {
@@ -930,6 +949,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
             transaction_id: tx.to_owned(),
             step: job.name.clone(),
             input: job.input.clone(),
+            resumed: job.resumed,
         });
         let options = &job.def.options;
         let outcome = retrying(options, &meta, options.timeout, |attempt| {
@@ -953,9 +973,14 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 };
                 let comp_input = match rec.state {
                     StepState::Done => rec.compensation_input.clone(),
-                    // The failing step (or one cut off by a crash): no compensation input, but
-                    // its own input is there for it to read.
-                    StepState::Failed | StepState::Invoking if rec.input.is_some() => None,
+                    // A step that failed is taken at its word: it wrote nothing, so there is
+                    // nothing of this run's to undo, and a snapshot written back now could
+                    // only overwrite what a concurrent change wrote since. It is compensated
+                    // (with no compensation input) only when its writes may have happened:
+                    // it timed out, said so (`StepError::maybe_applied`), or a crash cut it
+                    // off before its outcome was recorded.
+                    StepState::Failed if rec.input.is_some() && maybe_applied(run, &rec.step) => None,
+                    StepState::Invoking if rec.input.is_some() => None,
                     _ => continue,
                 };
                 let step_def = match &entry.target {
@@ -973,21 +998,34 @@ impl<C: Send + Sync + 'static> Engine<C> {
                     transaction_id: run.tx.clone(),
                     step: entry.name().to_owned(),
                     input: rec.input.clone().unwrap_or(Value::Null),
+                    resumed: false,
                 });
                 jobs.push((rec.clone(), step_def, meta, comp_input));
             }
             let outcomes = join_all(jobs.iter().map(|(_, step_def, meta, comp_input)| async move {
+                let conflicts: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
                 let Some(compensate) = &step_def.compensate else {
-                    return (Ok(()), 0);
+                    return ((Ok(()), 0), Vec::new());
                 };
-                retrying(&step_def.options, meta, None, |attempt| {
-                    let cx = StepContext::new(self.inner.container.clone(), meta.clone(), attempt);
+                let outcome = retrying(&step_def.options, meta, None, |attempt| {
+                    let cx = StepContext::new(self.inner.container.clone(), meta.clone(), attempt)
+                        .collecting(conflicts.clone());
                     compensate(comp_input.clone(), cx)
                 })
-                .await
+                .await;
+                let found = std::mem::take(&mut *conflicts.lock().unwrap_or_else(|p| p.into_inner()));
+                (outcome, found)
             }))
             .await;
-            for ((mut rec, _, _, _), (outcome, _)) in jobs.into_iter().zip(outcomes) {
+            for ((mut rec, _, _, _), ((outcome, _), conflicts)) in jobs.into_iter().zip(outcomes) {
+                for conflict in conflicts {
+                    tracing::warn!(workflow = %def.name, transaction_id = %run.tx, step = %rec.step, %conflict, "compensation left a changed row alone");
+                    run.errors.push(StepFailure {
+                        step: rec.step.clone(),
+                        handler: Handler::Conflict,
+                        error: StepError::permanent(conflict),
+                    });
+                }
                 match outcome {
                     Ok(()) => rec.state = StepState::Compensated,
                     Err(error) => {
@@ -1008,6 +1046,13 @@ impl<C: Send + Sync + 'static> Engine<C> {
         self.set_state(run, if failed { RunState::Failed } else { RunState::Reverted })
             .await
     }
+}
+
+/// Whether the failure recorded for `step` says its writes may have happened.
+fn maybe_applied<C>(run: &Run<C>, step: &str) -> bool {
+    run.errors
+        .iter()
+        .any(|f| f.step == step && f.handler == Handler::Invoke && f.error.is_maybe_applied())
 }
 
 /// The events a finished run publishes: each done step's, in workflow order, with metadata
@@ -1093,11 +1138,13 @@ where
         let outcome = match timeout {
             Some(limit) => match tokio::time::timeout(limit, fut).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(StepError::permanent(format!(
-                    "step {} timed out after {} ms",
-                    meta.step,
-                    limit.as_millis()
-                ))),
+                // Cut off mid-flight: its writes may or may not have happened.
+                Err(_) => {
+                    Err(
+                        StepError::permanent(format!("step {} timed out after {} ms", meta.step, limit.as_millis()))
+                            .maybe_applied(),
+                    )
+                }
             },
             None => fut.await,
         };

@@ -110,6 +110,9 @@ impl StepState {
 pub enum Handler {
     Invoke,
     Compensate,
+    /// Not a failure: a compensation found a row changed by someone else since this run wrote
+    /// it, and left it alone (see `StepContext::conflict`).
+    Conflict,
 }
 
 /// A failure as the log keeps it.
@@ -118,6 +121,9 @@ pub struct FailureRecord {
     pub step: String,
     pub handler: Handler,
     pub error: String,
+    /// The failing step may have written part of its effect (`StepError::maybe_applied`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maybe_applied: bool,
 }
 
 /// A run as stored.

@@ -28,6 +28,9 @@ use serde_json::Value;
 pub struct StepError {
     message: String,
     permanent: bool,
+    /// The step may have written part of its effect before failing (see
+    /// [`StepError::maybe_applied`]).
+    maybe_applied: bool,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -37,6 +40,7 @@ impl StepError {
         Self {
             message: message.into(),
             permanent: false,
+            maybe_applied: false,
             source: None,
         }
     }
@@ -51,6 +55,7 @@ impl StepError {
         Self {
             message: error.to_string(),
             permanent: false,
+            maybe_applied: false,
             source: Some(Arc::new(error)),
         }
     }
@@ -63,6 +68,20 @@ impl StepError {
 
     pub fn is_permanent(&self) -> bool {
         self.permanent
+    }
+
+    /// The step failed after some of its writes may have happened, so its compensation must run
+    /// (with no compensation input) to undo whatever of them it finds. Without this mark a
+    /// failing step is taken at its word: it wrote nothing, and it is not compensated. A timeout
+    /// sets this mark by itself, since a step cut off may have written.
+    pub fn maybe_applied(mut self) -> Self {
+        self.maybe_applied = true;
+        self
+    }
+
+    /// Whether the failing step may have written part of its effect.
+    pub fn is_maybe_applied(&self) -> bool {
+        self.maybe_applied
     }
 
     pub fn message(&self) -> &str {
@@ -92,6 +111,7 @@ impl fmt::Debug for StepError {
         f.debug_struct("StepError")
             .field("message", &self.message)
             .field("permanent", &self.permanent)
+            .field("maybe_applied", &self.maybe_applied)
             .finish()
     }
 }
@@ -196,6 +216,7 @@ pub struct StepContext<C> {
     container: Arc<C>,
     meta: Arc<StepMeta>,
     attempt: u32,
+    conflicts: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 #[derive(Debug)]
@@ -205,6 +226,8 @@ pub(crate) struct StepMeta {
     pub step: String,
     /// The input the step was invoked with (JSON null if it never was).
     pub input: Value,
+    /// The step was found `invoking` in the log: a process that died may have invoked it.
+    pub resumed: bool,
 }
 
 impl<C> StepContext<C> {
@@ -213,7 +236,15 @@ impl<C> StepContext<C> {
             container,
             meta,
             attempt,
+            conflicts: Arc::default(),
         }
+    }
+
+    /// A context whose conflicts land in `conflicts` (the engine reads them after a
+    /// compensation).
+    pub(crate) fn collecting(mut self, conflicts: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
+        self.conflicts = conflicts;
+        self
     }
 
     /// The services the workflow runs against.
@@ -241,6 +272,23 @@ impl<C> StepContext<C> {
     /// 1 for the first try, 2 for the first retry, and so on.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Whether this invocation may follow one whose writes happened without being recorded:
+    /// a process died while the step ran, or an earlier attempt failed (a lost commit answer
+    /// looks like a failure). Only then should a step take what it finds for its own earlier
+    /// work; on a first invocation an equal-looking row was written by someone else.
+    pub fn may_repeat(&self) -> bool {
+        self.meta.resumed || self.attempt > 1
+    }
+
+    /// Records that a compensation found a row no longer holding what this run wrote (another
+    /// change came after it) and left it alone. The conflict is kept on the run's record
+    /// (`keyward workflows list`, [`crate::RunResult::errors`] with [`crate::Handler::Conflict`]);
+    /// it does not fail the compensation.
+    pub fn conflict(&self, message: impl Into<String>) {
+        let mut conflicts = self.conflicts.lock().unwrap_or_else(|p| p.into_inner());
+        conflicts.push(message.into());
     }
 
     /// The input this step was invoked with. A compensation of the step that failed gets no

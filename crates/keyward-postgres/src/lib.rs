@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
-    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, Revocation, Store, StoredKey, StoredUser, UserRow, db_error,
-    stored_pairs,
+    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, RevocationUndo, Store, StoredKey, StoredUser, TitleUndo, UserRow,
+    db_error, stored_pairs,
 };
 use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
@@ -226,6 +226,28 @@ impl Store for PostgresStore {
         keyward::store::stored_ids(rows)
     }
 
+    async fn restore_api_key_titles(&self, undo: &[TitleUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut restored = Vec::new();
+        for u in undo {
+            let done = sqlx::query!(
+                "UPDATE api_key SET title = $1, updated_at = $2 WHERE id = $3 AND title = $4",
+                u.previous,
+                now.as_datetime(),
+                u.id.as_str(),
+                u.written
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if done.rows_affected() > 0 {
+                restored.push(u.id.clone());
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(restored)
+    }
+
     async fn revoke_api_keys(
         &self,
         ids: &[ApiKeyId],
@@ -252,8 +274,10 @@ impl Store for PostgresStore {
         if !revoked.is_empty() {
             return Ok(Err(Blocked::AlreadyRevoked(keyward::store::stored_ids(revoked)?)));
         }
+        // A key revoked at `now` is never given a later revocation: revocation is monotonic.
         sqlx::query!(
-            "UPDATE api_key SET revoked_at = $1, revoked_by = $2, updated_at = $3 WHERE id = ANY($4)",
+            "UPDATE api_key SET revoked_at = $1, revoked_by = $2, updated_at = $3
+             WHERE id = ANY($4) AND ($1::timestamptz <= $3::timestamptz OR revoked_at IS NULL OR revoked_at > $3)",
             revoked_at.as_datetime(),
             revoked_by,
             now.as_datetime(),
@@ -266,7 +290,7 @@ impl Store for PostgresStore {
         Ok(Ok(()))
     }
 
-    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded> {
+    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded<Vec<ApiKeyId>>> {
         let ids = strings(ids);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let locked = sqlx::query!(
@@ -291,12 +315,12 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query!("DELETE FROM api_key WHERE id = ANY($1)", &ids)
-            .execute(&mut *tx)
+        let deleted = sqlx::query_scalar!("DELETE FROM api_key WHERE id = ANY($1) RETURNING id", &ids)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Ok(()))
+        Ok(Ok(keyward::store::stored_ids(deleted)?))
     }
 
     async fn stored_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<StoredKey>> {
@@ -344,21 +368,29 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn set_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()> {
+    async fn restore_revocations(&self, undo: &[RevocationUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        for r in revocations {
-            sqlx::query!(
-                "UPDATE api_key SET revoked_by = $1, revoked_at = $2, updated_at = $3 WHERE id = $4",
-                r.revoked_by,
-                r.revoked_at.map(|t| t.as_datetime()),
+        let mut restored = Vec::new();
+        for u in undo {
+            let done = sqlx::query!(
+                "UPDATE api_key SET revoked_by = $1, revoked_at = $2, updated_at = $3
+                 WHERE id = $4 AND revoked_by IS NOT DISTINCT FROM $5 AND revoked_at IS NOT DISTINCT FROM $6",
+                u.previous.revoked_by,
+                u.previous.revoked_at.map(|t| t.as_datetime()),
                 now.as_datetime(),
-                r.id.as_str()
+                u.previous.id.as_str(),
+                u.written.revoked_by,
+                u.written.revoked_at.map(|t| t.as_datetime())
             )
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+            if done.rows_affected() > 0 {
+                restored.push(u.previous.id.clone());
+            }
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(restored)
     }
 
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {
@@ -437,7 +469,29 @@ impl Store for PostgresStore {
         Ok(Some(channel))
     }
 
-    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+    async fn restore_sales_channel(&self, written: &SalesChannel, previous: &SalesChannel) -> Result<bool> {
+        let done = sqlx::query!(
+            "UPDATE sales_channel SET name = $1, description = $2, is_disabled = $3, metadata = $4, updated_at = $5
+             WHERE id = $6 AND name = $7 AND description IS NOT DISTINCT FROM $8 AND is_disabled = $9
+               AND updated_at = $10",
+            previous.name,
+            previous.description,
+            previous.is_disabled,
+            previous.metadata,
+            previous.updated_at.as_datetime(),
+            previous.id.as_str(),
+            written.name,
+            written.description,
+            written.is_disabled,
+            written.updated_at.as_datetime()
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
         let ids = strings(ids);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query!(
@@ -447,11 +501,12 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query!("DELETE FROM sales_channel WHERE id = ANY($1)", &ids)
-            .execute(&mut *tx)
+        let deleted = sqlx::query_scalar!("DELETE FROM sales_channel WHERE id = ANY($1) RETURNING id", &ids)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        keyward::store::stored_ids(deleted)
     }
 
     async fn link_sales_channels(
@@ -459,7 +514,7 @@ impl Store for PostgresStore {
         key: &ApiKeyId,
         channels: &[SalesChannelId],
         now: Timestamp,
-    ) -> Result<Guarded> {
+    ) -> Result<Guarded<Vec<SalesChannelId>>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let found = sqlx::query_scalar!("SELECT type FROM api_key WHERE id = $1 FOR SHARE", key.as_str())
             .fetch_optional(&mut *tx)
@@ -483,21 +538,22 @@ impl Store for PostgresStore {
         if !unknown.is_empty() {
             return Ok(Err(Blocked::UnknownSalesChannels(unknown)));
         }
-        sqlx::query!(
+        let linked = sqlx::query_scalar!(
             "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
              SELECT $1, c, $3, $3 FROM UNNEST($2::text[]) AS c
              ON CONFLICT (publishable_key_id, sales_channel_id)
              DO UPDATE SET deleted_at = NULL, updated_at = excluded.updated_at
-             WHERE publishable_api_key_sales_channel.deleted_at IS NOT NULL",
+             WHERE publishable_api_key_sales_channel.deleted_at IS NOT NULL
+             RETURNING sales_channel_id",
             key.as_str(),
             &wanted,
             now.as_datetime()
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Ok(()))
+        Ok(Ok(keyward::store::stored_ids(linked)?))
     }
 
     async fn unlink_sales_channels(
@@ -505,7 +561,7 @@ impl Store for PostgresStore {
         key: &ApiKeyId,
         channels: &[SalesChannelId],
         now: Timestamp,
-    ) -> Result<Guarded> {
+    ) -> Result<Guarded<Vec<SalesChannelId>>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let found = sqlx::query_scalar!("SELECT type FROM api_key WHERE id = $1 FOR SHARE", key.as_str())
             .fetch_optional(&mut *tx)
@@ -514,18 +570,19 @@ impl Store for PostgresStore {
         if found.is_none() {
             return Ok(Err(Blocked::UnknownKey));
         }
-        sqlx::query!(
+        let unlinked = sqlx::query_scalar!(
             "UPDATE publishable_api_key_sales_channel SET deleted_at = $1, updated_at = $1
-             WHERE publishable_key_id = $2 AND sales_channel_id = ANY($3) AND deleted_at IS NULL",
+             WHERE publishable_key_id = $2 AND sales_channel_id = ANY($3) AND deleted_at IS NULL
+             RETURNING sales_channel_id",
             now.as_datetime(),
             key.as_str(),
             &strings(channels)
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Ok(()))
+        Ok(Ok(keyward::store::stored_ids(unlinked)?))
     }
 
     async fn links_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannelId)>> {

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
-    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, Revocation, Store, StoredKey, StoredUser, UserRow, db_error,
-    stored_pairs,
+    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, RevocationUndo, Store, StoredKey, StoredUser, TitleUndo, UserRow,
+    db_error, stored_pairs,
 };
 use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
@@ -213,6 +213,30 @@ impl Store for SqliteStore {
         keyward::store::stored_ids(rows.into_iter().map(|r| r.id))
     }
 
+    async fn restore_api_key_titles(&self, undo: &[TitleUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
+        let now = now.millis();
+        let mut tx = self.begin_write().await?;
+        let mut restored = Vec::new();
+        for u in undo {
+            let id = u.id.as_str();
+            let done = sqlx::query!(
+                "UPDATE api_key SET title = ?, updated_at = ? WHERE id = ? AND title = ?",
+                u.previous,
+                now,
+                id,
+                u.written
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if done.rows_affected() > 0 {
+                restored.push(u.id.clone());
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(restored)
+    }
+
     async fn revoke_api_keys(
         &self,
         ids: &[ApiKeyId],
@@ -238,12 +262,18 @@ impl Store for SqliteStore {
                 revoked.into_iter().map(|r| r.id),
             )?)));
         }
+        // A key revoked at `now` is never given a later revocation: revocation is monotonic.
         sqlx::query!(
-            "UPDATE api_key SET revoked_at = ?, revoked_by = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            "UPDATE api_key SET revoked_at = ?, revoked_by = ?, updated_at = ?
+             WHERE id IN (SELECT value FROM json_each(?))
+               AND (? <= ? OR revoked_at IS NULL OR revoked_at > ?)",
             revoked_at,
             revoked_by,
             now,
-            ids
+            ids,
+            revoked_at,
+            now,
+            now
         )
         .execute(&mut *tx)
         .await
@@ -252,7 +282,7 @@ impl Store for SqliteStore {
         Ok(Ok(()))
     }
 
-    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded> {
+    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded<Vec<ApiKeyId>>> {
         let (ids, now) = (json_ids(ids), now.millis());
         let mut tx = self.begin_write().await?;
         let unrevoked = sqlx::query!(
@@ -277,12 +307,15 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query!("DELETE FROM api_key WHERE id IN (SELECT value FROM json_each(?))", ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        let deleted = sqlx::query_scalar!(
+            r#"DELETE FROM api_key WHERE id IN (SELECT value FROM json_each(?)) RETURNING id AS "id!""#,
+            ids
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Ok(()))
+        Ok(Ok(keyward::store::stored_ids(deleted)?))
     }
 
     async fn stored_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<StoredKey>> {
@@ -337,23 +370,32 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn set_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()> {
+    async fn restore_revocations(&self, undo: &[RevocationUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let now = now.millis();
         let mut tx = self.begin_write().await?;
-        for r in revocations {
-            let (id, at) = (r.id.as_str(), r.revoked_at.map(|t| t.millis()));
-            sqlx::query!(
-                "UPDATE api_key SET revoked_by = ?, revoked_at = ?, updated_at = ? WHERE id = ?",
-                r.revoked_by,
+        let mut restored = Vec::new();
+        for u in undo {
+            let (id, at) = (u.previous.id.as_str(), u.previous.revoked_at.map(|t| t.millis()));
+            let written_at = u.written.revoked_at.map(|t| t.millis());
+            let done = sqlx::query!(
+                "UPDATE api_key SET revoked_by = ?, revoked_at = ?, updated_at = ?
+                 WHERE id = ? AND revoked_by IS ? AND revoked_at IS ?",
+                u.previous.revoked_by,
                 at,
                 now,
-                id
+                id,
+                u.written.revoked_by,
+                written_at
             )
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+            if done.rows_affected() > 0 {
+                restored.push(u.previous.id.clone());
+            }
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(restored)
     }
 
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {
@@ -436,7 +478,33 @@ impl Store for SqliteStore {
         Ok(Some(channel))
     }
 
-    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+    async fn restore_sales_channel(&self, written: &SalesChannel, previous: &SalesChannel) -> Result<bool> {
+        let (id, written_at, previous_at) = (
+            previous.id.as_str(),
+            written.updated_at.millis(),
+            previous.updated_at.millis(),
+        );
+        let done = sqlx::query!(
+            "UPDATE sales_channel SET name = ?, description = ?, is_disabled = ?, metadata = ?, updated_at = ?
+             WHERE id = ? AND name = ? AND description IS ? AND is_disabled = ? AND updated_at = ?",
+            previous.name,
+            previous.description,
+            previous.is_disabled,
+            previous.metadata,
+            previous_at,
+            id,
+            written.name,
+            written.description,
+            written.is_disabled,
+            written_at
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
         let ids = json_ids(ids);
         let mut tx = self.begin_write().await?;
         sqlx::query!(
@@ -446,14 +514,15 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query!(
-            "DELETE FROM sales_channel WHERE id IN (SELECT value FROM json_each(?))",
+        let deleted = sqlx::query_scalar!(
+            r#"DELETE FROM sales_channel WHERE id IN (SELECT value FROM json_each(?)) RETURNING id AS "id!""#,
             ids
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        keyward::store::stored_ids(deleted)
     }
 
     async fn link_sales_channels(
@@ -461,7 +530,7 @@ impl Store for SqliteStore {
         key: &ApiKeyId,
         channels: &[SalesChannelId],
         now: Timestamp,
-    ) -> Result<Guarded> {
+    ) -> Result<Guarded<Vec<SalesChannelId>>> {
         let mut tx = self.begin_write().await?;
         let kid = key.as_str();
         let found = sqlx::query!("SELECT type FROM api_key WHERE id = ?", kid)
@@ -491,9 +560,10 @@ impl Store for SqliteStore {
             return Ok(Err(Blocked::UnknownSalesChannels(unknown)));
         }
         let at = now.millis();
+        let mut linked = Vec::new();
         for c in channels {
             let cid = c.as_str();
-            sqlx::query!(
+            let done = sqlx::query!(
                 "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
                  VALUES (?, ?, ?, ?)
                  ON CONFLICT (publishable_key_id, sales_channel_id)
@@ -506,9 +576,12 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+            if done.rows_affected() > 0 {
+                linked.push(c.clone());
+            }
         }
         tx.commit().await.map_err(db_error)?;
-        Ok(Ok(()))
+        Ok(Ok(linked))
     }
 
     async fn unlink_sales_channels(
@@ -516,7 +589,7 @@ impl Store for SqliteStore {
         key: &ApiKeyId,
         channels: &[SalesChannelId],
         now: Timestamp,
-    ) -> Result<Guarded> {
+    ) -> Result<Guarded<Vec<SalesChannelId>>> {
         let mut tx = self.begin_write().await?;
         let kid = key.as_str();
         let found = sqlx::query!("SELECT type FROM api_key WHERE id = ?", kid)
@@ -527,19 +600,20 @@ impl Store for SqliteStore {
             return Ok(Err(Blocked::UnknownKey));
         }
         let (ids, at) = (json_ids(channels), now.millis());
-        sqlx::query!(
-            "UPDATE publishable_api_key_sales_channel SET deleted_at = ?, updated_at = ?
-             WHERE publishable_key_id = ? AND sales_channel_id IN (SELECT value FROM json_each(?)) AND deleted_at IS NULL",
+        let unlinked = sqlx::query_scalar!(
+            r#"UPDATE publishable_api_key_sales_channel SET deleted_at = ?, updated_at = ?
+               WHERE publishable_key_id = ? AND sales_channel_id IN (SELECT value FROM json_each(?)) AND deleted_at IS NULL
+               RETURNING sales_channel_id AS "id!""#,
             at,
             at,
             kid,
             ids
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(Ok(()))
+        Ok(Ok(keyward::store::stored_ids(unlinked)?))
     }
 
     async fn links_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannelId)>> {

@@ -22,10 +22,14 @@ pub const PURGE_REVOKED_KEYS: &str = "keyward:purge-revoked-keys";
 /// delivery retried after it created the key (a crash, a timeout) does not create a second one.
 pub fn key_on_user_created(flows: &Workflows, key_type: ApiKeyType) -> Subscriber<Keyward> {
     let flows = flows.clone();
-    Subscriber::new(KEY_ON_USER_CREATED, &["user.created"], move |event: Event, _kw| {
-        let flows = flows.clone();
-        async move { create_key_for_user(&flows, key_type, &event).await }
-    })
+    Subscriber::new(
+        KEY_ON_USER_CREATED,
+        &[crate::EventName::UserCreated.as_str()],
+        move |event: Event, _kw| {
+            let flows = flows.clone();
+            async move { create_key_for_user(&flows, key_type, &event).await }
+        },
+    )
 }
 
 /// What [`key_on_user_created`] does with one `user.created` event.

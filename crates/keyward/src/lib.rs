@@ -18,6 +18,7 @@
 pub mod builtins;
 pub mod entropy;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod id;
 pub mod model;
@@ -31,6 +32,7 @@ pub mod workflows;
 
 pub use entropy::{Entropy, OsEntropy, ScriptedEntropy, SeededEntropy};
 pub use error::{Error, ErrorKind, Result};
+pub use events::EventName;
 pub use filter::{
     ApiKeyField, ApiKeyFilter, Direction, Field, Filter, ListOptions, Op, Order, SalesChannelField, SalesChannelFilter,
     Value,

@@ -291,13 +291,13 @@ impl Keyward {
     }
 
     /// Deletes keys and their links. Every key must be revoked (now, not in the future);
-    /// otherwise nothing is deleted. Unknown ids are ignored.
-    pub async fn delete_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
+    /// otherwise nothing is deleted. Unknown ids are ignored; returns the ids it deleted.
+    pub async fn delete_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<ApiKeyId>> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         match self.store.delete_api_keys(ids, self.now()).await? {
-            Ok(()) => Ok(()),
+            Ok(deleted) => Ok(deleted),
             Err(Blocked::NotRevoked(unrevoked)) => Err(Error::not_allowed(format!(
                 "Cannot delete api keys that are not revoked - {}",
                 join_ids(&unrevoked)
@@ -575,36 +575,43 @@ impl Keyward {
             .ok_or_else(|| Error::not_found(format!("Sales channel with id: {id} was not found")))
     }
 
-    /// Deletes channels and their links to keys. Unknown ids are ignored.
-    pub async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+    /// Deletes channels and their links to keys. Unknown ids are ignored; returns the ids it
+    /// deleted.
+    pub async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.store.delete_sales_channels(ids).await
     }
 
     // -- links ------------------------------------------------------------------------------
 
-    /// Links channels to a publishable key. Re-linking is a no-op.
-    pub async fn add_sales_channels(&self, key: &ApiKeyId, channels: &[SalesChannelId]) -> Result<()> {
+    /// Links channels to a publishable key. Re-linking is a no-op. Returns the channels that
+    /// were not linked before.
+    pub async fn add_sales_channels(&self, key: &ApiKeyId, channels: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
         if channels.is_empty() {
-            return self.retrieve_api_key(key).await.map(|_| ());
+            return self.retrieve_api_key(key).await.map(|_| Vec::new());
         }
         let channels = dedup(channels);
         let outcome = self.store.link_sales_channels(key, &channels, self.now()).await?;
         self.link_outcome(key, outcome)
     }
 
-    /// Unlinks channels from a key. Unknown links are ignored.
-    pub async fn remove_sales_channels(&self, key: &ApiKeyId, channels: &[SalesChannelId]) -> Result<()> {
+    /// Unlinks channels from a key. Unknown links are ignored. Returns the channels it
+    /// unlinked.
+    pub async fn remove_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+    ) -> Result<Vec<SalesChannelId>> {
         let channels = dedup(channels);
         let outcome = self.store.unlink_sales_channels(key, &channels, self.now()).await?;
         self.link_outcome(key, outcome)
     }
 
-    fn link_outcome(&self, key: &ApiKeyId, outcome: crate::store::Guarded) -> Result<()> {
+    fn link_outcome<T>(&self, key: &ApiKeyId, outcome: crate::store::Guarded<T>) -> Result<T> {
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(done) => Ok(done),
             Err(Blocked::UnknownKey) => Err(not_found(key)),
             Err(Blocked::SecretKey) => Err(Error::invalid_data(
                 "Sales channels can only be associated with publishable API keys",
@@ -682,7 +689,12 @@ fn group_links<O: Ord + Clone, I: Ord, R: Clone>(
 pub(crate) const REVOKED_BY_REQUIRED: &str = "You must provide a revoked_by field when revoking a key.";
 
 pub(crate) fn already_revoked(count: usize) -> Error {
-    Error::invalid_data(format!("There are {count} secret keys that are already revoked."))
+    already_revoked_of(ApiKeyType::Secret, count)
+}
+
+/// The refusal of a change that would need keys of `key_type` not to be revoked yet.
+pub(crate) fn already_revoked_of(key_type: ApiKeyType, count: usize) -> Error {
+    Error::invalid_data(format!("There are {count} {key_type} keys that are already revoked."))
 }
 
 /// Raw secret tokens in `token` conditions become digests; anything else is compared as given.

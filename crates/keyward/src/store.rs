@@ -59,6 +59,22 @@ impl Revocation {
     }
 }
 
+/// A revocation this run wrote and the one to put back: a revoke's compensation. The store puts
+/// `previous` back only where the row still holds `written`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RevocationUndo {
+    pub written: Revocation,
+    pub previous: Revocation,
+}
+
+/// A title this run wrote and the one to put back (only where the row still holds `written`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TitleUndo {
+    pub id: ApiKeyId,
+    pub written: String,
+    pub previous: String,
+}
+
 /// Why a guarded write did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
@@ -120,8 +136,14 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the title of these keys; returns the ids that exist.
     async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>>;
 
+    /// Puts each `previous` title back where the key's title is still `written`, in one
+    /// transaction; returns the ids it changed. Compensation of a title change.
+    async fn restore_api_key_titles(&self, undo: &[TitleUndo], now: Timestamp) -> Result<Vec<ApiKeyId>>;
+
     /// Sets `revoked_at`/`revoked_by` on these keys unless one of them is a secret key already
-    /// revoked at `now` (blocked: `AlreadyRevoked`). Unknown ids are skipped.
+    /// revoked at `now` (blocked: `AlreadyRevoked`). Unknown ids are skipped. Revocation is
+    /// monotonic: a key already revoked at `now` is never given a `revoked_at` after `now`
+    /// (it is left as it is).
     async fn revoke_api_keys(
         &self,
         ids: &[ApiKeyId],
@@ -131,8 +153,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Guarded>;
 
     /// Deletes these keys and their sales-channel links unless one of them is not revoked at
-    /// `now` (blocked: `NotRevoked`). Unknown ids are ignored.
-    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded>;
+    /// `now` (blocked: `NotRevoked`). Unknown ids are ignored; returns the ids it deleted.
+    async fn delete_api_keys(&self, ids: &[ApiKeyId], now: Timestamp) -> Result<Guarded<Vec<ApiKeyId>>>;
 
     /// Full rows of these keys, ordered by id (unknown ids are skipped).
     async fn stored_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<StoredKey>>;
@@ -141,10 +163,10 @@ pub trait Store: Send + Sync + 'static {
     /// left alone. Compensation of a delete.
     async fn restore_api_keys(&self, keys: &[StoredKey]) -> Result<()>;
 
-    /// Sets each key's `revoked_by`/`revoked_at` exactly as given, unguarded, in one
-    /// transaction. Unknown ids are skipped. Compensation of a revoke, and the first half of
-    /// discarding keys.
-    async fn set_revocations(&self, revocations: &[Revocation], now: Timestamp) -> Result<()>;
+    /// Puts each `previous` revocation back where the key still holds exactly `written`, in
+    /// one transaction; returns the ids it changed. Compensation of a revoke. (Whether a
+    /// revocation may be undone at all is the module's rule; the store only compares.)
+    async fn restore_revocations(&self, undo: &[RevocationUndo], now: Timestamp) -> Result<Vec<ApiKeyId>>;
 
     /// Records when keys were last used (batched by the caller).
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;
@@ -169,23 +191,34 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<SalesChannel>>;
 
-    /// Deletes channels and their key links. Unknown ids are ignored.
-    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()>;
+    /// Puts `previous` back where the channel still holds what `written` says (name,
+    /// description, disabled flag and `updated_at`); whether it did. Compensation of an update.
+    async fn restore_sales_channel(&self, written: &SalesChannel, previous: &SalesChannel) -> Result<bool>;
+
+    /// Deletes channels and their key links. Unknown ids are ignored; returns the ids it
+    /// deleted.
+    async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>>;
 
     // -- links ------------------------------------------------------------------------------
 
     /// Links channels to a publishable key (re-linking is a no-op), checking in the same
     /// transaction that the key exists and is publishable and that every channel exists.
-    async fn link_sales_channels(&self, key: &ApiKeyId, channels: &[SalesChannelId], now: Timestamp)
-    -> Result<Guarded>;
+    /// Returns the channels it linked (not those already linked).
+    async fn link_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+        now: Timestamp,
+    ) -> Result<Guarded<Vec<SalesChannelId>>>;
 
-    /// Removes links (unknown ones are ignored), checking the key exists.
+    /// Removes links (unknown ones are ignored), checking the key exists. Returns the
+    /// channels it unlinked.
     async fn unlink_sales_channels(
         &self,
         key: &ApiKeyId,
         channels: &[SalesChannelId],
         now: Timestamp,
-    ) -> Result<Guarded>;
+    ) -> Result<Guarded<Vec<SalesChannelId>>>;
 
     /// The live links of these keys, ordered by key then channel id.
     async fn links_of_keys(&self, keys: &[ApiKeyId]) -> Result<Vec<(ApiKeyId, SalesChannelId)>>;

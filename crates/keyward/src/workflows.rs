@@ -18,13 +18,14 @@ use keyward_flow::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::EventName;
 use crate::filter::{ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId};
 use crate::model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
 };
 use crate::service::Keyward;
-use crate::store::{Revocation, StoredKey};
+use crate::store::{Blocked, Revocation, RevocationUndo, StoredKey, TitleUndo};
 use crate::token::PlainToken;
 
 /// Workflow names (Medusa's, plus roll).
@@ -38,19 +39,6 @@ pub const CREATE_SALES_CHANNELS: &str = "create-sales-channels";
 pub const UPDATE_SALES_CHANNELS: &str = "update-sales-channels";
 pub const DELETE_SALES_CHANNELS: &str = "delete-sales-channels";
 pub const CREATE_USERS: &str = "create-users";
-
-/// Every event keyward publishes.
-pub const EVENT_NAMES: &[&str] = &[
-    "api_key.created",
-    "api_key.updated",
-    "api_key.revoked",
-    "api_key.rolled",
-    "api_key.deleted",
-    "sales_channel.created",
-    "sales_channel.updated",
-    "sales_channel.deleted",
-    "user.created",
-];
 
 /// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
 pub const API_KEYS_CREATED: &str = "api_keys_created";
@@ -245,7 +233,7 @@ pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
                 // Written by an earlier attempt whose record was lost in a crash.
                 return Ok(events(
                     StepResponse::new(existing).compensate_with(&ids),
-                    "api_key.created",
+                    EventName::ApiKeyCreated,
                     &ids,
                 ));
             }
@@ -253,7 +241,7 @@ pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
             let keys: Vec<ApiKey> = created.iter().map(|c| c.key.clone()).collect();
             let tokens: Vec<PlainToken> = created.into_iter().map(|c| c.token).collect();
             let response = StepResponse::new(keys).compensate_with(&ids).private(tokens);
-            Ok(events(response, "api_key.created", &ids))
+            Ok(events(response, EventName::ApiKeyCreated, &ids))
         },
     ))
     .compensate(|ids: Option<Vec<ApiKeyId>>, cx: Cx| async move {
@@ -277,35 +265,62 @@ pub fn load_api_keys_step() -> Step<Keyward, Vec<ApiKeyId>, Vec<ApiKey>> {
     .no_compensation()
 }
 
-/// `update-api-keys`: sets the title; compensation puts the old titles back.
+/// `update-api-keys`: sets the title; compensation puts the old titles back where the keys still
+/// hold this run's title.
 pub fn update_api_keys_step() -> Step<Keyward, TitlePlan, Vec<ApiKey>> {
     retried(Step::new("update-api-keys", |plan: TitlePlan, cx: Cx| async move {
         let kw = cx.container();
-        kw.store()
+        let updated = kw
+            .store()
             .update_api_key_titles(&plan.ids, &plan.title, kw.now())
             .await
             .map_err(step_error)?;
         let keys = kw.keys_by_ids(&plan.ids).await.map_err(step_error)?;
+        let undo = title_undo(&plan, Some(&updated));
         Ok(events(
-            StepResponse::new(keys).compensate_with(plan.previous),
-            "api_key.updated",
+            StepResponse::new(keys).compensate_with(undo),
+            EventName::ApiKeyUpdated,
             &plan.ids,
         ))
     }))
-    .compensate(|previous: Option<Vec<(ApiKeyId, String)>>, cx: Cx| async move {
-        let previous = match previous {
-            Some(p) => p,
-            None => cx.input::<TitlePlan>()?.previous,
+    .compensate(|undo: Option<Vec<TitleUndo>>, cx: Cx| async move {
+        let undo = match undo {
+            Some(u) => u,
+            None => title_undo(&cx.input::<TitlePlan>()?, None),
         };
         let kw = cx.container();
-        for (id, title) in previous {
-            kw.store()
-                .update_api_key_titles(std::slice::from_ref(&id), &title, kw.now())
-                .await
-                .map_err(step_error)?;
+        let restored = kw
+            .store()
+            .restore_api_key_titles(&undo, kw.now())
+            .await
+            .map_err(step_error)?;
+        let left: Vec<&TitleUndo> = undo.iter().filter(|u| !restored.contains(&u.id)).collect();
+        let ids: Vec<ApiKeyId> = left.iter().map(|u| u.id.clone()).collect();
+        let now = kw.keys_by_ids(&ids).await.map_err(step_error)?;
+        for u in left {
+            match now.iter().find(|k| k.id == u.id) {
+                Some(k) if k.title != u.previous => cx.conflict(format!(
+                    "api key {} has the title {:?}, not the {:?} this run wrote; left as it is",
+                    u.id, k.title, u.written
+                )),
+                _ => {}
+            }
         }
         Ok(())
     })
+}
+
+/// What a title change wrote (the keys `updated` names, or every planned key when unknown).
+fn title_undo(plan: &TitlePlan, updated: Option<&[ApiKeyId]>) -> Vec<TitleUndo> {
+    plan.previous
+        .iter()
+        .filter(|(id, _)| updated.is_none_or(|u| u.contains(id)))
+        .map(|(id, previous)| TitleUndo {
+            id: id.clone(),
+            written: plan.title.clone(),
+            previous: previous.clone(),
+        })
+        .collect()
 }
 
 /// `prepare-revocation`: checks the revoke rules and fixes the instant.
@@ -322,27 +337,46 @@ pub fn prepare_revocation_step() -> Step<Keyward, RevokeApiKeysInput, RevokePlan
 }
 
 /// `revoke-api-keys`: applies a planned revocation (secret keys once, checked in the writing
-/// transaction); compensation puts the previous revocations back.
+/// transaction). Compensation puts the previous revocations back where the keys still hold this
+/// run's — but never makes a key valid again once its revocation took effect.
 pub fn revoke_api_keys_step() -> Step<Keyward, RevokePlan, Vec<ApiKey>> {
     retried(Step::new("revoke-api-keys", |plan: RevokePlan, cx: Cx| async move {
-        let keys = cx.container().apply_revocation(&plan).await.map_err(step_error)?;
+        let keys = cx
+            .container()
+            .apply_revocation(&plan, cx.may_repeat())
+            .await
+            .map_err(step_error)?;
         Ok(events(
-            StepResponse::new(keys).compensate_with(plan.previous),
-            "api_key.revoked",
+            StepResponse::new(keys).compensate_with(revocation_undo(&plan)),
+            EventName::ApiKeyRevoked,
             &plan.ids,
         ))
     }))
-    .compensate(|previous: Option<Vec<Revocation>>, cx: Cx| async move {
-        let previous = match previous {
-            Some(p) => p,
-            None => cx.input::<RevokePlan>()?.previous,
+    .compensate(|undo: Option<Vec<RevocationUndo>>, cx: Cx| async move {
+        let undo = match undo {
+            Some(u) => u,
+            None => revocation_undo(&cx.input::<RevokePlan>()?),
         };
-        let kw = cx.container();
-        kw.store()
-            .set_revocations(&previous, kw.now())
-            .await
-            .map_err(step_error)
+        for conflict in cx.container().undo_revocations(&undo).await.map_err(step_error)? {
+            cx.conflict(conflict);
+        }
+        Ok(())
     })
+}
+
+/// What a planned revocation writes, beside what it replaces.
+fn revocation_undo(plan: &RevokePlan) -> Vec<RevocationUndo> {
+    plan.previous
+        .iter()
+        .map(|previous| RevocationUndo {
+            written: Revocation {
+                id: previous.id.clone(),
+                revoked_by: Some(plan.revoked_by.clone()),
+                revoked_at: Some(plan.revoked_at),
+            },
+            previous: previous.clone(),
+        })
+        .collect()
 }
 
 /// `prepare-delete`: checks every key is revoked and snapshots the rows and their links.
@@ -354,42 +388,59 @@ pub fn prepare_delete_step() -> Step<Keyward, DeleteApiKeysInput, DeletePlan> {
     .no_compensation()
 }
 
-/// `remove-sales-channel-links`: unlinks the keys' channels; compensation links them again.
+/// `remove-sales-channel-links`: unlinks the keys' channels; compensation links again the ones
+/// this run unlinked.
 pub fn remove_links_step() -> Step<Keyward, Vec<(ApiKeyId, SalesChannelId)>, ()> {
     retried(Step::new(
         "remove-sales-channel-links",
         |links: Vec<(ApiKeyId, SalesChannelId)>, cx: Cx| async move {
             let kw = cx.container();
+            let mut removed: Vec<(ApiKeyId, SalesChannelId)> = Vec::new();
             for (key, channels) in by_key(&links) {
-                // A key already gone has no links left to remove.
-                let _ = kw
-                    .store()
-                    .unlink_sales_channels(&key, &channels, kw.now())
-                    .await
-                    .map_err(step_error)?;
+                match kw.store().unlink_sales_channels(&key, &channels, kw.now()).await {
+                    Ok(Ok(gone)) => removed.extend(gone.into_iter().map(|c| (key.clone(), c))),
+                    // A key already gone has no links left to remove.
+                    Ok(Err(_)) => {}
+                    Err(e) => {
+                        // Undo this attempt's own unlinks before failing, so the failure
+                        // leaves nothing behind.
+                        return match kw.relink(&removed).await {
+                            Ok(_) => Err(step_error(e)),
+                            Err(_) => Err(step_error(e).maybe_applied()),
+                        };
+                    }
+                }
             }
-            Ok(StepResponse::new(()))
+            Ok(StepResponse::new(()).compensate_with(removed))
         },
     ))
-    .compensate(|_: Option<()>, cx: Cx| async move {
-        let links = cx.input::<Vec<(ApiKeyId, SalesChannelId)>>()?;
-        let kw = cx.container();
-        for (key, channels) in by_key(&links) {
-            kw.add_sales_channels(&key, &channels).await.map_err(step_error)?;
+    .compensate(|removed: Option<Vec<(ApiKeyId, SalesChannelId)>>, cx: Cx| async move {
+        let removed = match removed {
+            Some(r) => r,
+            None => cx.input::<Vec<(ApiKeyId, SalesChannelId)>>()?,
+        };
+        for conflict in cx.container().relink(&removed).await.map_err(step_error)? {
+            cx.conflict(conflict);
         }
         Ok(())
     })
 }
 
-/// `delete-api-keys`: deletes the keys (only revoked ones, checked in the writing transaction);
-/// compensation writes the snapshot back.
+/// `delete-api-keys`: deletes the keys (only revoked ones, checked in the writing transaction)
+/// and publishes `api_key.deleted` for each it deleted; compensation writes back the rows this
+/// run deleted.
 pub fn delete_api_keys_step() -> Step<Keyward, Vec<StoredKey>, Vec<ApiKeyId>> {
     retried(Step::new(
         "delete-api-keys",
         |keys: Vec<StoredKey>, cx: Cx| async move {
             let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.key.id.clone()).collect();
-            cx.container().delete_api_keys(&ids).await.map_err(step_error)?;
-            Ok(StepResponse::new(ids).compensate_with(keys))
+            let deleted = cx.container().delete_api_keys(&ids).await.map_err(step_error)?;
+            let ours: Vec<StoredKey> = keys.into_iter().filter(|k| deleted.contains(&k.key.id)).collect();
+            Ok(events(
+                StepResponse::new(deleted.clone()).compensate_with(ours),
+                EventName::ApiKeyDeleted,
+                &deleted,
+            ))
         },
     ))
     .compensate(|keys: Option<Vec<StoredKey>>, cx: Cx| async move {
@@ -397,6 +448,7 @@ pub fn delete_api_keys_step() -> Step<Keyward, Vec<StoredKey>, Vec<ApiKeyId>> {
             Some(k) => k,
             None => cx.input::<Vec<StoredKey>>()?,
         };
+        // Rows that exist are left alone; an id is never reused, so a missing row is ours.
         cx.container().store().restore_api_keys(&keys).await.map_err(step_error)
     })
 }
@@ -418,52 +470,81 @@ pub fn validate_link_step() -> Step<Keyward, LinkSalesChannelsInput, LinkPlan> {
     .no_compensation()
 }
 
-/// `link-sales-channels-to-api-key`: adds then removes links; compensation restores the key's
-/// links among the channels it touched to what they were.
+/// What a link step changed: the channels it linked and those it unlinked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkUndo {
+    pub id: ApiKeyId,
+    pub linked: Vec<SalesChannelId>,
+    pub unlinked: Vec<SalesChannelId>,
+}
+
+/// `link-sales-channels-to-api-key`: adds then removes links; compensation unlinks what this run
+/// linked and links again what it unlinked.
 pub fn link_sales_channels_step() -> Step<Keyward, LinkPlan, ()> {
     retried(Step::new(
         "link-sales-channels-to-api-key",
         |plan: LinkPlan, cx: Cx| async move {
             let kw = cx.container();
-            if !plan.add.is_empty() {
-                kw.add_sales_channels(&plan.id, &plan.add).await.map_err(step_error)?;
-            }
-            if !plan.remove.is_empty() {
-                kw.remove_sales_channels(&plan.id, &plan.remove)
-                    .await
-                    .map_err(step_error)?;
-            }
-            Ok(StepResponse::new(()).event(
-                "api_key.updated",
+            let linked = if plan.add.is_empty() {
+                Vec::new()
+            } else {
+                kw.add_sales_channels(&plan.id, &plan.add).await.map_err(step_error)?
+            };
+            let unlinked = if plan.remove.is_empty() {
+                Vec::new()
+            } else {
+                match kw.remove_sales_channels(&plan.id, &plan.remove).await {
+                    Ok(unlinked) => unlinked,
+                    Err(e) => {
+                        // Take back this attempt's links before failing.
+                        let undone = kw.remove_sales_channels(&plan.id, &linked).await;
+                        return Err(match undone {
+                            Ok(_) => step_error(e),
+                            Err(u) if u.kind == ErrorKind::NotFound => step_error(e),
+                            Err(_) => step_error(e).maybe_applied(),
+                        });
+                    }
+                }
+            };
+            let undo = LinkUndo {
+                id: plan.id.clone(),
+                linked,
+                unlinked,
+            };
+            Ok(StepResponse::new(()).compensate_with(undo).event(
+                EventName::ApiKeyUpdated,
                 serde_json::json!({"id": plan.id, "sales_channels_added": plan.add, "sales_channels_removed": plan.remove}),
             ))
         },
     ))
-    .compensate(|_: Option<()>, cx: Cx| async move {
-        let plan = cx.input::<LinkPlan>()?;
+    .compensate(|undo: Option<LinkUndo>, cx: Cx| async move {
+        let undo = match undo {
+            Some(u) => u,
+            // Cut off mid-way: what it may have done, judged from the plan.
+            None => {
+                let plan = cx.input::<LinkPlan>()?;
+                LinkUndo {
+                    linked: plan.add.iter().filter(|c| !plan.previous.contains(c)).cloned().collect(),
+                    unlinked: plan.remove.iter().filter(|c| plan.previous.contains(c)).cloned().collect(),
+                    id: plan.id,
+                }
+            }
+        };
         let kw = cx.container();
-        let added: Vec<SalesChannelId> = plan
-            .add
-            .iter()
-            .filter(|c| !plan.previous.contains(c))
-            .cloned()
-            .collect();
-        let removed: Vec<SalesChannelId> = plan
-            .remove
-            .iter()
-            .filter(|c| plan.previous.contains(c))
-            .cloned()
-            .collect();
-        if !added.is_empty() {
-            match kw.remove_sales_channels(&plan.id, &added).await {
+        if !undo.linked.is_empty() {
+            match kw.remove_sales_channels(&undo.id, &undo.linked).await {
                 // The key itself is gone (a roll's new key, removed by the create step's
                 // compensation): so are its links.
                 Err(e) if e.kind == ErrorKind::NotFound => {}
-                other => other.map_err(step_error)?,
+                other => {
+                    other.map_err(step_error)?;
+                }
             }
         }
-        if !removed.is_empty() {
-            kw.add_sales_channels(&plan.id, &removed).await.map_err(step_error)?;
+        let unlinked: Vec<(ApiKeyId, SalesChannelId)> =
+            undo.unlinked.iter().map(|c| (undo.id.clone(), c.clone())).collect();
+        for conflict in kw.relink(&unlinked).await.map_err(step_error)? {
+            cx.conflict(conflict);
         }
         Ok(())
     })
@@ -484,7 +565,7 @@ pub fn prepare_roll_step() -> Step<Keyward, RollApiKeyInput, RollPlan> {
 }
 
 /// One event `name` with data `{id}` per id.
-fn events<O, I: Serialize>(mut response: StepResponse<O>, name: &str, ids: &[I]) -> StepResponse<O> {
+fn events<O, I: Serialize>(mut response: StepResponse<O>, name: EventName, ids: &[I]) -> StepResponse<O> {
     for id in ids {
         response = response.event(name, serde_json::json!({ "id": id }));
     }
@@ -497,7 +578,7 @@ pub fn announce_roll_step() -> Step<Keyward, (ApiKeyId, ApiKeyId), ()> {
         "announce-roll",
         |(id, previous): (ApiKeyId, ApiKeyId), _cx: Cx| async move {
             Ok(StepResponse::new(()).event(
-                "api_key.rolled",
+                EventName::ApiKeyRolled,
                 serde_json::json!({ "id": id, "previous_id": previous }),
             ))
         },
@@ -512,7 +593,7 @@ pub fn create_user_step() -> Step<Keyward, crate::users::NewUser, crate::model::
         |new: crate::users::NewUser, cx: Cx| async move {
             let user = cx.container().insert_prepared_user(&new).await.map_err(step_error)?;
             let data = serde_json::json!({ "id": user.id, "email": user.email });
-            Ok(StepResponse::new(user).event("user.created", data))
+            Ok(StepResponse::new(user).event(EventName::UserCreated, data))
         },
     ))
 }
@@ -553,14 +634,14 @@ pub fn create_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Ve
             if !ids.is_empty() && existing.len() == ids.len() {
                 return Ok(events(
                     StepResponse::new(existing).compensate_with(&ids),
-                    "sales_channel.created",
+                    EventName::SalesChannelCreated,
                     &ids,
                 ));
             }
             let created = kw.create_sales_channels(planned).await.map_err(step_error)?;
             Ok(events(
                 StepResponse::new(created).compensate_with(&ids),
-                "sales_channel.created",
+                EventName::SalesChannelCreated,
                 &ids,
             ))
         },
@@ -570,7 +651,11 @@ pub fn create_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Ve
             Some(ids) => ids,
             None => planned_channel_ids(&cx.input::<Vec<CreateSalesChannel>>()?),
         };
-        cx.container().delete_sales_channels(&ids).await.map_err(step_error)
+        cx.container()
+            .delete_sales_channels(&ids)
+            .await
+            .map(|_| ())
+            .map_err(step_error)
     })
 }
 
@@ -584,7 +669,8 @@ pub fn load_sales_channel_step() -> Step<Keyward, SalesChannelId, SalesChannel> 
     .no_compensation()
 }
 
-/// `update-sales-channels`: applies the patch; compensation writes the old values back.
+/// `update-sales-channels`: applies the patch; compensation writes the old values back where the
+/// channel still holds this run's.
 pub fn update_sales_channel_step() -> Step<Keyward, ChannelPatchPlan, SalesChannel> {
     retried(Step::new(
         "update-sales-channels",
@@ -595,27 +681,47 @@ pub fn update_sales_channel_step() -> Step<Keyward, ChannelPatchPlan, SalesChann
                 .await
                 .map_err(step_error)?;
             let id = plan.before.id.clone();
-            Ok(StepResponse::new(updated)
-                .compensate_with(plan.before)
-                .event("sales_channel.updated", serde_json::json!({ "id": id })))
+            Ok(StepResponse::new(updated.clone())
+                .compensate_with((updated, plan.before))
+                .event(EventName::SalesChannelUpdated, serde_json::json!({ "id": id })))
         },
     ))
-    .compensate(|before: Option<SalesChannel>, cx: Cx| async move {
-        let before = match before {
-            Some(b) => b,
-            None => cx.input::<ChannelPatchPlan>()?.before,
+    .compensate(|undo: Option<(SalesChannel, SalesChannel)>, cx: Cx| async move {
+        // Cut off mid-way, the step's write is not known: the channel is left as it is.
+        let Some((written, before)) = undo else {
+            cx.conflict(format!(
+                "sales channel {}: the update's outcome is unknown; left as it is",
+                cx.input::<ChannelPatchPlan>()?.before.id
+            ));
+            return Ok(());
         };
-        let restore = UpdateSalesChannel {
-            name: Some(before.name.clone()),
-            description: Some(before.description.clone()),
-            is_disabled: Some(before.is_disabled),
-            metadata: Some(before.metadata.clone()),
-        };
-        cx.container()
-            .update_sales_channel(&before.id, &restore)
+        let kw = cx.container();
+        if kw
+            .store()
+            .restore_sales_channel(&written, &before)
             .await
-            .map(|_| ())
-            .map_err(step_error)
+            .map_err(step_error)?
+        {
+            return Ok(());
+        }
+        let now = kw
+            .channels_by_ids(std::slice::from_ref(&before.id))
+            .await
+            .map_err(step_error)?;
+        match now.first() {
+            Some(c)
+                if (&c.name, &c.description, c.is_disabled)
+                    == (&before.name, &before.description, before.is_disabled) => {}
+            Some(_) => cx.conflict(format!(
+                "sales channel {} changed after this run updated it; left as it is",
+                before.id
+            )),
+            None => cx.conflict(format!(
+                "sales channel {} was deleted after this run updated it",
+                before.id
+            )),
+        }
+        Ok(())
     })
 }
 
@@ -644,15 +750,20 @@ pub fn prepare_channel_delete_step() -> Step<Keyward, Vec<SalesChannelId>, Chann
     .no_compensation()
 }
 
-/// `delete-sales-channels`: deletes the channels and their links; compensation puts both back.
+/// `delete-sales-channels`: deletes the channels and their links; compensation puts back the
+/// channels this run deleted and their links.
 pub fn delete_sales_channels_step() -> Step<Keyward, ChannelDeletePlan, Vec<SalesChannelId>> {
     retried(Step::new(
         "delete-sales-channels",
         |plan: ChannelDeletePlan, cx: Cx| async move {
             let ids: Vec<SalesChannelId> = plan.channels.iter().map(|c| c.id.clone()).collect();
-            cx.container().delete_sales_channels(&ids).await.map_err(step_error)?;
-            let response = StepResponse::new(ids.clone()).compensate_with(plan);
-            Ok(events(response, "sales_channel.deleted", &ids))
+            let deleted = cx.container().delete_sales_channels(&ids).await.map_err(step_error)?;
+            let ours = ChannelDeletePlan {
+                channels: plan.channels.into_iter().filter(|c| deleted.contains(&c.id)).collect(),
+                links: plan.links.into_iter().filter(|(_, c)| deleted.contains(c)).collect(),
+            };
+            let response = StepResponse::new(deleted.clone()).compensate_with(ours);
+            Ok(events(response, EventName::SalesChannelDeleted, &deleted))
         },
     ))
     .compensate(|plan: Option<ChannelDeletePlan>, cx: Cx| async move {
@@ -671,8 +782,8 @@ pub fn delete_sales_channels_step() -> Step<Keyward, ChannelDeletePlan, Vec<Sale
         if !missing.is_empty() {
             kw.store().insert_sales_channels(&missing).await.map_err(step_error)?;
         }
-        for (key, channels) in by_key(&plan.links) {
-            kw.add_sales_channels(&key, &channels).await.map_err(step_error)?;
+        for conflict in kw.relink(&plan.links).await.map_err(step_error)? {
+            cx.conflict(conflict);
         }
         Ok(())
     })
@@ -1175,21 +1286,86 @@ impl Keyward {
     /// delete. Compensation of create.
     pub async fn discard_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
         let now = self.now();
-        let live: Vec<Revocation> = self
+        let live: Vec<ApiKeyId> = self
             .keys_by_ids(ids)
             .await?
             .into_iter()
             .filter(|k| !k.is_revoked_at(now))
-            .map(|k| Revocation {
-                id: k.id,
-                revoked_by: Some(DISCARDED_BY.to_owned()),
-                revoked_at: Some(now),
-            })
+            .map(|k| k.id)
             .collect();
         if !live.is_empty() {
-            self.store.set_revocations(&live, now).await?;
+            // Blocked only if it got revoked meanwhile, which is as good.
+            let _ = self.store.revoke_api_keys(&live, DISCARDED_BY, now, now).await?;
         }
-        self.delete_api_keys(ids).await
+        self.delete_api_keys(ids).await.map(|_| ())
+    }
+
+    /// Puts revocations back where the keys still hold what this run wrote, and reports what
+    /// it left alone. A revocation that has taken effect is never undone (revocation is
+    /// monotonic), unless the key was already revoked before this run.
+    pub async fn undo_revocations(&self, undo: &[RevocationUndo]) -> Result<Vec<String>> {
+        let now = self.now();
+        let in_effect = |r: &Revocation| r.revoked_at.is_some_and(|at| at <= now);
+        let (allowed, kept): (Vec<RevocationUndo>, Vec<RevocationUndo>) = undo
+            .iter()
+            .cloned()
+            .partition(|u| !in_effect(&u.written) || in_effect(&u.previous));
+        let mut conflicts: Vec<String> = kept
+            .iter()
+            .map(|u| {
+                format!(
+                    "api key {} stays revoked: a revocation in effect is never undone",
+                    u.written.id
+                )
+            })
+            .collect();
+        let restored = if allowed.is_empty() {
+            Vec::new()
+        } else {
+            self.store.restore_revocations(&allowed, now).await?
+        };
+        let left: Vec<&RevocationUndo> = allowed.iter().filter(|u| !restored.contains(&u.previous.id)).collect();
+        let ids: Vec<ApiKeyId> = left.iter().map(|u| u.previous.id.clone()).collect();
+        let current = self.keys_by_ids(&ids).await?;
+        for u in left {
+            if let Some(key) = current.iter().find(|k| k.id == u.previous.id)
+                && Revocation::of(key) != u.previous
+            {
+                conflicts.push(format!(
+                    "api key {}: its revocation changed after this run wrote it; left as it is",
+                    key.id
+                ));
+            }
+        }
+        Ok(conflicts)
+    }
+
+    /// Links again `(key, channel)` pairs a compensation puts back, skipping (and reporting)
+    /// keys and channels that no longer exist.
+    pub async fn relink(&self, links: &[(ApiKeyId, SalesChannelId)]) -> Result<Vec<String>> {
+        let mut conflicts = Vec::new();
+        for (key, mut channels) in by_key(links) {
+            while !channels.is_empty() {
+                match self.store.link_sales_channels(&key, &channels, self.now()).await? {
+                    Ok(_) => break,
+                    Err(Blocked::UnknownSalesChannels(gone)) => {
+                        for c in &gone {
+                            conflicts.push(format!(
+                                "sales channel {c} is gone; its link to api key {key} stays removed"
+                            ));
+                        }
+                        channels.retain(|c| !gone.contains(c));
+                    }
+                    Err(_) => {
+                        conflicts.push(format!(
+                            "api key {key} is gone or no longer publishable; its sales-channel links stay removed"
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(conflicts)
     }
 
     /// Checks a revocation (every key exists, a revoker is named, no secret key is revoked
@@ -1226,11 +1402,14 @@ impl Keyward {
         })
     }
 
-    /// Applies a planned revocation. If the keys already carry exactly this revocation (an
-    /// earlier attempt got through before a crash), that counts as done.
-    pub async fn apply_revocation(&self, plan: &RevokePlan) -> Result<Vec<ApiKey>> {
+    /// Applies a planned revocation. When `may_repeat` (the step runs again after a crash or a
+    /// failed attempt) and the keys already carry exactly this revocation, the earlier attempt
+    /// got through and that counts as done. On a first attempt an equal revocation was another
+    /// run's, and the guarded write decides.
+    pub async fn apply_revocation(&self, plan: &RevokePlan, may_repeat: bool) -> Result<Vec<ApiKey>> {
         let current = self.keys_by_ids(&plan.ids).await?;
-        let applied = !current.is_empty()
+        let applied = may_repeat
+            && !current.is_empty()
             && current.iter().all(|k| {
                 k.revoked_at == Some(plan.revoked_at) && k.revoked_by.as_deref() == Some(plan.revoked_by.as_str())
             });
@@ -1311,8 +1490,9 @@ impl Keyward {
     /// Checks a key can be rolled and fixes the new key's id and the old key's revocation.
     pub async fn plan_roll(&self, id: &ApiKeyId, rolled_by: &str, grace_seconds: Option<i64>) -> Result<RollPlan> {
         let old = self.retrieve_api_key(id).await?;
-        if old.key_type == ApiKeyType::Secret && old.is_revoked_at(self.now()) {
-            return Err(crate::service::already_revoked(1));
+        // A revoked key stays revoked: rolling it would hand out a working successor.
+        if old.is_revoked_at(self.now()) {
+            return Err(crate::service::already_revoked_of(old.key_type, 1));
         }
         if rolled_by.is_empty() {
             return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));

@@ -97,7 +97,7 @@ keyward_testkit::on_both_dbs! {
         assert_eq!(steps[1].input, Some(json!(41)));
     }
 
-    async fn a_failure_compensates_completed_steps_in_reverse_order_including_the_failing_one(db) {
+    async fn a_failure_compensates_completed_steps_in_reverse_order_but_not_a_failing_step_that_wrote_nothing(db) {
         let e = engine_on(&db, Journal::default()).await;
         let (a, b, c) = (counting("a"), counting("b"), failing("c"));
         let wf = e.register(chain("abc", &[&a, &b, &c])).unwrap();
@@ -113,11 +113,80 @@ keyward_testkit::on_both_dbs! {
                 "invoke a 1",
                 "invoke b 2",
                 "invoke c 3",
-                "compensate c None input=3",
                 "compensate b Some(3)",
                 "compensate a Some(2)",
             ]
         );
+    }
+
+    async fn a_failing_step_that_may_have_written_is_compensated_first_with_no_input(db) {
+        let e = engine_on(&db, Journal::default()).await;
+        let (a, b) = (counting("a"), counting("b"));
+        let half = Step::new("half", |n: i64, cx: Cx| async move {
+            cx.container().note(format!("invoke half {n}"));
+            Err::<StepResponse<i64>, _>(StepError::permanent("half done").maybe_applied())
+        })
+        .compensate(|out: Option<i64>, cx: Cx| async move {
+            cx.container().note(format!("compensate half {out:?} input={}", cx.input::<i64>()?));
+            Ok(())
+        });
+        let wf = e.register(chain("ab-half", &[&a, &b, &half])).unwrap();
+        let err = e.run(&wf, 1, RunOptions::default()).await.unwrap_err();
+        let FlowError::Failed { state, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(*state, RunState::Reverted);
+        assert_eq!(
+            events(&e),
+            [
+                "invoke a 1",
+                "invoke b 2",
+                "invoke half 3",
+                "compensate half None input=3",
+                "compensate b Some(3)",
+                "compensate a Some(2)",
+            ]
+        );
+    }
+
+    async fn a_step_cut_off_by_its_timeout_is_compensated_as_one_that_may_have_written(db) {
+        let e = engine_on(&db, Journal::default()).await;
+        let a = counting("a");
+        let slow = Step::new("slow", |n: i64, cx: Cx| async move {
+            cx.container().note(format!("invoke slow {n}"));
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(StepResponse::new(n))
+        })
+        .timeout(Duration::from_millis(50))
+        .compensate(|out: Option<i64>, cx: Cx| async move {
+            cx.container().note(format!("compensate slow {out:?}"));
+            Ok(())
+        });
+        let wf = e.register(chain("a-slow", &[&a, &slow])).unwrap();
+        let run = e.run(&wf, 1, RunOptions::default().throw_on_error(false)).await.unwrap();
+        assert_eq!(run.state, RunState::Reverted);
+        assert_eq!(events(&e), ["invoke a 1", "invoke slow 2", "compensate slow None", "compensate a Some(2)"]);
+        assert!(run.errors[0].error.is_maybe_applied());
+    }
+
+    async fn a_compensation_reports_conflicts_on_the_run_without_failing_it(db) {
+        let e = engine_on(&db, Journal::default()).await;
+        let a = Step::new("a", |n: i64, _cx: Cx| async move { Ok(StepResponse::new(n)) }).compensate(
+            |_: Option<i64>, cx: Cx| async move {
+                cx.conflict("row r1 changed since; left alone");
+                Ok(())
+            },
+        );
+        let wf = e.register(chain("conflicted", &[&a, &failing("b")])).unwrap();
+        let run = e.run(&wf, 1, RunOptions::default().throw_on_error(false)).await.unwrap();
+        assert_eq!(run.state, RunState::Reverted, "a conflict is not a failure");
+        let reported: Vec<(&str, Handler, &str)> =
+            run.errors.iter().map(|f| (f.step.as_str(), f.handler, f.error.message())).collect();
+        assert_eq!(
+            reported,
+            [("b", Handler::Invoke, "b refuses"), ("a", Handler::Conflict, "row r1 changed since; left alone")]
+        );
+        let (stored, _) = e.log().load("conflicted", &run.transaction_id).await.unwrap().unwrap();
+        assert_eq!(stored.errors.len(), 2, "the conflict is on the run's record");
+        assert_eq!(stored.errors[1].handler, Handler::Conflict);
     }
 
     async fn a_failing_compensation_leaves_the_run_failed_and_is_reported(db) {
@@ -250,8 +319,7 @@ keyward_testkit::on_both_dbs! {
         let ev = events(&e);
         assert!(ev.contains(&"invoke left".to_owned()) && ev.contains(&"invoke right".to_owned()), "{ev:?}");
         let undo: Vec<&String> = ev.iter().filter(|x| x.starts_with("compensate")).collect();
-        assert_eq!(undo.len(), 3, "{ev:?}");
-        assert!(undo[0].starts_with("compensate last"), "the failing step first: {ev:?}");
+        assert_eq!(undo.len(), 2, "both sides, not the failing step that wrote nothing: {ev:?}");
     }
 
     async fn a_conditional_step_runs_only_when_its_condition_holds(db) {

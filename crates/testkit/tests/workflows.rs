@@ -42,12 +42,12 @@ macro_rules! on_both_stores {
 }
 
 /// Runs `workflow` with a step appended that always fails, on an engine of its own over the same
-/// database, and checks the run was reverted.
+/// database, and checks the run was reverted. Returns the conflicts its compensations reported.
 async fn run_then_fail<I: Serialize + DeserializeOwned + 'static, O: Serialize + DeserializeOwned + 'static>(
     flows: &Workflows,
     workflow: Workflow<Keyward, I, O>,
     input: I,
-) {
+) -> Vec<String> {
     let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
     let boom = Step::new("boom", |_: (), _cx: StepContext<Keyward>| async move {
         Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
@@ -59,6 +59,11 @@ async fn run_then_fail<I: Serialize + DeserializeOwned + 'static, O: Serialize +
         .unwrap();
     assert_eq!(run.state, RunState::Reverted, "{:?}", run.errors);
     assert_eq!(run.errors[0].error.message(), "a later step failed");
+    run.errors
+        .iter()
+        .filter(|f| f.handler == keyward_flow::Handler::Conflict)
+        .map(|f| f.error.message().to_owned())
+        .collect()
 }
 
 async fn channel(flows: &Workflows, name: &str) -> SalesChannelId {
@@ -129,13 +134,23 @@ on_both_stores! {
     async fn a_failed_roll_leaves_the_old_key_untouched_and_no_new_key(flows) {
         let ch = channel(&flows, "EU").await;
         let (old, token) = linked_key(&flows, "rolling", &ch).await;
-        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: None };
-        run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: Some(3600) };
+        let conflicts = run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
+        assert!(conflicts.is_empty(), "{conflicts:?}");
         let keys = titled(&flows, "rolling").await;
         assert_eq!(keys.len(), 1, "{keys:?}");
         assert_eq!(keys[0].revoked_at, None);
         assert_eq!(channels_of(&flows, &old.id).await, [ch]);
         assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Valid);
+    }
+
+    async fn a_failed_roll_never_brings_back_an_old_key_whose_revocation_took_effect(flows) {
+        let (old, token) = linked_key(&flows, "rolling", &channel(&flows, "EU").await).await;
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: None };
+        let conflicts = run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
+        assert_eq!(conflicts, [format!("api key {} stays revoked: a revocation in effect is never undone", old.id)]);
+        assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Revoked);
+        assert_eq!(titled(&flows, "rolling").await.len(), 1, "the new key is gone");
     }
 
     async fn a_roll_gives_the_new_key_the_old_ones_title_type_and_channels(flows) {
@@ -182,10 +197,39 @@ on_both_stores! {
             .key;
         let input = UpdateApiKeysInput { ids: vec![key.id.clone()], title: "after".into() };
         run_then_fail(&flows, workflows::update_api_keys_workflow(), input).await;
-        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: None };
+        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: Some(60) };
         run_then_fail(&flows, workflows::revoke_api_keys_workflow(), input).await;
         let back = flows.kw().retrieve_api_key(&key.id).await.unwrap();
         assert_eq!((back.title.as_str(), back.revoked_at, back.revoked_by), ("before", None, None));
+        // A revocation that took effect stays: the compensation reports it instead.
+        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: None };
+        let conflicts = run_then_fail(&flows, workflows::revoke_api_keys_workflow(), input).await;
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert!(flows.kw().retrieve_api_key(&key.id).await.unwrap().revoked_at.is_some());
+    }
+
+    async fn a_compensation_leaves_alone_what_another_change_wrote_since(flows) {
+        let key = flows.create_api_key(CreateApiKey::new("first", ApiKeyType::Secret, "t")).await.unwrap().key;
+        // A title change whose later step fails after someone else renamed the key meanwhile.
+        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
+        let rename = {
+            let flows = flows.clone();
+            let id = key.id.clone();
+            Step::new("someone-else-renames", move |_: (), _cx: StepContext<Keyward>| {
+                let (flows, id) = (flows.clone(), id.clone());
+                async move {
+                    flows.update_api_key(&id, "theirs").await.map_err(|e| StepError::permanent(e.message))?;
+                    Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
+                }
+            })
+        };
+        let handle = engine.register(workflows::update_api_keys_workflow().step(&rename, |_| Ok(()))).unwrap();
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], title: "mine".into() };
+        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
+        assert_eq!(run.state, RunState::Reverted);
+        assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().title, "theirs", "not overwritten by the undo");
+        let conflict = run.errors.iter().find(|f| f.handler == keyward_flow::Handler::Conflict).expect("a conflict");
+        assert!(conflict.error.message().contains("theirs"), "{}", conflict.error.message());
     }
 
     async fn the_module_rules_come_back_with_their_exact_messages(flows) {
@@ -272,7 +316,7 @@ on_both_stores! {
         let ch = channel(&flows, "EU").await;
         let (old, _) = linked_key(&flows, "rolling", &ch).await;
         let before = flows.engine().log().list_events(100).await.unwrap().len();
-        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: None };
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: Some(3600) };
         run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
         assert_eq!(flows.engine().log().list_events(100).await.unwrap().len(), before);
         let (new, _) = flows.roll_api_key(&old.id, "ops", None).await.unwrap();
