@@ -827,13 +827,23 @@ async fn workflow_runs(
                     r.state.to_string(),
                     r.transaction_id.clone(),
                     r.errors
-                        .first()
+                        .iter()
+                        .find(|e| e.handler != keyward_flow::Handler::Conflict)
                         .map(|e| format!("{}: {}", e.step, e.error))
                         .unwrap_or_default(),
+                    r.errors
+                        .iter()
+                        .filter(|e| e.handler == keyward_flow::Handler::Conflict)
+                        .map(|e| format!("{}: {}", e.step, e.error))
+                        .collect::<Vec<_>>()
+                        .join("; "),
                 ]
             })
             .collect();
-        let mut s = table::render(&["STARTED", "WORKFLOW", "STATE", "TRANSACTION", "ERROR"], &rows);
+        let mut s = table::render(
+            &["STARTED", "WORKFLOW", "STATE", "TRANSACTION", "ERROR", "CONFLICTS"],
+            &rows,
+        );
         s.push_str(&format!("{} runs\n", runs.len()));
         s
     }))

@@ -331,6 +331,44 @@ on_both_stores! {
         assert_eq!(events[3].0.data, serde_json::json!({"id": new.key.id, "previous_id": old.id}));
     }
 
+    async fn every_workflow_publishes_the_events_its_docs_promise(flows) {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/events-and-jobs.md")).unwrap();
+        let mut promised: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+        let table = docs.split("What each workflow publishes").nth(1).unwrap().split("\n\n").nth(1).unwrap();
+        for line in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let names = cells[2].split('`').skip(1).step_by(2).map(str::to_owned).collect();
+            promised.insert(cells[1].trim_matches('`').to_owned(), names);
+        }
+        for names in promised.values() {
+            assert!(names.iter().all(|n| keyward::EventName::parse(n).is_some()), "{names:?}");
+        }
+        // Run each of them once.
+        let ch = flows
+            .create_sales_channel(CreateSalesChannel { name: "EU".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .id;
+        let (key, _) = linked_key(&flows, "k", &ch).await;
+        flows.update_api_key(&key.id, "renamed").await.unwrap();
+        flows.roll_api_key(&key.id, "ops", Some(60)).await.unwrap();
+        let by = RevokeApiKey { revoked_by: "t".into(), revoke_in: None };
+        flows.revoke_api_key(&key.id, &by).await.unwrap();
+        flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap();
+        let patch = UpdateSalesChannel { name: Some("EU 2".into()), ..Default::default() };
+        flows.update_sales_channel(&ch, &patch).await.unwrap();
+        flows.delete_sales_channels(std::slice::from_ref(&ch)).await.unwrap();
+        flows.create_user("events@test.local", "long enough").await.unwrap();
+        let mut published: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+        for (event, _) in flows.engine().log().list_events(1000).await.unwrap() {
+            let workflow = event.metadata["workflow"].as_str().unwrap().to_owned();
+            published.entry(workflow).or_default().insert(event.name.clone());
+        }
+        let registered: std::collections::BTreeSet<String> = flows.engine().workflow_names().into_iter().collect();
+        assert_eq!(registered, promised.keys().cloned().collect(), "the table names every workflow");
+        assert_eq!(published, promised);
+    }
+
     async fn the_key_for_a_new_user_is_made_once_even_when_the_first_delivery_fails(flows) {
         let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let subscriber = {
