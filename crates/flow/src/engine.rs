@@ -952,8 +952,9 @@ impl<C: Send + Sync + 'static> Engine<C> {
             resumed: job.resumed,
         });
         let options = &job.def.options;
-        let outcome = retrying(options, &meta, options.timeout, |attempt| {
-            let cx = StepContext::new(self.inner.container.clone(), meta.clone(), attempt);
+        let outcome = retrying(options, &meta, options.timeout, |attempt, after_unknown| {
+            let cx = StepContext::new(self.inner.container.clone(), meta.clone(), attempt)
+                .after_unknown_outcome(after_unknown);
             (job.def.invoke)(job.input.clone(), cx)
         })
         .await;
@@ -1007,7 +1008,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 let Some(compensate) = &step_def.compensate else {
                     return ((Ok(()), 0), Vec::new());
                 };
-                let outcome = retrying(&step_def.options, meta, None, |attempt| {
+                let outcome = retrying(&step_def.options, meta, None, |attempt, _| {
                     let cx = StepContext::new(self.inner.container.clone(), meta.clone(), attempt)
                         .collecting(conflicts.clone());
                     compensate(comp_input.clone(), cx)
@@ -1118,7 +1119,8 @@ fn record(step: &str, position: u32, state: StepState) -> StepRecord {
     }
 }
 
-/// Calls `call` until it succeeds, fails permanently, or has been retried `max_retries` times;
+/// Calls `call` (with the attempt number, and whether the previous attempt failed with an error
+/// that may have been applied) until it succeeds, fails permanently, or has been retried `max_retries` times;
 /// each call is cut off after `timeout` (a permanent failure). Returns the outcome and the
 /// number of calls made.
 async fn retrying<T, F, Fut>(
@@ -1128,13 +1130,14 @@ async fn retrying<T, F, Fut>(
     mut call: F,
 ) -> (Result<T, StepError>, u32)
 where
-    F: FnMut(u32) -> Fut,
+    F: FnMut(u32, bool) -> Fut,
     Fut: Future<Output = Result<T, StepError>>,
 {
     let mut attempt = 0;
+    let mut after_unknown = false;
     loop {
         attempt += 1;
-        let fut = call(attempt);
+        let fut = call(attempt, after_unknown);
         let outcome = match timeout {
             Some(limit) => match tokio::time::timeout(limit, fut).await {
                 Ok(outcome) => outcome,
@@ -1150,6 +1153,7 @@ where
         };
         match outcome {
             Err(e) if !e.is_permanent() && attempt <= options.max_retries => {
+                after_unknown = e.is_maybe_applied();
                 tracing::warn!(workflow = %meta.workflow, transaction_id = %meta.transaction_id, step = %meta.step, attempt, error = %e, "step attempt failed; retrying");
                 tokio::time::sleep(options.retry_interval).await;
             }

@@ -217,6 +217,8 @@ pub struct StepContext<C> {
     meta: Arc<StepMeta>,
     attempt: u32,
     conflicts: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The previous attempt failed with an error that may have been applied.
+    after_unknown: bool,
 }
 
 #[derive(Debug)]
@@ -237,6 +239,7 @@ impl<C> StepContext<C> {
             meta,
             attempt,
             conflicts: Arc::default(),
+            after_unknown: false,
         }
     }
 
@@ -275,11 +278,17 @@ impl<C> StepContext<C> {
     }
 
     /// Whether this invocation may follow one whose writes happened without being recorded:
-    /// a process died while the step ran, or an earlier attempt failed (a lost commit answer
-    /// looks like a failure). Only then should a step take what it finds for its own earlier
-    /// work; on a first invocation an equal-looking row was written by someone else.
+    /// a process died while the step ran, or the previous attempt failed with
+    /// [`StepError::maybe_applied`] (a connection lost during a commit). Only then should a step
+    /// take what it finds for its own earlier work; otherwise an equal-looking row was written
+    /// by someone else.
     pub fn may_repeat(&self) -> bool {
-        self.meta.resumed || self.attempt > 1
+        self.meta.resumed || self.after_unknown
+    }
+
+    pub(crate) fn after_unknown_outcome(mut self, unknown: bool) -> Self {
+        self.after_unknown = unknown;
+        self
     }
 
     /// Records that a compensation found a row no longer holding what this run wrote (another

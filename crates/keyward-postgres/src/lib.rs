@@ -13,12 +13,12 @@ use chrono::{DateTime, Utc};
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
-    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, RevocationUndo, Store, StoredKey, StoredUser, TitleUndo, UserRow,
-    db_error, stored_pairs,
+    Blocked, ChannelRow, Guarded, KeyRow, KeyShape, NewApiKey, RevocationUndo, RevokeOnce, Store, StoredKey,
+    StoredUser, TitleUndo, UserRow, db_error, stored_pairs,
 };
 use keyward::{
-    ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
-    UserId,
+    ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel,
+    User, UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
@@ -253,8 +253,11 @@ impl Store for PostgresStore {
         ids: &[ApiKeyId],
         revoked_by: &str,
         revoked_at: Timestamp,
-        now: Timestamp,
+        clock: &dyn Clock,
+        once: RevokeOnce,
+        unchanged: Option<&KeyShape>,
     ) -> Result<Guarded> {
+        let key_ids = ids;
         let ids = strings(ids);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let locked = sqlx::query!(
@@ -264,15 +267,39 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
+        // Read once the row locks are held (see the trait).
+        let now = clock.now();
         let revoked: Vec<String> = locked
             .into_iter()
             .filter(|r| {
-                r.r#type == ApiKeyType::Secret.as_str() && r.revoked_at.is_some_and(|at| at <= now.as_datetime())
+                (once == RevokeOnce::Any || r.r#type == ApiKeyType::Secret.as_str())
+                    && r.revoked_at.is_some_and(|at| at <= now.as_datetime())
             })
             .map(|r| r.id)
             .collect();
         if !revoked.is_empty() {
             return Ok(Err(Blocked::AlreadyRevoked(keyward::store::stored_ids(revoked)?)));
+        }
+        if let (Some(shape), Some(key)) = (unchanged, key_ids.first()) {
+            // The key row is locked above; a link change locks it too (FOR SHARE), so the
+            // links read here cannot change before this transaction ends.
+            let title = sqlx::query_scalar!("SELECT title FROM api_key WHERE id = $1", key.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let channels = sqlx::query_scalar!(
+                "SELECT sales_channel_id FROM publishable_api_key_sales_channel
+                 WHERE publishable_key_id = $1 AND deleted_at IS NULL ORDER BY sales_channel_id",
+                key.as_str()
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let same = channels.len() == shape.channels.len()
+                && channels.iter().zip(&shape.channels).all(|(a, b)| a == b.as_str());
+            if title.is_some_and(|t| t != shape.title) || !same {
+                return Ok(Err(Blocked::Changed(key.clone())));
+            }
         }
         // A key revoked at `now` is never given a later revocation: revocation is monotonic.
         sqlx::query!(
@@ -368,13 +395,22 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn restore_revocations(&self, undo: &[RevocationUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
+    async fn restore_revocations(&self, undo: &[RevocationUndo], clock: &dyn Clock) -> Result<Vec<ApiKeyId>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let ids: Vec<String> = undo.iter().map(|u| u.previous.id.as_str().to_owned()).collect();
+        sqlx::query!("SELECT id FROM api_key WHERE id = ANY($1) ORDER BY id FOR UPDATE", &ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let now = clock.now();
         let mut restored = Vec::new();
         for u in undo {
+            // Only where the row holds this run's revocation, and never making a revoked key
+            // valid again: ours has not taken effect, or the one put back already had.
             let done = sqlx::query!(
                 "UPDATE api_key SET revoked_by = $1, revoked_at = $2, updated_at = $3
-                 WHERE id = $4 AND revoked_by IS NOT DISTINCT FROM $5 AND revoked_at IS NOT DISTINCT FROM $6",
+                 WHERE id = $4 AND revoked_by IS NOT DISTINCT FROM $5 AND revoked_at IS NOT DISTINCT FROM $6
+                   AND (revoked_at IS NULL OR revoked_at > $3 OR $2 <= $3)",
                 u.previous.revoked_by,
                 u.previous.revoked_at.map(|t| t.as_datetime()),
                 now.as_datetime(),

@@ -13,12 +13,12 @@ use async_trait::async_trait;
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
-    Blocked, ChannelRow, Guarded, KeyRow, NewApiKey, RevocationUndo, Store, StoredKey, StoredUser, TitleUndo, UserRow,
-    db_error, stored_pairs,
+    Blocked, ChannelRow, Guarded, KeyRow, KeyShape, NewApiKey, RevocationUndo, RevokeOnce, Store, StoredKey,
+    StoredUser, TitleUndo, UserRow, db_error, stored_pairs,
 };
 use keyward::{
-    ApiKey, ApiKeyId, ApiKeyType, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, User,
-    UserId,
+    ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel,
+    User, UserId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, SqlitePool};
@@ -242,16 +242,22 @@ impl Store for SqliteStore {
         ids: &[ApiKeyId],
         revoked_by: &str,
         revoked_at: Timestamp,
-        now: Timestamp,
+        clock: &dyn Clock,
+        once: RevokeOnce,
+        unchanged: Option<&KeyShape>,
     ) -> Result<Guarded> {
-        let (ids, revoked_at, now) = (json_ids(ids), revoked_at.millis(), now.millis());
+        let (key_ids, ids, revoked_at) = (ids, json_ids(ids), revoked_at.millis());
+        let any = once == RevokeOnce::Any;
         let mut tx = self.begin_write().await?;
+        // Read once the write lock is held (see the trait).
+        let now = clock.now().millis();
         let revoked = sqlx::query!(
             r#"SELECT id AS "id!" FROM api_key
-               WHERE id IN (SELECT value FROM json_each(?)) AND type = 'secret'
+               WHERE id IN (SELECT value FROM json_each(?)) AND (type = 'secret' OR ?)
                  AND revoked_at IS NOT NULL AND revoked_at <= ?
                ORDER BY id"#,
             ids,
+            any,
             now
         )
         .fetch_all(&mut *tx)
@@ -261,6 +267,26 @@ impl Store for SqliteStore {
             return Ok(Err(Blocked::AlreadyRevoked(keyward::store::stored_ids(
                 revoked.into_iter().map(|r| r.id),
             )?)));
+        }
+        if let (Some(shape), Some(key)) = (unchanged, key_ids.first()) {
+            let kid = key.as_str();
+            let title = sqlx::query_scalar!("SELECT title FROM api_key WHERE id = ?", kid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let channels = sqlx::query_scalar!(
+                r#"SELECT sales_channel_id AS "id!" FROM publishable_api_key_sales_channel
+                   WHERE publishable_key_id = ? AND deleted_at IS NULL ORDER BY sales_channel_id"#,
+                kid
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            let same = channels.len() == shape.channels.len()
+                && channels.iter().zip(&shape.channels).all(|(a, b)| a == b.as_str());
+            if title.is_some_and(|t| t != shape.title) || !same {
+                return Ok(Err(Blocked::Changed(key.clone())));
+            }
         }
         // A key revoked at `now` is never given a later revocation: revocation is monotonic.
         sqlx::query!(
@@ -370,22 +396,28 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn restore_revocations(&self, undo: &[RevocationUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
-        let now = now.millis();
+    async fn restore_revocations(&self, undo: &[RevocationUndo], clock: &dyn Clock) -> Result<Vec<ApiKeyId>> {
         let mut tx = self.begin_write().await?;
+        let now = clock.now().millis();
         let mut restored = Vec::new();
         for u in undo {
             let (id, at) = (u.previous.id.as_str(), u.previous.revoked_at.map(|t| t.millis()));
             let written_at = u.written.revoked_at.map(|t| t.millis());
+            // Only where the row holds this run's revocation, and never making a revoked key
+            // valid again: ours has not taken effect, or the one put back already had.
             let done = sqlx::query!(
                 "UPDATE api_key SET revoked_by = ?, revoked_at = ?, updated_at = ?
-                 WHERE id = ? AND revoked_by IS ? AND revoked_at IS ?",
+                 WHERE id = ? AND revoked_by IS ? AND revoked_at IS ?
+                   AND (revoked_at IS NULL OR revoked_at > ? OR ? <= ?)",
                 u.previous.revoked_by,
                 at,
                 now,
                 id,
                 u.written.revoked_by,
-                written_at
+                written_at,
+                now,
+                at,
+                now
             )
             .execute(&mut *tx)
             .await

@@ -46,6 +46,8 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// The connection failed mid-write: the change may or may not have been committed.
+    outcome_unknown: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,7 +57,20 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            outcome_unknown: false,
         }
+    }
+
+    /// The same error, for a write whose outcome is not known (the connection went away while
+    /// it ran, so it may have been committed).
+    pub fn with_unknown_outcome(mut self) -> Self {
+        self.outcome_unknown = true;
+        self
+    }
+
+    /// Whether the write that failed may have been committed all the same.
+    pub fn outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     pub fn invalid_data(message: impl Into<String>) -> Self {

@@ -357,7 +357,14 @@ impl Keyward {
         };
         match self
             .store
-            .revoke_api_keys(ids, &data.revoked_by, revoked_at, now)
+            .revoke_api_keys(
+                ids,
+                &data.revoked_by,
+                revoked_at,
+                self.clock.as_ref(),
+                crate::store::RevokeOnce::Secret,
+                None,
+            )
             .await?
         {
             Ok(()) => {}

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId, UserId};
 use crate::model::{ApiKey, ApiKeyType, SalesChannel, UpdateSalesChannel, User};
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 
 /// A key row as it is written. `token` is the stored form (digest for secret keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,27 @@ pub struct TitleUndo {
     pub previous: String,
 }
 
+/// Which keys a revocation refuses to revoke again (those already revoked at `now`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeOnce {
+    /// Secret keys only: Medusa's rule (a publishable key can be revoked again).
+    #[default]
+    Secret,
+    /// Every key: a roll replaces a key once, so a second roll of a revoked key is refused.
+    Any,
+}
+
+/// What a key must still look like when a roll revokes it: the title and channels its
+/// successor copied. A roll whose key changed meanwhile is refused (`Blocked::Changed`), so it
+/// is never half before and half after a concurrent rename or link change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyShape {
+    pub title: String,
+    /// Ordered by id.
+    pub channels: Vec<SalesChannelId>,
+}
+
 /// Why a guarded write did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
@@ -88,6 +109,8 @@ pub enum Blocked {
     SecretKey,
     /// Channel ids that do not exist (link).
     UnknownSalesChannels(Vec<SalesChannelId>),
+    /// The key no longer has the title or channels expected (a roll's revoke).
+    Changed(ApiKeyId),
 }
 
 /// The outcome of a guarded write: done, or blocked with the rows in the way.
@@ -140,16 +163,22 @@ pub trait Store: Send + Sync + 'static {
     /// transaction; returns the ids it changed. Compensation of a title change.
     async fn restore_api_key_titles(&self, undo: &[TitleUndo], now: Timestamp) -> Result<Vec<ApiKeyId>>;
 
-    /// Sets `revoked_at`/`revoked_by` on these keys unless one of them is a secret key already
-    /// revoked at `now` (blocked: `AlreadyRevoked`). Unknown ids are skipped. Revocation is
-    /// monotonic: a key already revoked at `now` is never given a `revoked_at` after `now`
-    /// (it is left as it is).
+    /// Sets `revoked_at`/`revoked_by` on these keys unless one of them is already revoked and
+    /// `once` covers its type (blocked: `AlreadyRevoked`). Unknown ids are skipped. Revocation
+    /// is monotonic: a key already revoked is never given a `revoked_at` in the future (it is
+    /// left as it is). "Already" is judged by `clock` read *inside* the writing transaction,
+    /// after its locks are held: an instant read before waiting for them could be older than a
+    /// revocation that committed meanwhile.
+    ///
+    /// With `unchanged` (one key), the key must still have that title and those channels.
     async fn revoke_api_keys(
         &self,
         ids: &[ApiKeyId],
         revoked_by: &str,
         revoked_at: Timestamp,
-        now: Timestamp,
+        clock: &dyn Clock,
+        once: RevokeOnce,
+        unchanged: Option<&KeyShape>,
     ) -> Result<Guarded>;
 
     /// Deletes these keys and their sales-channel links unless one of them is not revoked at
@@ -163,10 +192,10 @@ pub trait Store: Send + Sync + 'static {
     /// left alone. Compensation of a delete.
     async fn restore_api_keys(&self, keys: &[StoredKey]) -> Result<()>;
 
-    /// Puts each `previous` revocation back where the key still holds exactly `written`, in
-    /// one transaction; returns the ids it changed. Compensation of a revoke. (Whether a
-    /// revocation may be undone at all is the module's rule; the store only compares.)
-    async fn restore_revocations(&self, undo: &[RevocationUndo], now: Timestamp) -> Result<Vec<ApiKeyId>>;
+    /// Puts each `previous` revocation back where the key still holds exactly `written` and
+    /// doing so does not make a revoked key valid again (judged by `clock` inside the
+    /// transaction), in one transaction; returns the ids it changed. Compensation of a revoke.
+    async fn restore_revocations(&self, undo: &[RevocationUndo], clock: &dyn Clock) -> Result<Vec<ApiKeyId>>;
 
     /// Records when keys were last used (batched by the caller).
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;
@@ -270,12 +299,15 @@ pub fn db_error(e: sqlx::Error) -> crate::Error {
         {
             Error::unavailable(format!("the database is unavailable: {e}"))
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => Error::unavailable(format!("the database is unavailable: {e}")),
+        // Never connected: nothing was written.
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            Error::unavailable(format!("the database is unavailable: {e}"))
+        }
+        // The connection broke while a statement or a commit was under way: it may have been
+        // committed. (A statement the database refused rolls its transaction back: not this.)
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => {
+            Error::unavailable(format!("the database is unavailable: {e}")).with_unknown_outcome()
+        }
         _ => Error::unexpected(format!("database error: {e}")),
     }
 }

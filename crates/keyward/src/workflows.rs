@@ -25,7 +25,7 @@ use crate::model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
 };
 use crate::service::Keyward;
-use crate::store::{Blocked, Revocation, RevocationUndo, StoredKey, TitleUndo};
+use crate::store::{Blocked, KeyShape, Revocation, RevocationUndo, RevokeOnce, StoredKey, TitleUndo};
 use crate::token::PlainToken;
 
 /// Workflow names (Medusa's, plus roll).
@@ -52,7 +52,9 @@ type Cx = StepContext<Keyward>;
 /// rule will be broken again.
 pub fn step_error(e: Error) -> StepError {
     let retry = e.kind == ErrorKind::Unavailable;
+    let unknown = e.outcome_unknown();
     let s = StepError::from_error(e);
+    let s = if unknown { s.maybe_applied() } else { s };
     if retry { s } else { s.into_permanent() }
 }
 
@@ -156,6 +158,12 @@ pub struct RevokePlan {
     pub revoked_by: String,
     pub revoked_at: crate::Timestamp,
     pub previous: Vec<Revocation>,
+    /// Which keys the writing transaction refuses to revoke again.
+    #[serde(default)]
+    pub once: RevokeOnce,
+    /// A roll's: the key must still look as its successor copied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged: Option<KeyShape>,
 }
 
 /// The rows and links a delete removes, to put back if it is undone.
@@ -1295,47 +1303,46 @@ impl Keyward {
             .collect();
         if !live.is_empty() {
             // Blocked only if it got revoked meanwhile, which is as good.
-            let _ = self.store.revoke_api_keys(&live, DISCARDED_BY, now, now).await?;
+            let _ = self
+                .store
+                .revoke_api_keys(&live, DISCARDED_BY, now, self.clock.as_ref(), RevokeOnce::Secret, None)
+                .await?;
         }
         self.delete_api_keys(ids).await.map(|_| ())
     }
 
     /// Puts revocations back where the keys still hold what this run wrote, and reports what
     /// it left alone. A revocation that has taken effect is never undone (revocation is
-    /// monotonic), unless the key was already revoked before this run.
+    /// monotonic), unless the key was already revoked before this run; the store judges that
+    /// inside its transaction.
     pub async fn undo_revocations(&self, undo: &[RevocationUndo]) -> Result<Vec<String>> {
-        let now = self.now();
-        let in_effect = |r: &Revocation| r.revoked_at.is_some_and(|at| at <= now);
-        let (allowed, kept): (Vec<RevocationUndo>, Vec<RevocationUndo>) = undo
-            .iter()
-            .cloned()
-            .partition(|u| !in_effect(&u.written) || in_effect(&u.previous));
-        let mut conflicts: Vec<String> = kept
-            .iter()
-            .map(|u| {
-                format!(
-                    "api key {} stays revoked: a revocation in effect is never undone",
-                    u.written.id
-                )
-            })
-            .collect();
-        let restored = if allowed.is_empty() {
-            Vec::new()
-        } else {
-            self.store.restore_revocations(&allowed, now).await?
-        };
-        let left: Vec<&RevocationUndo> = allowed.iter().filter(|u| !restored.contains(&u.previous.id)).collect();
+        if undo.is_empty() {
+            return Ok(Vec::new());
+        }
+        let restored = self.store.restore_revocations(undo, self.clock.as_ref()).await?;
+        let left: Vec<&RevocationUndo> = undo.iter().filter(|u| !restored.contains(&u.previous.id)).collect();
         let ids: Vec<ApiKeyId> = left.iter().map(|u| u.previous.id.clone()).collect();
         let current = self.keys_by_ids(&ids).await?;
+        let now = self.now();
+        let mut conflicts = Vec::new();
         for u in left {
-            if let Some(key) = current.iter().find(|k| k.id == u.previous.id)
-                && Revocation::of(key) != u.previous
-            {
-                conflicts.push(format!(
+            let Some(key) = current.iter().find(|k| k.id == u.previous.id) else {
+                continue;
+            };
+            if Revocation::of(key) == u.previous {
+                continue;
+            }
+            conflicts.push(if Revocation::of(key) == u.written && key.is_revoked_at(now) {
+                format!(
+                    "api key {} stays revoked: a revocation in effect is never undone",
+                    key.id
+                )
+            } else {
+                format!(
                     "api key {}: its revocation changed after this run wrote it; left as it is",
                     key.id
-                ));
-            }
+                )
+            });
         }
         Ok(conflicts)
     }
@@ -1399,6 +1406,8 @@ impl Keyward {
                 _ => now,
             },
             previous: keys.iter().map(Revocation::of).collect(),
+            once: RevokeOnce::Secret,
+            unchanged: None,
         })
     }
 
@@ -1414,20 +1423,46 @@ impl Keyward {
                 k.revoked_at == Some(plan.revoked_at) && k.revoked_by.as_deref() == Some(plan.revoked_by.as_str())
             });
         if !applied {
-            let now = self.now();
             match self
                 .store
-                .revoke_api_keys(&plan.ids, &plan.revoked_by, plan.revoked_at, now)
+                .revoke_api_keys(
+                    &plan.ids,
+                    &plan.revoked_by,
+                    plan.revoked_at,
+                    self.clock.as_ref(),
+                    plan.once,
+                    plan.unchanged.as_ref(),
+                )
                 .await?
             {
                 Ok(()) => {}
                 Err(crate::store::Blocked::AlreadyRevoked(ids)) => {
-                    return Err(crate::service::already_revoked(ids.len()));
+                    let publishable = current
+                        .iter()
+                        .any(|k| ids.contains(&k.id) && k.key_type == ApiKeyType::Publishable);
+                    let key_type = if publishable {
+                        ApiKeyType::Publishable
+                    } else {
+                        ApiKeyType::Secret
+                    };
+                    return Err(crate::service::already_revoked_of(key_type, ids.len()));
+                }
+                Err(crate::store::Blocked::Changed(id)) => {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("Api key {id} changed while it was being rolled; nothing was changed, try again"),
+                    ));
                 }
                 Err(other) => return Err(crate::service::unexpected_block(other)),
             }
         }
-        self.keys_by_ids(&plan.ids).await
+        let keys = self.keys_by_ids(&plan.ids).await?;
+        match plan.ids.first() {
+            // Every key was deleted since the plan: nothing was written, and in a serial order
+            // this revoke came after the delete.
+            Some(first) if keys.is_empty() => Err(crate::service::not_found(first)),
+            _ => Ok(keys),
+        }
     }
 
     /// Checks every key to delete is revoked (the exact message lists those that are not) and
@@ -1497,7 +1532,7 @@ impl Keyward {
         if rolled_by.is_empty() {
             return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
         }
-        let channels = self
+        let channels: Vec<SalesChannelId> = self
             .store
             .links_of_keys(std::slice::from_ref(id))
             .await?
@@ -1508,9 +1543,20 @@ impl Keyward {
             .plan_api_keys(vec![CreateApiKey::new(old.title.clone(), old.key_type, rolled_by)])?
             .pop()
             .ok_or_else(|| Error::unexpected("planning the new key gave nothing"))?;
-        let revoke = self
+        let mut revoke = self
             .plan_revocation(std::slice::from_ref(id), rolled_by, grace_seconds)
             .await?;
+        // Checked again where the old key is revoked: of two rolls that race, one replaces it,
+        // and a rename or link change that came after this plan refuses the roll.
+        revoke.once = RevokeOnce::Any;
+        revoke.unchanged = Some(KeyShape {
+            title: old.title.clone(),
+            channels: {
+                let mut c: Vec<SalesChannelId> = channels.clone();
+                c.sort();
+                c
+            },
+        });
         Ok(RollPlan {
             new_key,
             channels,
