@@ -215,3 +215,108 @@ async fn delete_is_all_or_nothing_after_a_crash_at_any_step_on_postgres() {
         .await
         .unwrap();
 }
+
+/// A crash at `fault` in one process while another revokes the same secret key: once the
+/// crashed run is recovered, the key the second process revoked must be refused — whether the
+/// recovered run went forward or was compensated.
+fn crash_beside_a_revoke(db: &str, fault: &str, args: &dyn Fn(&str) -> Vec<String>) {
+    let created = ok(db, &["keys", "create", "--title", "raced", "--type", "secret"]);
+    let (id, token) = (
+        created["api_key"]["id"].as_str().unwrap().to_owned(),
+        created["api_key"]["token"].as_str().unwrap().to_owned(),
+    );
+    let spawn = |fault: Option<&str>, args: &[String]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        cmd.arg("--json")
+            .args(args)
+            .env("KEYWARD_DATABASE_URL", db)
+            .env("KEYWARD_WORKFLOW_LEASE", LEASE)
+            .env_remove("KEYWARD_FAULT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(f) = fault {
+            cmd.env("KEYWARD_FAULT", f);
+        }
+        cmd.spawn().unwrap()
+    };
+    let crashing = spawn(Some(fault), &args(&id));
+    let revoking = spawn(
+        None,
+        &["keys".into(), "revoke".into(), id.clone(), "--by".into(), "ops".into()],
+    );
+    let (crashed, revoked) = (
+        crashing.wait_with_output().unwrap(),
+        revoking.wait_with_output().unwrap(),
+    );
+    // It crashes at its boundary, unless the other revoke came first and its rules refused it.
+    let refused = String::from_utf8_lossy(&crashed.stderr).contains("already revoked");
+    assert!(
+        crashed.status.code().is_none() || (crashed.status.code() == Some(1) && refused),
+        "{fault}: expected a crash or a refusal: {crashed:?}"
+    );
+    std::thread::sleep(Duration::from_millis(450));
+    ok(db, &["keys", "list", "--limit", "1"]);
+    let unfinished: Vec<Value> = ["running", "compensating", "failed"]
+        .iter()
+        .flat_map(|s| {
+            ok(db, &["workflows", "list", "--state", s])["runs"]
+                .as_array()
+                .cloned()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        unfinished.is_empty(),
+        "{fault}: runs not done or reverted: {unfinished:?}"
+    );
+    let got = ok(db, &["keys", "get", &id]);
+    if revoked.status.success() {
+        assert!(
+            got["api_key"]["revoked_at"].is_string(),
+            "{fault}: the revoke that succeeded was undone: {got}"
+        );
+        let verdict = keyward(db, None, &["keys", "verify", &token]);
+        assert_eq!(
+            verdict.status.code(),
+            Some(1),
+            "{fault}: the revoked key still verifies"
+        );
+    } else {
+        // Refused: the crashed run had revoked it already.
+        let err = String::from_utf8_lossy(&revoked.stderr);
+        assert!(err.contains("already revoked"), "{fault}: {err}");
+        assert!(got["api_key"]["revoked_at"].is_string(), "{fault}: {got}");
+    }
+}
+
+fn revoke_and_roll_crash_beside_a_concurrent_revoke(db: &str) {
+    for fault in boundaries("revoke-api-keys", &["prepare-revocation", "revoke-api-keys"]) {
+        crash_beside_a_revoke(db, &fault, &|id| {
+            ["keys", "revoke", id, "--in", "3600", "--by", "other"]
+                .map(str::to_owned)
+                .to_vec()
+        });
+    }
+    let roll = ["prepare-roll", "create-api-keys", "revoke-api-keys"];
+    for fault in boundaries("roll-api-key", &roll) {
+        crash_beside_a_revoke(db, &fault, &|id| {
+            ["keys", "roll", id, "--grace", "3600", "--by", "other"]
+                .map(str::to_owned)
+                .to_vec()
+        });
+    }
+}
+
+#[test]
+fn a_crashed_revoke_or_roll_never_undoes_a_concurrent_revoke_on_sqlite() {
+    revoke_and_roll_crash_beside_a_concurrent_revoke(&TestDb::sqlite().url);
+}
+
+#[tokio::test]
+async fn a_crashed_revoke_or_roll_never_undoes_a_concurrent_revoke_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || revoke_and_roll_crash_beside_a_concurrent_revoke(&url))
+        .await
+        .unwrap();
+}
