@@ -210,6 +210,10 @@ pub enum KeysCommand {
         /// Who is creating it (recorded as created_by).
         #[arg(long, default_value = "cli")]
         created_by: String,
+        /// Run at most once for this key (per --created-by, 24 h): a repeat prints the first
+        /// answer, new token included; the same key with other arguments is refused.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// List keys, newest last.
     List(ListKeys),
@@ -241,6 +245,10 @@ pub enum KeysCommand {
         /// Who is rolling it (recorded as created_by of the new key and revoked_by of the old).
         #[arg(long = "by", default_value = "cli")]
         rolled_by: String,
+        /// Run at most once for this key (per --by, 24 h): a repeat prints the first answer,
+        /// new token included; the same key with other arguments is refused.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Add and remove a publishable key's sales channels.
     Link {
@@ -314,6 +322,67 @@ pub fn run(cli: Cli) -> ExitCode {
 struct Outcome {
     text: String,
     code: ExitCode,
+}
+
+/// What an `--idempotency-key` says to do.
+enum Idempotent {
+    /// Run, and record the output under the claim (none without a key).
+    Run(Option<keyward::idempotency::Claim>),
+    /// The command ran before with this key: its output again.
+    Replay(Outcome),
+}
+
+/// Claims `key` for `actor` and this `request` (the command and its arguments), or finds the
+/// first run's output.
+async fn idempotent(
+    flows: &Workflows,
+    key: Option<&str>,
+    actor: &str,
+    request: &serde_json::Value,
+) -> Result<Idempotent, Failure> {
+    use keyward::idempotency::{Begin, IN_PROGRESS, IdempotencyKey, MISMATCH, request_digest};
+    let Some(key) = key else {
+        return Ok(Idempotent::Run(None));
+    };
+    let key = IdempotencyKey::parse(key).map_err(|e| usage(e.message))?;
+    let digest = request_digest(&[b"cli", request.to_string().as_bytes()]);
+    match flows.kw().begin_idempotent(actor, &key, &digest).await? {
+        Begin::Run(claim) => Ok(Idempotent::Run(Some(claim))),
+        Begin::Replay { body, .. } => Ok(Idempotent::Replay(Outcome::ok(
+            String::from_utf8_lossy(&body).into_owned(),
+        ))),
+        Begin::Mismatch => Err(Error::invalid_data(MISMATCH).into()),
+        Begin::InProgress => Err(Error::new(ErrorKind::Conflict, IN_PROGRESS).into()),
+    }
+}
+
+/// A failed command gives its idempotency key up, so that running it again really runs it.
+async fn released_on_error<T>(
+    flows: &Workflows,
+    claim: &Option<keyward::idempotency::Claim>,
+    result: keyward::Result<T>,
+) -> Result<T, Failure> {
+    if let (Err(_), Some(claim)) = (&result, claim)
+        && let Err(e) = flows.kw().abandon_idempotent(claim).await
+    {
+        tracing::warn!(error = %e, "could not release an idempotency key");
+    }
+    Ok(result?)
+}
+
+/// Records a successful command's output under its claim, then returns it.
+async fn finish_idempotent(
+    flows: &Workflows,
+    claim: Option<keyward::idempotency::Claim>,
+    outcome: Outcome,
+) -> Result<Outcome, Failure> {
+    if let Some(claim) = claim {
+        flows
+            .kw()
+            .finish_idempotent(claim, 200, outcome.text.as_bytes())
+            .await?;
+    }
+    Ok(outcome)
 }
 
 impl Outcome {
@@ -655,21 +724,37 @@ async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome
             title,
             key_type,
             created_by,
+            idempotency_key,
         } => {
             non_empty_title(&title)?;
-            let created = flows
-                .create_api_key(CreateApiKey::new(title, key_type.into(), created_by))
-                .await?;
-            Ok(Outcome::ok(if json {
-                format!("{}\n", json!({ "api_key": created }))
-            } else {
-                let mut s = describe_key(&created.key);
-                s.push_str(&format!("token:        {}\n", created.token.expose()));
-                if created.key.key_type == ApiKeyType::Secret {
-                    s.push_str("\nThis is the only time the secret token is shown. Store it now.\n");
-                }
-                s
-            }))
+            let request = json!(["keys create", title, ApiKeyType::from(key_type).as_str(), json]);
+            let claim = match idempotent(flows, idempotency_key.as_deref(), &created_by, &request).await? {
+                Idempotent::Replay(outcome) => return Ok(outcome),
+                Idempotent::Run(claim) => claim,
+            };
+            let created = released_on_error(
+                flows,
+                &claim,
+                flows
+                    .create_api_key(CreateApiKey::new(title, key_type.into(), created_by))
+                    .await,
+            )
+            .await?;
+            finish_idempotent(
+                flows,
+                claim,
+                Outcome::ok(if json {
+                    format!("{}\n", json!({ "api_key": created }))
+                } else {
+                    let mut s = describe_key(&created.key);
+                    s.push_str(&format!("token:        {}\n", created.token.expose()));
+                    if created.key.key_type == ApiKeyType::Secret {
+                        s.push_str("\nThis is the only time the secret token is shown. Store it now.\n");
+                    }
+                    s
+                }),
+            )
+            .await
         }
         KeysCommand::List(args) => {
             let mut filter = ApiKeyFilter::new();
@@ -730,20 +815,37 @@ async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome
                 .await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
         }
-        KeysCommand::Roll { id, grace, rolled_by } => {
-            let (created, previous) = flows.roll_api_key(&key_id(&id)?, &rolled_by, grace).await?;
-            Ok(Outcome::ok(if json {
-                format!("{}\n", json!({"api_key": created, "previous_api_key": previous}))
-            } else {
-                let mut s = describe_key(&created.key);
-                s.push_str(&format!("token:        {}\n", created.token.expose()));
-                s.push_str(&format!(
-                    "\nReplaces {} (revoked at {}). This is the only time the new token is shown.\n",
-                    previous.id,
-                    previous.revoked_at.map(|t| t.to_string()).unwrap_or_default()
-                ));
-                s
-            }))
+        KeysCommand::Roll {
+            id,
+            grace,
+            rolled_by,
+            idempotency_key,
+        } => {
+            let request = json!(["keys roll", id, grace, json]);
+            let id = key_id(&id)?;
+            let claim = match idempotent(flows, idempotency_key.as_deref(), &rolled_by, &request).await? {
+                Idempotent::Replay(outcome) => return Ok(outcome),
+                Idempotent::Run(claim) => claim,
+            };
+            let rolled = flows.roll_api_key(&id, &rolled_by, grace).await;
+            let (created, previous) = released_on_error(flows, &claim, rolled).await?;
+            finish_idempotent(
+                flows,
+                claim,
+                Outcome::ok(if json {
+                    format!("{}\n", json!({"api_key": created, "previous_api_key": previous}))
+                } else {
+                    let mut s = describe_key(&created.key);
+                    s.push_str(&format!("token:        {}\n", created.token.expose()));
+                    s.push_str(&format!(
+                        "\nReplaces {} (revoked at {}). This is the only time the new token is shown.\n",
+                        previous.id,
+                        previous.revoked_at.map(|t| t.to_string()).unwrap_or_default()
+                    ));
+                    s
+                }),
+            )
+            .await
         }
         KeysCommand::Link { id, add, remove } => {
             let id = key_id(&id)?;

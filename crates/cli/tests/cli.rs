@@ -404,3 +404,73 @@ async fn jobs_list_shows_each_run_of_a_scheduled_job() {
     let out = keyward(&db.url, &["jobs", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("heartbeat"));
 }
+
+fn idempotent_create_and_roll(db: &str) {
+    let create = [
+        "keys",
+        "create",
+        "--title",
+        "once",
+        "--type",
+        "secret",
+        "--idempotency-key",
+        "ci-42",
+    ];
+    let (code, first) = json(db, &create);
+    assert_eq!(code, 0, "{first}");
+    let (code, again) = json(db, &create);
+    assert_eq!(
+        (code, &again),
+        (0, &first),
+        "a repeat prints the first answer, token included"
+    );
+    assert_eq!(key_count(db), 2, "the seed's key and this one");
+    let other = [
+        "keys",
+        "create",
+        "--title",
+        "twice",
+        "--type",
+        "secret",
+        "--idempotency-key",
+        "ci-42",
+    ];
+    let (code, err) = json(db, &other);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err["message"], keyward::idempotency::MISMATCH);
+    let id = first["api_key"]["id"].as_str().unwrap();
+    let roll = ["keys", "roll", id, "--grace", "60", "--idempotency-key", "roll-7"];
+    let (code, rolled) = json(db, &roll);
+    assert_eq!(code, 0, "{rolled}");
+    let (_, again) = json(db, &roll);
+    assert_eq!(again["api_key"]["token"], rolled["api_key"]["token"]);
+    assert_eq!(key_count(db), 3, "rolled once");
+    let (code, _) = json(
+        db,
+        &[
+            "keys",
+            "create",
+            "--title",
+            "x",
+            "--type",
+            "secret",
+            "--idempotency-key",
+            "has space",
+        ],
+    );
+    assert_eq!(code, 2, "a malformed key is a usage error");
+}
+
+#[test]
+fn idempotency_keys_make_create_and_roll_run_once_on_sqlite() {
+    idempotent_create_and_roll(&TestDb::sqlite().url);
+}
+
+#[tokio::test]
+async fn idempotency_keys_make_create_and_roll_run_once_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || idempotent_create_and_roll(&url))
+        .await
+        .unwrap();
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
+use keyward::idempotency::{IdempotencyRecord, StoredResponse};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
     Blocked, ChannelRow, Guarded, KeyRow, KeyShape, NewApiKey, RevocationUndo, RevokeOnce, Store, StoredKey,
@@ -645,6 +646,88 @@ impl Store for PostgresStore {
         .await
         .map_err(db_error)?;
         stored_pairs(rows.into_iter().map(|r| (r.owner, r.item)))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key_digest: &str,
+        request_digest: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+        abandoned_before: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query!("DELETE FROM idempotency_key WHERE expires_at <= $1", now.as_datetime())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query!(
+            "DELETE FROM idempotency_key WHERE key_digest = $1 AND response IS NULL AND created_at < $2",
+            key_digest,
+            abandoned_before.as_datetime()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let claimed = sqlx::query!(
+            "INSERT INTO idempotency_key (key_digest, request_digest, created_at, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key_digest) DO NOTHING",
+            key_digest,
+            request_digest,
+            now.as_datetime(),
+            expires_at.as_datetime()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let held = if claimed.rows_affected() > 0 {
+            None
+        } else {
+            let row = sqlx::query!(
+                "SELECT request_digest, status, response, created_at FROM idempotency_key WHERE key_digest = $1",
+                key_digest
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            Some(IdempotencyRecord {
+                request_digest: row.request_digest,
+                response: match (row.status, row.response) {
+                    (Some(status), Some(sealed)) => Some(StoredResponse {
+                        status: u16::try_from(status).unwrap_or(500),
+                        sealed,
+                    }),
+                    _ => None,
+                },
+                created_at: Timestamp::from_datetime(row.created_at),
+            })
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(held)
+    }
+
+    async fn finish_idempotency_key(&self, key_digest: &str, response: &StoredResponse) -> Result<()> {
+        sqlx::query!(
+            "UPDATE idempotency_key SET status = $1, response = $2 WHERE key_digest = $3",
+            i32::from(response.status),
+            response.sealed,
+            key_digest
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, key_digest: &str) -> Result<()> {
+        sqlx::query!(
+            "DELETE FROM idempotency_key WHERE key_digest = $1 AND response IS NULL",
+            key_digest
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
     }
 
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {

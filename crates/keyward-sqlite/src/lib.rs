@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
+use keyward::idempotency::{IdempotencyRecord, StoredResponse};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
     Blocked, ChannelRow, Guarded, KeyRow, KeyShape, NewApiKey, RevocationUndo, RevokeOnce, Store, StoredKey,
@@ -674,6 +675,91 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?;
         stored_pairs(rows.into_iter().map(|r| (r.owner, r.item)))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key_digest: &str,
+        request_digest: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+        abandoned_before: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let (now, expires, abandoned) = (now.millis(), expires_at.millis(), abandoned_before.millis());
+        let mut tx = self.begin_write().await?;
+        sqlx::query!("DELETE FROM idempotency_key WHERE expires_at <= ?", now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query!(
+            "DELETE FROM idempotency_key WHERE key_digest = ? AND response IS NULL AND created_at < ?",
+            key_digest,
+            abandoned
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let claimed = sqlx::query!(
+            "INSERT INTO idempotency_key (key_digest, request_digest, created_at, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (key_digest) DO NOTHING",
+            key_digest,
+            request_digest,
+            now,
+            expires
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let held = if claimed.rows_affected() > 0 {
+            None
+        } else {
+            let row = sqlx::query!(
+                r#"SELECT request_digest, status AS "status: i64", response, created_at
+                   FROM idempotency_key WHERE key_digest = ?"#,
+                key_digest
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            Some(IdempotencyRecord {
+                request_digest: row.request_digest,
+                response: match (row.status, row.response) {
+                    (Some(status), Some(sealed)) => Some(StoredResponse {
+                        status: u16::try_from(status).unwrap_or(500),
+                        sealed,
+                    }),
+                    _ => None,
+                },
+                created_at: keyward::store::StoredInstant::into_timestamp(row.created_at)?,
+            })
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(held)
+    }
+
+    async fn finish_idempotency_key(&self, key_digest: &str, response: &StoredResponse) -> Result<()> {
+        let status = i64::from(response.status);
+        sqlx::query!(
+            "UPDATE idempotency_key SET status = ?, response = ? WHERE key_digest = ?",
+            status,
+            response.sealed,
+            key_digest
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, key_digest: &str) -> Result<()> {
+        sqlx::query!(
+            "DELETE FROM idempotency_key WHERE key_digest = ? AND response IS NULL",
+            key_digest
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
     }
 
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {

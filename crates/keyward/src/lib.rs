@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod filter;
 pub mod id;
+pub mod idempotency;
 pub mod model;
 pub mod service;
 pub mod sql;

@@ -255,6 +255,31 @@ pub trait Store: Send + Sync + 'static {
     /// The live links of these channels, ordered by channel then key id.
     async fn links_of_sales_channels(&self, channels: &[SalesChannelId]) -> Result<Vec<(SalesChannelId, ApiKeyId)>>;
 
+    // -- idempotency keys ---------------------------------------------------------------------
+
+    /// Claims the record `key_digest` in one transaction, first dropping every record that
+    /// expired (`expires_at <= now`) and this one if it was abandoned while running (created
+    /// before `abandoned_before`). `None` when this call claimed it (a `running` record with
+    /// `request_digest` now exists); otherwise the record that holds it.
+    async fn claim_idempotency_key(
+        &self,
+        key_digest: &str,
+        request_digest: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+        abandoned_before: Timestamp,
+    ) -> Result<Option<crate::idempotency::IdempotencyRecord>>;
+
+    /// Stores the sealed answer of a claimed record.
+    async fn finish_idempotency_key(
+        &self,
+        key_digest: &str,
+        response: &crate::idempotency::StoredResponse,
+    ) -> Result<()>;
+
+    /// Drops a claimed record (its request is to run again next time).
+    async fn release_idempotency_key(&self, key_digest: &str) -> Result<()>;
+
     // -- users ------------------------------------------------------------------------------
 
     /// Inserts a user; a taken email is a `duplicate_error`.

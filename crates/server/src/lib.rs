@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod idempotency;
 pub mod jwt;
 pub mod layers;
 pub mod limits;
@@ -160,9 +161,12 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(not_found)
         // Outside the routes, so they see every request, matched or not: the admin guard first,
-        // then (outside it) the limiter that counts its refusals.
+        // then (outside it) the limiter that counts its refusals. Idempotency-Key inside the
+        // guard, where the actor is known.
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotent))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard_admin_paths))
         .layer(middleware::from_fn_with_state(state.clone(), auth::limit_failures))
+        .layer(middleware::from_fn(idempotency::detach))
         .with_state(state);
     let router = match cors {
         Some(cors) => router.layer(cors),
@@ -198,7 +202,9 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::HeaderName::from_static(store::HEADER),
-            ]),
+                header::HeaderName::from_static(idempotency::HEADER),
+            ])
+            .expose_headers([header::HeaderName::from_static(idempotency::REPLAYED)]),
     )
 }
 

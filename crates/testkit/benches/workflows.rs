@@ -1,9 +1,11 @@
 //! What running a change as a durable workflow costs: creating one key through `create-api-keys`
-//! (run log writes, events) beside creating it directly with the module, in the same run.
+//! and revoking one through `revoke-api-keys` (run log writes, events) beside doing the same
+//! directly with the module, in the same run.
 //!
 //!     cargo bench -p keyward-testkit --bench workflows
 //!
-//! Groups `create_sqlite` and `create_postgres`, each `direct` (the baseline) and `workflow`.
+//! Groups `create_sqlite`, `create_postgres`, `revoke_sqlite` and `revoke_postgres`, each
+//! `direct` (the baseline) and `workflow`.
 //! The last lines print the ratios.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
@@ -34,7 +36,25 @@ fn create(c: &mut Criterion) {
             b.iter(|| rt.block_on(h.flows.create_api_key(key())).unwrap())
         });
         g.finish();
-        means.push(name);
+        means.push(format!("create_{name}"));
+        // Revoking one publishable key again and again, with a revocation in the future (which
+        // may be moved): the revoke's guarded, clock-under-lock write beside the module's.
+        let pk = rt.block_on(h.kw.create_api_key(CreateApiKey::new("revoked", ApiKeyType::Publishable, "bench")));
+        let id = pk.unwrap().key.id;
+        let later = keyward::RevokeApiKey {
+            revoked_by: "bench".into(),
+            revoke_in: Some(3600),
+        };
+        let mut g = c.benchmark_group(format!("revoke_{name}"));
+        g.sample_size(30);
+        g.bench_function("direct", |b| {
+            b.iter(|| rt.block_on(h.kw.revoke_api_key(&id, &later)).unwrap())
+        });
+        g.bench_function("workflow", |b| {
+            b.iter(|| rt.block_on(h.flows.revoke_api_key(&id, &later)).unwrap())
+        });
+        g.finish();
+        means.push(format!("revoke_{name}"));
     }
     let root = std::path::Path::new("../../target/criterion");
     let mean = |group: &str, bench: &str| -> Option<f64> {
@@ -42,11 +62,10 @@ fn create(c: &mut Criterion) {
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v["mean"]["point_estimate"].as_f64()
     };
-    println!("\n{:<28} {:>12} {:>12} {:>8}", "store", "direct", "workflow", "ratio");
-    for name in means {
-        let group = format!("create_{name}");
+    println!("\n{:<28} {:>12} {:>12} {:>8}", "change", "direct", "workflow", "ratio");
+    for group in means {
         if let (Some(d), Some(w)) = (mean(&group, "direct"), mean(&group, "workflow")) {
-            println!("{name:<28} {:>9.1} µs {:>9.1} µs {:>8.1}", d / 1e3, w / 1e3, w / d);
+            println!("{group:<28} {:>9.1} µs {:>9.1} µs {:>8.1}", d / 1e3, w / 1e3, w / d);
         }
     }
 }

@@ -35,7 +35,26 @@ async fn make_secrets(h: &Harness) -> Vec<PlainToken> {
         assert!(h.kw.authenticate(c.token.expose()).await.unwrap().is_some());
     }
     assert!(h.kw.authenticate(rolled.token.expose()).await.unwrap().is_some());
-    created.into_iter().map(|c| c.token).chain([rolled.token]).collect()
+    // An answer kept for an Idempotency-Key holds a new token: it is stored sealed.
+    let (replayed, _) = h.flows.roll_api_key(&created[2].key.id, "t", Some(60)).await.unwrap();
+    let key = keyward::idempotency::IdempotencyKey::parse("at-rest-retry").unwrap();
+    let digest = keyward::idempotency::request_digest(&[b"POST", b"/admin/api-keys/x/roll", b"{}"]);
+    let keyward::idempotency::Begin::Run(claim) = h.kw.begin_idempotent("t", &key, &digest).await.unwrap() else {
+        panic!("a fresh key is claimed")
+    };
+    let body = serde_json::json!({"api_key": replayed}).to_string();
+    assert!(body.contains(replayed.token.expose()));
+    h.kw.finish_idempotent(claim, 200, body.as_bytes()).await.unwrap();
+    let again = h.kw.begin_idempotent("t", &key, &digest).await.unwrap();
+    assert!(
+        matches!(&again, keyward::idempotency::Begin::Replay { body: b, .. } if b == body.as_bytes()),
+        "the key opens what was sealed"
+    );
+    created
+        .into_iter()
+        .map(|c| c.token)
+        .chain([rolled.token, replayed.token])
+        .collect()
 }
 
 /// The token, and its random body alone (in case something stored it without the prefix).
@@ -85,6 +104,7 @@ async fn no_plaintext_secret_is_in_any_postgres_text_column() {
     .await
     .unwrap();
     assert!(columns.iter().any(|(t, c)| t == "api_key" && c == "token"));
+    assert!(columns.iter().any(|(t, c)| t == "idempotency_key" && c == "response"));
     let mut digests_seen = 0;
     for (table, column) in &columns {
         let sql = format!("SELECT \"{column}\"::text FROM \"{table}\" WHERE \"{column}\" IS NOT NULL");
