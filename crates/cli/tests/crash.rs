@@ -14,7 +14,8 @@ use serde_json::Value;
 /// The lease a crashed process held; the next process takes its runs over after it.
 const LEASE: &str = "0.3";
 
-fn keyward(db: &str, fault: Option<&str>, args: &[&str]) -> Output {
+/// `keyward --json ARGS` on `db` with the short lease, crashing at `fault` when given.
+fn command<S: AsRef<std::ffi::OsStr>>(db: &str, fault: Option<&str>, args: &[S]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.arg("--json")
         .args(args)
@@ -24,7 +25,11 @@ fn keyward(db: &str, fault: Option<&str>, args: &[&str]) -> Output {
     if let Some(f) = fault {
         cmd.env("KEYWARD_FAULT", f);
     }
-    cmd.output().expect("run keyward")
+    cmd
+}
+
+fn keyward(db: &str, fault: Option<&str>, args: &[&str]) -> Output {
+    command(db, fault, args).output().expect("run keyward")
 }
 
 fn ok(db: &str, args: &[&str]) -> Value {
@@ -226,18 +231,11 @@ fn crash_beside_a_revoke(db: &str, fault: &str, args: &dyn Fn(&str) -> Vec<Strin
         created["api_key"]["token"].as_str().unwrap().to_owned(),
     );
     let spawn = |fault: Option<&str>, args: &[String]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        cmd.arg("--json")
-            .args(args)
-            .env("KEYWARD_DATABASE_URL", db)
-            .env("KEYWARD_WORKFLOW_LEASE", LEASE)
-            .env_remove("KEYWARD_FAULT")
+        command(db, fault, args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        if let Some(f) = fault {
-            cmd.env("KEYWARD_FAULT", f);
-        }
-        cmd.spawn().unwrap()
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let crashing = spawn(Some(fault), &args(&id));
     let revoking = spawn(

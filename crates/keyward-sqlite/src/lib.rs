@@ -721,17 +721,13 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db_error)?;
-            Some(IdempotencyRecord {
+            let row = keyward::store::IdempotencyRow {
                 request_digest: row.request_digest,
-                response: match (row.status, row.response) {
-                    (Some(status), Some(sealed)) => Some(StoredResponse {
-                        status: u16::try_from(status).unwrap_or(500),
-                        sealed,
-                    }),
-                    _ => None,
-                },
-                created_at: keyward::store::StoredInstant::into_timestamp(row.created_at)?,
-            })
+                status: row.status,
+                response: row.response,
+                created_at: row.created_at,
+            };
+            Some(row.into_record()?)
         };
         tx.commit().await.map_err(db_error)?;
         Ok(held)

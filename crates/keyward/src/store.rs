@@ -500,6 +500,32 @@ impl<T: StoredInstant> UserRow<T> {
     }
 }
 
+/// An `idempotency_key` row (the record's status as the store's integer type allows).
+#[derive(Debug)]
+pub struct IdempotencyRow<T> {
+    pub request_digest: String,
+    pub status: Option<i64>,
+    pub response: Option<String>,
+    pub created_at: T,
+}
+
+impl<T: StoredInstant> IdempotencyRow<T> {
+    pub fn into_record(self) -> Result<crate::idempotency::IdempotencyRecord> {
+        Ok(crate::idempotency::IdempotencyRecord {
+            request_digest: self.request_digest,
+            response: match (self.status, self.response) {
+                (Some(status), Some(sealed)) => Some(crate::idempotency::StoredResponse {
+                    status: u16::try_from(status)
+                        .map_err(|_| crate::Error::unexpected(format!("stored status {status} is out of range")))?,
+                    sealed,
+                }),
+                _ => None,
+            },
+            created_at: self.created_at.into_timestamp()?,
+        })
+    }
+}
+
 /// Parses ids read from the store.
 pub fn stored_ids<I: TryFrom<String, Error = crate::id::InvalidId>>(
     ids: impl IntoIterator<Item = String>,
