@@ -59,6 +59,8 @@ pub enum Command {
         #[arg(long, env = "KEYWARD_CORS_ORIGINS", value_delimiter = ',')]
         cors_origins: Vec<String>,
         #[command(flatten)]
+        access: AccessOptions,
+        #[command(flatten)]
         events: EventOptions,
     },
     /// Apply database migrations (every other command does this first, too).
@@ -81,6 +83,22 @@ pub enum Command {
     /// Inspect runs of scheduled jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+}
+
+/// Who may reach what, and from where.
+#[derive(Debug, Clone, Args)]
+pub struct AccessOptions {
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose `Forwarded` /
+    /// `X-Forwarded-For` name the client. The client is then the right-most address there that
+    /// is not a trusted proxy; otherwise the peer, and those headers are ignored. Login attempts
+    /// are limited per client address (IPv6 per /64) and per email.
+    #[arg(long, env = "KEYWARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// A token (16+ characters) that lets a scraper read `/metrics` as `Authorization: Bearer
+    /// <token>` (Prometheus: `authorization: {credentials: …}`). Without it, `/metrics` needs an
+    /// admin credential.
+    #[arg(long, env = "KEYWARD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// What `serve` does with events and jobs.
@@ -457,8 +475,9 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
             listen,
             jwt_secret,
             cors_origins,
+            access,
             events,
-        } => serve(flows, &listen, jwt_secret, cors_origins, events).await,
+        } => serve(flows, &listen, jwt_secret, cors_origins, access, events).await,
         Command::Migrate => Ok(Outcome::ok(if json {
             format!("{}\n", json!({"migrated": true, "backend": kw.store().backend()}))
         } else {
@@ -485,9 +504,16 @@ async fn serve(
     listen: &str,
     jwt_secret: Option<String>,
     cors: Vec<String>,
+    access: AccessOptions,
     events: EventOptions,
 ) -> Result<Outcome, Failure> {
     let kw = flows.kw().clone();
+    let trusted = keyward_server::client::parse_list(&access.trusted_proxies)
+        .map_err(|e| usage(format!("KEYWARD_TRUSTED_PROXIES: {e}")))?;
+    let metrics_token = access.metrics_token.filter(|t| !t.is_empty());
+    if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+        return Err(usage("KEYWARD_METRICS_TOKEN must be at least 16 characters"));
+    }
     let level = match std::env::var("KEYWARD_LOG")
         .unwrap_or_default()
         .to_ascii_lowercase()
@@ -538,6 +564,8 @@ async fn serve(
     }
     let state = keyward_server::AppState::new(flows, secret)
         .with_cors_origins(cors)
+        .with_trusted_proxies(trusted)
+        .with_metrics_token(metrics_token)
         .with_delivery(delivery);
     keyward_server::serve(state, listener)
         .await
@@ -579,7 +607,9 @@ fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::Deli
         if secret.is_none() {
             tracing::warn!("KEYWARD_WEBHOOK_SECRET is not set: webhook requests are not signed");
         }
+        // A receiver must answer itself: a redirect could send signed events anywhere.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::unexpected(format!("cannot build the webhook client: {e}")))?;
         let engine = flows.engine();

@@ -336,3 +336,45 @@ fn bad_event_configuration_is_refused_before_serving() {
         assert!(err.contains(message), "{var}={value}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_receiver_is_a_failed_delivery_and_the_target_gets_nothing() {
+    let db = TestDb::sqlite();
+    // The target a redirect points at: it must never see the event.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    let target_inbox = receiver_on(target, 0).await;
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = redirector.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let app = {
+        let hits = hits.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let hits = hits.clone();
+                async move {
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [("location", format!("http://127.0.0.1:{target_port}/hook"))],
+                    )
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(redirector, app).await });
+    let (_server, _) = serve(&db.url, &hook_env(port));
+    ok(&db.url, &["keys", "create", "--title", "bounced", "--type", "secret"]);
+    wait_for("three delivery attempts", Duration::from_secs(20), || {
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    })
+    .await;
+    assert!(
+        target_inbox.lock().unwrap().requests.is_empty(),
+        "the redirect was not followed"
+    );
+    let events = ok(&db.url, &["events", "list"]);
+    let delivery = &events["events"][0]["deliveries"][0];
+    assert_eq!(delivery["state"], "pending", "{delivery}");
+}

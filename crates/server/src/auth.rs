@@ -49,29 +49,6 @@ pub async fn guard_admin_paths(State(state): State<AppState>, mut req: Request, 
     }
 }
 
-/// Counts failed authentications (401s on protected paths and on `/auth/*`) per client address,
-/// and refuses an address over its limit before any credential is checked.
-pub async fn limit_failures(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if !(is_protected(path) || path.starts_with("/auth/")) {
-        return next.run(req).await;
-    }
-    let ip = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(seconds) = ip.and_then(|ip| state.limiter.blocked(ip)) {
-        return ApiError::TooManyFailures(seconds).into_response();
-    }
-    let res = next.run(req).await;
-    if res.status() == axum::http::StatusCode::UNAUTHORIZED
-        && let Some(ip) = ip
-    {
-        state.limiter.failed(ip);
-    }
-    res
-}
-
 /// Tries every method in turn.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
     let mut secret_as_bearer = false;

@@ -18,7 +18,8 @@ pub enum ApiError {
     Unauthorized(&'static str),
     /// The body is over the limit: 413, refused before it is read.
     TooLarge,
-    /// Too many failed authentications from this address: 429, retry after the seconds given.
+    /// Too many login attempts from this address or for this email: 429, retry after the
+    /// seconds given.
     TooManyFailures(u64),
 }
 
@@ -50,7 +51,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooManyFailures(seconds) => {
                 let message =
-                    format!("Too many failed authentication attempts from this address; try again in {seconds} s");
+                    format!("Too many login attempts from this address or for this email; try again in {seconds} s");
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     [(axum::http::header::RETRY_AFTER, seconds.to_string())],

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod fields;
@@ -55,6 +56,10 @@ pub struct AppState {
     pub jwt: Arc<Jwt>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<limits::AuthLimiter>,
+    /// Reverse proxies whose forwarding headers name the client (`KEYWARD_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<Vec<client::Cidr>>,
+    /// A Bearer token that may read `/metrics` (`KEYWARD_METRICS_TOKEN`); admin credentials may too.
+    pub metrics_token: Option<Arc<str>>,
     /// Origins allowed to call the API from a browser (CORS); none by default.
     pub cors_origins: Vec<String>,
     /// How event deliveries are retried.
@@ -69,6 +74,8 @@ impl AppState {
             jwt: Arc::new(Jwt::new(jwt_secret)),
             metrics: Arc::default(),
             limiter: Arc::default(),
+            trusted_proxies: Arc::default(),
+            metrics_token: None,
             cors_origins: Vec::new(),
             delivery: keyward_flow::DeliveryOptions::default(),
         }
@@ -81,6 +88,18 @@ impl AppState {
 
     pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
         self.cors_origins = origins;
+        self
+    }
+
+    /// The Bearer token a metrics scraper presents (none: admin credentials only).
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics_token = token.map(Arc::from);
+        self
+    }
+
+    /// Reverse proxies trusted to name the client in `Forwarded` / `X-Forwarded-For`.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<client::Cidr>) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
         self
     }
 
@@ -160,12 +179,12 @@ pub fn app(state: AppState) -> Router {
         .route("/docs", get(openapi::page))
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(not_found)
-        // Outside the routes, so they see every request, matched or not: the admin guard first,
-        // then (outside it) the limiter that counts its refusals. Idempotency-Key inside the
-        // guard, where the actor is known.
+        // Outside the routes, so they see every request, matched or not: the admin guard, and
+        // Idempotency-Key inside it (where the actor is known); the client's address outside
+        // both.
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotent))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard_admin_paths))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::limit_failures))
+        .layer(middleware::from_fn_with_state(state.clone(), client::client_address))
         .layer(middleware::from_fn(idempotency::detach))
         .with_state(state);
     let router = match cors {
@@ -208,8 +227,17 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", security(()), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-async fn metrics_text(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics: an admin credential, or the KEYWARD_METRICS_TOKEN as Bearer", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Unauthorized", body = Object)))]
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let scraper = state.metrics_token.as_deref().is_some_and(|want| {
+        auth::authorization(&headers)
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .is_some_and(|(_, got)| constant_time_eq(got.as_bytes(), want.as_bytes()))
+    });
+    // Verification outcomes by code are not for anonymous callers.
+    if !scraper && let Err(e) = auth::authenticate(&state, &headers).await {
+        return e.into_response();
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -220,6 +248,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("Route not found")
 }
@@ -228,16 +261,26 @@ const LOGIN: &[Spec] = &[opt("email", Ty::Any), opt("password", Ty::Any)];
 
 /// `POST /auth/user/emailpass {email, password}` → `{token}`.
 #[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{token}", body = Object), (status = 401, description = "Invalid email or password", body = Object), (status = 429, description = "Too many failed attempts", body = Object)))]
-async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
+async fn login(
+    State(state): State<AppState>,
+    axum::Extension(client): axum::Extension<client::ClientAddr>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
     let b = validate(&body, LOGIN, false)?;
     let refused = |m: &str| ApiError::Module(keyward::Error::new(keyward::ErrorKind::Unauthorized, m));
     let email = string(&b, "email").ok_or_else(|| refused("Email should be a string"))?;
     let password = string(&b, "password").ok_or_else(|| refused("Password should be a string"))?;
+    // Counted before the password is checked, so a burst cannot get more guesses evaluated.
+    state
+        .limiter
+        .attempt(client.0, &email)
+        .map_err(ApiError::TooManyFailures)?;
     let user = state
         .kw
         .authenticate_user(&email, &password)
         .await?
         .ok_or_else(|| refused("Invalid email or password"))?;
+    state.limiter.succeeded(client.0, &email);
     let token = state
         .jwt
         .user_token(user.id.as_str(), state.now_seconds())

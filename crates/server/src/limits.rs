@@ -1,57 +1,149 @@
-//! Failed-authentication limiting per client address: after `max_failures` failed attempts
-//! within `window`, that address is refused (429) until the window ends. Kept in memory per node:
-//! the goal is to make password and key guessing slow, not to count exactly across a cluster.
+//! Password-guessing limits: each login attempt is counted, *before* its password is checked,
+//! against its client address (IPv6 by /64) and against the email it names, in fixed windows.
+//! Checking and counting are one step under one lock, so a burst of concurrent attempts cannot
+//! get more evaluated than the limit. A successful login gives its attempt back.
+//!
+//! Only password logins are limited. A request with a valid login token, session cookie or
+//! secret key is never refused, whatever its address did before: invalid tokens cost nothing to
+//! refuse (a checksum or a signature check), so there is nothing to slow down there.
+//!
+//! Memory is bounded: at most `capacity` subjects are tracked; past it the oldest is forgotten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The limiter.
-#[derive(Debug)]
-pub struct AuthLimiter {
-    max_failures: u32,
-    window: Duration,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+/// What an attempt is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    Address(IpAddr),
+    /// No client address is known (an embedding without connect info): one shared bucket.
+    UnknownAddress,
+    Email(String),
 }
 
-/// Addresses tracked before old entries are swept.
-const SWEEP_AT: usize = 10_000;
+#[derive(Debug, Default)]
+struct Buckets {
+    counts: HashMap<Subject, (u32, Instant)>,
+    /// Subjects in the order they were first counted, for evicting the oldest.
+    order: VecDeque<Subject>,
+}
+
+/// The login limiter.
+#[derive(Debug)]
+pub struct AuthLimiter {
+    per_address: u32,
+    per_email: u32,
+    window: Duration,
+    capacity: usize,
+    buckets: Mutex<Buckets>,
+}
+
+/// The address an attempt is counted under: IPv4 as is (also when mapped into IPv6), IPv6 by
+/// its /64, since one host commonly holds a whole /64.
+pub fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 impl AuthLimiter {
-    pub fn new(max_failures: u32, window: Duration) -> Self {
+    /// `per_address` attempts per `window` from one address; five times that for one email
+    /// (slowing a guess spread over many addresses); 100,000 subjects at most.
+    pub fn new(per_address: u32, window: Duration) -> Self {
         Self {
-            max_failures,
+            per_address,
+            per_email: per_address.saturating_mul(5),
             window,
-            failures: Mutex::new(HashMap::new()),
+            capacity: 100_000,
+            buckets: Mutex::default(),
         }
     }
 
-    /// `Some(seconds to wait)` when `ip` is over its limit.
-    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, since) = map.get(&ip)?;
-        let elapsed = since.elapsed();
-        (*count >= self.max_failures && elapsed < self.window).then(|| (self.window - elapsed).as_secs().max(1))
+    pub fn with_per_email(mut self, per_email: u32) -> Self {
+        self.per_email = per_email;
+        self
     }
 
-    /// Records one failed attempt from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SWEEP_AT {
-            let window = self.window;
-            map.retain(|_, (_, since)| since.elapsed() < window);
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(2);
+        self
+    }
+
+    fn subjects(ip: Option<IpAddr>, email: &str) -> [Subject; 2] {
+        [
+            ip.map_or(Subject::UnknownAddress, |ip| Subject::Address(bucket_of(ip))),
+            Subject::Email(email.trim().to_lowercase()),
+        ]
+    }
+
+    /// Counts one login attempt, or refuses it with the seconds to wait when its address or
+    /// its email is at the limit (then nothing is counted).
+    pub fn attempt(&self, ip: Option<IpAddr>, email: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let subjects = Self::subjects(ip, email);
+        let limits = [self.per_address, self.per_email];
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait = None;
+        for (subject, limit) in subjects.iter().zip(limits) {
+            if let Some((count, since)) = b.counts.get(subject) {
+                let elapsed = now.duration_since(*since);
+                if elapsed < self.window && *count >= limit {
+                    let left = (self.window - elapsed).as_secs().max(1);
+                    wait = Some(wait.map_or(left, |w: u64| w.max(left)));
+                }
+            }
         }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, Instant::now());
+        if let Some(w) = wait {
+            return Err(w);
         }
-        entry.0 = entry.0.saturating_add(1);
+        for subject in subjects {
+            if !b.counts.contains_key(&subject) {
+                while b.counts.len() >= self.capacity {
+                    match b.order.pop_front() {
+                        Some(oldest) => {
+                            b.counts.remove(&oldest);
+                        }
+                        None => break,
+                    }
+                }
+                b.order.push_back(subject.clone());
+            }
+            let entry = b.counts.entry(subject).or_insert((0, now));
+            if now.duration_since(entry.1) >= self.window {
+                *entry = (0, now);
+            }
+            entry.0 = entry.0.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    /// A login succeeded: its attempt is given back.
+    pub fn succeeded(&self, ip: Option<IpAddr>, email: &str) {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for subject in Self::subjects(ip, email) {
+            if let Some(entry) = b.counts.get_mut(&subject) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
+        }
+    }
+
+    /// How many subjects are tracked (bounded by the capacity).
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).counts.len()
     }
 }
 
 impl Default for AuthLimiter {
-    /// 20 failures a minute per address.
+    /// 20 attempts a minute per address, 100 per email.
     fn default() -> Self {
         Self::new(20, Duration::from_secs(60))
     }
@@ -59,22 +151,83 @@ impl Default for AuthLimiter {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
-    fn an_address_is_blocked_after_its_failures_and_others_are_not() {
-        let l = AuthLimiter::new(3, Duration::from_secs(60));
-        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        for _ in 0..2 {
-            l.failed(a);
+    fn an_address_and_an_email_are_limited_separately() {
+        let l = AuthLimiter::new(3, Duration::from_secs(60)).with_per_email(5);
+        for _ in 0..3 {
+            assert!(l.attempt(ip("10.0.0.1"), "a@x").is_ok());
         }
-        assert_eq!(l.blocked(a), None);
-        l.failed(a);
-        assert!(l.blocked(a).is_some_and(|s| s <= 60));
-        assert_eq!(l.blocked(b), None);
+        assert!(
+            l.attempt(ip("10.0.0.1"), "b@x").is_err_and(|s| s <= 60),
+            "the address is spent"
+        );
+        assert!(l.attempt(ip("10.0.0.2"), "a@x").is_ok());
+        assert!(l.attempt(ip("10.0.0.3"), "A@X ").is_ok(), "emails compare case-blind");
+        assert!(l.attempt(ip("10.0.0.4"), "a@x").is_err(), "the email is spent");
+        l.succeeded(ip("10.0.0.4"), "a@x");
+        assert!(
+            l.attempt(ip("10.0.0.4"), "a@x").is_ok(),
+            "a success gives its attempt back"
+        );
         let quick = AuthLimiter::new(1, Duration::from_millis(1));
-        quick.failed(a);
+        assert!(quick.attempt(ip("10.0.0.1"), "q").is_ok());
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(quick.blocked(a), None, "the window ends");
+        assert!(quick.attempt(ip("10.0.0.1"), "q").is_ok(), "the window ends");
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let l = AuthLimiter::new(2, Duration::from_secs(60)).with_per_email(100);
+        assert!(l.attempt(ip("2001:db8:1:2::1"), "e").is_ok());
+        assert!(l.attempt(ip("2001:db8:1:2:ffff::9"), "e").is_ok());
+        assert!(l.attempt(ip("2001:db8:1:2:abcd::1"), "e").is_err(), "the same /64");
+        assert!(l.attempt(ip("2001:db8:1:3::1"), "e").is_ok(), "another /64");
+        assert_eq!(
+            bucket_of("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn concurrent_attempts_never_exceed_the_limit() {
+        let l = std::sync::Arc::new(AuthLimiter::new(20, Duration::from_secs(60)));
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || l.attempt(ip("10.9.9.9"), "victim@x").is_ok())
+            })
+            .collect();
+        let allowed = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
+        assert_eq!(allowed, 20, "no more than the limit get through a burst");
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_many_addresses() {
+        let l = AuthLimiter::new(20, Duration::from_secs(60)).with_capacity(1_000);
+        for i in 0..100_000u32 {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = l.attempt(Some(a), "one@x");
+        }
+        assert!(l.tracked() <= 1_000, "{}", l.tracked());
+        let d = AuthLimiter::default();
+        for i in 0..100_000u32 {
+            let _ = d.attempt(Some(IpAddr::V4(std::net::Ipv4Addr::from(i))), &format!("{i}@x"));
+        }
+        assert!(d.tracked() <= 100_000, "{}", d.tracked());
+    }
+
+    #[test]
+    fn without_an_address_every_attempt_shares_one_bucket() {
+        let l = AuthLimiter::new(2, Duration::from_secs(60)).with_per_email(100);
+        assert!(l.attempt(None, "a").is_ok());
+        assert!(l.attempt(None, "b").is_ok());
+        assert!(l.attempt(None, "c").is_err());
     }
 }

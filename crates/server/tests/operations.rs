@@ -36,7 +36,7 @@ async fn metrics_count_requests_by_route_template_and_verifications_by_code() {
     )
     .await;
     app.post("/v1/keys/verify", json!({"key": token})).await;
-    let res = app.anon(Method::GET, "/metrics").send().await.unwrap();
+    let res = app.admin(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(
         res.headers()["content-type"],
         "text/plain; version=0.0.4; charset=utf-8"
@@ -56,25 +56,65 @@ async fn metrics_count_requests_by_route_template_and_verifications_by_code() {
     assert!(!text.contains(id), "raw ids never become labels");
 }
 
+fn login_from(app: &App, from: &str, password: &str) -> reqwest::RequestBuilder {
+    let http = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    http.post(format!("{}/auth/user/emailpass", app.base))
+        .json(&json!({"email": support::EMAIL, "password": password}))
+}
+
 #[tokio::test]
-async fn an_address_with_too_many_failed_logins_is_refused_for_a_while() {
+async fn metrics_need_an_admin_credential_or_the_metrics_token() {
+    let app = App::configured(TestDb::sqlite(), |s| {
+        s.with_metrics_token(Some("scrape-me-please-0123".into()))
+    })
+    .await;
+    let (s, body) = read(app.anon(Method::GET, "/metrics").send().await.unwrap()).await;
+    assert_eq!((s, body), (401, json!({"message": "Unauthorized"})));
+    let wrong = app.anon(Method::GET, "/metrics").bearer_auth("scrape-me-please-0124");
+    assert_eq!(wrong.send().await.unwrap().status(), 401);
+    let scraper = app.anon(Method::GET, "/metrics").bearer_auth("scrape-me-please-0123");
+    let res = scraper.send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("keyward_http_requests_total"));
+    assert_eq!(app.admin(Method::GET, "/metrics").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn password_logins_are_limited_per_address_but_a_valid_credential_never_is() {
     let app = App::configured(TestDb::sqlite(), |s| {
         s.with_limiter(AuthLimiter::new(3, Duration::from_secs(60)))
     })
     .await;
-    let login = |password: &'static str| {
-        app.anon(Method::POST, "/auth/user/emailpass")
-            .json(&json!({"email": support::EMAIL, "password": password}))
-    };
     for _ in 0..3 {
-        assert_eq!(login("wrong-password").send().await.unwrap().status(), 401);
+        assert_eq!(
+            login_from(&app, "127.0.0.1", "wrong-password")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
     }
-    let res = login(support::PASSWORD).send().await.unwrap();
-    assert_eq!(res.status(), 429, "even the right password waits out the window");
+    let res = login_from(&app, "127.0.0.1", support::PASSWORD).send().await.unwrap();
+    assert_eq!(res.status(), 429, "this address has had its guesses");
     assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() <= 60);
     let (_, body) = read(res).await;
     assert_eq!(body["type"], "too_many_requests");
-    // Failed admin credentials count too, and the block covers the admin API.
+    // Another address still logs in (the email's own limit is higher).
+    assert_eq!(
+        login_from(&app, "127.0.0.2", support::PASSWORD)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A valid login token, from the limited address, is never refused; bad ones are just 401.
+    let (s, _) = app.get("/admin/api-keys").await;
+    assert_eq!(s, 200);
     let (s, _) = read(
         app.anon(Method::GET, "/admin/api-keys")
             .bearer_auth("nope")
@@ -83,9 +123,93 @@ async fn an_address_with_too_many_failed_logins_is_refused_for_a_while() {
             .unwrap(),
     )
     .await;
-    assert_eq!(s, 429);
-    // Store routes and health are not authentication and stay open.
+    assert_eq!(s, 401);
     assert_eq!(app.anon(Method::GET, "/health").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_thousand_bad_credentials_lock_no_valid_one_out() {
+    let app = App::sqlite().await;
+    let sk = app.create_key("ops", "secret").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = app.admin(Method::POST, "/auth/session").send().await.unwrap().headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    for i in 0..1_000 {
+        let req = app.anon(Method::GET, "/admin/api-keys");
+        let req = match i % 4 {
+            0 => req,
+            1 => req.bearer_auth("garbage"),
+            2 => req.basic_auth("sk_not_a_real_key", Some("")),
+            _ => req.header("cookie", "keyward_session=forged"),
+        };
+        assert_eq!(req.send().await.unwrap().status(), 401);
+    }
+    assert_eq!(app.get("/admin/api-keys").await.0, 200, "the JWT");
+    let with_cookie = app.anon(Method::GET, "/admin/api-keys").header("cookie", &cookie);
+    assert_eq!(with_cookie.send().await.unwrap().status(), 200, "the cookie");
+    let with_key = app.anon(Method::GET, "/admin/api-keys").basic_auth(&sk, Some(""));
+    assert_eq!(with_key.send().await.unwrap().status(), 200, "the secret key");
+}
+
+#[tokio::test]
+async fn a_burst_of_wrong_passwords_gets_no_more_than_the_limit_evaluated() {
+    let app = App::sqlite().await;
+    let mut burst = Vec::new();
+    for _ in 0..50 {
+        let req = login_from(&app, "127.0.0.1", "wrong-password");
+        burst.push(tokio::spawn(async move { req.send().await.unwrap().status().as_u16() }));
+    }
+    let mut statuses = Vec::new();
+    for b in burst {
+        statuses.push(b.await.unwrap());
+    }
+    let evaluated = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(evaluated, 20, "the default 20 a minute per address: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30);
+    assert_eq!(
+        login_from(&app, "127.0.0.3", support::PASSWORD)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_is_limited_on_its_own() {
+    let behind = App::configured(TestDb::sqlite(), |s| {
+        s.with_limiter(AuthLimiter::new(2, Duration::from_secs(60)))
+            .with_trusted_proxies(keyward_server::client::parse_list(&["127.0.0.1/32".into()]).unwrap())
+    })
+    .await;
+    let via =
+        |app: &App, client: &str| login_from(app, "127.0.0.1", "wrong").header("x-forwarded-for", client.to_owned());
+    for _ in 0..2 {
+        assert_eq!(via(&behind, "203.0.113.1").send().await.unwrap().status(), 401);
+    }
+    assert_eq!(via(&behind, "203.0.113.1").send().await.unwrap().status(), 429);
+    assert_eq!(
+        via(&behind, "203.0.113.2").send().await.unwrap().status(),
+        401,
+        "another client behind the proxy"
+    );
+    // An untrusted peer's X-Forwarded-For is ignored: every guess counts against the peer.
+    let direct = App::configured(TestDb::sqlite(), |s| {
+        s.with_limiter(AuthLimiter::new(2, Duration::from_secs(60)))
+    })
+    .await;
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(via(&direct, client).send().await.unwrap().status(), 401);
+    }
+    assert_eq!(via(&direct, "203.0.113.3").send().await.unwrap().status(), 429);
 }
 
 #[tokio::test]

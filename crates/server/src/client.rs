@@ -1,0 +1,210 @@
+//! The client's address. Behind a reverse proxy every request comes from the proxy, so when the
+//! peer is one of `KEYWARD_TRUSTED_PROXIES` the client is the right-most address of the
+//! `Forwarded` (or else `X-Forwarded-For`) chain that is not itself a trusted proxy; otherwise the
+//! peer, and forwarding headers are ignored (anyone can send them).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::AppState;
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is not an address or CIDR block (like 10.0.0.0/8 or 2001:db8::/32)");
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let len = len.unwrap_or(max);
+        if len > max {
+            return Err(bad());
+        }
+        Ok(Self { net, len })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.len),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.len),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (full, rest) = (usize::from(bits / 8), bits % 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        (a[full] & mask) == (b[full] & mask)
+    }
+}
+
+/// Parses a comma-separated list of blocks (`KEYWARD_TRUSTED_PROXIES`).
+pub fn parse_list(items: &[String]) -> Result<Vec<Cidr>, String> {
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(Cidr::parse)
+        .collect()
+}
+
+/// The client address a request is counted and logged under; `None` when the server was
+/// started without connect info (an embedding that calls `Router::into_make_service`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+/// One address of a `Forwarded: for=…` or `X-Forwarded-For` entry (quotes, brackets and a port
+/// removed); `None` for `unknown` or an obfuscated name.
+fn forwarded_addr(raw: &str) -> Option<IpAddr> {
+    let v = raw.trim().trim_matches('"');
+    if let Ok(ip) = v.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    v.rsplit_once(':').and_then(|(host, _)| host.parse().ok())
+}
+
+/// The forwarding chain, client first: `Forwarded`'s `for=` values, or else `X-Forwarded-For`.
+fn chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let forwarded: Vec<Option<IpAddr>> = headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|element| {
+            element
+                .split(';')
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("for"))
+                .map(|(_, v)| forwarded_addr(v))
+        })
+        .collect();
+    if !forwarded.is_empty() {
+        return forwarded;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(forwarded_addr)
+        .collect()
+}
+
+/// The client of a request from `peer`.
+pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in chain(headers).into_iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => client = ip,
+            Some(ip) => return ip,
+            // An unparseable hop: nothing to its left can be trusted.
+            None => return client,
+        }
+    }
+    client
+}
+
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Middleware: puts the [`ClientAddr`] in the request's extensions.
+pub async fn client_address(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if peer.is_none() && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "requests carry no client address (the router was served without connect info): \
+             every login attempt shares one limit; serve it with into_make_service_with_connect_info"
+        );
+    }
+    let client = peer.map(|p| client_of(p, req.headers(), &state.trusted_proxies));
+    req.extensions_mut().insert(ClientAddr(client));
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_parse_and_contain() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains(ip("10.1.200.3")) && !c.contains(ip("10.2.0.1")));
+        assert!(c.contains(ip("::ffff:10.1.0.9")));
+        let v6 = Cidr::parse("2001:db8::/33").unwrap();
+        assert!(v6.contains(ip("2001:db8:7fff::1")) && !v6.contains(ip("2001:db8:8000::1")));
+        assert!(Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop_behind_a_trusted_peer() {
+        let trusted = parse_list(&["10.0.0.0/8".into()]).unwrap();
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.5")]);
+        assert_eq!(
+            client_of(ip("10.0.0.1"), &h, &trusted),
+            ip("2.2.2.2"),
+            "a client cannot claim 1.1.1.1"
+        );
+        assert_eq!(
+            client_of(ip("9.9.9.9"), &h, &trusted),
+            ip("9.9.9.9"),
+            "an untrusted peer's header is ignored"
+        );
+        let f = headers(&[("forwarded", r#"for=3.3.3.3;proto=https, for="[2001:db8::7]:4711""#)]);
+        assert_eq!(client_of(ip("10.0.0.1"), &f, &trusted), ip("2001:db8::7"));
+        let none = headers(&[]);
+        assert_eq!(client_of(ip("10.0.0.1"), &none, &trusted), ip("10.0.0.1"));
+        let junk = headers(&[("x-forwarded-for", "4.4.4.4, junk, 10.0.0.9")]);
+        assert_eq!(client_of(ip("10.0.0.1"), &junk, &trusted), ip("10.0.0.9"));
+    }
+}
