@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::entropy::{Entropy, OsEntropy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
+use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, Op, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId, UlidGenerator};
 use crate::model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
@@ -316,15 +316,20 @@ impl Keyward {
     }
 
     /// Keys matching `filter`. A raw secret token in a `token` condition matches its key.
+    /// Unless the filter is limited to publishable keys, `token` can only be matched by
+    /// equality with full tokens, and not ordered by: a secret key's stored digest never leaks
+    /// through a range, a pattern or an order.
     pub async fn list_api_keys(
         &self,
         filter: &ApiKeyFilter,
         options: &ListOptions<ApiKeyField>,
     ) -> Result<Vec<ApiKey>> {
+        check_token_use(filter, Some(options))?;
         self.store.list_api_keys(&stored_token_filter(filter), options).await
     }
 
     pub async fn count_api_keys(&self, filter: &ApiKeyFilter) -> Result<u64> {
+        check_token_use(filter, None)?;
         self.store.count_api_keys(&stored_token_filter(filter)).await
     }
 
@@ -334,6 +339,7 @@ impl Keyward {
         filter: &ApiKeyFilter,
         options: &ListOptions<ApiKeyField>,
     ) -> Result<(Vec<ApiKey>, u64)> {
+        check_token_use(filter, Some(options))?;
         let filter = stored_token_filter(filter);
         let keys = self.store.list_api_keys(&filter, options).await?;
         let count = self.store.count_api_keys(&filter).await?;
@@ -706,6 +712,50 @@ pub(crate) fn already_revoked_of(key_type: ApiKeyType, count: usize) -> Error {
 
 /// Raw secret tokens in `token` conditions become digests; anything else is compared as given.
 /// Listing by a secret token therefore finds its key without the plain token ever reaching SQL.
+/// The message of a `token` condition that could read secret keys' digests.
+pub const TOKEN_FILTER_REFUSED: &str = "Secret keys can be found by token only with the full token: use token=<token> (or $in), \
+     or add type=publishable to compare publishable tokens otherwise";
+
+/// The message of `order=token` that could order secret keys by their digests.
+pub const TOKEN_ORDER_REFUSED: &str = "Keys can be ordered by token only together with type=publishable";
+
+/// Whether the filter keeps to publishable keys (a top-level `type` of `publishable` only).
+fn publishable_only(filter: &ApiKeyFilter) -> bool {
+    filter.conditions.iter().any(|c| {
+        c.field == ApiKeyField::Type
+            && matches!(c.op, Op::Eq | Op::In)
+            && !c.values.is_empty()
+            && c.values
+                .iter()
+                .all(|v| matches!(v, crate::filter::Value::Text(t) if t == ApiKeyType::Publishable.as_str()))
+    })
+}
+
+/// Refuses `token` conditions other than equality with full tokens, and `order=token`, unless
+/// the filter keeps to publishable keys (where Medusa's behaviour stays).
+fn check_token_use(filter: &ApiKeyFilter, options: Option<&ListOptions<ApiKeyField>>) -> Result<()> {
+    if publishable_only(filter) {
+        return Ok(());
+    }
+    if options.is_some_and(|o| o.order.iter().any(|o| o.field == ApiKeyField::Token)) {
+        return Err(Error::invalid_data(TOKEN_ORDER_REFUSED));
+    }
+    fn walk(f: &ApiKeyFilter) -> bool {
+        let full_token = |v: &crate::filter::Value| matches!(v, crate::filter::Value::Text(t) if t.starts_with("sk_") || t.starts_with("pk_"));
+        f.conditions
+            .iter()
+            .filter(|c| c.field == ApiKeyField::Token)
+            .all(|c| matches!(c.op, Op::Eq | Op::In) && c.values.iter().all(full_token))
+            && f.and.iter().all(walk)
+            && f.or.iter().all(walk)
+    }
+    if walk(filter) {
+        Ok(())
+    } else {
+        Err(Error::invalid_data(TOKEN_FILTER_REFUSED))
+    }
+}
+
 fn stored_token_filter(filter: &ApiKeyFilter) -> ApiKeyFilter {
     let mut f = filter.clone();
     f.map_text_values(ApiKeyField::Token, &|v| match token::parse(v) {
