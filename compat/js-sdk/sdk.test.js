@@ -20,7 +20,7 @@ let dir, server, baseUrl;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "keyward-sdk-"));
-  const env = { ...process.env, KEYWARD_DATABASE_URL: `sqlite://${join(dir, "keyward.db")}`, KEYWARD_JWT_SECRET: "sdk-test" };
+  const env = { ...process.env, KEYWARD_DATABASE_URL: `sqlite://${join(dir, "keyward.db")}`, KEYWARD_JWT_SECRET: "sdk-test-secret-sdk-test-secret-0001" };
   execFileSync(BIN, ["user", "create", "--email", EMAIL, "--password", PASSWORD], { env });
   server = spawn(BIN, ["serve", "--listen", "127.0.0.1:0"], { env, stdio: ["ignore", "pipe", "inherit"] });
   const first = await new Promise((ok, fail) => {

@@ -51,8 +51,8 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:9000")]
         listen: String,
-        /// Secret that signs admin login tokens. Without it, a random one is made at start and
-        /// logins do not survive a restart (nor work across nodes).
+        /// Secret that signs admin login tokens (at least 32 bytes). Without it, the first start
+        /// generates one into the database, shared by every node and kept across restarts.
         #[arg(long, env = "KEYWARD_JWT_SECRET", hide_env_values = true)]
         jwt_secret: Option<String>,
         /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
@@ -540,15 +540,7 @@ async fn serve(
         .register_subscribers()
         .await
         .map_err(keyward::workflows::from_flow)?;
-    let secret = match jwt_secret.filter(|s| !s.is_empty()) {
-        Some(s) => s.into_bytes(),
-        None => {
-            tracing::warn!("KEYWARD_JWT_SECRET is not set: using a random secret; logins end when the server stops");
-            let mut bytes = vec![0u8; 32];
-            keyward::Entropy::fill(&keyward::OsEntropy, &mut bytes).map_err(Error::from)?;
-            bytes
-        }
-    };
+    let secret = signing_secret(&kw, jwt_secret).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
@@ -571,6 +563,30 @@ async fn serve(
         .await
         .map_err(|e| Error::unexpected(format!("the server stopped: {e}")))?;
     Ok(Outcome::ok(String::new()))
+}
+
+/// The shortest signing secret accepted: an HMAC-SHA256 key should carry 256 bits.
+const MIN_JWT_SECRET: usize = 32;
+
+/// The secret that signs login tokens: the configured one (32 bytes at least), or else the one
+/// this deployment's database holds, made by the first node that needed it — so every node
+/// shares it and logins survive restarts.
+async fn signing_secret(kw: &keyward::Keyward, configured: Option<String>) -> Result<Vec<u8>, Failure> {
+    if let Some(s) = configured.filter(|s| !s.is_empty()) {
+        if s.len() < MIN_JWT_SECRET {
+            return Err(usage(format!(
+                "KEYWARD_JWT_SECRET is {} bytes; it must be at least {MIN_JWT_SECRET} (e.g. `openssl rand -hex 32`), \
+                 or leave it unset to use one generated into the database",
+                s.len()
+            )));
+        }
+        return Ok(s.into_bytes());
+    }
+    let mut bytes = [0u8; 32];
+    keyward::Entropy::fill(&keyward::OsEntropy, &mut bytes).map_err(Error::from)?;
+    let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let stored = kw.store().setting_or_insert("jwt_secret", &fresh, kw.now()).await?;
+    Ok(stored.into_bytes())
 }
 
 /// Registers the configured webhooks, the key-on-user-created subscriber and the purge job,

@@ -30,7 +30,7 @@ fn start(db: &str) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.env("KEYWARD_DATABASE_URL", db)
         .env("KEYWARD_LOG", "trace")
-        .env("KEYWARD_JWT_SECRET", "log-test")
+        .env("KEYWARD_JWT_SECRET", "log-test-secret-log-test-secret-001")
         .stderr(Stdio::piped());
     let (child, base) = keyward_testkit::spawn_serve(cmd);
     Server { child, base }
@@ -160,4 +160,90 @@ fn a_taken_port_is_a_clear_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+/// `keyward serve` without KEYWARD_JWT_SECRET, killed when dropped.
+struct Node(Child, String);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn node_without_secret(db: &str) -> Node {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    cmd.env("KEYWARD_DATABASE_URL", db)
+        .env_remove("KEYWARD_JWT_SECRET")
+        .stderr(Stdio::null());
+    let (child, base) = keyward_testkit::spawn_serve(cmd);
+    Node(child, base)
+}
+
+async fn keys_status(http: &reqwest::Client, base: &str, jwt: &str) -> u16 {
+    http.get(format!("{base}/admin/api-keys"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn nodes_without_a_configured_secret_share_one_from_the_database_across_restarts() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let status = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "user",
+            "create",
+            "--email",
+            "admin@test.local",
+            "--password",
+            "supersecret",
+        ])
+        .env("KEYWARD_DATABASE_URL", &db.url)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let http = reqwest::Client::new();
+    let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
+    let login: Value = http
+        .post(format!("{}/auth/user/emailpass", a.1))
+        .json(&json!({"email": "admin@test.local", "password": "supersecret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = login["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        keys_status(&http, &b.1, &jwt).await,
+        200,
+        "a login at one node works at the other"
+    );
+    drop((a, b));
+    let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
+    assert_eq!(keys_status(&http, &a.1, &jwt).await, 200, "and after both restart");
+    assert_eq!(keys_status(&http, &b.1, &jwt).await, 200);
+}
+
+#[test]
+fn a_short_configured_secret_refuses_to_start() {
+    let db = TestDb::sqlite();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("KEYWARD_DATABASE_URL", &db.url)
+        .env("KEYWARD_JWT_SECRET", "changeme")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KEYWARD_JWT_SECRET is 8 bytes; it must be at least 32"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing was served");
 }

@@ -27,7 +27,7 @@ impl Drop for Node {
 fn node(db: &str, fault: Option<&str>) -> Node {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.env("KEYWARD_DATABASE_URL", db)
-        .env("KEYWARD_JWT_SECRET", "cluster-secret")
+        .env("KEYWARD_JWT_SECRET", "cluster-secret-cluster-secret-0001")
         .env("KEYWARD_WORKFLOW_LEASE", LEASE_SECONDS.to_string())
         .env_remove("KEYWARD_FAULT")
         .stderr(Stdio::piped());

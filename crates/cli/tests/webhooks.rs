@@ -69,7 +69,7 @@ impl Drop for Server {
 fn serve(db: &str, env: &[(&str, String)]) -> (Server, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.env("KEYWARD_DATABASE_URL", db)
-        .env("KEYWARD_JWT_SECRET", "test")
+        .env("KEYWARD_JWT_SECRET", "webhook-test-secret-webhook-test-01")
         .env("KEYWARD_EVENT_RETRY_BASE", "0.05")
         .env_remove("KEYWARD_FAULT")
         .stderr(Stdio::null());

@@ -726,6 +726,22 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn setting_or_insert(&self, name: &str, value: &str, now: Timestamp) -> Result<String> {
+        sqlx::query!(
+            "INSERT INTO keyward_setting (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            name,
+            value,
+            now.as_datetime()
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        sqlx::query_scalar!("SELECT value FROM keyward_setting WHERE name = $1", name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {
         sqlx::query!(
             "INSERT INTO admin_user (id, email, first_name, last_name, password_hash, created_at, updated_at)

@@ -758,6 +758,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn setting_or_insert(&self, name: &str, value: &str, now: Timestamp) -> Result<String> {
+        let now = now.millis();
+        let mut tx = self.begin_write().await?;
+        sqlx::query!(
+            "INSERT INTO keyward_setting (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            name,
+            value,
+            now
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let stored = sqlx::query_scalar!("SELECT value FROM keyward_setting WHERE name = ?", name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(stored)
+    }
+
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {
         let (created, updated) = (user.created_at.millis(), user.updated_at.millis());
         let id = user.id.as_str();

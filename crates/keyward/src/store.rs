@@ -280,6 +280,12 @@ pub trait Store: Send + Sync + 'static {
     /// Drops a claimed record (its request is to run again next time).
     async fn release_idempotency_key(&self, key_digest: &str) -> Result<()>;
 
+    // -- settings ---------------------------------------------------------------------------
+
+    /// The setting `name`; if there is none yet, `value` is stored and returned. Of nodes that
+    /// race to set it, one wins and every one gets the winner's value.
+    async fn setting_or_insert(&self, name: &str, value: &str, now: Timestamp) -> Result<String>;
+
     // -- users ------------------------------------------------------------------------------
 
     /// Inserts a user; a taken email is a `duplicate_error`.

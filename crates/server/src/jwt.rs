@@ -13,6 +13,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// How long a login token lasts, as Medusa's: one day.
 pub const TOKEN_TTL_SECONDS: i64 = 86_400;
 
+/// Who issues login tokens, and for whom they are: a token of this shape signed for anything
+/// else (another service sharing the secret) is refused.
+pub const ISSUER: &str = "keyward";
+pub const AUDIENCE: &str = "keyward-admin";
+
 /// Signs and checks login tokens with one secret.
 pub struct Jwt {
     secret: Vec<u8>,
@@ -62,6 +67,9 @@ impl Jwt {
         if claims.get("exp")?.as_i64()? <= now_seconds {
             return None;
         }
+        if claims.get("iss")?.as_str()? != ISSUER || claims.get("aud")?.as_str()? != AUDIENCE {
+            return None;
+        }
         Some(claims)
     }
 
@@ -76,6 +84,8 @@ impl Jwt {
             "mfa_challenge_completed_at": null,
             "app_metadata": {"user_id": user_id},
             "user_metadata": {},
+            "iss": ISSUER,
+            "aud": AUDIENCE,
             "iat": now_seconds,
             "exp": now_seconds + TOKEN_TTL_SECONDS,
         }))
@@ -105,11 +115,17 @@ mod tests {
         let t = Jwt::new("a").user_token("user_1", 0).unwrap();
         assert!(Jwt::new("b").verify(&t, 1).is_none());
         let mut parts: Vec<&str> = t.split('.').collect();
-        let forged = URL_SAFE_NO_PAD.encode(br#"{"actor_id":"user_2","exp":99999999999}"#);
+        let forged =
+            URL_SAFE_NO_PAD.encode(br#"{"actor_id":"user_2","exp":99999999999,"iss":"keyward","aud":"keyward-admin"}"#);
         parts[1] = &forged;
         assert!(Jwt::new("a").verify(&parts.join("."), 1).is_none());
         let none_alg = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), parts[1]);
         assert!(Jwt::new("a").verify(&none_alg, 1).is_none());
+        let foreign =
+            Jwt::new("a").sign(&json!({"actor_id": "user_1", "exp": 99, "iss": "other", "aud": "keyward-admin"}));
+        assert!(Jwt::new("a").verify(&foreign.unwrap(), 1).is_none(), "another issuer");
+        let no_aud = Jwt::new("a").sign(&json!({"actor_id": "user_1", "exp": 99, "iss": "keyward"}));
+        assert!(Jwt::new("a").verify(&no_aud.unwrap(), 1).is_none(), "no audience");
         for garbage in ["", ".", "..", "a.b.c", "a.b.c.d"] {
             assert!(Jwt::new("a").verify(garbage, 1).is_none());
         }
