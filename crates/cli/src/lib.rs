@@ -99,6 +99,11 @@ pub struct AccessOptions {
     /// admin credential.
     #[arg(long, env = "KEYWARD_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// The URL browsers reach this server at, e.g. https://keys.example.com. Changes made with
+    /// the session cookie must come from its origin (or KEYWARD_CORS_ORIGINS); with https the
+    /// cookie is `Secure` and named `__Host-keyward_session`.
+    #[arg(long, env = "KEYWARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// What `serve` does with events and jobs.
@@ -511,6 +516,14 @@ async fn serve(
     let trusted = keyward_server::client::parse_list(&access.trusted_proxies)
         .map_err(|e| usage(format!("KEYWARD_TRUSTED_PROXIES: {e}")))?;
     let metrics_token = access.metrics_token.filter(|t| !t.is_empty());
+    let public_url = access.public_url.filter(|u| !u.is_empty());
+    if let Some(u) = &public_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(usage(format!(
+            "KEYWARD_PUBLIC_URL must start with http:// or https://, not {u:?}"
+        )));
+    }
     if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
         return Err(usage("KEYWARD_METRICS_TOKEN must be at least 16 characters"));
     }
@@ -558,6 +571,7 @@ async fn serve(
         .with_cors_origins(cors)
         .with_trusted_proxies(trusted)
         .with_metrics_token(metrics_token)
+        .with_public_url(public_url)
         .with_delivery(delivery);
     keyward_server::serve(state, listener)
         .await

@@ -20,10 +20,16 @@ pub struct Actor {
     pub id: String,
     /// `user` or `api-key`.
     pub actor_type: &'static str,
+    /// Authenticated by the session cookie (which a browser sends by itself: CSRF rules apply).
+    pub by_cookie: bool,
 }
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "keyward_session";
+
+/// The session cookie's name over https: the `__Host-` prefix makes browsers keep it to this
+/// host, `Secure` and `Path=/` only.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-keyward_session";
 
 const BEARER_SECRET: &str = "A secret API key was passed as a Bearer token. Secret API keys must be sent using HTTP Basic authentication instead (Authorization: Basic <secret-api-key>).";
 
@@ -42,6 +48,11 @@ pub async fn guard_admin_paths(State(state): State<AppState>, mut req: Request, 
     }
     match authenticate(&state, req.headers()).await {
         Ok(actor) => {
+            if actor.by_cookie
+                && let Err(refused) = crate::csrf::check(&state, req.method(), req.headers())
+            {
+                return refused;
+            }
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
@@ -71,11 +82,13 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor
                 return Ok(Actor {
                     id: key.id.to_string(),
                     actor_type: "api-key",
+                    by_cookie: false,
                 });
             }
         }
     }
-    if let Some(actor) = session_token(headers).and_then(|t| state.actor_from_jwt(t)) {
+    if let Some(mut actor) = session_token(headers).and_then(|t| state.actor_from_jwt(t)) {
+        actor.by_cookie = true;
         return Ok(actor);
     }
     Err(ApiError::Unauthorized(if secret_as_bearer {
@@ -118,7 +131,7 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == SESSION_COOKIE || *name == SECURE_SESSION_COOKIE)
         .map(|(_, value)| value)
 }
 

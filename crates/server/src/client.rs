@@ -76,6 +76,10 @@ pub fn parse_list(items: &[String]) -> Result<Vec<Cidr>, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
+/// Whether the TCP peer is a trusted proxy (so its `X-Forwarded-Proto` is believed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTrusted(pub bool);
+
 /// One address of a `Forwarded: for=…` or `X-Forwarded-For` entry (quotes, brackets and a port
 /// removed); `None` for `unknown` or an obfuscated name.
 fn forwarded_addr(raw: &str) -> Option<IpAddr> {
@@ -149,7 +153,9 @@ pub async fn client_address(State(state): State<AppState>, mut req: Request, nex
         );
     }
     let client = peer.map(|p| client_of(p, req.headers(), &state.trusted_proxies));
+    let trusted = peer.is_some_and(|p| state.trusted_proxies.iter().any(|c| c.contains(p)));
     req.extensions_mut().insert(ClientAddr(client));
+    req.extensions_mut().insert(PeerTrusted(trusted));
     next.run(req).await
 }
 

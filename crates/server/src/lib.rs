@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod csrf;
 pub mod error;
 pub mod extract;
 pub mod fields;
@@ -58,6 +59,9 @@ pub struct AppState {
     pub limiter: Arc<limits::AuthLimiter>,
     /// Reverse proxies whose forwarding headers name the client (`KEYWARD_TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<client::Cidr>>,
+    /// The URL browsers reach this server at (`KEYWARD_PUBLIC_URL`): its origin is the one
+    /// cookie-authenticated changes must come from, and `https` makes the cookie `Secure`.
+    pub public_url: Option<String>,
     /// A Bearer token that may read `/metrics` (`KEYWARD_METRICS_TOKEN`); admin credentials may too.
     pub metrics_token: Option<Arc<str>>,
     /// Origins allowed to call the API from a browser (CORS); none by default.
@@ -75,6 +79,7 @@ impl AppState {
             metrics: Arc::default(),
             limiter: Arc::default(),
             trusted_proxies: Arc::default(),
+            public_url: None,
             metrics_token: None,
             cors_origins: Vec::new(),
             delivery: keyward_flow::DeliveryOptions::default(),
@@ -88,6 +93,12 @@ impl AppState {
 
     pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
         self.cors_origins = origins;
+        self
+    }
+
+    /// The URL browsers reach this server at (scheme, host, port; no path).
+    pub fn with_public_url(mut self, url: Option<String>) -> Self {
+        self.public_url = url.map(|u| u.trim_end_matches('/').to_owned());
         self
     }
 
@@ -120,7 +131,11 @@ impl AppState {
             "user" => "user",
             _ => return None,
         };
-        Some(Actor { id, actor_type })
+        Some(Actor {
+            id,
+            actor_type,
+            by_cookie: false,
+        })
     }
 }
 
@@ -290,15 +305,27 @@ async fn login(
 
 /// `POST /auth/session` with a Bearer login token: sets the HttpOnly session cookie.
 #[utoipa::path(post, path = "/auth/session", tag = "auth", summary = "Turn a Bearer login token into an HttpOnly session cookie", security(("bearer" = [])), responses((status = 200, description = "Session started", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
-async fn create_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+async fn create_session(
+    State(state): State<AppState>,
+    axum::Extension(peer): axum::Extension<client::PeerTrusted>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let (token, actor) = auth::authorization(&headers)
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .and_then(|(_, token)| Some((token, state.actor_from_jwt(token)?)))
         .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-        jwt::TOKEN_TTL_SECONDS
-    );
+    let cookie = if csrf::is_https(&state, &headers, peer.0) {
+        format!(
+            "{}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+            auth::SECURE_SESSION_COOKIE,
+            jwt::TOKEN_TTL_SECONDS
+        )
+    } else {
+        format!(
+            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+            jwt::TOKEN_TTL_SECONDS
+        )
+    };
     let mut res = Json(json!({"user": {"id": actor.id}})).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().insert(SET_COOKIE, v);
@@ -313,6 +340,10 @@ async fn delete_session() -> Response {
     res.headers_mut().insert(
         SET_COOKIE,
         HeaderValue::from_static("keyward_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    res.headers_mut().append(
+        SET_COOKIE,
+        HeaderValue::from_static("__Host-keyward_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
     );
     res
 }
