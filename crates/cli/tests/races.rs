@@ -238,19 +238,7 @@ async fn run_rounds(db: TestDb) {
     );
     let mut rng = Rng(seed);
 
-    let status = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "user",
-            "create",
-            "--email",
-            "admin@test.local",
-            "--password",
-            "supersecret",
-        ])
-        .env("KEYWARD_DATABASE_URL", &db.url)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let logs = tempfile::tempdir().unwrap();
     let log_paths = [logs.path().join("node-a.log"), logs.path().join("node-b.log")];
     let nodes = [node(&db.url, &log_paths[0]), node(&db.url, &log_paths[1])];
@@ -262,19 +250,8 @@ async fn run_rounds(db: TestDb) {
             .join("\n---\n")
     };
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/auth/user/emailpass", nodes[0].base))
-        .json(&json!({"email": "admin@test.local", "password": "supersecret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client = std::sync::Arc::new(Client {
-        http,
-        jwt: login["token"].as_str().unwrap().to_owned(),
-    });
+    let jwt = keyward_testkit::login(&http, &nodes[0].base).await;
+    let client = std::sync::Arc::new(Client { http, jwt });
     let (_, log) = db.open().await;
     let base = |i: usize| nodes[i % 2].base.clone();
 

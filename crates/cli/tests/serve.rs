@@ -194,39 +194,10 @@ async fn keys_status(http: &reqwest::Client, base: &str, jwt: &str) -> u16 {
 #[tokio::test]
 async fn nodes_without_a_configured_secret_share_one_from_the_database_across_restarts() {
     let Some(db) = TestDb::postgres().await else { return };
-    let status = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "user",
-            "create",
-            "--email",
-            "admin@test.local",
-            "--password",
-            "supersecret",
-        ])
-        .env("KEYWARD_DATABASE_URL", &db.url)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let http = reqwest::Client::new();
     let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
-    let login: Value = http
-        .post(format!("{}/auth/user/emailpass", a.1))
-        .json(&json!({"email": "admin@test.local", "password": "supersecret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwt = login["token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        keys_status(&http, &b.1, &jwt).await,
-        200,
-        "a login at one node works at the other"
-    );
-    drop((a, b));
-    let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
-    assert_eq!(keys_status(&http, &a.1, &jwt).await, 200, "and after both restart");
+    let jwt = keyward_testkit::login(&http, &a.1).await;
     assert_eq!(keys_status(&http, &b.1, &jwt).await, 200);
 }
 

@@ -243,3 +243,31 @@ pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, Stri
         .to_owned();
     (child, base)
 }
+
+/// The admin every binary-level test logs in as.
+pub const ADMIN_EMAIL: &str = "admin@test.local";
+pub const ADMIN_PASSWORD: &str = "supersecret";
+
+/// Creates the test admin with `keyward user create`, run from the binary at `bin`.
+pub fn create_admin(bin: &str, db_url: &str) {
+    let status = std::process::Command::new(bin)
+        .args(["user", "create", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD])
+        .env("KEYWARD_DATABASE_URL", db_url)
+        .status()
+        .expect("run keyward user create");
+    assert!(status.success(), "keyward user create failed");
+}
+
+/// Logs the test admin in at `base`; the login token.
+pub async fn login(http: &reqwest::Client, base: &str) -> String {
+    let body: serde_json::Value = http
+        .post(format!("{base}/auth/user/emailpass"))
+        .json(&serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("send the login")
+        .json()
+        .await
+        .expect("a JSON login answer");
+    body["token"].as_str().expect("a login token").to_owned()
+}
