@@ -205,6 +205,19 @@ pub enum UserCommand {
         #[arg(long, env = "KEYWARD_USER_PASSWORD", hide_env_values = true)]
         password: String,
     },
+    /// Set a user's password; every session of the user ends (logged out on every node).
+    Password {
+        #[arg(long)]
+        email: String,
+        /// At least 8 characters.
+        #[arg(long, env = "KEYWARD_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Delete a user; every session of the user ends.
+    Delete {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -494,6 +507,22 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
                 format!("{}\n", json!({ "user": user }))
             } else {
                 format!("created user {} ({})\n", user.email, user.id)
+            }))
+        }
+        Command::User(UserCommand::Password { email, password }) => {
+            let user = kw.change_password(&email, &password).await?;
+            Ok(Outcome::ok(if json {
+                format!("{}\n", json!({ "user": user, "sessions_ended": true }))
+            } else {
+                format!("changed the password of {}; its sessions have ended\n", user.email)
+            }))
+        }
+        Command::User(UserCommand::Delete { email }) => {
+            let user = kw.delete_user(&email).await?;
+            Ok(Outcome::ok(if json {
+                format!("{}\n", json!({ "id": user.id, "object": "user", "deleted": true }))
+            } else {
+                format!("deleted user {} ({}); its sessions have ended\n", user.email, user.id)
             }))
         }
         Command::Workflows(WorkflowsCommand::List { state, limit }) => workflow_runs(&flows, state, limit, json).await,

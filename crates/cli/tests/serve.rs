@@ -198,7 +198,33 @@ async fn nodes_without_a_configured_secret_share_one_from_the_database_across_re
     let http = reqwest::Client::new();
     let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
     let jwt = keyward_testkit::login(&http, &a.1).await;
+    assert_eq!(
+        keys_status(&http, &b.1, &jwt).await,
+        200,
+        "a login at one node works at the other"
+    );
+    drop((a, b));
+    let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
+    assert_eq!(keys_status(&http, &a.1, &jwt).await, 200, "and after both restart");
     assert_eq!(keys_status(&http, &b.1, &jwt).await, 200);
+    // Logout at one node: the other refuses the token too, within a second.
+    let out = http
+        .delete(format!("{}/auth/session", a.1))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    assert_eq!(keys_status(&http, &a.1, &jwt).await, 401, "at once where it ended");
+    let start = std::time::Instant::now();
+    while keys_status(&http, &b.1, &jwt).await != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the other node still accepts the token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("logout reached the other node after {} ms", start.elapsed().as_millis());
 }
 
 #[test]

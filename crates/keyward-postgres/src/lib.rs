@@ -742,6 +742,104 @@ impl Store for PostgresStore {
             .map_err(db_error)
     }
 
+    async fn insert_session(
+        &self,
+        id: &str,
+        user: &UserId,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query!(
+            "INSERT INTO admin_session (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            id,
+            user.as_str(),
+            created_at.as_datetime(),
+            expires_at.as_datetime()
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn session_is_live(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let live = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!" FROM admin_session s JOIN admin_user u ON u.id = s.user_id
+               WHERE s.id = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND u.deleted_at IS NULL"#,
+            id,
+            now.as_datetime()
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(live > 0)
+    }
+
+    async fn end_session(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query!(
+            "UPDATE admin_session SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL",
+            now.as_datetime(),
+            id
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn end_sessions_of_user(&self, user: &UserId, now: Timestamp) -> Result<u64> {
+        let done = sqlx::query!(
+            "UPDATE admin_session SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
+            now.as_datetime(),
+            user.as_str()
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_user_password(&self, user: &UserId, password_hash: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let done = sqlx::query!(
+            "UPDATE admin_user SET password_hash = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+            password_hash,
+            now.as_datetime(),
+            user.as_str()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query!(
+            "UPDATE admin_session SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
+            now.as_datetime(),
+            user.as_str()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, user: &UserId, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let done = sqlx::query!("DELETE FROM admin_user WHERE id = $1", user.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query!(
+            "UPDATE admin_session SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
+            now.as_datetime(),
+            user.as_str()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {
         sqlx::query!(
             "INSERT INTO admin_user (id, email, first_name, last_name, password_hash, created_at, updated_at)

@@ -778,6 +778,110 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    async fn insert_session(
+        &self,
+        id: &str,
+        user: &UserId,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        let (user, created, expires) = (user.as_str(), created_at.millis(), expires_at.millis());
+        sqlx::query!(
+            "INSERT INTO admin_session (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            id,
+            user,
+            created,
+            expires
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn session_is_live(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let now = now.millis();
+        let live = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM admin_session s JOIN admin_user u ON u.id = s.user_id
+               WHERE s.id = ? AND s.ended_at IS NULL AND s.expires_at > ? AND u.deleted_at IS NULL"#,
+            id,
+            now
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(live > 0)
+    }
+
+    async fn end_session(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let now = now.millis();
+        let done = sqlx::query!(
+            "UPDATE admin_session SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
+            now,
+            id
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn end_sessions_of_user(&self, user: &UserId, now: Timestamp) -> Result<u64> {
+        let (user, now) = (user.as_str(), now.millis());
+        let done = sqlx::query!(
+            "UPDATE admin_session SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
+            now,
+            user
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_user_password(&self, user: &UserId, password_hash: &str, now: Timestamp) -> Result<bool> {
+        let (user, now) = (user.as_str(), now.millis());
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query!(
+            "UPDATE admin_user SET password_hash = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
+            password_hash,
+            now,
+            user
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query!(
+            "UPDATE admin_session SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
+            now,
+            user
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, user: &UserId, now: Timestamp) -> Result<bool> {
+        let (user, now) = (user.as_str(), now.millis());
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query!("DELETE FROM admin_user WHERE id = ?", user)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query!(
+            "UPDATE admin_session SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
+            now,
+            user
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()> {
         let (created, updated) = (user.created_at.millis(), user.updated_at.millis());
         let id = user.id.as_str();

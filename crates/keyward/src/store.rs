@@ -286,6 +286,26 @@ pub trait Store: Send + Sync + 'static {
     /// race to set it, one wins and every one gets the winner's value.
     async fn setting_or_insert(&self, name: &str, value: &str, now: Timestamp) -> Result<String>;
 
+    // -- admin sessions -----------------------------------------------------------------------
+
+    async fn insert_session(&self, id: &str, user: &UserId, created_at: Timestamp, expires_at: Timestamp)
+    -> Result<()>;
+
+    /// Whether the session is live at `now`: not ended, not expired, and its user still exists.
+    async fn session_is_live(&self, id: &str, now: Timestamp) -> Result<bool>;
+
+    /// Ends one session; whether it was live.
+    async fn end_session(&self, id: &str, now: Timestamp) -> Result<bool>;
+
+    /// Ends every session of a user; how many were live.
+    async fn end_sessions_of_user(&self, user: &UserId, now: Timestamp) -> Result<u64>;
+
+    /// Sets a user's password hash; whether the user exists.
+    async fn set_user_password(&self, user: &UserId, password_hash: &str, now: Timestamp) -> Result<bool>;
+
+    /// Deletes a user and ends its sessions, in one transaction; whether it existed.
+    async fn delete_user(&self, user: &UserId, now: Timestamp) -> Result<bool>;
+
     // -- users ------------------------------------------------------------------------------
 
     /// Inserts a user; a taken email is a `duplicate_error`.

@@ -107,6 +107,57 @@ impl Keyward {
     pub async fn count_users(&self) -> Result<u64> {
         self.store.count_users().await
     }
+
+    /// Starts a login session for `user`, lasting `ttl_seconds`; its id (128 random bits).
+    pub async fn start_session(&self, user: &UserId, ttl_seconds: i64) -> Result<String> {
+        let mut bytes = [0u8; 16];
+        self.entropy.fill(&mut bytes)?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let id = format!("sess_{id}");
+        let now = self.now();
+        self.store
+            .insert_session(&id, user, now, now.plus_seconds(ttl_seconds))
+            .await?;
+        Ok(id)
+    }
+
+    /// Whether a session is live: not ended, not expired, its user still there.
+    pub async fn session_is_live(&self, id: &str) -> Result<bool> {
+        self.store.session_is_live(id, self.now()).await
+    }
+
+    /// Ends a session (logout); whether it was live.
+    pub async fn end_session(&self, id: &str) -> Result<bool> {
+        self.store.end_session(id, self.now()).await
+    }
+
+    /// Sets a user's password and ends all its sessions (`not_found` for an unknown email).
+    pub async fn change_password(&self, email: &str, password: &str) -> Result<User> {
+        let hashed = self.prepare_user(email, password).await?;
+        let user = self
+            .store
+            .find_user_by_email(&hashed.user.email)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No user has the email {}", hashed.user.email)))?
+            .user;
+        self.store
+            .set_user_password(&user.id, &hashed.password_hash, self.now())
+            .await?;
+        Ok(user)
+    }
+
+    /// Deletes a user and ends all its sessions (`not_found` for an unknown email).
+    pub async fn delete_user(&self, email: &str) -> Result<User> {
+        let email = normalise_email(email)?;
+        let user = self
+            .store
+            .find_user_by_email(&email)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No user has the email {email}")))?
+            .user;
+        self.store.delete_user(&user.id, self.now()).await?;
+        Ok(user)
+    }
 }
 
 fn normalise_email(email: &str) -> Result<String> {

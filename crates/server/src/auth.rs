@@ -67,7 +67,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor
         if scheme.eq_ignore_ascii_case("bearer") {
             if credential.starts_with("sk_") {
                 secret_as_bearer = true;
-            } else if let Some(actor) = state.actor_from_jwt(credential) {
+            } else if let Some(actor) = state.actor_from_jwt(credential).await? {
                 return Ok(actor);
             }
         } else if scheme.eq_ignore_ascii_case("basic")
@@ -87,7 +87,9 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor
             }
         }
     }
-    if let Some(mut actor) = session_token(headers).and_then(|t| state.actor_from_jwt(t)) {
+    if let Some(token) = session_token(headers)
+        && let Some(mut actor) = state.actor_from_jwt(token).await?
+    {
         actor.by_cookie = true;
         return Ok(actor);
     }

@@ -73,10 +73,11 @@ impl Jwt {
         Some(claims)
     }
 
-    /// A login token for a user, with Medusa's claims.
-    pub fn user_token(&self, user_id: &str, now_seconds: i64) -> Option<String> {
+    /// A login token for a user's session `sid`, with Medusa's claims.
+    pub fn user_token(&self, user_id: &str, sid: &str, now_seconds: i64) -> Option<String> {
         self.sign(&json!({
             "actor_id": user_id,
+            "sid": sid,
             "actor_type": "user",
             "auth_identity_id": format!("authid_{}", user_id.trim_start_matches("user_")),
             "auth_provider": "emailpass",
@@ -104,7 +105,7 @@ mod tests {
     #[test]
     fn a_signed_token_verifies_until_it_expires() {
         let jwt = Jwt::new("secret");
-        let t = jwt.user_token("user_1", 1000).unwrap();
+        let t = jwt.user_token("user_1", "sess_1", 1000).unwrap();
         let claims = jwt.verify(&t, 1001).unwrap();
         assert_eq!(claims["actor_id"], "user_1");
         assert!(jwt.verify(&t, 1000 + TOKEN_TTL_SECONDS).is_none());
@@ -112,7 +113,7 @@ mod tests {
 
     #[test]
     fn a_token_from_another_secret_or_tampered_is_refused() {
-        let t = Jwt::new("a").user_token("user_1", 0).unwrap();
+        let t = Jwt::new("a").user_token("user_1", "sess_1", 0).unwrap();
         assert!(Jwt::new("b").verify(&t, 1).is_none());
         let mut parts: Vec<&str> = t.split('.').collect();
         let forged =

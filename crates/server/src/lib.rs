@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod sessions;
 pub mod store;
 pub mod validate;
 pub mod webhooks;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub jwt: Arc<Jwt>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<limits::AuthLimiter>,
+    /// What this node knows of login sessions.
+    pub sessions: Arc<sessions::SessionCache>,
     /// Reverse proxies whose forwarding headers name the client (`KEYWARD_TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<client::Cidr>>,
     /// The URL browsers reach this server at (`KEYWARD_PUBLIC_URL`): its origin is the one
@@ -78,6 +81,7 @@ impl AppState {
             jwt: Arc::new(Jwt::new(jwt_secret)),
             metrics: Arc::default(),
             limiter: Arc::default(),
+            sessions: Arc::default(),
             trusted_proxies: Arc::default(),
             public_url: None,
             metrics_token: None,
@@ -124,18 +128,31 @@ impl AppState {
     }
 
     /// The actor a login token names, if it verifies.
-    pub fn actor_from_jwt(&self, token: &str) -> Option<Actor> {
+    /// The session a login token names, if its signature, claims and expiry hold.
+    pub fn session_of(&self, token: &str) -> Option<(String, String)> {
         let claims = self.jwt.verify(token, self.now_seconds())?;
+        if claims.get("actor_type")?.as_str()? != "user" {
+            return None;
+        }
         let id = claims.get("actor_id")?.as_str()?.to_owned();
-        let actor_type = match claims.get("actor_type")?.as_str()? {
-            "user" => "user",
-            _ => return None,
+        let sid = claims.get("sid")?.as_str()?.to_owned();
+        Some((id, sid))
+    }
+
+    /// The user a login token stands for, while its session is live (ended by a logout, a
+    /// deletion of the user or a change of its password).
+    pub async fn actor_from_jwt(&self, token: &str) -> keyward::Result<Option<Actor>> {
+        let Some((id, sid)) = self.session_of(token) else {
+            return Ok(None);
         };
-        Some(Actor {
+        if !self.sessions.is_live(&self.kw, &sid).await? {
+            return Ok(None);
+        }
+        Ok(Some(Actor {
             id,
-            actor_type,
+            actor_type: "user",
             by_cookie: false,
-        })
+        }))
     }
 }
 
@@ -296,9 +313,10 @@ async fn login(
         .await?
         .ok_or_else(|| refused("Invalid email or password"))?;
     state.limiter.succeeded(client.0, &email);
+    let sid = state.kw.start_session(&user.id, jwt::TOKEN_TTL_SECONDS).await?;
     let token = state
         .jwt
-        .user_token(user.id.as_str(), state.now_seconds())
+        .user_token(user.id.as_str(), &sid, state.now_seconds())
         .ok_or_else(|| ApiError::Module(keyward::Error::unexpected("could not sign a login token")))?;
     Ok(Json(json!({ "token": token })))
 }
@@ -310,9 +328,13 @@ async fn create_session(
     axum::Extension(peer): axum::Extension<client::PeerTrusted>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (token, actor) = auth::authorization(&headers)
+    let token = auth::authorization(&headers)
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .and_then(|(_, token)| Some((token, state.actor_from_jwt(token)?)))
+        .map(|(_, token)| token)
+        .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
+    let actor = state
+        .actor_from_jwt(token)
+        .await?
         .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
     let cookie = if csrf::is_https(&state, &headers, peer.0) {
         format!(
@@ -335,7 +357,17 @@ async fn create_session(
 
 /// `DELETE /auth/session`: clears the cookie.
 #[utoipa::path(delete, path = "/auth/session", tag = "auth", summary = "End the session", security(()), responses((status = 200, description = "Session ended", body = Object)))]
-async fn delete_session() -> Response {
+async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    // The session ends for every copy of its token, on every node, not only in this browser.
+    let token = auth::session_token(&headers).or_else(|| {
+        auth::authorization(&headers)
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t)
+    });
+    if let Some((_, sid)) = token.and_then(|t| state.session_of(t)) {
+        state.kw.end_session(&sid).await?;
+        state.sessions.ended(&sid);
+    }
     let mut res = Json(json!({"success": true})).into_response();
     res.headers_mut().insert(
         SET_COOKIE,
@@ -345,7 +377,7 @@ async fn delete_session() -> Response {
         SET_COOKIE,
         HeaderValue::from_static("__Host-keyward_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
     );
-    res
+    Ok(res)
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", summary = "Liveness", security(()), responses((status = 200, description = "Alive", body = Object)))]
