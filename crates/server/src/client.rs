@@ -156,7 +156,12 @@ pub async fn client_address(State(state): State<AppState>, mut req: Request, nex
     let trusted = peer.is_some_and(|p| state.trusted_proxies.iter().any(|c| c.contains(p)));
     req.extensions_mut().insert(ClientAddr(client));
     req.extensions_mut().insert(PeerTrusted(trusted));
-    next.run(req).await
+    // Every log line of the request names its client.
+    let span = match client {
+        Some(ip) => tracing::info_span!("client", client = %ip),
+        None => tracing::info_span!("client", client = "unknown"),
+    };
+    tracing::Instrument::instrument(next.run(req), span).await
 }
 
 #[cfg(test)]
