@@ -612,4 +612,22 @@ on_both_stores! {
         let err = h.kw.store().insert_api_keys(&[row]).await.unwrap_err();
         assert_eq!((err.kind, err.message.as_str()), (ErrorKind::Duplicate, "There already is an api key with this token"));
     }
+
+    async fn nodes_racing_to_set_a_setting_all_get_the_first_value(h) {
+        let mut racers = Vec::new();
+        for n in 0..8 {
+            let store = h.kw.store().clone();
+            let now = h.kw.now();
+            racers.push(tokio::spawn(async move {
+                store.setting_or_insert("jwt_secret", &format!("value-{n}"), now).await.unwrap()
+            }));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in racers {
+            seen.insert(r.await.unwrap());
+        }
+        assert_eq!(seen.len(), 1, "one value wins for everyone: {seen:?}");
+        let later = h.kw.store().setting_or_insert("jwt_secret", "late", h.kw.now()).await.unwrap();
+        assert_eq!(seen.into_iter().next().unwrap(), later, "and it stays");
+    }
 }
