@@ -787,18 +787,6 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn end_sessions_of_user(&self, user: &UserId, now: Timestamp) -> Result<u64> {
-        let done = sqlx::query!(
-            "UPDATE admin_session SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
-            now.as_datetime(),
-            user.as_str()
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(done.rows_affected())
-    }
-
     async fn set_user_password(&self, user: &UserId, password_hash: &str, now: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let done = sqlx::query!(
@@ -810,14 +798,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query!(
-            "UPDATE admin_session SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
-            now.as_datetime(),
-            user.as_str()
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        end_sessions_of(&mut tx, user, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(done.rows_affected() > 0)
     }
@@ -828,14 +809,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        sqlx::query!(
-            "UPDATE admin_session SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
-            now.as_datetime(),
-            user.as_str()
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        end_sessions_of(&mut tx, user, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(done.rows_affected() > 0)
     }
@@ -923,6 +897,23 @@ async fn insert_channel(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, c: 
         c.metadata,
         c.created_at.as_datetime(),
         c.updated_at.as_datetime()
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Ends every live session of `user` inside `tx` (a password change, a deleted user).
+async fn end_sessions_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    user: &UserId,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE admin_session SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
+        now.as_datetime(),
+        user.as_str()
     )
     .execute(&mut **tx)
     .await

@@ -826,19 +826,6 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn end_sessions_of_user(&self, user: &UserId, now: Timestamp) -> Result<u64> {
-        let (user, now) = (user.as_str(), now.millis());
-        let done = sqlx::query!(
-            "UPDATE admin_session SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
-            now,
-            user
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(done.rows_affected())
-    }
-
     async fn set_user_password(&self, user: &UserId, password_hash: &str, now: Timestamp) -> Result<bool> {
         let (user, now) = (user.as_str(), now.millis());
         let mut tx = self.begin_write().await?;
@@ -851,14 +838,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        sqlx::query!(
-            "UPDATE admin_session SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
-            now,
-            user
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        end_sessions_of(&mut tx, user, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(done.rows_affected() > 0)
     }
@@ -870,14 +850,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        sqlx::query!(
-            "UPDATE admin_session SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
-            now,
-            user
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        end_sessions_of(&mut tx, user, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(done.rows_affected() > 0)
     }
@@ -971,6 +944,19 @@ async fn insert_channel(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, c: &S
         c.metadata,
         created,
         updated
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Ends every live session of `user` inside `tx` (a password change, a deleted user).
+async fn end_sessions_of(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, user: &str, now: i64) -> Result<()> {
+    sqlx::query!(
+        "UPDATE admin_session SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
+        now,
+        user
     )
     .execute(&mut **tx)
     .await

@@ -297,10 +297,8 @@ pub trait Store: Send + Sync + 'static {
     /// Ends one session; whether it was live.
     async fn end_session(&self, id: &str, now: Timestamp) -> Result<bool>;
 
-    /// Ends every session of a user; how many were live.
-    async fn end_sessions_of_user(&self, user: &UserId, now: Timestamp) -> Result<u64>;
-
-    /// Sets a user's password hash; whether the user exists.
+    /// Sets a user's password hash and ends its sessions, in one transaction; whether the user
+    /// exists.
     async fn set_user_password(&self, user: &UserId, password_hash: &str, now: Timestamp) -> Result<bool>;
 
     /// Deletes a user and ends its sessions, in one transaction; whether it existed.
