@@ -52,10 +52,16 @@ fn crash_then_restart(db: &str, fault: &str, args: &[&str]) {
         "{fault}: expected a crash, got {:?}: {err}",
         out.status
     );
+    recover_and_check(db, fault, &["running", "compensating"]);
+}
+
+/// Waits out the dead process's lease, lets the next command recover its runs, and checks no
+/// run is left in any of `states`.
+fn recover_and_check(db: &str, fault: &str, states: &[&str]) {
     std::thread::sleep(Duration::from_millis(450));
     // Any command first finishes what the dead process left.
     ok(db, &["keys", "list", "--limit", "1"]);
-    let unfinished: Vec<Value> = ["running", "compensating"]
+    let unfinished: Vec<Value> = states
         .iter()
         .flat_map(|s| {
             ok(db, &["workflows", "list", "--state", s])["runs"]
@@ -64,7 +70,10 @@ fn crash_then_restart(db: &str, fault: &str, args: &[&str]) {
                 .unwrap()
         })
         .collect();
-    assert!(unfinished.is_empty(), "{fault}: runs left unfinished: {unfinished:?}");
+    assert!(
+        unfinished.is_empty(),
+        "{fault}: runs left in {states:?}: {unfinished:?}"
+    );
 }
 
 fn boundaries(workflow: &str, steps: &[&str]) -> Vec<String> {
@@ -252,21 +261,7 @@ fn crash_beside_a_revoke(db: &str, fault: &str, args: &dyn Fn(&str) -> Vec<Strin
         crashed.status.code().is_none() || (crashed.status.code() == Some(1) && refused),
         "{fault}: expected a crash or a refusal: {crashed:?}"
     );
-    std::thread::sleep(Duration::from_millis(450));
-    ok(db, &["keys", "list", "--limit", "1"]);
-    let unfinished: Vec<Value> = ["running", "compensating", "failed"]
-        .iter()
-        .flat_map(|s| {
-            ok(db, &["workflows", "list", "--state", s])["runs"]
-                .as_array()
-                .cloned()
-                .unwrap()
-        })
-        .collect();
-    assert!(
-        unfinished.is_empty(),
-        "{fault}: runs not done or reverted: {unfinished:?}"
-    );
+    recover_and_check(db, fault, &["running", "compensating", "failed"]);
     let got = ok(db, &["keys", "get", &id]);
     if revoked.status.success() {
         assert!(

@@ -14,32 +14,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use keyward_flow::RunState;
-use keyward_testkit::TestDb;
+use keyward_testkit::{Served, TestDb};
 use serde_json::{Value, json};
 
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node(db: &str, log: &std::path::Path) -> Node {
+fn node(db: &str, log: &std::path::Path) -> Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.env("KEYWARD_DATABASE_URL", db)
         .env("KEYWARD_JWT_SECRET", "race-test-secret-race-test-secret")
         .env_remove("KEYWARD_FAULT")
         .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
-    let (child, base) = keyward_testkit::spawn_serve(cmd);
-    Node { child, base }
+    Served::start(cmd)
 }
 
 /// splitmix64: small, seeded, good enough to pick operations.

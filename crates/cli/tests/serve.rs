@@ -162,23 +162,13 @@ fn a_taken_port_is_a_clear_usage_error() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
 
-/// `keyward serve` without KEYWARD_JWT_SECRET, killed when dropped.
-struct Node(Child, String);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn node_without_secret(db: &str) -> Node {
+/// `keyward serve` without KEYWARD_JWT_SECRET.
+fn node_without_secret(db: &str) -> keyward_testkit::Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.env("KEYWARD_DATABASE_URL", db)
         .env_remove("KEYWARD_JWT_SECRET")
         .stderr(Stdio::null());
-    let (child, base) = keyward_testkit::spawn_serve(cmd);
-    Node(child, base)
+    keyward_testkit::Served::start(cmd)
 }
 
 async fn keys_status(http: &reqwest::Client, base: &str, jwt: &str) -> u16 {
@@ -197,27 +187,27 @@ async fn nodes_without_a_configured_secret_share_one_from_the_database_across_re
     keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let http = reqwest::Client::new();
     let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
-    let jwt = keyward_testkit::login(&http, &a.1).await;
+    let jwt = keyward_testkit::login(&http, &a.base).await;
     assert_eq!(
-        keys_status(&http, &b.1, &jwt).await,
+        keys_status(&http, &b.base, &jwt).await,
         200,
         "a login at one node works at the other"
     );
     drop((a, b));
     let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));
-    assert_eq!(keys_status(&http, &a.1, &jwt).await, 200, "and after both restart");
-    assert_eq!(keys_status(&http, &b.1, &jwt).await, 200);
+    assert_eq!(keys_status(&http, &a.base, &jwt).await, 200, "and after both restart");
+    assert_eq!(keys_status(&http, &b.base, &jwt).await, 200);
     // Logout at one node: the other refuses the token too, within a second.
     let out = http
-        .delete(format!("{}/auth/session", a.1))
+        .delete(format!("{}/auth/session", a.base))
         .bearer_auth(&jwt)
         .send()
         .await
         .unwrap();
     assert_eq!(out.status(), 200);
-    assert_eq!(keys_status(&http, &a.1, &jwt).await, 401, "at once where it ended");
+    assert_eq!(keys_status(&http, &a.base, &jwt).await, 401, "at once where it ended");
     let start = std::time::Instant::now();
-    while keys_status(&http, &b.1, &jwt).await != 401 {
+    while keys_status(&http, &b.base, &jwt).await != 401 {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "the other node still accepts the token"

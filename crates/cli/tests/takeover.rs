@@ -4,27 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keyward_testkit::TestDb;
+use keyward_testkit::{Served, TestDb};
 use serde_json::{Value, json};
 
 const LEASE_SECONDS: f64 = 2.0;
 
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node(db: &str, fault: Option<&str>) -> Node {
+fn node(db: &str, fault: Option<&str>) -> Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.env("KEYWARD_DATABASE_URL", db)
         .env("KEYWARD_JWT_SECRET", "cluster-secret-cluster-secret-0001")
@@ -34,8 +22,7 @@ fn node(db: &str, fault: Option<&str>) -> Node {
     if let Some(f) = fault {
         cmd.env("KEYWARD_FAULT", f);
     }
-    let (child, base) = keyward_testkit::spawn_serve(cmd);
-    Node { child, base }
+    Served::start(cmd)
 }
 
 async fn call(http: &reqwest::Client, jwt: &str, method: reqwest::Method, url: String, body: Value) -> Value {

@@ -225,6 +225,28 @@ macro_rules! on_both_dbs {
     };
 }
 
+/// A `keyward serve` process started by [`Served::start`]; killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl Served {
+    /// Starts `keyward serve` as `cmd` describes (see [`spawn_serve`]).
+    pub fn start(cmd: std::process::Command) -> Self {
+        let (child, base) = spawn_serve(cmd);
+        Self { child, base }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `keyward serve --listen 127.0.0.1:0` as `cmd` describes (binary, environment) with
 /// stdout piped, and returns the child and the base URL it printed.
 pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, String) {
