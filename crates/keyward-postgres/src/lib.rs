@@ -684,7 +684,7 @@ impl Store for PostgresStore {
             None
         } else {
             let row = sqlx::query!(
-                "SELECT request_digest, status, response, created_at FROM idempotency_key WHERE key_digest = $1",
+                "SELECT request_digest, status, response FROM idempotency_key WHERE key_digest = $1",
                 key_digest
             )
             .fetch_one(&mut *tx)
@@ -694,7 +694,6 @@ impl Store for PostgresStore {
                 request_digest: row.request_digest,
                 status: row.status.map(i64::from),
                 response: row.response,
-                created_at: row.created_at,
             };
             Some(row.into_record()?)
         };

@@ -714,7 +714,7 @@ impl Store for SqliteStore {
             None
         } else {
             let row = sqlx::query!(
-                r#"SELECT request_digest, status AS "status: i64", response, created_at
+                r#"SELECT request_digest, status AS "status: i64", response
                    FROM idempotency_key WHERE key_digest = ?"#,
                 key_digest
             )
@@ -725,7 +725,6 @@ impl Store for SqliteStore {
                 request_digest: row.request_digest,
                 status: row.status,
                 response: row.response,
-                created_at: row.created_at,
             };
             Some(row.into_record()?)
         };

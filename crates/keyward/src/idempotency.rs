@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::service::Keyward;
-use crate::time::Timestamp;
 
 /// How long a record is kept: a retry after that runs again.
 pub const TTL_SECONDS: i64 = 24 * 60 * 60;
@@ -54,7 +53,6 @@ pub struct IdempotencyRecord {
     pub request_digest: String,
     /// `None` while the first request is still running.
     pub response: Option<StoredResponse>,
-    pub created_at: Timestamp,
 }
 
 /// A finished request's answer, sealed.

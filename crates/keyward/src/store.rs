@@ -526,14 +526,13 @@ impl<T: StoredInstant> UserRow<T> {
 
 /// An `idempotency_key` row (the record's status as the store's integer type allows).
 #[derive(Debug)]
-pub struct IdempotencyRow<T> {
+pub struct IdempotencyRow {
     pub request_digest: String,
     pub status: Option<i64>,
     pub response: Option<String>,
-    pub created_at: T,
 }
 
-impl<T: StoredInstant> IdempotencyRow<T> {
+impl IdempotencyRow {
     pub fn into_record(self) -> Result<crate::idempotency::IdempotencyRecord> {
         Ok(crate::idempotency::IdempotencyRecord {
             request_digest: self.request_digest,
@@ -545,7 +544,6 @@ impl<T: StoredInstant> IdempotencyRow<T> {
                 }),
                 _ => None,
             },
-            created_at: self.created_at.into_timestamp()?,
         })
     }
 }
