@@ -39,12 +39,32 @@ pub struct Cli {
     )]
     pub workflow_lease: f64,
 
+    /// Keys the in-memory verification cache holds at most (about 1 KiB each; see
+    /// docs/benchmarks.md). The cache is used while `serve` runs and follows every change made
+    /// on any node.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_CACHE_CAPACITY",
+        default_value_t = keyward::cache::DEFAULT_CAPACITY,
+        value_name = "KEYS"
+    )]
+    pub cache_capacity: usize,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve a bare HTTP handler (any path, any method: reads the body, answers a small JSON
+    /// object) on the same runtime and HTTP stack as `serve`, with no key check and no
+    /// database: the baseline scripts/bench-http measures keyward's routes against.
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: String,
+    },
     /// Run the HTTP server (admin API, store key check, verification API), event delivery and
     /// scheduled jobs; migrates first.
     Serve {
@@ -248,8 +268,13 @@ pub enum KeysCommand {
         created_by: String,
         /// Run at most once for this key (per --created-by, 24 h): a repeat prints the first
         /// answer, new token included; the same key with other arguments is refused.
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", conflicts_with = "count")]
         idempotency_key: Option<String>,
+        /// Create this many keys, titled "TITLE 1" … "TITLE N", in batches of 1,000 (one
+        /// workflow run each); prints one line per key (`id token`, or JSON lines with --json)
+        /// and a progress bar on a terminal.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        count: Option<u32>,
     },
     /// List keys, newest last.
     List(ListKeys),
@@ -463,6 +488,9 @@ fn usage(message: impl Into<String>) -> Failure {
 }
 
 async fn execute(cli: Cli) -> Result<Outcome, Failure> {
+    if let Command::BenchBaseline { listen } = &cli.command {
+        return bench_baseline(listen).await;
+    }
     keyward_connect::backend_of(&cli.database_url).map_err(|e| usage(e.message))?;
     if !(cli.workflow_lease.is_finite() && cli.workflow_lease >= 0.1 && cli.workflow_lease <= 86_400.0) {
         return Err(usage(format!(
@@ -470,7 +498,7 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
             cli.workflow_lease
         )));
     }
-    let (store, log) = keyward_connect::open(&cli.database_url)
+    let (store, log) = keyward_connect::open_with_cache(&cli.database_url, cli.cache_capacity)
         .await
         .map_err(|e| match e.kind {
             ErrorKind::InvalidData => usage(e.message),
@@ -530,7 +558,25 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
         Command::Jobs(JobsCommand::List { job, limit }) => jobs_list(&flows, job.as_deref(), limit, json).await,
         Command::Keys(cmd) => keys(&flows, cmd, json).await,
         Command::SalesChannels(cmd) => sales_channels(&flows, cmd, json).await,
+        Command::BenchBaseline { listen } => bench_baseline(&listen).await,
     }
+}
+
+async fn bench_baseline(listen: &str) -> Result<Outcome, Failure> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
+    let handler = |body: axum::body::Bytes| async move {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            format!("{{\"valid\":true,\"read\":{}}}", body.len()),
+        )
+    };
+    let app = axum::Router::new().fallback(handler);
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| Failure::Refused(keyward::Error::unavailable(format!("baseline server failed: {e}"))))?;
+    Ok(Outcome::ok(String::new()))
 }
 
 async fn serve(
@@ -806,6 +852,59 @@ fn non_empty_title(title: &str) -> Result<(), Failure> {
     }
 }
 
+/// Keys created per workflow run by `keys create --count`.
+const CREATE_BATCH: u32 = 1_000;
+
+/// `keys create --count N`: batches through the create workflow, each line printed as its batch
+/// lands (so an interrupted run has printed every key it made), a progress bar on stderr.
+async fn create_many(
+    flows: &Workflows,
+    title: &str,
+    key_type: ApiKeyType,
+    created_by: &str,
+    count: u32,
+    json: bool,
+) -> Result<Outcome, Failure> {
+    use std::io::Write as _;
+    let bar = indicatif::ProgressBar::new(u64::from(count));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} keys  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let mut made = 0;
+    while made < count {
+        let batch = (count - made).min(CREATE_BATCH);
+        let input = (made + 1..=made + batch)
+            .map(|i| CreateApiKey::new(format!("{title} {i}"), key_type, created_by))
+            .collect();
+        let created = flows.create_api_keys(input).await?;
+        let mut lines = String::new();
+        for c in &created {
+            if json {
+                lines.push_str(&json!({ "api_key": c }).to_string());
+            } else {
+                lines.push_str(&format!("{} {}", c.key.id, c.token.expose()));
+            }
+            lines.push('\n');
+        }
+        let mut stdout = std::io::stdout();
+        stdout
+            .write_all(lines.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Failure::Refused(keyward::Error::unavailable(format!("cannot write the tokens: {e}"))))?;
+        made += batch;
+        bar.inc(u64::from(batch));
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "created {count} keys in {seconds:.1} s ({:.0} keys/s)",
+        f64::from(count) / seconds.max(1e-9)
+    );
+    Ok(Outcome::ok(String::new()))
+}
+
 async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome, Failure> {
     let kw = flows.kw();
     match cmd {
@@ -814,8 +913,12 @@ async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome
             key_type,
             created_by,
             idempotency_key,
+            count,
         } => {
             non_empty_title(&title)?;
+            if let Some(count) = count {
+                return create_many(flows, &title, key_type.into(), &created_by, count, json).await;
+            }
             let request = json!(["keys create", title, ApiKeyType::from(key_type).as_str(), json]);
             let claim = match idempotent(flows, idempotency_key.as_deref(), &created_by, &request).await? {
                 Idempotent::Replay(outcome) => return Ok(outcome),

@@ -474,3 +474,37 @@ async fn idempotency_keys_make_create_and_roll_run_once_on_postgres() {
         .await
         .unwrap();
 }
+
+#[test]
+fn keys_create_count_makes_that_many_working_keys_and_refuses_bad_counts() {
+    let db = TestDb::sqlite();
+    let before = key_count(&db.url);
+    let out = keyward(
+        &db.url,
+        &[
+            "keys", "create", "--title", "fleet", "--type", "secret", "--count", "1203",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 1203, "one line per key, across two batches");
+    assert!(stderr(&out).contains("created 1203 keys"), "{}", stderr(&out));
+    assert_eq!(key_count(&db.url), before + 1203);
+    let (_, last) = lines.last().unwrap().split_once(' ').unwrap();
+    let (code, v) = json(&db.url, &["keys", "verify", last]);
+    assert_eq!((code, v["api_key"]["title"].as_str()), (0, Some("fleet 1203")));
+    for bad in [
+        &["--count", "0"][..],
+        &["--count", "x"],
+        &["--count", "2", "--idempotency-key", "k"],
+    ] {
+        let mut args = vec!["keys", "create", "--title", "t", "--type", "secret"];
+        args.extend_from_slice(bad);
+        let out = keyward(&db.url, &args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
+    assert_eq!(key_count(&db.url), before + 1203, "a refused command creates nothing");
+}

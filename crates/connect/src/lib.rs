@@ -36,14 +36,19 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 /// (one pool, so a change and the record of the step that made it live in one database).
 /// Does not migrate.
 pub async fn open(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn RunLog>)> {
+    open_with_cache(url, keyward::cache::DEFAULT_CAPACITY).await
+}
+
+/// [`open`], with a verification cache of at most `capacity` keys.
+pub async fn open_with_cache(url: &str, capacity: usize) -> Result<(Arc<dyn Store>, Arc<dyn RunLog>)> {
     Ok(match backend_of(url)? {
         "sqlite" => {
-            let store = SqliteStore::connect(url).await?;
+            let store = SqliteStore::connect(url).await?.with_cache_capacity(capacity);
             let log = SqliteLog::new(store.pool().clone());
             (Arc::new(store), Arc::new(log))
         }
         _ => {
-            let store = PostgresStore::connect(url).await?;
+            let store = PostgresStore::connect(url).await?.with_cache_capacity(capacity);
             let log = PostgresLog::new(store.pool().clone());
             (Arc::new(store), Arc::new(log))
         }

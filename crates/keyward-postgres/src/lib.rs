@@ -6,10 +6,12 @@
 //! (`FOR UPDATE`) so two nodes cannot both pass a rule the other is about to break.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use keyward::cache::{Cache, Change, WatchGuard};
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::idempotency::{IdempotencyRecord, StoredResponse};
 use keyward::sql::{self, Dialect};
@@ -21,13 +23,14 @@ use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel,
     User, UserId,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
 
 /// The Postgres store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    cache: Arc<Cache>,
 }
 
 impl PostgresStore {
@@ -54,17 +57,66 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            cache: Arc::new(Cache::default()),
+        }
+    }
+
+    /// Keeps at most `capacity` keys in the verification cache.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = Arc::new(Cache::new(capacity));
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Sends `changes` as notices inside `tx` (Postgres delivers them at commit, to every
+    /// listening node, in commit order), commits, then drops what they name from this node's
+    /// cache (also when the commit failed: dropping entries is always safe).
+    async fn commit(&self, mut tx: Tx, changes: &[Change]) -> Result<()> {
+        for payload in Change::pack(changes) {
+            // Not a checked query: the macros cannot describe pg_notify's `void` result.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTICE_CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let done = tx.commit().await;
+        self.cache.apply(changes);
+        done.map_err(db_error)
+    }
+
+    /// Listens for other nodes' changes until the connection is lost. The cache is online only
+    /// while the LISTEN holds.
+    async fn follow_changes(&self) -> Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(db_error)?;
+        // A lost connection is reported at once (`None`), not silently re-established: notices
+        // sent meanwhile are gone, so the cache must be emptied.
+        listener.eager_reconnect(false);
+        listener.listen(NOTICE_CHANNEL).await.map_err(db_error)?;
+        self.cache.set_online(true);
+        while let Some(notice) = listener.try_recv().await.map_err(db_error)? {
+            self.cache.apply(&Change::unpack(notice.payload()));
+        }
+        Ok(())
+    }
 }
+
+/// The channel cache notices travel on.
+pub const NOTICE_CHANNEL: &str = "keyward_cache";
+/// The pause before listening again after the connection was lost.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
@@ -116,6 +168,28 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    async fn watch_changes(&self) {
+        let _offline_when_dropped = WatchGuard(&self.cache);
+        loop {
+            let lost = self.follow_changes().await;
+            self.cache.set_online(false);
+            match lost {
+                Ok(()) => tracing::warn!(
+                    task = "cache-watcher",
+                    "lost the notice connection; verifying from the database until it is back"
+                ),
+                Err(e) => {
+                    tracing::warn!(task = "cache-watcher", cause = %e.message, "cannot listen for notices; verifying from the database until it can")
+                }
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
     async fn migrate(&self) -> Result<()> {
         // sqlx takes an advisory lock while migrating, so nodes starting together are safe.
         sqlx::migrate!("./migrations")
@@ -163,7 +237,8 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        self.commit(tx, &Change::keys([(key.key_type, key.token.as_str())]))
+            .await
     }
 
     async fn insert_api_keys(&self, keys: &[NewApiKey]) -> Result<()> {
@@ -171,7 +246,8 @@ impl Store for PostgresStore {
         for key in keys {
             insert_key(&mut tx, key).await?;
         }
-        tx.commit().await.map_err(db_error)
+        self.commit(tx, &Change::keys(keys.iter().map(|k| (k.key_type, k.token.as_str()))))
+            .await
     }
 
     async fn list_api_keys(&self, filter: &ApiKeyFilter, options: &ListOptions<ApiKeyField>) -> Result<Vec<ApiKey>> {
@@ -215,15 +291,19 @@ impl Store for PostgresStore {
     }
 
     async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>> {
+        let ids = strings(ids);
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         let rows = sqlx::query_scalar!(
             "UPDATE api_key SET title = $1, updated_at = $2 WHERE id = ANY($3) RETURNING id",
             title,
             now.as_datetime(),
-            &strings(ids)
+            &ids
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
+        let changes = key_changes(&mut tx, &ids).await?;
+        self.commit(tx, &changes).await?;
         keyward::store::stored_ids(rows)
     }
 
@@ -245,7 +325,8 @@ impl Store for PostgresStore {
                 restored.push(u.id.clone());
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &strings(&restored)).await?;
+        self.commit(tx, &changes).await?;
         Ok(restored)
     }
 
@@ -314,7 +395,8 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &ids).await?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(()))
     }
 
@@ -336,6 +418,7 @@ impl Store for PostgresStore {
         if !unrevoked.is_empty() {
             return Ok(Err(Blocked::NotRevoked(keyward::store::stored_ids(unrevoked)?)));
         }
+        let changes = key_changes(&mut tx, &ids).await?;
         sqlx::query!(
             "DELETE FROM publishable_api_key_sales_channel WHERE publishable_key_id = ANY($1)",
             &ids
@@ -347,7 +430,7 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(keyward::store::stored_ids(deleted)?))
     }
 
@@ -393,7 +476,8 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         }
-        tx.commit().await.map_err(db_error)
+        let changes = Change::keys(keys.iter().map(|s| (s.key.key_type, s.stored_token.as_str())));
+        self.commit(tx, &changes).await
     }
 
     async fn restore_revocations(&self, undo: &[RevocationUndo], clock: &dyn Clock) -> Result<Vec<ApiKeyId>> {
@@ -426,7 +510,8 @@ impl Store for PostgresStore {
                 restored.push(u.previous.id.clone());
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &strings(&restored)).await?;
+        self.commit(tx, &changes).await?;
         Ok(restored)
     }
 
@@ -502,11 +587,12 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &[Change::Channel(channel.id.clone())]).await?;
         Ok(Some(channel))
     }
 
     async fn restore_sales_channel(&self, written: &SalesChannel, previous: &SalesChannel) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         let done = sqlx::query!(
             "UPDATE sales_channel SET name = $1, description = $2, is_disabled = $3, metadata = $4, updated_at = $5
              WHERE id = $6 AND name = $7 AND description IS NOT DISTINCT FROM $8 AND is_disabled = $9
@@ -522,15 +608,28 @@ impl Store for PostgresStore {
             written.is_disabled,
             written.updated_at.as_datetime()
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        self.commit(tx, &[Change::Channel(previous.id.clone())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
+        let channel_ids = ids;
         let ids = strings(ids);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let linked = sqlx::query!(
+            "SELECT k.type, k.token FROM api_key k
+             JOIN publishable_api_key_sales_channel l ON l.publishable_key_id = k.id
+             WHERE l.sales_channel_id = ANY($1)",
+            &ids
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let mut changes = Change::of_key_rows(linked.iter().map(|r| (r.r#type.as_str(), r.token.as_str())))?;
+        changes.extend(channel_ids.iter().cloned().map(Change::Channel));
         sqlx::query!(
             "DELETE FROM publishable_api_key_sales_channel WHERE sales_channel_id = ANY($1)",
             &ids
@@ -542,7 +641,7 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &changes).await?;
         keyward::store::stored_ids(deleted)
     }
 
@@ -589,7 +688,8 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &strings(std::slice::from_ref(key))).await?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(keyward::store::stored_ids(linked)?))
     }
 
@@ -618,7 +718,8 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &strings(std::slice::from_ref(key))).await?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(keyward::store::stored_ids(unlinked)?))
     }
 
@@ -775,14 +876,16 @@ impl Store for PostgresStore {
     }
 
     async fn end_session(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         let done = sqlx::query!(
             "UPDATE admin_session SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL",
             now.as_datetime(),
             id
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        self.commit(tx, &[Change::Session(id.to_owned())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -798,7 +901,7 @@ impl Store for PostgresStore {
         .await
         .map_err(db_error)?;
         end_sessions_of(&mut tx, user, now).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &[Change::User(user.as_str().to_owned())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -809,7 +912,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         end_sessions_of(&mut tx, user, now).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &[Change::User(user.as_str().to_owned())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -918,4 +1021,13 @@ async fn end_sessions_of(
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// The cache changes of the keys with these ids, read inside `tx`.
+async fn key_changes(tx: &mut Tx, ids: &[String]) -> Result<Vec<Change>> {
+    let rows = sqlx::query!("SELECT type, token FROM api_key WHERE id = ANY($1)", ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Change::of_key_rows(rows.iter().map(|r| (r.r#type.as_str(), r.token.as_str())))
 }

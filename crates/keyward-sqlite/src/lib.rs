@@ -7,9 +7,11 @@
 //! write lock up front instead of failing a read-to-write upgrade under contention.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use keyward::cache::{Cache, Change, WatchGuard};
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::idempotency::{IdempotencyRecord, StoredResponse};
 use keyward::sql::{self, Dialect};
@@ -28,6 +30,7 @@ use sqlx::{QueryBuilder, SqlitePool};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    cache: Arc<Cache>,
 }
 
 impl SqliteStore {
@@ -49,16 +52,96 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| Error::unavailable(format!("cannot open the SQLite database '{url}': {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            cache: Arc::new(Cache::default()),
+        })
+    }
+
+    /// Keeps at most `capacity` keys in the verification cache.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = Arc::new(Cache::new(capacity));
+        self
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    async fn begin_write(&self) -> Result<Tx> {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
     }
+
+    /// Records `changes` in the change log inside `tx`, commits, then drops what they name from
+    /// this node's cache (also when the commit failed: dropping entries is always safe).
+    async fn commit(&self, mut tx: Tx, changes: &[Change]) -> Result<()> {
+        let at = wall_millis();
+        for payload in Change::pack(changes) {
+            sqlx::query!(
+                "INSERT INTO keyward_change (payload, created_at) VALUES (?, ?)",
+                payload,
+                at
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        let done = tx.commit().await;
+        self.cache.apply(changes);
+        done.map_err(db_error)
+    }
+
+    /// Follows the change log until reading it fails: other processes' changes reach this
+    /// node's cache within [`POLL_EVERY`] (plus one query).
+    async fn follow_changes(&self) -> Result<()> {
+        let mut last = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(seq), 0) AS "seq!: i64" FROM keyward_change"#)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        self.cache.set_online(true);
+        let mut pruned = Instant::now();
+        loop {
+            tokio::time::sleep(POLL_EVERY).await;
+            let rows = sqlx::query!(
+                r#"SELECT seq AS "seq!", payload FROM keyward_change WHERE seq > ? ORDER BY seq LIMIT 1000"#,
+                last
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+            for row in rows {
+                self.cache.apply(&Change::unpack(&row.payload));
+                last = row.seq;
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                let before = wall_millis() - KEEP_CHANGES_MS;
+                sqlx::query!("DELETE FROM keyward_change WHERE created_at < ?", before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                pruned = Instant::now();
+            }
+        }
+    }
+}
+
+/// How often a node reads the change log.
+pub const POLL_EVERY: Duration = Duration::from_millis(5);
+/// How often old change-log rows are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// How long change-log rows are kept: longer than any cache entry lives
+/// ([`keyward::cache::ENTRY_TTL`]), so a node that fell behind still finds every change that
+/// could concern an entry it holds.
+const KEEP_CHANGES_MS: i64 = 120_000;
+/// The pause before the change log is read again after a failure.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+fn wall_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 struct Sqlite;
@@ -96,6 +179,21 @@ type Admin = UserRow<i64>;
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    async fn watch_changes(&self) {
+        let _offline_when_dropped = WatchGuard(&self.cache);
+        loop {
+            if let Err(e) = self.follow_changes().await {
+                self.cache.set_online(false);
+                tracing::warn!(task = "cache-watcher", cause = %e.message, "cannot read the change log; verifying from the database until it can");
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -148,7 +246,8 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        self.commit(tx, &Change::keys([(key.key_type, key.token.as_str())]))
+            .await
     }
 
     async fn insert_api_keys(&self, keys: &[NewApiKey]) -> Result<()> {
@@ -156,7 +255,8 @@ impl Store for SqliteStore {
         for key in keys {
             insert_key(&mut tx, key).await?;
         }
-        tx.commit().await.map_err(db_error)
+        self.commit(tx, &Change::keys(keys.iter().map(|k| (k.key_type, k.token.as_str()))))
+            .await
     }
 
     async fn list_api_keys(&self, filter: &ApiKeyFilter, options: &ListOptions<ApiKeyField>) -> Result<Vec<ApiKey>> {
@@ -201,6 +301,7 @@ impl Store for SqliteStore {
 
     async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let (ids, now) = (json_ids(ids), now.millis());
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query!(
             r#"UPDATE api_key SET title = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))
                RETURNING id AS "id!""#,
@@ -208,9 +309,11 @@ impl Store for SqliteStore {
             now,
             ids
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
+        let changes = key_changes(&mut tx, &ids).await?;
+        self.commit(tx, &changes).await?;
         keyward::store::stored_ids(rows.into_iter().map(|r| r.id))
     }
 
@@ -234,7 +337,8 @@ impl Store for SqliteStore {
                 restored.push(u.id.clone());
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &json_ids(&restored)).await?;
+        self.commit(tx, &changes).await?;
         Ok(restored)
     }
 
@@ -305,7 +409,8 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &ids).await?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(()))
     }
 
@@ -327,6 +432,7 @@ impl Store for SqliteStore {
                 unrevoked.into_iter().map(|r| r.id),
             )?)));
         }
+        let changes = key_changes(&mut tx, &ids).await?;
         sqlx::query!(
             "DELETE FROM publishable_api_key_sales_channel WHERE publishable_key_id IN (SELECT value FROM json_each(?))",
             ids
@@ -341,7 +447,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(keyward::store::stored_ids(deleted)?))
     }
 
@@ -394,7 +500,8 @@ impl Store for SqliteStore {
             .await
             .map_err(db_error)?;
         }
-        tx.commit().await.map_err(db_error)
+        let changes = Change::keys(keys.iter().map(|s| (s.key.key_type, s.stored_token.as_str())));
+        self.commit(tx, &changes).await
     }
 
     async fn restore_revocations(&self, undo: &[RevocationUndo], clock: &dyn Clock) -> Result<Vec<ApiKeyId>> {
@@ -427,25 +534,29 @@ impl Store for SqliteStore {
                 restored.push(u.previous.id.clone());
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &json_ids(&restored)).await?;
+        self.commit(tx, &changes).await?;
         Ok(restored)
     }
 
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        for (id, at) in uses {
-            let (id, at) = (id.as_str(), at.millis());
-            sqlx::query!(
-                "UPDATE api_key SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-                at,
-                id,
-                at
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
+        // One statement for the whole batch: `[[id, at], …]` unpacked by json_each.
+        let batch = serde_json::Value::from(
+            uses.iter()
+                .map(|(id, at)| serde_json::json!([id.as_str(), at.millis()]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        sqlx::query!(
+            "UPDATE api_key SET last_used_at = u.at
+             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at FROM json_each(?)) AS u
+             WHERE api_key.id = u.id AND (api_key.last_used_at IS NULL OR api_key.last_used_at < u.at)",
+            batch
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
     }
 
     async fn insert_sales_channels(&self, channels: &[SalesChannel]) -> Result<()> {
@@ -507,7 +618,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &[Change::Channel(channel.id.clone())]).await?;
         Ok(Some(channel))
     }
 
@@ -517,6 +628,7 @@ impl Store for SqliteStore {
             written.updated_at.millis(),
             previous.updated_at.millis(),
         );
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query!(
             "UPDATE sales_channel SET name = ?, description = ?, is_disabled = ?, metadata = ?, updated_at = ?
              WHERE id = ? AND name = ? AND description IS ? AND is_disabled = ? AND updated_at = ?",
@@ -531,15 +643,28 @@ impl Store for SqliteStore {
             written.is_disabled,
             written_at
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        self.commit(tx, &[Change::Channel(previous.id.clone())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
+        let channel_ids = ids;
         let ids = json_ids(ids);
         let mut tx = self.begin_write().await?;
+        let linked = sqlx::query!(
+            r#"SELECT k.type AS "kind!", k.token AS "token!" FROM api_key k
+               JOIN publishable_api_key_sales_channel l ON l.publishable_key_id = k.id
+               WHERE l.sales_channel_id IN (SELECT value FROM json_each(?))"#,
+            ids
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let mut changes = Change::of_key_rows(linked.iter().map(|r| (r.kind.as_str(), r.token.as_str())))?;
+        changes.extend(channel_ids.iter().cloned().map(Change::Channel));
         sqlx::query!(
             "DELETE FROM publishable_api_key_sales_channel WHERE sales_channel_id IN (SELECT value FROM json_each(?))",
             ids
@@ -554,7 +679,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &changes).await?;
         keyward::store::stored_ids(deleted)
     }
 
@@ -613,7 +738,8 @@ impl Store for SqliteStore {
                 linked.push(c.clone());
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &json_ids(std::slice::from_ref(key))).await?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(linked))
     }
 
@@ -645,7 +771,8 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        let changes = key_changes(&mut tx, &json_ids(std::slice::from_ref(key))).await?;
+        self.commit(tx, &changes).await?;
         Ok(Ok(keyward::store::stored_ids(unlinked)?))
     }
 
@@ -814,14 +941,16 @@ impl Store for SqliteStore {
 
     async fn end_session(&self, id: &str, now: Timestamp) -> Result<bool> {
         let now = now.millis();
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query!(
             "UPDATE admin_session SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
             now,
             id
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        self.commit(tx, &[Change::Session(id.to_owned())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -838,7 +967,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?;
         end_sessions_of(&mut tx, user, now).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &[Change::User(user.to_owned())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -850,7 +979,7 @@ impl Store for SqliteStore {
             .await
             .map_err(db_error)?;
         end_sessions_of(&mut tx, user, now).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx, &[Change::User(user.to_owned())]).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -961,4 +1090,16 @@ async fn end_sessions_of(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, user
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// The cache changes of the keys with these ids (a JSON array), read inside `tx`.
+async fn key_changes(tx: &mut Tx, ids: &str) -> Result<Vec<Change>> {
+    let rows = sqlx::query!(
+        r#"SELECT type AS "kind!", token AS "token!" FROM api_key WHERE id IN (SELECT value FROM json_each(?))"#,
+        ids
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Change::of_key_rows(rows.iter().map(|r| (r.kind.as_str(), r.token.as_str())))
 }

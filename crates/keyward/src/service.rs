@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::cache::{Cache, KeyRecord, TokenDigest};
 use crate::entropy::{Entropy, OsEntropy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, Op, SalesChannelField, SalesChannelFilter};
@@ -17,7 +18,7 @@ use crate::model::{
 };
 use crate::store::{Blocked, NewApiKey, Store};
 use crate::time::{Clock, SystemClock, Timestamp};
-use crate::token::{self, MalformedToken, TokenFormat};
+use crate::token::{self, TokenFormat};
 
 /// The name and description Medusa's first migration gives the seeded channel; kept verbatim so a
 /// fresh keyward answers a Medusa client exactly as a fresh Medusa does.
@@ -32,9 +33,6 @@ pub struct Keyward {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
     ids: Arc<UlidGenerator>,
-    /// Keys seen valid since the last flush, with the latest instant: `last_used_at` is written
-    /// in batches by [`Keyward::flush_usage`], never once per request.
-    usage: Arc<std::sync::Mutex<BTreeMap<ApiKeyId, Timestamp>>>,
 }
 
 impl std::fmt::Debug for Keyward {
@@ -66,13 +64,15 @@ pub enum Upserted {
 }
 
 /// The answer to "is this token good?", for every caller (store check, admin auth, verify API).
+/// Cheap to clone: it shares the cached record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     pub code: VerifyCode,
-    /// The key the token belongs to, when it belongs to one (also when revoked).
-    pub key: Option<ApiKey>,
+    /// The key the token belongs to, when it belongs to one (also when revoked), as read from
+    /// storage when its cache entry was filled (its `last_used_at` may be older than the last use).
+    pub key: Option<Arc<ApiKey>>,
     /// The key's linked sales channels, when valid and publishable.
-    pub sales_channel_ids: Vec<SalesChannelId>,
+    pub sales_channel_ids: Arc<[SalesChannelId]>,
 }
 
 impl Verification {
@@ -94,17 +94,17 @@ impl Verification {
             ));
         }
         Ok(if requested.is_empty() {
-            self.sales_channel_ids.clone()
+            self.sales_channel_ids.to_vec()
         } else {
             requested.to_vec()
         })
     }
 
-    fn refused(code: VerifyCode, key: Option<ApiKey>) -> Self {
+    fn refused(code: VerifyCode, key: Option<Arc<ApiKey>>) -> Self {
         Self {
             code,
             key,
-            sales_channel_ids: Vec::new(),
+            sales_channel_ids: Arc::new([]),
         }
     }
 }
@@ -145,7 +145,6 @@ impl Keyward {
             clock,
             entropy,
             ids: Arc::new(UlidGenerator::new()),
-            usage: Arc::default(),
         }
     }
 
@@ -409,7 +408,7 @@ impl Keyward {
 
     /// The secret key this token belongs to, if it is valid now. Publishable tokens, unknown
     /// tokens, revoked keys and garbage all give `None`.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<ApiKey>> {
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Arc<ApiKey>>> {
         let v = self.verify(token).await?;
         Ok(match v {
             Verification {
@@ -421,73 +420,86 @@ impl Keyward {
         })
     }
 
-    /// Verifies a token of either type: checksum first (no storage touched for garbage), then
-    /// one indexed lookup by stored form, then the revocation instant against the clock.
+    /// Verifies a token of either type: the checksum first (garbage never reaches storage or
+    /// the cache), then the cache by the token's digest, then on a miss one indexed lookup by
+    /// stored form; the decision is made from the entry against the clock, so a scheduled
+    /// revocation takes effect at its instant from a cached entry.
     pub async fn verify(&self, raw: &str) -> Result<Verification> {
-        let parsed = match token::parse(raw) {
-            Ok(p) => p,
-            Err(
-                MalformedToken::Prefix | MalformedToken::Length | MalformedToken::Alphabet | MalformedToken::Checksum,
-            ) => {
-                return Ok(Verification::refused(VerifyCode::Malformed, None));
-            }
+        let Ok(parsed) = token::parse(raw) else {
+            return Ok(Verification::refused(VerifyCode::Malformed, None));
         };
-        let stored = parsed.stored_form();
-        let found = match self.store.find_api_key_by_token(&stored).await? {
-            Some(found) if token::constant_time_eq(&found.stored_token, &stored) => Some(found.key),
-            Some(_) => None,
-            None if parsed.kind() == ApiKeyType::Secret && parsed.format() == TokenFormat::Legacy => {
-                self.verify_legacy_secret(raw).await?
-            }
-            None => None,
+        let digest = TokenDigest::of_token(raw);
+        let cache = self.store.cache();
+        let record = match cache.key(&digest) {
+            Some(cached) => cached,
+            None => self.load_key(&parsed, digest).await?,
         };
-        let Some(key) = found else {
+        let Some(record) = record.filter(|r| r.key.key_type == parsed.kind()) else {
             return Ok(Verification::refused(VerifyCode::NotFound, None));
         };
-        if key.key_type != parsed.kind() {
-            return Ok(Verification::refused(VerifyCode::NotFound, None));
-        }
         let now = self.now();
-        if key.is_revoked_at(now) {
-            return Ok(Verification::refused(VerifyCode::Revoked, Some(key)));
+        if record.key.is_revoked_at(now) {
+            return Ok(Verification::refused(
+                VerifyCode::Revoked,
+                Some(Arc::clone(&record.key)),
+            ));
         }
-        let sales_channel_ids = if key.key_type == ApiKeyType::Publishable {
-            self.store
-                .links_of_keys(std::slice::from_ref(&key.id))
-                .await?
-                .into_iter()
-                .map(|(_, channel)| channel)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        self.usage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.id.clone(), now);
+        cache.record_use(&record, now);
         Ok(Verification {
             code: VerifyCode::Valid,
-            key: Some(key),
-            sales_channel_ids,
+            key: Some(Arc::clone(&record.key)),
+            sales_channel_ids: Arc::clone(&record.sales_channel_ids),
         })
     }
 
-    /// Writes the `last_used_at` of every key verified since the last flush, in one batch.
-    /// Returns how many keys were written. On failure the batch is kept for the next flush.
+    /// Reads what the cache lacks for a token and keeps it (unless a change raced the read).
+    async fn load_key(&self, parsed: &token::ParsedToken<'_>, digest: TokenDigest) -> Result<Option<Arc<KeyRecord>>> {
+        let cache = self.store.cache();
+        let fill = cache.begin_fill();
+        let stored = parsed.stored_form();
+        let key = match self.store.find_api_key_by_token(&stored).await? {
+            Some(found) if token::constant_time_eq(&found.stored_token, &stored) => Some(found.key),
+            Some(_) => None,
+            None if parsed.kind() == ApiKeyType::Secret && parsed.format() == TokenFormat::Legacy => {
+                // Not cached: a legacy key's row does not name its digest, so no change to it
+                // could reach a cache entry.
+                return Ok(self
+                    .verify_legacy_secret(parsed.as_str())
+                    .await?
+                    .map(|k| Arc::new(KeyRecord::new(k, Vec::new()))));
+            }
+            None => None,
+        };
+        let record = match key {
+            Some(key) => {
+                let channels = if key.key_type == ApiKeyType::Publishable {
+                    self.store
+                        .links_of_keys(std::slice::from_ref(&key.id))
+                        .await?
+                        .into_iter()
+                        .map(|(_, channel)| channel)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Some(Arc::new(KeyRecord::new(key, channels)))
+            }
+            None => None,
+        };
+        cache.fill_key(fill, digest, record.clone());
+        Ok(record)
+    }
+
+    /// Writes the `last_used_at` of every key verified since the last flush, in one statement
+    /// batch. Returns how many keys were written. On failure the batch is kept for the next flush.
     pub async fn flush_usage(&self) -> Result<usize> {
-        let batch: Vec<(ApiKeyId, Timestamp)> =
-            std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_iter()
-                .collect();
+        let cache = self.store.cache();
+        let batch = cache.take_usage();
         if batch.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = self.store.record_last_used(&batch).await {
-            let mut pending = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, at) in batch {
-                let slot = pending.entry(id).or_insert(at);
-                *slot = (*slot).max(at);
-            }
+        if let Err(e) = self.store.record_last_used(&Cache::usage_rows(&batch)).await {
+            cache.requeue_usage(batch);
             return Err(e);
         }
         Ok(batch.len())
@@ -501,6 +513,31 @@ impl Keyward {
             Some(k) if k.key_type == ApiKeyType::Secret => Verification::refused(VerifyCode::NotFound, None),
             _ => v,
         })
+    }
+
+    /// The sales channels with these ids, in this order, from the cache where it has them
+    /// (unknown ids are skipped). What a store route shows of a key's channels.
+    pub async fn sales_channels_by_id(&self, ids: &[SalesChannelId]) -> Result<Vec<Arc<SalesChannel>>> {
+        let cache = self.store.cache();
+        let mut found: Vec<Option<Arc<SalesChannel>>> = ids.iter().map(|id| cache.channel(id)).collect();
+        let missing: Vec<&SalesChannelId> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, c)| c.is_none())
+            .map(|(id, _)| id)
+            .collect();
+        if !missing.is_empty() {
+            let fill = cache.begin_fill();
+            let filter = SalesChannelFilter::new().try_in(SalesChannelField::Id, missing.iter().map(|c| c.as_str()))?;
+            for channel in self.store.list_sales_channels(&filter, &ListOptions::default()).await? {
+                let channel = Arc::new(channel);
+                cache.fill_channel(fill, Arc::clone(&channel));
+                if let Some(slot) = ids.iter().position(|id| *id == channel.id) {
+                    found[slot] = Some(channel);
+                }
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Secret keys imported from Medusa keep their scrypt hash until first use. keyward does not

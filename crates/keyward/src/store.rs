@@ -129,6 +129,16 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and `--help` output.
     fn backend(&self) -> &'static str;
 
+    /// The verification cache this store keeps true: every write below that changes a fact
+    /// the cache holds records a [`crate::cache::Change`] in its own transaction, for every
+    /// node, and applies it here before returning.
+    fn cache(&self) -> &std::sync::Arc<crate::cache::Cache>;
+
+    /// Receives the changes other nodes (and processes) make into [`Store::cache`], which is
+    /// used only while this runs and is connected; never returns. Run one per store, for as long
+    /// as the store is used (`keyward serve` does); dropping it takes the cache offline.
+    async fn watch_changes(&self);
+
     /// Applies pending migrations. Idempotent.
     async fn migrate(&self) -> Result<()>;
 
@@ -197,7 +207,8 @@ pub trait Store: Send + Sync + 'static {
     /// transaction), in one transaction; returns the ids it changed. Compensation of a revoke.
     async fn restore_revocations(&self, undo: &[RevocationUndo], clock: &dyn Clock) -> Result<Vec<ApiKeyId>>;
 
-    /// Records when keys were last used (batched by the caller).
+    /// Records when keys were last used (batched by the caller). Not a change the cache is
+    /// told of: a cached key's `last_used_at` is the one read with it.
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;
 
     // -- sales channels ---------------------------------------------------------------------

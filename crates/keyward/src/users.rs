@@ -121,9 +121,20 @@ impl Keyward {
         Ok(id)
     }
 
-    /// Whether a session is live: not ended, not expired, its user still there.
+    /// Whether a session is live: not ended, not expired, its user still there. Answered from
+    /// the verification cache when it holds the session: a logout, a password change or a
+    /// user's deletion on any node reaches it as a change, like a revocation. Expiry is not
+    /// re-judged from the cache: a session ends when its login token does, and the token's own
+    /// expiry is checked on every request.
     pub async fn session_is_live(&self, id: &str) -> Result<bool> {
-        self.store.session_is_live(id, self.now()).await
+        let cache = self.store.cache();
+        if let Some(live) = cache.session(id) {
+            return Ok(live);
+        }
+        let fill = cache.begin_fill();
+        let live = self.store.session_is_live(id, self.now()).await?;
+        cache.fill_session(fill, id, live);
+        Ok(live)
     }
 
     /// Ends a session (logout); whether it was live.

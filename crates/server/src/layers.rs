@@ -67,7 +67,7 @@ pub async fn check_publishable_recorded(
 
 /// The secret key that authenticated a request (`Authorization: Basic …`).
 #[derive(Debug, Clone)]
-pub struct SecretKey(pub ApiKey);
+pub struct SecretKey(pub std::sync::Arc<ApiKey>);
 
 /// Checks `Authorization: Basic <secret key>` exactly as keyward's admin API does.
 pub async fn check_secret(kw: &Keyward, headers: &HeaderMap) -> Result<SecretKey, ApiError> {

@@ -18,7 +18,6 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
-pub mod sessions;
 pub mod store;
 pub mod validate;
 pub mod webhooks;
@@ -58,8 +57,6 @@ pub struct AppState {
     pub jwt: Arc<Jwt>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<limits::AuthLimiter>,
-    /// What this node knows of login sessions.
-    pub sessions: Arc<sessions::SessionCache>,
     /// Reverse proxies whose forwarding headers name the client (`KEYWARD_TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<client::Cidr>>,
     /// The URL browsers reach this server at (`KEYWARD_PUBLIC_URL`): its origin is the one
@@ -81,7 +78,6 @@ impl AppState {
             jwt: Arc::new(Jwt::new(jwt_secret)),
             metrics: Arc::default(),
             limiter: Arc::default(),
-            sessions: Arc::default(),
             trusted_proxies: Arc::default(),
             public_url: None,
             metrics_token: None,
@@ -145,7 +141,7 @@ impl AppState {
         let Some((id, sid)) = self.session_of(token) else {
             return Ok(None);
         };
-        if !self.sessions.is_live(&self.kw, &sid).await? {
+        if !self.kw.session_is_live(&sid).await? {
             return Ok(None);
         }
         Ok(Some(Actor {
@@ -275,7 +271,7 @@ async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Resp
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render(&state.kw.store().cache().stats()),
     )
         .into_response()
 }
@@ -366,7 +362,6 @@ async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> Ap
     });
     if let Some((_, sid)) = token.and_then(|t| state.session_of(t)) {
         state.kw.end_session(&sid).await?;
-        state.sessions.ended(&sid);
     }
     let mut res = Json(json!({"success": true})).into_response();
     res.headers_mut().insert(
@@ -404,8 +399,9 @@ async fn ready(State(state): State<AppState>) -> Response {
 pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// Serves on `listener` until SIGINT or SIGTERM, letting requests in flight finish. Named
-/// background tasks flush `last_used_at` every [`USAGE_FLUSH_EVERY`] (and once more on the way
-/// out), take over workflow runs whose node died (every half lease), deliver events to the
+/// background tasks keep the verification cache true (the store's change watcher: while it is
+/// connected, verification is answered from memory), flush `last_used_at` every
+/// [`USAGE_FLUSH_EVERY`] (and once more on the way out), take over workflow runs whose node died (every half lease), deliver events to the
 /// engine's subscribers, and run its scheduled jobs.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     serve_router(state.clone(), app(state), listener).await
@@ -418,6 +414,14 @@ pub async fn serve_router(state: AppState, router: Router, listener: tokio::net:
     let recovery = state.flows.engine().spawn_recovery(stopped.clone());
     let dispatcher = state.flows.engine().spawn_dispatcher(state.delivery, stopped.clone());
     let scheduler = state.flows.engine().spawn_scheduler(stopped.clone());
+    let store = Arc::clone(state.kw.store());
+    let mut watch_stopped = stopped.clone();
+    let cache_watcher = tokio::spawn(async move {
+        tokio::select! {
+            () = store.watch_changes() => {}
+            _ = watch_stopped.changed() => {}
+        }
+    });
     let kw = state.kw.clone();
     let usage_flusher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
@@ -434,6 +438,7 @@ pub async fn serve_router(state: AppState, router: Router, listener: tokio::net:
         .await;
     let _ = stop.send(true);
     let _ = usage_flusher.await;
+    let _ = cache_watcher.await;
     let _ = recovery.await;
     let _ = dispatcher.await;
     let _ = scheduler.await;

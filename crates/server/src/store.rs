@@ -45,11 +45,8 @@ pub async fn sales_channels(
     State(state): State<AppState>,
     axum::Extension(key): axum::Extension<PublishableKey>,
 ) -> ApiResult<Json<Value>> {
-    let Some(k) = &key.verification.key else {
-        return Ok(Json(json!({"sales_channels": []})));
-    };
-    let channels = state.kw.sales_channels_of(std::slice::from_ref(&k.id)).await?;
-    let list = channels.get(&k.id).cloned().unwrap_or_default();
+    let channels = state.kw.sales_channels_by_id(key.sales_channel_ids()).await?;
+    let list: Vec<&keyward::SalesChannel> = channels.iter().map(AsRef::as_ref).collect();
     Ok(Json(json!({"sales_channels": list})))
 }
 

@@ -4,9 +4,11 @@
 //!     cargo bench -p keyward-testkit --bench verify
 //!
 //! Groups: `token/*` (generate, parse + checksum, digest vs `sha256` of a token), and
-//! `authenticate/*` (a secret token verified against 100,000 stored keys on SQLite and on Postgres
-//! vs `sha256_hashmap`: digest + lookup in an in-memory map of 100,000 digests). Set
+//! `authenticate/*` (a secret token verified against 100,000 stored keys: from the verification
+//! cache (`cache_hit`, `cache_negative_hit`), and from storage on SQLite and on Postgres, i.e. a
+//! cache miss; vs `sha256_hashmap`: digest + lookup in an in-memory map of 100,000 digests). Set
 //! `KEYWARD_BENCH_KEYS` to change the store size. The last lines print each ratio.
+//! Percentiles, throughput on one core and memory with 1,000,000 keys: `--bench cache`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward::{ApiKeyType, CreateApiKey, OsEntropy, token};
-use keyward_testkit::{Harness, TestDb};
+use keyward_testkit::{Harness, TestDb, now_or_never};
 use sha2::{Digest, Sha256};
 
 fn sha256(s: &str) -> [u8; 32] {
@@ -78,6 +80,26 @@ fn authenticate(c: &mut Criterion) {
     });
 
     let (h, sample) = rt.block_on(seeded(TestDb::sqlite(), n));
+    {
+        // The cache in use (its watcher connected) and filled: the hot path.
+        let _watch = rt.block_on(async { keyward_testkit::watch(h.kw.store()).await });
+        for t in &sample {
+            rt.block_on(h.kw.authenticate(t)).unwrap().unwrap();
+        }
+        let mut i = 0;
+        g.bench_function("cache_hit", |b| {
+            b.iter(|| {
+                i = (i + 1) % sample.len();
+                now_or_never(h.kw.verify(black_box(&sample[i]))).unwrap().unwrap()
+            })
+        });
+        let unknown = token::generate(ApiKeyType::Secret, &OsEntropy).unwrap();
+        rt.block_on(h.kw.verify(unknown.expose())).unwrap();
+        g.bench_function("cache_negative_hit", |b| {
+            b.iter(|| now_or_never(h.kw.verify(black_box(unknown.expose()))).unwrap().unwrap())
+        });
+    }
+    // Without a watcher nothing is cached: every call below reads storage (a cache miss).
     let mut i = 0;
     g.bench_function("sqlite", |b| {
         b.iter(|| {
@@ -128,7 +150,14 @@ fn ratios(_: &mut Criterion) {
         (
             "authenticate",
             "sha256_hashmap",
-            &["sha256_hashmap", "sqlite", "sqlite_malformed", "postgres"][..],
+            &[
+                "sha256_hashmap",
+                "cache_hit",
+                "cache_negative_hit",
+                "sqlite",
+                "sqlite_malformed",
+                "postgres",
+            ][..],
         ),
     ] {
         let Some(b) = mean(group, base) else { continue };

@@ -173,6 +173,60 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Another node on the same database: its own store (pool, verification cache), module and
+    /// workflows, on the same clock.
+    pub async fn node(&self) -> (Keyward, Workflows) {
+        let (store, log) = self.db.open().await;
+        let kw = Keyward::with_parts(store, self.clock.clone(), Arc::new(SeededEntropy::new(7)));
+        let flows = Workflows::new(kw.clone(), log, keyward_flow::DEFAULT_LEASE).expect("register the workflows");
+        (kw, flows)
+    }
+}
+
+/// A store's change watcher, running until dropped.
+pub struct Watched(tokio::task::JoinHandle<()>);
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts `store`'s change watcher and waits until it has connected (its cache is in use).
+pub async fn watch(store: &Arc<dyn Store>) -> Watched {
+    let watched = Arc::clone(store);
+    let handle = tokio::spawn(async move { watched.watch_changes().await });
+    eventually("the change watcher connects", || async { store.cache().is_online() }).await;
+    Watched(handle)
+}
+
+/// Polls `f` once: its output when it completes without waiting (a verification answered from
+/// the cache does), `None` otherwise. Lets benchmarks time the hot path without a runtime.
+pub fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Waits up to 10 s for `done` to hold, checking every 2 ms; panics naming `what` otherwise.
+/// For outcomes that arrive on their own (a notice from another node), never as a timing
+/// assertion: a correct system meets it in milliseconds.
+pub async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// Declares each test twice, `sqlite::name` and `postgres::name`, with one body. The body sees
 /// `h: Harness`.
 #[macro_export]

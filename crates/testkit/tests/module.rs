@@ -482,7 +482,7 @@ on_both_stores! {
         let (_, channels) = h.kw.list_and_count_sales_channels(&SalesChannelFilter::new(), &ListOptions::default()).await.unwrap();
         assert_eq!(channels, 1);
         let v = h.kw.verify(&key.token).await.unwrap();
-        assert_eq!((v.code, v.sales_channel_ids), (VerifyCode::Valid, vec![linked[0].id.clone()]));
+        assert_eq!((v.code, v.sales_channel_ids.to_vec()), (VerifyCode::Valid, vec![linked[0].id.clone()]));
     }
 
     async fn sales_channels_can_be_created_listed_updated_and_deleted(h) {

@@ -1,0 +1,623 @@
+//! The verification cache: what a decision about a token needs, kept in memory, and the
+//! invalidation that keeps it true on every node.
+//!
+//! Each store owns one [`Cache`]. It holds, keyed by the SHA-256 of the token
+//! ([`TokenDigest`]), the key a token belongs to with its sales channel ids (or the fact that it
+//! belongs to none, for [`NEGATIVE_TTL`]); the sales channels by id; and whether a login session
+//! is live. Entries hold facts, never decisions: a cached key with a scheduled revocation is
+//! refused at its instant, by the verifier's clock.
+//!
+//! Every store write that changes one of these facts records a [`Change`] in the transaction
+//! that makes it (a NOTIFY on Postgres, a row of `keyward_change` on SQLite) and applies it to
+//! its own cache after commit, before returning. Other nodes receive it through
+//! [`crate::Store::watch_changes`]. The cache is used only while that watcher is connected
+//! ([`Cache::set_online`]); going offline or reconnecting empties it, so a notice lost while
+//! disconnected cannot leave a stale entry behind. Entries also die after [`ENTRY_TTL`], the
+//! backstop for a write made behind keyward's back.
+//!
+//! A miss that races a change cannot plant a stale entry: a fill notes the cache's epoch before
+//! it reads storage and drops what it inserted if any change arrived meanwhile.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::id::{ApiKeyId, SalesChannelId};
+use crate::model::{ApiKey, ApiKeyType, SalesChannel};
+use crate::time::Timestamp;
+
+/// Keys cached at most, unless configured (`KEYWARD_CACHE_CAPACITY`).
+pub const DEFAULT_CAPACITY: usize = 100_000;
+/// The longest a cached fact is trusted without a notice: the bound for a write made to the
+/// database by something other than keyward.
+pub const ENTRY_TTL: Duration = Duration::from_secs(30);
+/// How long "no key has this token" is remembered.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// Sessions and channels cached at most.
+const SMALL_CAPACITY: usize = 10_000;
+/// Shards of the pending `last_used_at` queue: a first use takes one shard's lock, never a
+/// global one.
+const USAGE_SHARDS: usize = 16;
+
+/// SHA-256 of a token: the cache key. For a secret key it is also what the store keeps (as
+/// hex), so a store can name a key's cache entry from its row without the token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenDigest(pub [u8; 32]);
+
+impl TokenDigest {
+    pub fn of_token(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The digest of the token a stored row holds: a secret key's stored form is the digest
+    /// in hex; a publishable key's is the token itself. `None` for a form that is neither (a
+    /// Medusa scrypt hash, never cached).
+    pub fn of_stored(kind: ApiKeyType, stored: &str) -> Option<Self> {
+        match kind {
+            ApiKeyType::Publishable => Some(Self::of_token(stored)),
+            ApiKeyType::Secret => Self::from_hex(stored),
+        }
+    }
+
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        s
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Self(out))
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenDigest({}…)", &self.to_hex()[..8])
+    }
+}
+
+/// A change that makes cached facts stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The key with this token digest was created, changed or deleted.
+    Key(TokenDigest),
+    /// This sales channel was changed or deleted.
+    Channel(SalesChannelId),
+    /// This login session started or ended.
+    Session(String),
+    /// This user's sessions ended (password change, deletion).
+    User(String),
+    /// Anything may have changed.
+    All,
+}
+
+/// The longest payload one notice carries (Postgres allows 8000 bytes).
+pub const MAX_NOTICE: usize = 7_000;
+
+impl Change {
+    /// The change of each key row `(type, stored token)`.
+    pub fn keys<'a>(rows: impl IntoIterator<Item = (ApiKeyType, &'a str)>) -> Vec<Change> {
+        rows.into_iter()
+            .map(|(kind, stored)| TokenDigest::of_stored(kind, stored).map_or(Change::All, Change::Key))
+            .collect()
+    }
+
+    /// The change of each key row `(type as stored, stored token)`, as a store reads them.
+    pub fn of_key_rows<'a>(rows: impl Iterator<Item = (&'a str, &'a str)>) -> crate::Result<Vec<Change>> {
+        let typed = rows
+            .map(|(kind, token)| {
+                kind.parse::<ApiKeyType>()
+                    .map(|k| (k, token))
+                    .map_err(|e| crate::Error::unexpected(e.to_string()))
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(Change::keys(typed))
+    }
+
+    /// The text form carried by a notice: `k:<hex>`, `c:<id>`, `s:<id>`, `u:<id>` or `*`.
+    pub fn encode(&self) -> String {
+        match self {
+            Change::Key(d) => format!("k:{}", d.to_hex()),
+            Change::Channel(id) => format!("c:{id}"),
+            Change::Session(id) => format!("s:{id}"),
+            Change::User(id) => format!("u:{id}"),
+            Change::All => "*".to_owned(),
+        }
+    }
+
+    /// Reads [`Change::encode`]'s form; anything unreadable is taken as [`Change::All`], so a
+    /// notice from a newer node errs on the safe side.
+    pub fn decode(s: &str) -> Change {
+        let parsed = match s.split_once(':') {
+            Some(("k", hex)) => TokenDigest::from_hex(hex).map(Change::Key),
+            Some(("c", id)) => SalesChannelId::parse(id).ok().map(Change::Channel),
+            Some(("s", id)) if !id.is_empty() => Some(Change::Session(id.to_owned())),
+            Some(("u", id)) if !id.is_empty() => Some(Change::User(id.to_owned())),
+            _ => None,
+        };
+        parsed.unwrap_or(Change::All)
+    }
+
+    /// Changes packed into notice payloads (space-separated) of at most [`MAX_NOTICE`] bytes.
+    pub fn pack(changes: &[Change]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut current = String::new();
+        for c in changes {
+            let text = c.encode();
+            if !current.is_empty() && current.len() + 1 + text.len() > MAX_NOTICE {
+                out.push(std::mem::take(&mut current));
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(&text);
+        }
+        if !current.is_empty() {
+            out.push(current);
+        }
+        out
+    }
+
+    /// Reads a payload made by [`Change::pack`].
+    pub fn unpack(payload: &str) -> Vec<Change> {
+        payload.split_ascii_whitespace().map(Change::decode).collect()
+    }
+}
+
+/// What the cache holds of a key: the key as read, its channels, and its pending use.
+#[derive(Debug)]
+pub struct KeyRecord {
+    pub key: Arc<ApiKey>,
+    /// The linked channels of a publishable key (empty for a secret key).
+    pub sales_channel_ids: Arc<[SalesChannelId]>,
+    /// The latest use not yet written (`i64::MIN`: none).
+    used_at: AtomicI64,
+    /// In the pending queue already.
+    queued: AtomicBool,
+}
+
+impl KeyRecord {
+    pub fn new(key: ApiKey, sales_channel_ids: Vec<SalesChannelId>) -> Self {
+        Self {
+            key: Arc::new(key),
+            sales_channel_ids: sales_channel_ids.into(),
+            used_at: AtomicI64::new(i64::MIN),
+            queued: AtomicBool::new(false),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum KeySlot {
+    Known(Arc<KeyRecord>, Instant),
+    Unknown(Instant),
+}
+
+/// Takes the cache offline when dropped: a store's watcher holds one, so a watcher that stops
+/// (its task aborted, its runtime gone) leaves no cache trusted without notices.
+pub struct WatchGuard<'a>(pub &'a Cache);
+
+impl Drop for WatchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set_online(false);
+    }
+}
+
+/// Counters of the cache, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub negative_hits: u64,
+    pub misses: u64,
+    /// Changes applied (own writes and notices).
+    pub invalidations: u64,
+    /// Times the whole cache was emptied (reconnects, `*` notices, going offline).
+    pub flushes: u64,
+    pub keys: u64,
+    pub capacity: u64,
+    pub online: bool,
+}
+
+/// A fill in progress: the epoch seen before storage was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Fill(u64);
+
+/// The cache of one store. See the module documentation.
+pub struct Cache {
+    keys: quick_cache::sync::Cache<TokenDigest, KeySlot>,
+    channels: quick_cache::sync::Cache<SalesChannelId, (Arc<SalesChannel>, Instant)>,
+    sessions: quick_cache::sync::Cache<String, (bool, Instant)>,
+    online: AtomicBool,
+    epoch: AtomicU64,
+    hits: AtomicU64,
+    negative_hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: AtomicU64,
+    flushes: AtomicU64,
+    usage: [Mutex<Vec<Arc<KeyRecord>>>; USAGE_SHARDS],
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl Cache {
+    /// A cache of at most `capacity` keys (at least 1), offline until a watcher connects.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: quick_cache::sync::Cache::new(capacity.max(1)),
+            channels: quick_cache::sync::Cache::new(SMALL_CAPACITY),
+            sessions: quick_cache::sync::Cache::new(SMALL_CAPACITY),
+            online: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            negative_hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            usage: std::array::from_fn(|_| Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Marks the watcher connected (entries may be kept) or not (nothing is kept). Either way
+    /// the cache is emptied: what it held may have missed a notice.
+    pub fn set_online(&self, online: bool) {
+        if !online {
+            self.online.store(false, Ordering::SeqCst);
+        }
+        self.flush();
+        if online {
+            self.online.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Empties the cache.
+    pub fn flush(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.keys.clear();
+        self.channels.clear();
+        self.sessions.clear();
+    }
+
+    /// Applies changes: each entry they name is dropped.
+    pub fn apply(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.invalidations
+            .fetch_add(u64::try_from(changes.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        for change in changes {
+            match change {
+                Change::Key(d) => {
+                    self.keys.remove(d);
+                }
+                Change::Channel(id) => {
+                    self.channels.remove(id);
+                }
+                Change::Session(id) => {
+                    self.sessions.remove(id);
+                }
+                Change::User(_) => self.sessions.clear(),
+                Change::All => {
+                    self.flush();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Notes the epoch before storage is read for a fill.
+    pub fn begin_fill(&self) -> Fill {
+        Fill(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Whether a change arrived since `fill` began.
+    fn stale(&self, fill: Fill) -> bool {
+        self.epoch.load(Ordering::SeqCst) != fill.0
+    }
+
+    /// The cached answer for a token: `Some(Some(record))` a key, `Some(None)` no key, `None`
+    /// not cached.
+    pub fn key(&self, digest: &TokenDigest) -> Option<Option<Arc<KeyRecord>>> {
+        if !self.is_online() {
+            return None;
+        }
+        match self.keys.get(digest) {
+            Some(KeySlot::Known(record, born)) if born.elapsed() < ENTRY_TTL => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(Some(record))
+            }
+            Some(KeySlot::Unknown(born)) if born.elapsed() < NEGATIVE_TTL => {
+                self.negative_hits.fetch_add(1, Ordering::Relaxed);
+                Some(None)
+            }
+            _ => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Keeps what storage said of a token, unless a change arrived while it was read.
+    pub fn fill_key(&self, fill: Fill, digest: TokenDigest, record: Option<Arc<KeyRecord>>) {
+        if !self.is_online() {
+            return;
+        }
+        let now = Instant::now();
+        let slot = match record {
+            Some(r) => KeySlot::Known(r, now),
+            None => KeySlot::Unknown(now),
+        };
+        self.keys.insert(digest, slot);
+        if self.stale(fill) {
+            self.keys.remove(&digest);
+        }
+    }
+
+    pub fn channel(&self, id: &SalesChannelId) -> Option<Arc<SalesChannel>> {
+        if !self.is_online() {
+            return None;
+        }
+        match self.channels.get(id) {
+            Some((channel, born)) if born.elapsed() < ENTRY_TTL => Some(channel),
+            _ => None,
+        }
+    }
+
+    pub fn fill_channel(&self, fill: Fill, channel: Arc<SalesChannel>) {
+        if !self.is_online() {
+            return;
+        }
+        let id = channel.id.clone();
+        self.channels.insert(id.clone(), (channel, Instant::now()));
+        if self.stale(fill) {
+            self.channels.remove(&id);
+        }
+    }
+
+    pub fn session(&self, id: &str) -> Option<bool> {
+        if !self.is_online() {
+            return None;
+        }
+        match self.sessions.get(id) {
+            Some((live, born)) if born.elapsed() < ENTRY_TTL => Some(live),
+            _ => None,
+        }
+    }
+
+    pub fn fill_session(&self, fill: Fill, id: &str, live: bool) {
+        if !self.is_online() {
+            return;
+        }
+        self.sessions.insert(id.to_owned(), (live, Instant::now()));
+        if self.stale(fill) {
+            self.sessions.remove(id);
+        }
+    }
+
+    /// Notes that `record`'s key was used at `at`; queued for the next [`Cache::take_usage`].
+    pub fn record_use(&self, record: &Arc<KeyRecord>, at: Timestamp) {
+        record.used_at.fetch_max(at.millis(), Ordering::SeqCst);
+        if !record.queued.swap(true, Ordering::SeqCst) {
+            let shard = usize::from(record.key.id.as_str().as_bytes().last().copied().unwrap_or(0)) % USAGE_SHARDS;
+            self.usage[shard]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::clone(record));
+        }
+    }
+
+    /// The uses noted since the last call, one per key with its latest instant (a key read
+    /// twice while uncached has two records; a key used again meanwhile is queued again).
+    pub fn take_usage(&self) -> Vec<(Arc<KeyRecord>, Timestamp)> {
+        let mut latest: std::collections::HashMap<ApiKeyId, (Arc<KeyRecord>, Timestamp)> =
+            std::collections::HashMap::new();
+        for shard in &self.usage {
+            let records = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            for record in records {
+                record.queued.store(false, Ordering::SeqCst);
+                let Some(at) = Timestamp::from_millis(record.used_at.load(Ordering::SeqCst)) else {
+                    continue;
+                };
+                match latest.entry(record.key.id.clone()) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        if at > e.get().1 {
+                            e.insert((record, at));
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert((record, at));
+                    }
+                }
+            }
+        }
+        latest.into_values().collect()
+    }
+
+    /// Puts back uses a failed write did not record.
+    pub fn requeue_usage(&self, uses: Vec<(Arc<KeyRecord>, Timestamp)>) {
+        for (record, at) in uses {
+            self.record_use(&record, at);
+        }
+    }
+
+    /// The ids and instants of a batch (for the store).
+    pub fn usage_rows(uses: &[(Arc<KeyRecord>, Timestamp)]) -> Vec<(ApiKeyId, Timestamp)> {
+        uses.iter().map(|(r, at)| (r.key.id.clone(), *at)).collect()
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            negative_hits: self.negative_hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            keys: u64::try_from(self.keys.len()).unwrap_or(u64::MAX),
+            capacity: self.keys.capacity(),
+            online: self.is_online(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_of_tokens_and_stored_forms_agree() {
+        let secret = "sk_abc";
+        let stored = crate::token::digest_hex(secret);
+        assert_eq!(
+            TokenDigest::of_stored(ApiKeyType::Secret, &stored),
+            Some(TokenDigest::of_token(secret))
+        );
+        assert_eq!(
+            TokenDigest::of_stored(ApiKeyType::Publishable, "pk_x"),
+            Some(TokenDigest::of_token("pk_x"))
+        );
+        assert_eq!(TokenDigest::of_stored(ApiKeyType::Secret, "scrypt-hash-not-hex"), None);
+        let d = TokenDigest::of_token("x");
+        assert_eq!(TokenDigest::from_hex(&d.to_hex()), Some(d));
+    }
+
+    #[test]
+    fn changes_survive_packing_and_unknown_text_means_everything() {
+        let mut changes = vec![
+            Change::Key(TokenDigest::of_token("a")),
+            Change::Session("sess_1".into()),
+            Change::User("user_1".into()),
+            Change::All,
+        ];
+        for i in 0..200 {
+            changes.push(Change::Key(TokenDigest::of_token(&i.to_string())));
+        }
+        let packed = Change::pack(&changes);
+        assert!(packed.len() > 1 && packed.iter().all(|p| p.len() <= MAX_NOTICE));
+        let back: Vec<Change> = packed.iter().flat_map(|p| Change::unpack(p)).collect();
+        assert_eq!(back, changes);
+        assert_eq!(Change::decode("zz:what"), Change::All);
+        assert_eq!(Change::decode("k:nothex"), Change::All);
+    }
+
+    fn record(id: &str) -> Arc<KeyRecord> {
+        let now = ts(0);
+        Arc::new(KeyRecord::new(
+            ApiKey {
+                id: ApiKeyId::parse(id).unwrap(),
+                token: String::new(),
+                redacted: String::new(),
+                title: String::new(),
+                key_type: ApiKeyType::Secret,
+                last_used_at: None,
+                created_by: String::new(),
+                revoked_by: None,
+                revoked_at: None,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+            },
+            Vec::new(),
+        ))
+    }
+
+    fn ts(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms).unwrap()
+    }
+
+    const ID: &str = "apk_01JAAAAAAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn offline_cache_keeps_nothing() {
+        let cache = Cache::new(10);
+        let d = TokenDigest::of_token("t");
+        cache.fill_key(cache.begin_fill(), d, Some(record(ID)));
+        assert!(cache.key(&d).is_none());
+        cache.set_online(true);
+        cache.fill_key(cache.begin_fill(), d, Some(record(ID)));
+        assert!(matches!(cache.key(&d), Some(Some(_))));
+        cache.set_online(false);
+        cache.set_online(true);
+        assert!(cache.key(&d).is_none(), "reconnecting empties the cache");
+    }
+
+    #[test]
+    fn a_change_during_a_fill_keeps_the_fill_out() {
+        let cache = Cache::new(10);
+        cache.set_online(true);
+        let d = TokenDigest::of_token("t");
+        let fill = cache.begin_fill();
+        cache.apply(&[Change::Key(d)]);
+        cache.fill_key(fill, d, Some(record(ID)));
+        assert!(cache.key(&d).is_none());
+        cache.fill_key(cache.begin_fill(), d, None);
+        assert!(matches!(cache.key(&d), Some(None)));
+        cache.apply(&[Change::Key(d)]);
+        assert!(cache.key(&d).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = Cache::new(100);
+        cache.set_online(true);
+        for i in 0..1_000 {
+            cache.fill_key(cache.begin_fill(), TokenDigest::of_token(&i.to_string()), None);
+        }
+        assert!(cache.stats().keys <= 100, "{:?}", cache.stats());
+    }
+
+    #[test]
+    fn a_use_is_queued_once_and_the_latest_instant_wins() {
+        let cache = Cache::new(10);
+        let r = record(ID);
+        cache.record_use(&r, ts(5));
+        cache.record_use(&r, ts(9));
+        cache.record_use(&r, ts(7));
+        let taken = cache.take_usage();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1, ts(9));
+        assert!(cache.take_usage().is_empty());
+        cache.requeue_usage(taken);
+        assert_eq!(cache.take_usage().len(), 1);
+    }
+}

@@ -1,0 +1,167 @@
+//! Verification at scale, each figure beside its baseline from the same run:
+//!
+//!     cargo bench -p keyward-testkit --bench cache
+//!
+//! For SQLite and for Postgres, with `KEYWARD_BENCH_KEYS` keys stored (default 1,000,000):
+//! - bulk create through the create workflow (batches of 1,000, as `keys create --count`): keys/s;
+//! - cache misses (first verification of a token: storage read + fill): p50 / p99 / max;
+//! - the cache filled with every key: resident memory per cached key;
+//! - cache hits on one thread for `KEYWARD_BENCH_SECONDS` (default 3): verifications/s, beside
+//!   the baseline of raw SHA-256 + lookup in a `HashMap` of as many digests, and the ratio.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyward::{ApiKeyType, CreateApiKey, Keyward, Workflows};
+use keyward_testkit::{TestDb, now_or_never, watch};
+use sha2::{Digest, Sha256};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Calls `f(i)` for i = 0, 1, … on this thread for `seconds`; calls per second.
+fn throughput(seconds: f64, mut f: impl FnMut(usize)) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut n = 0usize;
+    while Instant::now() < deadline {
+        for _ in 0..1_000 {
+            f(n);
+            n += 1;
+        }
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument picks one backend.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let n = env_or("KEYWARD_BENCH_KEYS", 1_000_000);
+    let seconds = env_or("KEYWARD_BENCH_SECONDS", 3) as f64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "keys stored: {n}; {} CPUs",
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+
+    let probes: Vec<String> = (0..1_000)
+        .map(|i| format!("sk_baseline_{}", i * (n / 1_000).max(1)))
+        .collect();
+    let map: HashMap<[u8; 32], usize> = (0..n)
+        .map(|i| (Sha256::digest(format!("sk_baseline_{i}").as_bytes()).into(), i))
+        .collect();
+    let baseline = throughput(seconds, |i| {
+        let d: [u8; 32] = Sha256::digest(black_box(&probes[i % probes.len()]).as_bytes()).into();
+        black_box(map.get(&d));
+    });
+    println!("baseline sha256 + HashMap({n}): {baseline:.0}/s on one thread");
+    drop(map);
+
+    for backend in ["sqlite", "postgres"] {
+        if only.as_deref().is_some_and(|o| o != backend) {
+            continue;
+        }
+        let Some(db) = rt.block_on(async {
+            match backend {
+                "sqlite" => Some(TestDb::sqlite()),
+                _ => TestDb::postgres().await,
+            }
+        }) else {
+            continue;
+        };
+        rt.block_on(run(backend, db, n, seconds, baseline));
+    }
+}
+
+async fn run(backend: &str, db: TestDb, n: usize, seconds: f64, baseline: f64) {
+    let (store, log) = keyward_connect::open_with_cache(&db.url, n).await.unwrap();
+    let kw = Keyward::new(Arc::clone(&store));
+    let flows = Workflows::new(kw.clone(), log, keyward_flow::DEFAULT_LEASE).unwrap();
+    flows.migrate().await.unwrap();
+
+    let started = Instant::now();
+    let mut tokens = Vec::with_capacity(n);
+    while tokens.len() < n {
+        let batch = (n - tokens.len()).min(1_000);
+        let input = (0..batch)
+            .map(|i| CreateApiKey::new(format!("k{}", tokens.len() + i), ApiKeyType::Secret, "bench"))
+            .collect();
+        for c in flows.create_api_keys(input).await.unwrap() {
+            tokens.push(c.token.expose().to_owned());
+        }
+    }
+    let created = started.elapsed().as_secs_f64();
+    println!(
+        "\n[{backend}] bulk create: {n} keys in {created:.1} s = {:.0} keys/s",
+        n as f64 / created
+    );
+
+    let _watch = watch(&store).await;
+    let sample: Vec<&String> = tokens.iter().step_by((n / 20_000).max(1)).collect();
+    let mut latencies = Vec::with_capacity(sample.len());
+    for t in &sample {
+        let at = Instant::now();
+        assert!(kw.verify(t).await.unwrap().is_valid());
+        latencies.push(at.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "[{backend}] cache miss ({} tokens): p50 {}  p90 {}  p99 {}  max {}",
+        latencies.len(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.9)),
+        ms(percentile(&latencies, 0.99)),
+        ms(percentile(&latencies, 1.0))
+    );
+
+    let before = resident_bytes();
+    let cached_before = store.cache().stats().keys;
+    for t in &tokens {
+        kw.verify(t).await.unwrap();
+    }
+    let cached = store.cache().stats().keys - cached_before;
+    let grown = resident_bytes().saturating_sub(before);
+    println!(
+        "[{backend}] cache filled: {} keys cached, resident +{:.0} MiB = {:.0} bytes per key",
+        store.cache().stats().keys,
+        grown as f64 / 1048576.0,
+        grown as f64 / cached.max(1) as f64
+    );
+
+    let hot: Vec<&String> = tokens.iter().step_by((n / 1_000).max(1)).collect();
+    // Polled once on this thread, no runtime involved: a hit completes without waiting.
+    let per_second = throughput(seconds, |i| {
+        let v = now_or_never(kw.verify(black_box(hot[i % hot.len()]))).unwrap().unwrap();
+        black_box(v);
+    });
+    println!(
+        "[{backend}] cache hit: {per_second:.0}/s on one thread = {:.2} of the baseline",
+        per_second / baseline
+    );
+}

@@ -1,0 +1,239 @@
+//! The verification cache: answers from memory, and is never wrong for longer than a notice
+//! takes to arrive. Every test runs on SQLite (two pools on one file stand for two processes)
+//! and on Postgres (two pools stand for two nodes).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::sync::Arc;
+
+use keyward::{ApiKeyType, CreateApiKey, Keyward, RevokeApiKey, VerifyCode};
+use keyward_testkit::{eventually, on_both_stores, watch};
+
+fn secret(title: &str) -> CreateApiKey {
+    CreateApiKey::new(title, ApiKeyType::Secret, "user_test")
+}
+
+fn revoke_now() -> RevokeApiKey {
+    RevokeApiKey {
+        revoked_by: "user_test".into(),
+        revoke_in: None,
+    }
+}
+
+async fn code(kw: &Keyward, token: &str) -> VerifyCode {
+    kw.verify(token).await.unwrap().code
+}
+
+on_both_stores! {
+    async fn a_key_revoked_on_one_node_is_refused_by_the_other(h) {
+        let _a = watch(h.kw.store()).await;
+        let (b, _) = h.node().await;
+        let _b = watch(b.store()).await;
+        let created = h.flows.create_api_key(secret("shared")).await.unwrap();
+        let token = created.token.expose().to_owned();
+        assert_eq!(code(&b, &token).await, VerifyCode::Valid);
+        let hits = b.store().cache().stats().hits;
+        assert_eq!(code(&b, &token).await, VerifyCode::Valid);
+        assert_eq!(b.store().cache().stats().hits, hits + 1, "the second answer came from memory");
+
+        h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+        // The node that revoked refuses at once; the other as soon as the notice arrives (the
+        // cache's own expiry is 30 s away, so only the notice can do it within 10 s).
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Revoked);
+        eventually("node B refuses the revoked key", || async { code(&b, &token).await == VerifyCode::Revoked }).await;
+        for _ in 0..50 {
+            assert_eq!(code(&b, &token).await, VerifyCode::Revoked);
+        }
+        assert!(b.store().cache().stats().invalidations > 0);
+    }
+
+    async fn a_scheduled_revocation_takes_effect_at_its_instant_from_a_cached_entry(h) {
+        let _w = watch(h.kw.store()).await;
+        let created = h.flows.create_api_key(secret("scheduled")).await.unwrap();
+        let token = created.token.expose().to_owned();
+        h.flows
+            .revoke_api_key(&created.key.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: Some(60) })
+            .await
+            .unwrap();
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid, "fills the cache");
+        let misses = h.kw.store().cache().stats().misses;
+        h.clock.advance_seconds(59);
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
+        h.clock.advance_seconds(1);
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Revoked, "at its instant");
+        assert_eq!(h.kw.store().cache().stats().misses, misses, "both answers came from the cached entry");
+    }
+
+    async fn a_key_created_after_its_token_was_refused_is_found(h) {
+        // A restored (or imported) key has a token known before its row exists: the negative
+        // entry left by the first lookup must go when the row arrives.
+        let _w = watch(h.kw.store()).await;
+        let created = h.flows.create_api_key(secret("restored")).await.unwrap();
+        let token = created.token.expose().to_owned();
+        let stored = h.kw.store().stored_api_keys(std::slice::from_ref(&created.key.id)).await.unwrap();
+        h.clock.advance_seconds(1);
+        h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+        h.clock.advance_seconds(1);
+        h.flows.delete_api_keys(std::slice::from_ref(&created.key.id)).await.unwrap();
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::NotFound);
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::NotFound, "from the negative entry");
+        h.kw.store().restore_api_keys(&stored).await.unwrap();
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
+    }
+
+    async fn verifications_racing_a_revoke_leave_no_stale_entry(h) {
+        // A miss that read the row before the revoke committed must not keep it after the
+        // notice: node B verifies in a loop while node A revokes, then must refuse for good.
+        // (The exact interleaving is forced in the cache's unit tests; this is the end-to-end
+        // invariant under real concurrency.)
+        let _a = watch(h.kw.store()).await;
+        let (b, _) = h.node().await;
+        let _b = watch(b.store()).await;
+        for round in 0..30 {
+            // Publishable: a miss then reads the key's links too, which widens the window
+            // between reading the row and keeping the entry.
+            let created = h
+                .flows
+                .create_api_key(CreateApiKey::new(format!("race {round}"), ApiKeyType::Publishable, "user_test"))
+                .await
+                .unwrap();
+            let token = Arc::new(created.token.expose().to_owned());
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut readers = Vec::new();
+            for _ in 0..4 {
+                let (b, token, stop) = (b.clone(), Arc::clone(&token), Arc::clone(&stop));
+                readers.push(tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = b.verify(&token).await.unwrap();
+                        // A cached answer never waits: give the revoke and the watcher a turn.
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+            h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+            eventually("node B refuses", || async { code(&b, &token).await == VerifyCode::Revoked }).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for r in readers {
+                r.await.unwrap();
+            }
+            for _ in 0..20 {
+                assert_eq!(code(&b, &token).await, VerifyCode::Revoked, "round {round}: a stale entry survived");
+            }
+        }
+    }
+
+    async fn channel_changes_reach_the_store_view_of_every_node(h) {
+        let _a = watch(h.kw.store()).await;
+        let (b, _) = h.node().await;
+        let _b = watch(b.store()).await;
+        let channel = h.flows.create_sales_channel(keyward::CreateSalesChannel { name: "Web".into(), ..Default::default() }).await.unwrap();
+        let pk = h.flows.create_api_key(CreateApiKey::new("shop", ApiKeyType::Publishable, "user_test")).await.unwrap();
+        h.flows.link_sales_channels(&pk.key.id, std::slice::from_ref(&channel.id), &[]).await.unwrap();
+        let token = pk.token.expose().to_owned();
+        let v = b.verify(&token).await.unwrap();
+        assert_eq!(v.sales_channel_ids.to_vec(), vec![channel.id.clone()]);
+        let names = || async {
+            b.sales_channels_by_id(&v.sales_channel_ids).await.unwrap().iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names().await, vec!["Web"]);
+        h.flows
+            .update_sales_channel(&channel.id, &keyward::UpdateSalesChannel { name: Some("Shop".into()), ..Default::default() })
+            .await
+            .unwrap();
+        eventually("node B sees the new name", || async { names().await == ["Shop"] }).await;
+        h.flows.link_sales_channels(&pk.key.id, &[], std::slice::from_ref(&channel.id)).await.unwrap();
+        eventually("node B sees the key lose its channel", || async {
+            b.verify(&token).await.unwrap().sales_channel_ids.is_empty()
+        })
+        .await;
+    }
+
+    async fn last_used_at_is_flushed_in_one_batch(h) {
+        let _w = watch(h.kw.store()).await;
+        let first = h.flows.create_api_key(secret("one")).await.unwrap();
+        let second = h.flows.create_api_key(secret("two")).await.unwrap();
+        h.clock.advance_seconds(5);
+        for _ in 0..3 {
+            assert!(h.kw.verify(first.token.expose()).await.unwrap().is_valid());
+        }
+        h.clock.advance_seconds(5);
+        assert!(h.kw.verify(first.token.expose()).await.unwrap().is_valid());
+        assert!(h.kw.verify(second.token.expose()).await.unwrap().is_valid());
+        assert_eq!(h.kw.flush_usage().await.unwrap(), 2, "one row per key, the latest use");
+        assert_eq!(h.kw.flush_usage().await.unwrap(), 0);
+        let now = h.kw.now();
+        for id in [&first.key.id, &second.key.id] {
+            assert_eq!(h.kw.retrieve_api_key(id).await.unwrap().last_used_at, Some(now));
+        }
+    }
+
+    async fn the_cache_is_bounded_and_stays_right_past_its_bound(h) {
+        let store: Arc<dyn keyward::Store> = match h.db.backend {
+            "sqlite" => Arc::new(keyward_sqlite::SqliteStore::connect(&h.db.url).await.unwrap().with_cache_capacity(50)),
+            _ => Arc::new(keyward_postgres::PostgresStore::connect(&h.db.url).await.unwrap().with_cache_capacity(50)),
+        };
+        let _w = watch(&store).await;
+        let small = Keyward::with_parts(store, h.clock.clone(), Arc::new(keyward::OsEntropy));
+        let created = h.flows.create_api_keys((0..300).map(|i| secret(&format!("k{i}"))).collect()).await.unwrap();
+        for round in 0..2 {
+            for c in &created {
+                assert_eq!(code(&small, c.token.expose()).await, VerifyCode::Valid, "round {round}");
+            }
+        }
+        let stats = small.store().cache().stats();
+        assert!(stats.keys <= 50 && stats.capacity == 50, "{stats:?}");
+    }
+
+    async fn without_a_watcher_nothing_is_cached(h) {
+        let created = h.flows.create_api_key(secret("unwatched")).await.unwrap();
+        let (b, _) = h.node().await;
+        assert_eq!(code(&b, created.token.expose()).await, VerifyCode::Valid);
+        h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+        assert_eq!(code(&b, created.token.expose()).await, VerifyCode::Revoked, "read from storage, at once");
+        assert_eq!(b.store().cache().stats().keys, 0);
+    }
+}
+
+mod postgres_only {
+    use super::*;
+
+    /// A node whose notice connection drops may have missed notices: it empties its cache and
+    /// reads storage again. The revoke here is written behind keyward's back (no notice at
+    /// all), so only the flush on reconnect can make node B refuse within 10 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listener_that_reconnects_flushes_its_cache() {
+        let Some(h) = keyward_testkit::Harness::postgres().await else {
+            return;
+        };
+        let _w = watch(h.kw.store()).await;
+        let created = h.flows.create_api_key(secret("quiet")).await.unwrap();
+        let token = created.token.expose().to_owned();
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
+        let pool = sqlx::PgPool::connect(&h.db.url).await.unwrap();
+        sqlx::query("UPDATE api_key SET revoked_at = now() - interval '1 hour', revoked_by = 'dba' WHERE id = $1")
+            .bind(created.key.id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&h.kw, &token).await,
+            VerifyCode::Valid,
+            "still cached: no notice was sent"
+        );
+        let flushes = h.kw.store().cache().stats().flushes;
+        let killed: Vec<i32> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(killed, vec![1], "one listener connection");
+        eventually("the cache is flushed and read again", || async {
+            h.kw.store().cache().stats().flushes > flushes && h.kw.store().cache().is_online()
+        })
+        .await;
+        // The harness clock is fixed at 2021; the row says "revoked an hour before now()".
+        h.clock.set(keyward::Clock::now(&keyward::SystemClock));
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Revoked);
+    }
+}
