@@ -39,7 +39,7 @@ pub struct Cli {
     )]
     pub workflow_lease: f64,
 
-    /// Keys the in-memory verification cache holds at most (about 1 KiB each; see
+    /// Keys the in-memory verification cache holds at most (about 600 bytes each; see
     /// docs/benchmarks.md). The cache is used while `serve` runs and follows every change made
     /// on any node.
     #[arg(

@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keyward::cache::{Cache, Change, WatchGuard};
@@ -76,6 +76,13 @@ impl SqliteStore {
     /// this node's cache (also when the commit failed: dropping entries is always safe).
     async fn commit(&self, mut tx: Tx, changes: &[Change]) -> Result<()> {
         let at = wall_millis();
+        // The log keeps what a reader could still need (see KEEP_CHANGES_MS), whether or not a
+        // watcher runs; the index makes this a lookup when there is nothing to remove.
+        let before = at - KEEP_CHANGES_MS;
+        sqlx::query!("DELETE FROM keyward_change WHERE created_at < ?", before)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         for payload in Change::pack(changes) {
             sqlx::query!(
                 "INSERT INTO keyward_change (payload, created_at) VALUES (?, ?)",
@@ -99,7 +106,6 @@ impl SqliteStore {
             .await
             .map_err(db_error)?;
         self.cache.set_online(true);
-        let mut pruned = Instant::now();
         loop {
             tokio::time::sleep(POLL_EVERY).await;
             let rows = sqlx::query!(
@@ -113,22 +119,12 @@ impl SqliteStore {
                 self.cache.apply(&Change::unpack(&row.payload));
                 last = row.seq;
             }
-            if pruned.elapsed() >= PRUNE_EVERY {
-                let before = wall_millis() - KEEP_CHANGES_MS;
-                sqlx::query!("DELETE FROM keyward_change WHERE created_at < ?", before)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_error)?;
-                pruned = Instant::now();
-            }
         }
     }
 }
 
 /// How often a node reads the change log.
 pub const POLL_EVERY: Duration = Duration::from_millis(5);
-/// How often old change-log rows are removed.
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// How long change-log rows are kept: longer than any cache entry lives
 /// ([`keyward::cache::ENTRY_TTL`]), so a node that fell behind still finds every change that
 /// could concern an entry it holds.

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
@@ -211,10 +211,36 @@ impl KeyRecord {
     }
 }
 
+/// A cached answer for a token, with when it was read (the verifier's clock, milliseconds).
 #[derive(Clone)]
 enum KeySlot {
-    Known(Arc<KeyRecord>, Instant),
-    Unknown(Instant),
+    Known(Arc<KeyRecord>, i64),
+    Unknown(i64),
+}
+
+/// Whether an entry read at `born` may still be used at `now` for `ttl`. An entry from a clock
+/// that has since moved back is not trusted either.
+fn fresh(born: i64, now: Timestamp, ttl: Duration) -> bool {
+    let age = now.millis().saturating_sub(born);
+    age >= 0 && u128::try_from(age).is_ok_and(|a| a < ttl.as_millis())
+}
+
+/// A counter split over cache lines, so threads counting at once do not fight over one.
+#[derive(Default)]
+struct Striped([Padded; 16]);
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+impl Striped {
+    fn add(&self, stripe: u8) {
+        self.0[usize::from(stripe & 15)].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// Takes the cache offline when dropped: a store's watcher holds one, so a watcher that stops
@@ -249,13 +275,13 @@ pub struct Fill(u64);
 /// The cache of one store. See the module documentation.
 pub struct Cache {
     keys: quick_cache::sync::Cache<TokenDigest, KeySlot>,
-    channels: quick_cache::sync::Cache<SalesChannelId, (Arc<SalesChannel>, Instant)>,
-    sessions: quick_cache::sync::Cache<String, (bool, Instant)>,
+    channels: quick_cache::sync::Cache<SalesChannelId, (Arc<SalesChannel>, i64)>,
+    sessions: quick_cache::sync::Cache<String, (bool, i64)>,
     online: AtomicBool,
     epoch: AtomicU64,
-    hits: AtomicU64,
-    negative_hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Striped,
+    negative_hits: Striped,
+    misses: Striped,
     invalidations: AtomicU64,
     flushes: AtomicU64,
     usage: [Mutex<Vec<Arc<KeyRecord>>>; USAGE_SHARDS],
@@ -284,9 +310,9 @@ impl Cache {
             sessions: quick_cache::sync::Cache::new(SMALL_CAPACITY),
             online: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            negative_hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: Striped::default(),
+            negative_hits: Striped::default(),
+            misses: Striped::default(),
             invalidations: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             usage: std::array::from_fn(|_| Mutex::new(Vec::new())),
@@ -356,34 +382,36 @@ impl Cache {
         self.epoch.load(Ordering::SeqCst) != fill.0
     }
 
-    /// The cached answer for a token: `Some(Some(record))` a key, `Some(None)` no key, `None`
-    /// not cached.
-    pub fn key(&self, digest: &TokenDigest) -> Option<Option<Arc<KeyRecord>>> {
+    /// The cached answer for a token at `now`: `Some(Some(record))` a key, `Some(None)` no
+    /// key, `None` not cached.
+    pub fn key(&self, digest: &TokenDigest, now: Timestamp) -> Option<Option<Arc<KeyRecord>>> {
         if !self.is_online() {
             return None;
         }
+        let stripe = digest.0[0];
         match self.keys.get(digest) {
-            Some(KeySlot::Known(record, born)) if born.elapsed() < ENTRY_TTL => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+            Some(KeySlot::Known(record, born)) if fresh(born, now, ENTRY_TTL) => {
+                self.hits.add(stripe);
                 Some(Some(record))
             }
-            Some(KeySlot::Unknown(born)) if born.elapsed() < NEGATIVE_TTL => {
-                self.negative_hits.fetch_add(1, Ordering::Relaxed);
+            Some(KeySlot::Unknown(born)) if fresh(born, now, NEGATIVE_TTL) => {
+                self.negative_hits.add(stripe);
                 Some(None)
             }
             _ => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.misses.add(stripe);
                 None
             }
         }
     }
 
-    /// Keeps what storage said of a token, unless a change arrived while it was read.
-    pub fn fill_key(&self, fill: Fill, digest: TokenDigest, record: Option<Arc<KeyRecord>>) {
+    /// Keeps what storage said of a token (read at `now`), unless a change arrived while it
+    /// was read.
+    pub fn fill_key(&self, fill: Fill, digest: TokenDigest, record: Option<Arc<KeyRecord>>, now: Timestamp) {
         if !self.is_online() {
             return;
         }
-        let now = Instant::now();
+        let now = now.millis();
         let slot = match record {
             Some(r) => KeySlot::Known(r, now),
             None => KeySlot::Unknown(now),
@@ -394,42 +422,42 @@ impl Cache {
         }
     }
 
-    pub fn channel(&self, id: &SalesChannelId) -> Option<Arc<SalesChannel>> {
+    pub fn channel(&self, id: &SalesChannelId, now: Timestamp) -> Option<Arc<SalesChannel>> {
         if !self.is_online() {
             return None;
         }
         match self.channels.get(id) {
-            Some((channel, born)) if born.elapsed() < ENTRY_TTL => Some(channel),
+            Some((channel, born)) if fresh(born, now, ENTRY_TTL) => Some(channel),
             _ => None,
         }
     }
 
-    pub fn fill_channel(&self, fill: Fill, channel: Arc<SalesChannel>) {
+    pub fn fill_channel(&self, fill: Fill, channel: Arc<SalesChannel>, now: Timestamp) {
         if !self.is_online() {
             return;
         }
         let id = channel.id.clone();
-        self.channels.insert(id.clone(), (channel, Instant::now()));
+        self.channels.insert(id.clone(), (channel, now.millis()));
         if self.stale(fill) {
             self.channels.remove(&id);
         }
     }
 
-    pub fn session(&self, id: &str) -> Option<bool> {
+    pub fn session(&self, id: &str, now: Timestamp) -> Option<bool> {
         if !self.is_online() {
             return None;
         }
         match self.sessions.get(id) {
-            Some((live, born)) if born.elapsed() < ENTRY_TTL => Some(live),
+            Some((live, born)) if fresh(born, now, ENTRY_TTL) => Some(live),
             _ => None,
         }
     }
 
-    pub fn fill_session(&self, fill: Fill, id: &str, live: bool) {
+    pub fn fill_session(&self, fill: Fill, id: &str, live: bool, now: Timestamp) {
         if !self.is_online() {
             return;
         }
-        self.sessions.insert(id.to_owned(), (live, Instant::now()));
+        self.sessions.insert(id.to_owned(), (live, now.millis()));
         if self.stale(fill) {
             self.sessions.remove(id);
         }
@@ -437,8 +465,12 @@ impl Cache {
 
     /// Notes that `record`'s key was used at `at`; queued for the next [`Cache::take_usage`].
     pub fn record_use(&self, record: &Arc<KeyRecord>, at: Timestamp) {
-        record.used_at.fetch_max(at.millis(), Ordering::SeqCst);
-        if !record.queued.swap(true, Ordering::SeqCst) {
+        let at = at.millis();
+        // A key in use is seen many times per millisecond: then both are plain loads.
+        if record.used_at.load(Ordering::Relaxed) < at {
+            record.used_at.fetch_max(at, Ordering::SeqCst);
+        }
+        if !record.queued.load(Ordering::SeqCst) && !record.queued.swap(true, Ordering::SeqCst) {
             let shard = usize::from(record.key.id.as_str().as_bytes().last().copied().unwrap_or(0)) % USAGE_SHARDS;
             self.usage[shard]
                 .lock()
@@ -488,9 +520,9 @@ impl Cache {
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            negative_hits: self.negative_hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.sum(),
+            negative_hits: self.negative_hits.sum(),
+            misses: self.misses.sum(),
             invalidations: self.invalidations.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             keys: u64::try_from(self.keys.len()).unwrap_or(u64::MAX),
@@ -571,14 +603,14 @@ mod tests {
     fn offline_cache_keeps_nothing() {
         let cache = Cache::new(10);
         let d = TokenDigest::of_token("t");
-        cache.fill_key(cache.begin_fill(), d, Some(record(ID)));
-        assert!(cache.key(&d).is_none());
+        cache.fill_key(cache.begin_fill(), d, Some(record(ID)), ts(0));
+        assert!(cache.key(&d, ts(0)).is_none());
         cache.set_online(true);
-        cache.fill_key(cache.begin_fill(), d, Some(record(ID)));
-        assert!(matches!(cache.key(&d), Some(Some(_))));
+        cache.fill_key(cache.begin_fill(), d, Some(record(ID)), ts(0));
+        assert!(matches!(cache.key(&d, ts(0)), Some(Some(_))));
         cache.set_online(false);
         cache.set_online(true);
-        assert!(cache.key(&d).is_none(), "reconnecting empties the cache");
+        assert!(cache.key(&d, ts(0)).is_none(), "reconnecting empties the cache");
     }
 
     #[test]
@@ -588,12 +620,34 @@ mod tests {
         let d = TokenDigest::of_token("t");
         let fill = cache.begin_fill();
         cache.apply(&[Change::Key(d)]);
-        cache.fill_key(fill, d, Some(record(ID)));
-        assert!(cache.key(&d).is_none());
-        cache.fill_key(cache.begin_fill(), d, None);
-        assert!(matches!(cache.key(&d), Some(None)));
+        cache.fill_key(fill, d, Some(record(ID)), ts(0));
+        assert!(cache.key(&d, ts(0)).is_none());
+        cache.fill_key(cache.begin_fill(), d, None, ts(0));
+        assert!(matches!(cache.key(&d, ts(0)), Some(None)));
         cache.apply(&[Change::Key(d)]);
-        assert!(cache.key(&d).is_none());
+        assert!(cache.key(&d, ts(0)).is_none());
+    }
+
+    #[test]
+    fn entries_expire_by_the_verifiers_clock() {
+        let cache = Cache::new(10);
+        cache.set_online(true);
+        let (known, unknown) = (TokenDigest::of_token("k"), TokenDigest::of_token("u"));
+        let born = ts(1_000_000);
+        cache.fill_key(cache.begin_fill(), known, Some(record(ID)), born);
+        cache.fill_key(cache.begin_fill(), unknown, None, born);
+        let later = |ms: i64| ts(1_000_000 + ms);
+        assert!(matches!(cache.key(&unknown, later(1_999)), Some(None)));
+        assert!(
+            cache.key(&unknown, later(2_000)).is_none(),
+            "a negative entry lives 2 s"
+        );
+        assert!(matches!(cache.key(&known, later(29_999)), Some(Some(_))));
+        assert!(
+            cache.key(&known, ts(999_999)).is_none(),
+            "a clock that moved back trusts nothing"
+        );
+        assert!(cache.key(&known, later(30_000)).is_none(), "a key entry lives 30 s");
     }
 
     #[test]
@@ -601,7 +655,7 @@ mod tests {
         let cache = Cache::new(100);
         cache.set_online(true);
         for i in 0..1_000 {
-            cache.fill_key(cache.begin_fill(), TokenDigest::of_token(&i.to_string()), None);
+            cache.fill_key(cache.begin_fill(), TokenDigest::of_token(&i.to_string()), None, ts(0));
         }
         assert!(cache.stats().keys <= 100, "{:?}", cache.stats());
     }

@@ -420,24 +420,31 @@ impl Keyward {
         })
     }
 
-    /// Verifies a token of either type: the checksum first (garbage never reaches storage or
-    /// the cache), then the cache by the token's digest, then on a miss one indexed lookup by
-    /// stored form; the decision is made from the entry against the clock, so a scheduled
-    /// revocation takes effect at its instant from a cached entry.
+    /// Verifies a token of either type: the cache by the token's digest, then on a miss the
+    /// checksum (garbage never reaches storage) and one indexed lookup by stored form. Only
+    /// tokens that passed the checksum are ever cached, so a hit needs no checksum. The decision
+    /// is made from the entry against the clock, so a scheduled revocation takes effect at its
+    /// instant from a cached entry.
     pub async fn verify(&self, raw: &str) -> Result<Verification> {
-        let Ok(parsed) = token::parse(raw) else {
+        let Some(kind) = token::claimed_kind(raw) else {
             return Ok(Verification::refused(VerifyCode::Malformed, None));
         };
         let digest = TokenDigest::of_token(raw);
+        let now = self.now();
         let cache = self.store.cache();
-        let record = match cache.key(&digest) {
+        let record = match cache.key(&digest, now) {
             Some(cached) => cached,
-            None => self.load_key(&parsed, digest).await?,
+            None => {
+                let Ok(parsed) = token::parse(raw) else {
+                    return Ok(Verification::refused(VerifyCode::Malformed, None));
+                };
+                // Boxed: the miss path's state stays out of the (hot) verification future.
+                Box::pin(self.load_key(&parsed, digest, now)).await?
+            }
         };
-        let Some(record) = record.filter(|r| r.key.key_type == parsed.kind()) else {
+        let Some(record) = record.filter(|r| r.key.key_type == kind) else {
             return Ok(Verification::refused(VerifyCode::NotFound, None));
         };
-        let now = self.now();
         if record.key.is_revoked_at(now) {
             return Ok(Verification::refused(
                 VerifyCode::Revoked,
@@ -453,7 +460,12 @@ impl Keyward {
     }
 
     /// Reads what the cache lacks for a token and keeps it (unless a change raced the read).
-    async fn load_key(&self, parsed: &token::ParsedToken<'_>, digest: TokenDigest) -> Result<Option<Arc<KeyRecord>>> {
+    async fn load_key(
+        &self,
+        parsed: &token::ParsedToken<'_>,
+        digest: TokenDigest,
+        now: Timestamp,
+    ) -> Result<Option<Arc<KeyRecord>>> {
         let cache = self.store.cache();
         let fill = cache.begin_fill();
         let stored = parsed.stored_form();
@@ -486,7 +498,7 @@ impl Keyward {
             }
             None => None,
         };
-        cache.fill_key(fill, digest, record.clone());
+        cache.fill_key(fill, digest, record.clone(), now);
         Ok(record)
     }
 
@@ -519,7 +531,8 @@ impl Keyward {
     /// (unknown ids are skipped). What a store route shows of a key's channels.
     pub async fn sales_channels_by_id(&self, ids: &[SalesChannelId]) -> Result<Vec<Arc<SalesChannel>>> {
         let cache = self.store.cache();
-        let mut found: Vec<Option<Arc<SalesChannel>>> = ids.iter().map(|id| cache.channel(id)).collect();
+        let now = self.now();
+        let mut found: Vec<Option<Arc<SalesChannel>>> = ids.iter().map(|id| cache.channel(id, now)).collect();
         let missing: Vec<&SalesChannelId> = ids
             .iter()
             .zip(&found)
@@ -531,7 +544,7 @@ impl Keyward {
             let filter = SalesChannelFilter::new().try_in(SalesChannelField::Id, missing.iter().map(|c| c.as_str()))?;
             for channel in self.store.list_sales_channels(&filter, &ListOptions::default()).await? {
                 let channel = Arc::new(channel);
-                cache.fill_channel(fill, Arc::clone(&channel));
+                cache.fill_channel(fill, Arc::clone(&channel), now);
                 if let Some(slot) = ids.iter().position(|id| *id == channel.id) {
                     found[slot] = Some(channel);
                 }

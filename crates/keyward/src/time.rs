@@ -10,20 +10,24 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A UTC instant, whole milliseconds.
+/// A UTC instant, whole milliseconds since the Unix epoch (always within chrono's range), so
+/// comparing and reading it on the verification path is integer work.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(DateTime<Utc>);
+pub struct Timestamp(i64);
 
 impl Timestamp {
     /// The instant `ms` milliseconds after the Unix epoch; `None` when out of chrono's range.
     pub fn from_millis(ms: i64) -> Option<Self> {
-        Utc.timestamp_millis_opt(ms).single().map(Timestamp)
+        // ±10^15 ms is about ±31,700 years, well inside chrono's ±262,000: no calendar check.
+        if ms.unsigned_abs() < 1_000_000_000_000_000 {
+            return Some(Timestamp(ms));
+        }
+        Utc.timestamp_millis_opt(ms).single().map(|_| Timestamp(ms))
     }
 
     pub fn from_datetime(dt: DateTime<Utc>) -> Self {
-        let ms = dt.timestamp_millis();
         // In range by construction: `dt` came from chrono, and truncation only moves it inwards.
-        Utc.timestamp_millis_opt(ms).single().map_or(Timestamp(dt), Timestamp)
+        Timestamp(dt.timestamp_millis())
     }
 
     /// Parses RFC 3339 (any offset, any fraction), as clients send it.
@@ -34,11 +38,12 @@ impl Timestamp {
     }
 
     pub fn millis(self) -> i64 {
-        self.0.timestamp_millis()
+        self.0
     }
 
     pub fn as_datetime(self) -> DateTime<Utc> {
-        self.0
+        // Always in range (see the type); the default is unreachable.
+        DateTime::from_timestamp_millis(self.0).unwrap_or_default()
     }
 
     /// `self + seconds`, saturating at the calendar's end instead of failing.
@@ -51,7 +56,7 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// `2024-01-01T00:00:00.000Z`, the form Medusa prints.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+        f.write_str(&self.as_datetime().to_rfc3339_opts(SecondsFormat::Millis, true))
     }
 }
 
@@ -85,7 +90,12 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_datetime(Utc::now())
+        // Read on every verification: integer work only, no calendar arithmetic.
+        let ms = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |m| -m),
+        };
+        Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_datetime(Utc::now()))
     }
 }
 

@@ -200,7 +200,28 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn checksum(signed: &[u8]) -> [u8; CHECKSUM_LEN] {
-    base62_fixed::<CHECKSUM_LEN>(&crc32fast::hash(signed).to_be_bytes())
+    // The CRC as a number in base 62, most significant digit first (what `base62_fixed` gives
+    // for its big-endian bytes), without the general routine's allocation.
+    let mut n = crc32fast::hash(signed);
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// The type a token's prefix names when its length is one a token can have; `None` otherwise.
+/// Not a check of the token: what passes here may still be malformed (see [`parse`]).
+pub fn claimed_kind(raw: &str) -> Option<ApiKeyType> {
+    if raw.len() != TOKEN_LEN && raw.len() != LEGACY_TOKEN_LEN {
+        return None;
+    }
+    match raw.as_bytes().get(..3) {
+        Some(b"pk_") => Some(ApiKeyType::Publishable),
+        Some(b"sk_") => Some(ApiKeyType::Secret),
+        _ => None,
+    }
 }
 
 /// Big-endian bytes as exactly `N` base62 digits (left-padded with `0`). `N` must be large

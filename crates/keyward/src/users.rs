@@ -127,13 +127,13 @@ impl Keyward {
     /// re-judged from the cache: a session ends when its login token does, and the token's own
     /// expiry is checked on every request.
     pub async fn session_is_live(&self, id: &str) -> Result<bool> {
-        let cache = self.store.cache();
-        if let Some(live) = cache.session(id) {
+        let (cache, now) = (self.store.cache(), self.now());
+        if let Some(live) = cache.session(id, now) {
             return Ok(live);
         }
         let fill = cache.begin_fill();
-        let live = self.store.session_is_live(id, self.now()).await?;
-        cache.fill_session(fill, id, live);
+        let live = self.store.session_is_live(id, now).await?;
+        cache.fill_session(fill, id, live, now);
         Ok(live)
     }
 
