@@ -11,33 +11,17 @@
 //! same run, the round trip of one verification on node B (the resolution of the measurement).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_testkit::{Served, TestDb};
 use serde_json::{Value, json};
 
 fn node(db: &str) -> Served {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    cmd.env("KEYWARD_DATABASE_URL", db)
-        .env("KEYWARD_JWT_SECRET", "a-bench-secret-of-at-least-32-bytes!")
-        .env("KEYWARD_LOG", "warn")
-        .stderr(Stdio::null());
-    Served::start(cmd)
+    keyward_testkit::serve_node(env!("CARGO_BIN_EXE_keyward"), db)
 }
 
 async fn verify(http: &reqwest::Client, base: &str, jwt: &str, token: &str) -> bool {
-    let v: Value = http
-        .post(format!("{base}/v1/keys/verify"))
-        .bearer_auth(jwt)
-        .json(&json!({"key": token}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["valid"].as_bool().unwrap()
+    keyward_testkit::verify_code(http, base, jwt, token).await == "VALID"
 }
 
 fn pct(sorted: &[Duration], p: f64) -> String {

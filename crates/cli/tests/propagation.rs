@@ -3,32 +3,17 @@
 //! the change reaches it, and from then on always.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_testkit::{Served, TestDb, on_both_dbs};
 use serde_json::{Value, json};
 
 fn node(db: &str) -> Served {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    cmd.env("KEYWARD_DATABASE_URL", db)
-        .env("KEYWARD_JWT_SECRET", "a-test-secret-of-at-least-32-bytes!!")
-        .stderr(Stdio::null());
-    Served::start(cmd)
+    keyward_testkit::serve_node(env!("CARGO_BIN_EXE_keyward"), db)
 }
 
 async fn verify(http: &reqwest::Client, base: &str, jwt: &str, token: &str) -> String {
-    let v: Value = http
-        .post(format!("{base}/v1/keys/verify"))
-        .bearer_auth(jwt)
-        .json(&json!({"key": token}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["code"].as_str().unwrap().to_owned()
+    keyward_testkit::verify_code(http, base, jwt, token).await
 }
 
 async fn store_status(http: &reqwest::Client, base: &str, token: &str) -> u16 {

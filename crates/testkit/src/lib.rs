@@ -320,6 +320,32 @@ pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, Stri
     (child, base)
 }
 
+/// `keyward serve` from the binary at `bin` on `db_url`, with a fixed login secret so every node
+/// of a test accepts the others' login tokens, quiet on stderr.
+pub fn serve_node(bin: &str, db_url: &str) -> Served {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env("KEYWARD_DATABASE_URL", db_url)
+        .env("KEYWARD_JWT_SECRET", "a-test-secret-of-at-least-32-bytes!!")
+        .env("KEYWARD_LOG", "warn")
+        .stderr(std::process::Stdio::null());
+    Served::start(cmd)
+}
+
+/// The `code` `POST /v1/keys/verify` gives `token` at `base`, asked with a login token.
+pub async fn verify_code(http: &reqwest::Client, base: &str, jwt: &str, token: &str) -> String {
+    let answer: serde_json::Value = http
+        .post(format!("{base}/v1/keys/verify"))
+        .bearer_auth(jwt)
+        .json(&serde_json::json!({"key": token}))
+        .send()
+        .await
+        .expect("reach the node")
+        .json()
+        .await
+        .expect("a JSON answer");
+    answer["code"].as_str().unwrap_or_default().to_owned()
+}
+
 /// The admin every binary-level test logs in as.
 pub const ADMIN_EMAIL: &str = "admin@test.local";
 pub const ADMIN_PASSWORD: &str = "supersecret";
