@@ -533,16 +533,15 @@ impl Keyward {
         let cache = self.store.cache();
         let now = self.now();
         let mut found: Vec<Option<Arc<SalesChannel>>> = ids.iter().map(|id| cache.channel(id, now)).collect();
-        let missing: Vec<&SalesChannelId> = ids
+        let missing: Vec<SalesChannelId> = ids
             .iter()
             .zip(&found)
             .filter(|(_, c)| c.is_none())
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
             .collect();
         if !missing.is_empty() {
             let fill = cache.begin_fill();
-            let filter = SalesChannelFilter::new().try_in(SalesChannelField::Id, missing.iter().map(|c| c.as_str()))?;
-            for channel in self.store.list_sales_channels(&filter, &ListOptions::default()).await? {
+            for channel in self.channels_by_ids(&missing).await? {
                 let channel = Arc::new(channel);
                 cache.fill_channel(fill, Arc::clone(&channel), now);
                 if let Some(slot) = ids.iter().position(|id| *id == channel.id) {
