@@ -430,28 +430,30 @@ impl Keyward {
             return Ok(Verification::refused(VerifyCode::Malformed, None));
         };
         let digest = TokenDigest::of_token(raw);
-        let now = self.now();
+        // Entries age, and uses are stamped, by the cheap clock; a revocation is judged by the
+        // precise one, and only a key that has one reads it.
+        let coarse = self.clock.coarse_now();
         let cache = self.store.cache();
-        let record = match cache.key(&digest, now) {
+        let record = match cache.key(&digest, coarse) {
             Some(cached) => cached,
             None => {
                 let Ok(parsed) = token::parse(raw) else {
                     return Ok(Verification::refused(VerifyCode::Malformed, None));
                 };
                 // Boxed: the miss path's state stays out of the (hot) verification future.
-                Box::pin(self.load_key(&parsed, digest, now)).await?
+                Box::pin(self.load_key(&parsed, digest, coarse)).await?
             }
         };
         let Some(record) = record.filter(|r| r.key.key_type == kind) else {
             return Ok(Verification::refused(VerifyCode::NotFound, None));
         };
-        if record.key.is_revoked_at(now) {
+        if record.key.revoked_at.is_some() && record.key.is_revoked_at(self.now()) {
             return Ok(Verification::refused(
                 VerifyCode::Revoked,
                 Some(Arc::clone(&record.key)),
             ));
         }
-        cache.record_use(&record, now);
+        cache.record_use(&record, coarse);
         Ok(Verification {
             code: VerifyCode::Valid,
             key: Some(Arc::clone(&record.key)),
