@@ -2,10 +2,9 @@
 //! `Authorization: Bearer <jwt>`, `Authorization: Basic <secret key>` (base64 of `sk_…:` or
 //! `sk_…`, or the raw `sk_…`; scheme case-insensitive), then the session cookie.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, COOKIE};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -36,25 +35,29 @@ const BEARER_SECRET: &str = "A secret API key was passed as a Bearer token. Secr
 /// Whether a path needs an admin credential: everything under `/admin` and `/v1`, matched by a
 /// route or not, so an unknown path there reveals nothing.
 pub fn is_protected(path: &str) -> bool {
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let under = |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     under("/admin") || under("/v1")
 }
 
 /// Middleware over the whole app: on protected paths, puts the [`Actor`] in the request or
 /// answers 401; other paths pass untouched.
-pub async fn guard_admin_paths(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn guard_admin_paths<F, Fut>(state: &AppState, mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if !is_protected(req.uri().path()) {
-        return next.run(req).await;
+        return next(req).await;
     }
-    match authenticate(&state, req.headers()).await {
+    match authenticate(state, req.headers()).await {
         Ok(actor) => {
             if actor.by_cookie
-                && let Err(refused) = crate::csrf::check(&state, req.method(), req.headers())
+                && let Err(refused) = crate::csrf::check(state, req.method(), req.headers())
             {
                 return refused;
             }
             req.extensions_mut().insert(actor);
-            next.run(req).await
+            next(req).await
         }
         Err(e) => e.into_response(),
     }

@@ -6,9 +6,8 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::AppState;
@@ -71,14 +70,15 @@ pub fn parse_list(items: &[String]) -> Result<Vec<Cidr>, String> {
         .collect()
 }
 
-/// The client address a request is counted and logged under; `None` when the server was
-/// started without connect info (an embedding that calls `Router::into_make_service`).
+/// Who sent a request, as far as the server can tell (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub Option<IpAddr>);
-
-/// Whether the TCP peer is a trusted proxy (so its `X-Forwarded-Proto` is believed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerTrusted(pub bool);
+pub struct ClientAddr {
+    /// The address the request is counted and logged under; `None` when the server was started
+    /// without connect info (an embedding that calls `Router::into_make_service`).
+    pub ip: Option<IpAddr>,
+    /// Whether the TCP peer is a trusted proxy (so its `X-Forwarded-Proto` is believed).
+    pub peer_trusted: bool,
+}
 
 /// One address of a `Forwarded: for=…` or `X-Forwarded-For` entry (quotes, brackets and a port
 /// removed); `None` for `unknown` or an obfuscated name.
@@ -141,7 +141,11 @@ pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Middleware: puts the [`ClientAddr`] in the request's extensions.
-pub async fn client_address(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn client_address<F, Fut>(state: &AppState, mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let peer = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -154,14 +158,16 @@ pub async fn client_address(State(state): State<AppState>, mut req: Request, nex
     }
     let client = peer.map(|p| client_of(p, req.headers(), &state.trusted_proxies));
     let trusted = peer.is_some_and(|p| state.trusted_proxies.iter().any(|c| c.contains(p)));
-    req.extensions_mut().insert(ClientAddr(client));
-    req.extensions_mut().insert(PeerTrusted(trusted));
+    req.extensions_mut().insert(ClientAddr {
+        ip: client,
+        peer_trusted: trusted,
+    });
     // Every log line of the request names its client.
     let span = match client {
         Some(ip) => tracing::info_span!("client", client = %ip),
         None => tracing::info_span!("client", client = "unknown"),
     };
-    tracing::Instrument::instrument(next.run(req), span).await
+    tracing::Instrument::instrument(next(req), span).await
 }
 
 #[cfg(test)]

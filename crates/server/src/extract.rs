@@ -17,40 +17,74 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > crate::BODY_LIMIT as u64) {
-            return Err(ApiError::TooLarge);
-        }
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("invalid").to_ascii_lowercase());
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            let status = e.status();
-            if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge
-            } else {
-                ApiError::invalid(format!("Could not read the request body: {e}"))
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let Some(bytes) = json_bytes(req, state).await? else {
             return Ok(Body(Value::Object(Default::default())));
+        };
+        parse_value(&bytes).map(Body)
+    }
+}
+
+/// The body's bytes, checked as every JSON body is (size, Content-Type); `None` for no body.
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Bytes>, ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > crate::BODY_LIMIT as u64) {
+        return Err(ApiError::TooLarge);
+    }
+    let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        let status = e.status();
+        if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::invalid(format!("Could not read the request body: {e}"))
         }
-        if let Some(ct) = content_type
-            && !ct.starts_with("application/json")
-            && !ct.contains("+json")
-        {
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if let Some(ct) = content_type {
+        let ct = ct.to_str().unwrap_or("invalid").to_ascii_lowercase();
+        if !ct.starts_with("application/json") && !ct.contains("+json") {
             return Err(ApiError::invalid(format!(
                 "Expected a JSON body (Content-Type: application/json), got Content-Type: {ct}"
             )));
         }
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| ApiError::invalid(format!("Malformed JSON body: {e}")))
+    }
+    Ok(Some(bytes))
+}
+
+fn parse_value(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("Malformed JSON body: {e}")))
+}
+
+/// A body type with the spec its fields are checked against, so that a body the type refuses
+/// is answered with the same words as every other route's ([`crate::validate`]).
+pub trait Checked: serde::de::DeserializeOwned {
+    const SPEC: &'static [crate::validate::Spec];
+}
+
+/// A JSON body read straight into `T`. Only a body `T` refuses is read again as JSON and
+/// checked against `T::SPEC`, for the message; an accepted body costs one typed parse.
+#[derive(Debug)]
+pub struct Typed<T>(pub T);
+
+impl<S: Send + Sync, T: Checked> FromRequest<S> for Typed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = json_bytes(req, state).await?.unwrap_or_else(|| Bytes::from_static(b"{}"));
+        match serde_json::from_slice::<T>(&bytes) {
+            Ok(body) => Ok(Typed(body)),
+            Err(refused) => {
+                crate::validate::validate(&parse_value(&bytes)?, T::SPEC, false)?;
+                // The spec let through what the type refused: say what the type said.
+                Err(ApiError::invalid(format!("Invalid request: {refused}")))
+            }
+        }
     }
 }
 

@@ -11,9 +11,8 @@
 //! a 5xx gives the key up, so that the retry runs again.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyward::idempotency::{Begin, IN_PROGRESS, IdempotencyKey, MISMATCH, request_digest};
 
@@ -35,15 +34,19 @@ fn refusal(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The middleware (inside the admin guard, so the actor is known).
-pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The middleware (inside the admin guard, so the actor is known); `next` runs the request.
+pub async fn idempotent<F, Fut>(state: &AppState, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let applies =
         (req.method() == Method::POST || req.method() == Method::DELETE) && req.uri().path().starts_with("/admin/");
     let (Some(raw), true) = (req.headers().get(HEADER), applies) else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let Some(actor) = req.extensions().get::<Actor>().map(|a| a.id.clone()) else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let key = match raw
         .to_str()
@@ -81,7 +84,7 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
         }
         Ok(Begin::Run(claim)) => claim,
     };
-    let (parts, body) = next.run(req).await.into_parts();
+    let (parts, body) = next(req).await.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let status = parts.status;
     let recorded = if status.is_server_error() || status == StatusCode::CONFLICT {
@@ -98,12 +101,14 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
 /// Outermost: a request that carries an Idempotency-Key is handled in a task of its own, so
 /// that a client hanging up (which makes the server drop the request's future) stops neither
 /// the change nor the recording of its answer. The retry then gets that answer.
-pub async fn detach(req: Request, next: Next) -> Response {
+pub async fn detach<Fut>(req: Request, run: impl FnOnce(Request) -> Fut) -> Response
+where
+    Fut: Future<Output = Response> + Send + 'static,
+{
     if !req.headers().contains_key(HEADER) {
-        return next.run(req).await;
+        return run(req).await;
     }
-    let run = tokio::spawn(next.run(req));
-    run.await.unwrap_or_else(|e| {
+    tokio::spawn(run(req)).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "an idempotent request's task failed");
         ApiError::Module(keyward::Error::unexpected("an idempotent request's task failed")).into_response()
     })

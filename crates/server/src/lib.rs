@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod request_id;
 pub mod store;
 pub mod validate;
 pub mod webhooks;
@@ -34,7 +35,7 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router, middleware};
 use keyward::{Keyward, Workflows};
 use serde_json::{Value, json};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -199,10 +200,15 @@ pub fn admin_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 }
 
 /// The whole router.
+///
+/// The layers every request passes (request id, tracing, timeout, body limit, CORS, the
+/// client's address, the admin guard, Idempotency-Key) wrap the routes once, as one service,
+/// instead of being applied to each route: a layer applied per route boxes that route again,
+/// and a request clones every box on its way in.
 pub fn app(state: AppState) -> Router {
-    let mut router = Router::new();
+    let mut routes = Router::new();
     for (path, handlers) in admin_routes() {
-        router = router.route(path, handlers);
+        routes = routes.route(path, handlers);
     }
     let storefront = Router::new()
         .route("/store/sales-channels", get(store::sales_channels))
@@ -213,8 +219,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             store::require_publishable_key,
         ));
-    let cors = cors_layer(&state.cors_origins);
-    let router = router
+    let routes = routes
         .merge(storefront)
         .route("/auth/user/emailpass", post(login))
         .route("/auth/session", post(create_session).delete(delete_session))
@@ -225,27 +230,37 @@ pub fn app(state: AppState) -> Router {
         .route("/docs", get(openapi::page))
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(not_found)
-        // Outside the routes, so they see every request, matched or not: the admin guard, and
-        // Idempotency-Key inside it (where the actor is known); the client's address outside
-        // both.
-        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotent))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::guard_admin_paths))
-        .layer(middleware::from_fn_with_state(state.clone(), client::client_address))
-        .layer(middleware::from_fn(idempotency::detach))
-        .with_state(state);
-    let router = match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
-    router
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state.clone());
+    // Outermost first. Outside the routes, so they see every request, matched or not.
+    let service = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(request_id::MakeId::default()))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .option_layer(cors_layer(&state.cors_origins))
+        .layer(middleware::from_fn_with_state(state, front))
+        .service(routes);
+    Router::new().fallback_service(service)
+}
+
+/// What every request passes before the routes, as one middleware (each layer of its own
+/// would box the request's future and the service behind it again): a request with an
+/// Idempotency-Key detached into a task of its own, the client's address, the admin guard,
+/// and Idempotency-Key inside it (where the actor is known).
+async fn front(State(state): State<AppState>, req: axum::extract::Request, next: middleware::Next) -> Response {
+    idempotency::detach(req, move |req| async move {
+        client::client_address(&state, req, |req| {
+            auth::guard_admin_paths(&state, req, |req| {
+                idempotency::idempotent(&state, req, |req| next.run(req))
+            })
+        })
+        .await
+    })
+    .await
 }
 
 /// CORS for the configured origins (credentials allowed, for cookie sessions), or none.
@@ -319,14 +334,14 @@ async fn login(
     // Counted before the password is checked, so a burst cannot get more guesses evaluated.
     state
         .limiter
-        .attempt(client.0, &email)
+        .attempt(client.ip, &email)
         .map_err(ApiError::TooManyFailures)?;
     let user = state
         .kw
         .authenticate_user(&email, &password)
         .await?
         .ok_or_else(|| refused("Invalid email or password"))?;
-    state.limiter.succeeded(client.0, &email);
+    state.limiter.succeeded(client.ip, &email);
     let sid = state.kw.start_session(&user.id, jwt::TOKEN_TTL_SECONDS).await?;
     let token = state
         .jwt
@@ -339,7 +354,7 @@ async fn login(
 #[utoipa::path(post, path = "/auth/session", tag = "auth", summary = "Turn a Bearer login token into an HttpOnly session cookie", security(("bearer" = [])), responses((status = 200, description = "Session started", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
 async fn create_session(
     State(state): State<AppState>,
-    axum::Extension(peer): axum::Extension<client::PeerTrusted>,
+    axum::Extension(client): axum::Extension<client::ClientAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let token = auth::authorization(&headers)
@@ -350,7 +365,7 @@ async fn create_session(
         .actor_from_jwt(token)
         .await?
         .ok_or(ApiError::Unauthorized(error::UNAUTHORIZED))?;
-    let cookie = if csrf::is_https(&state, &headers, peer.0) {
+    let cookie = if csrf::is_https(&state, &headers, client.peer_trusted) {
         format!(
             "{}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
             auth::SECURE_SESSION_COOKIE,

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Body;
-use crate::validate::{Spec, Ty, req, string, validate};
+use crate::extract::{Checked, Typed};
+use crate::validate::{Spec, Ty, req};
 
 pub const HEADER: &str = "x-publishable-api-key";
 
@@ -44,10 +44,16 @@ pub async fn require_publishable_key(State(state): State<AppState>, mut req: Req
 pub async fn sales_channels(
     State(state): State<AppState>,
     axum::Extension(key): axum::Extension<PublishableKey>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
+    #[derive(serde::Serialize)]
+    struct Channels<'a> {
+        sales_channels: &'a [std::sync::Arc<keyward::SalesChannel>],
+    }
     let channels = state.kw.sales_channels_by_id(key.sales_channel_ids()).await?;
-    let list: Vec<&keyward::SalesChannel> = channels.iter().map(AsRef::as_ref).collect();
-    Ok(Json(json!({"sales_channels": list})))
+    Ok(Json(Channels {
+        sales_channels: &channels,
+    })
+    .into_response())
 }
 
 /// `GET /store/regions`: keyward holds no regions; the route exists so storefront clients see
@@ -86,20 +92,57 @@ fn channel(s: &str) -> ApiResult<SalesChannelId> {
     SalesChannelId::parse(s).map_err(|e| ApiError::invalid(format!("Invalid request: '{s}' is not an id: {e}")))
 }
 
-const VERIFY: &[Spec] = &[req("key", Ty::String)];
+/// The body of `POST /v1/keys/verify`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    key: String,
+}
+
+impl Checked for VerifyBody {
+    const SPEC: &'static [Spec] = &[req("key", Ty::String)];
+}
+
+/// The verdict, serialized straight from the verification (field order as documented).
+#[derive(serde::Serialize)]
+struct Verdict<'a> {
+    valid: bool,
+    code: keyward::VerifyCode,
+    sales_channel_ids: &'a [SalesChannelId],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<VerdictKey<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct VerdictKey<'a> {
+    id: &'a keyward::ApiKeyId,
+    #[serde(rename = "type")]
+    key_type: keyward::ApiKeyType,
+    title: &'a str,
+    redacted: &'a str,
+    revoked_at: Option<keyward::Timestamp>,
+    last_used_at: Option<keyward::Timestamp>,
+    created_at: keyward::Timestamp,
+}
 
 /// `POST /v1/keys/verify {key}` → always 200 with the verdict.
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED) and the key", request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
-pub async fn verify_key(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
-    let b = validate(&body, VERIFY, false)?;
-    let v = state.kw.verify(&string(&b, "key").unwrap_or_default()).await?;
+pub async fn verify_key(State(state): State<AppState>, Typed(body): Typed<VerifyBody>) -> ApiResult<Response> {
+    let v = state.kw.verify(&body.key).await?;
     state.metrics.verification("verify_api", v.code.as_str());
-    let mut out = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids});
-    if let Some(k) = &v.key {
-        out["api_key"] = json!({
-            "id": k.id, "type": k.key_type, "title": k.title, "redacted": k.redacted,
-            "revoked_at": k.revoked_at, "last_used_at": k.last_used_at, "created_at": k.created_at,
-        });
-    }
-    Ok(Json(out))
+    let verdict = Verdict {
+        valid: v.is_valid(),
+        code: v.code,
+        sales_channel_ids: &v.sales_channel_ids,
+        api_key: v.key.as_deref().map(|k| VerdictKey {
+            id: &k.id,
+            key_type: k.key_type,
+            title: &k.title,
+            redacted: &k.redacted,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+            created_at: k.created_at,
+        }),
+    };
+    Ok(Json(verdict).into_response())
 }
