@@ -54,10 +54,46 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// `2024-01-01T00:00:00.000Z`, the form Medusa prints.
+    /// `2024-01-01T00:00:00.000Z`, the form Medusa prints. Written digit by digit for years
+    /// 1970 to 9999 (every answer prints a few of these); chrono's form for any other.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.as_datetime().to_rfc3339_opts(SecondsFormat::Millis, true))
+        const YEAR_10000: i64 = 253_402_300_800_000;
+        if !(0..YEAR_10000).contains(&self.0) {
+            return f.write_str(&self.as_datetime().to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+        let (days, ms_of_day) = (self.0 / 86_400_000, self.0 % 86_400_000);
+        let (year, month, day) = civil_from_days(days);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, ms_of_day / 3_600_000);
+        put(14, 2, ms_of_day / 60_000 % 60);
+        put(17, 2, ms_of_day / 1000 % 60);
+        put(20, 3, ms_of_day % 1000);
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01, for days ≥ 0
+/// (the era arithmetic of the well-known days-to-civil algorithm, restricted to that range).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl fmt::Debug for Timestamp {
@@ -110,7 +146,10 @@ impl Clock for SystemClock {
     #[cfg(target_os = "linux")]
     fn coarse_now(&self) -> Timestamp {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        let ms = t.tv_sec.saturating_mul(1000).saturating_add(i64::from(t.tv_nsec) / 1_000_000);
+        let ms = t
+            .tv_sec
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.tv_nsec) / 1_000_000);
         Timestamp::from_millis(ms).unwrap_or_else(|| self.now())
     }
 }
@@ -143,6 +182,34 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn the_digit_writer_prints_what_chrono_prints(ms in -100_000_000_000_000i64..300_000_000_000_000) {
+            let t = Timestamp::from_millis(ms).unwrap();
+            proptest::prop_assert_eq!(t.to_string(), t.as_datetime().to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+    }
+
+    #[test]
+    fn the_digit_writer_is_right_at_the_edges() {
+        for ms in [
+            0,
+            1,
+            86_399_999,
+            86_400_000,
+            951_782_400_000,
+            4_107_542_399_999,
+            253_402_300_799_999,
+        ] {
+            let t = Timestamp::from_millis(ms).unwrap();
+            assert_eq!(
+                t.to_string(),
+                t.as_datetime().to_rfc3339_opts(SecondsFormat::Millis, true),
+                "{ms}"
+            );
+        }
+    }
 
     #[test]
     fn timestamps_print_with_milliseconds_and_z() {

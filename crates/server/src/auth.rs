@@ -35,7 +35,10 @@ const BEARER_SECRET: &str = "A secret API key was passed as a Bearer token. Secr
 /// Whether a path needs an admin credential: everything under `/admin` and `/v1`, matched by a
 /// route or not, so an unknown path there reveals nothing.
 pub fn is_protected(path: &str) -> bool {
-    let under = |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     under("/admin") || under("/v1")
 }
 

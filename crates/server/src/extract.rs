@@ -76,7 +76,9 @@ impl<S: Send + Sync, T: Checked> FromRequest<S> for Typed<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = json_bytes(req, state).await?.unwrap_or_else(|| Bytes::from_static(b"{}"));
+        let bytes = json_bytes(req, state)
+            .await?
+            .unwrap_or_else(|| Bytes::from_static(b"{}"));
         match serde_json::from_slice::<T>(&bytes) {
             Ok(body) => Ok(Typed(body)),
             Err(refused) => {

@@ -43,8 +43,15 @@ impl MakeId {
         let v = (u128::from(hi) << 64) | u128::from(lo);
         // Version 4 and RFC 4122 variant bits, so the id reads as a UUID.
         let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-        let h = format!("{v:032x}");
-        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(36);
+        for nibble in 0..32 {
+            if matches!(nibble, 8 | 12 | 16 | 20) {
+                id.push('-');
+            }
+            id.push(char::from(HEX[((v >> (124 - 4 * nibble)) & 0xf) as usize]));
+        }
+        id
     }
 }
 
@@ -66,10 +73,18 @@ mod tests {
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(50) {
             let parts: Vec<&str> = id.split('-').collect();
-            assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{id}");
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{id}"
+            );
             assert!(parts[2].starts_with('4'), "version 4: {id}");
             assert!("89ab".contains(&parts[3][..1]), "RFC 4122 variant: {id}");
         }
-        assert_ne!(MakeId::default().next_id(), MakeId::default().next_id(), "processes differ");
+        assert_ne!(
+            MakeId::default().next_id(),
+            MakeId::default().next_id(),
+            "processes differ"
+        );
     }
 }
