@@ -81,7 +81,7 @@ impl PostgresStore {
     /// listening node, in commit order), commits, then drops what they name from this node's
     /// cache (also when the commit failed: dropping entries is always safe).
     async fn commit(&self, mut tx: Tx, changes: &[Change]) -> Result<()> {
-        for payload in Change::pack(changes) {
+        for payload in Change::pack(changes, self.cache.origin()) {
             // Not a checked query: the macros cannot describe pg_notify's `void` result.
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTICE_CHANNEL)
@@ -105,7 +105,7 @@ impl PostgresStore {
         listener.listen(NOTICE_CHANNEL).await.map_err(db_error)?;
         self.cache.set_online(true);
         while let Some(notice) = listener.try_recv().await.map_err(db_error)? {
-            self.cache.apply(&Change::unpack(notice.payload()));
+            self.cache.apply_notice(notice.payload());
         }
         Ok(())
     }

@@ -83,7 +83,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        for payload in Change::pack(changes) {
+        for payload in Change::pack(changes, self.cache.origin()) {
             sqlx::query!(
                 "INSERT INTO keyward_change (payload, created_at) VALUES (?, ?)",
                 payload,
@@ -116,7 +116,7 @@ impl SqliteStore {
             .await
             .map_err(db_error)?;
             for row in rows {
-                self.cache.apply(&Change::unpack(&row.payload));
+                self.cache.apply_notice(&row.payload);
                 last = row.seq;
             }
         }

@@ -172,29 +172,41 @@ impl Change {
         parsed.unwrap_or(Change::All)
     }
 
-    /// Changes packed into notice payloads (space-separated) of at most [`MAX_NOTICE`] bytes.
-    pub fn pack(changes: &[Change]) -> Vec<String> {
+    /// Changes packed into notice payloads (space-separated) of at most [`MAX_NOTICE`] bytes,
+    /// each led by `o:<origin>`: the cache that made them, which has applied them already.
+    pub fn pack(changes: &[Change], origin: u64) -> Vec<String> {
+        let lead = format!("o:{origin:016x}");
         let mut out: Vec<String> = Vec::new();
-        let mut current = String::new();
+        let mut current = lead.clone();
         for c in changes {
             let text = c.encode();
-            if !current.is_empty() && current.len() + 1 + text.len() > MAX_NOTICE {
-                out.push(std::mem::take(&mut current));
+            if current.len() > lead.len() && current.len() + 1 + text.len() > MAX_NOTICE {
+                out.push(std::mem::replace(&mut current, lead.clone()));
             }
-            if !current.is_empty() {
-                current.push(' ');
-            }
+            current.push(' ');
             current.push_str(&text);
         }
-        if !current.is_empty() {
+        if current.len() > lead.len() {
             out.push(current);
         }
         out
     }
 
-    /// Reads a payload made by [`Change::pack`].
-    pub fn unpack(payload: &str) -> Vec<Change> {
-        payload.split_ascii_whitespace().map(Change::decode).collect()
+    /// Reads a payload made by [`Change::pack`]: the origin it names (if any) and its changes.
+    pub fn unpack(payload: &str) -> (Option<u64>, Vec<Change>) {
+        let mut origin = None;
+        let changes = payload
+            .split_ascii_whitespace()
+            .filter(|t| match t.strip_prefix("o:").map(|hex| u64::from_str_radix(hex, 16)) {
+                Some(Ok(o)) => {
+                    origin = Some(o);
+                    false
+                }
+                _ => true,
+            })
+            .map(Change::decode)
+            .collect();
+        (origin, changes)
     }
 }
 
@@ -289,6 +301,8 @@ pub struct Cache {
     sessions: quick_cache::sync::Cache<String, (bool, i64)>,
     online: AtomicBool,
     epoch: AtomicU64,
+    /// Names this cache in the notices its store sends, so that it skips its own.
+    origin: u64,
     hits: Striped,
     negative_hits: Striped,
     misses: Striped,
@@ -320,6 +334,18 @@ impl Cache {
             sessions: quick_cache::sync::Cache::new(SMALL_CAPACITY),
             online: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
+            origin: {
+                let mut bytes = [0u8; 8];
+                // Without the system's random source: the process and the time, which still
+                // tell the caches of one machine apart.
+                if getrandom::fill(&mut bytes).is_err() {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos());
+                    bytes = (u64::from(nanos).rotate_left(32) ^ u64::from(std::process::id())).to_le_bytes();
+                }
+                u64::from_le_bytes(bytes)
+            },
             hits: Striped::default(),
             negative_hits: Striped::default(),
             misses: Striped::default(),
@@ -355,6 +381,21 @@ impl Cache {
     }
 
     /// Applies changes: each entry they name is dropped.
+    /// What a store's notices are signed with (see [`Change::pack`]).
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// Applies a notice payload, unless this cache sent it: its own writes were applied when
+    /// they committed (and bumped the epoch, so no fill read before them survives), and
+    /// applying them again when the notice comes back would only empty entries filled since.
+    pub fn apply_notice(&self, payload: &str) {
+        let (origin, changes) = Change::unpack(payload);
+        if origin != Some(self.origin) {
+            self.apply(&changes);
+        }
+    }
+
     pub fn apply(&self, changes: &[Change]) {
         if changes.is_empty() {
             return;
@@ -564,6 +605,27 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_skips_its_own_notices_and_applies_others() {
+        let (mine, other) = (Cache::new(10), Cache::new(10));
+        assert_ne!(mine.origin(), other.origin());
+        mine.set_online(true);
+        let digest = TokenDigest::of_token("sk_x");
+        let fill = mine.begin_fill();
+        mine.fill_key(fill, digest, Some(record(ID)), ts(0));
+        for notice in Change::pack(&[Change::Key(digest)], mine.origin()) {
+            mine.apply_notice(&notice);
+        }
+        assert!(
+            mine.key(&digest, ts(0)).is_some_and(|r| r.is_some()),
+            "its own notice: kept"
+        );
+        for notice in Change::pack(&[Change::Key(digest)], other.origin()) {
+            mine.apply_notice(&notice);
+        }
+        assert!(mine.key(&digest, ts(0)).is_none(), "another cache's notice: dropped");
+    }
+
+    #[test]
     fn changes_survive_packing_and_unknown_text_means_everything() {
         let mut changes = vec![
             Change::Key(TokenDigest::of_token("a")),
@@ -574,10 +636,22 @@ mod tests {
         for i in 0..200 {
             changes.push(Change::Key(TokenDigest::of_token(&i.to_string())));
         }
-        let packed = Change::pack(&changes);
+        let packed = Change::pack(&changes, 0xabc);
         assert!(packed.len() > 1 && packed.iter().all(|p| p.len() <= MAX_NOTICE));
-        let back: Vec<Change> = packed.iter().flat_map(|p| Change::unpack(p)).collect();
+        let back: Vec<Change> = packed
+            .iter()
+            .flat_map(|p| {
+                let (origin, changes) = Change::unpack(p);
+                assert_eq!(origin, Some(0xabc));
+                changes
+            })
+            .collect();
         assert_eq!(back, changes);
+        assert_eq!(
+            Change::unpack("k:nothex"),
+            (None, vec![Change::All]),
+            "a notice without an origin"
+        );
         assert_eq!(Change::decode("zz:what"), Change::All);
         assert_eq!(Change::decode("k:nothex"), Change::All);
     }

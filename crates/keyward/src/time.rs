@@ -149,7 +149,7 @@ impl Clock for SystemClock {
         let ms = t
             .tv_sec
             .saturating_mul(1000)
-            .saturating_add(i64::from(t.tv_nsec) / 1_000_000);
+            .saturating_add(t.tv_nsec / 1_000_000);
         Timestamp::from_millis(ms).unwrap_or_else(|| self.now())
     }
 }

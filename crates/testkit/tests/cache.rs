@@ -28,8 +28,14 @@ on_both_stores! {
         let _a = watch(h.kw.store()).await;
         let (b, _) = h.node().await;
         let _b = watch(b.store()).await;
+        let heard = b.store().cache().stats().invalidations;
         let created = h.flows.create_api_key(secret("shared")).await.unwrap();
         let token = created.token.expose().to_owned();
+        // Once B has applied the create's notice, nothing empties the entry it fills next.
+        eventually("node B hears of the new key", || async {
+            b.store().cache().stats().invalidations > heard
+        })
+        .await;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid);
         let hits = b.store().cache().stats().hits;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid);
