@@ -1145,8 +1145,8 @@ async fn workflow_runs(
 
 fn verification(v: &Verification, json: bool) -> Outcome {
     let text = if json {
-        let mut body = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids});
-        if let Some(k) = &v.key {
+        let mut body = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids()});
+        if let Some(k) = v.key() {
             body["api_key"] = json!(k);
         }
         format!("{body}\n")
@@ -1159,15 +1159,14 @@ fn verification(v: &Verification, json: bool) -> Outcome {
             keyward::VerifyCode::NotFound => "invalid (NOT_FOUND): no key has this token".to_owned(),
             keyward::VerifyCode::Revoked => format!(
                 "invalid (REVOKED at {})",
-                v.key
-                    .as_ref()
+                v.key()
                     .and_then(|k| k.revoked_at)
                     .map(|t| t.to_string())
                     .unwrap_or_default()
             ),
             keyward::VerifyCode::Expired => "invalid (EXPIRED)".to_owned(),
         };
-        match &v.key {
+        match v.key() {
             Some(k) => format!("{reason}: {} key {} \"{}\"\n", k.key_type, k.id, k.title),
             None => format!("{reason}\n"),
         }

@@ -64,48 +64,63 @@ pub enum Upserted {
 }
 
 /// The answer to "is this token good?", for every caller (store check, admin auth, verify API).
-/// Cheap to clone: it shares the cached record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Cheap to clone: it shares the cached record (a hit hands that one pointer over, nothing else).
+#[derive(Debug, Clone)]
 pub struct Verification {
     pub code: VerifyCode,
-    /// The key the token belongs to, when it belongs to one (also when revoked), as read from
-    /// storage when its cache entry was filled (its `last_used_at` may be older than the last use).
-    pub key: Option<Arc<ApiKey>>,
-    /// The key's linked sales channels, when valid and publishable.
-    pub sales_channel_ids: Arc<[SalesChannelId]>,
+    record: Option<Arc<KeyRecord>>,
 }
+
+impl PartialEq for Verification {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.key() == other.key() && self.sales_channel_ids() == other.sales_channel_ids()
+    }
+}
+
+impl Eq for Verification {}
 
 impl Verification {
     pub fn is_valid(&self) -> bool {
         self.code == VerifyCode::Valid
     }
 
+    /// The key the token belongs to, when it belongs to one (also when revoked), as read from
+    /// storage when its cache entry was filled (its `last_used_at` may be older than the last use).
+    pub fn key(&self) -> Option<&Arc<ApiKey>> {
+        self.record.as_ref().map(|r| &r.key)
+    }
+
+    /// The key's linked sales channels, when valid and publishable (else none).
+    pub fn sales_channel_ids(&self) -> &[SalesChannelId] {
+        match &self.record {
+            Some(r) if self.is_valid() => &r.sales_channel_ids,
+            _ => &[],
+        }
+    }
+
     /// The sales channels a store request may use: those it asks for (all must be the key's),
     /// or all the key's channels when it asks for none. A key with no channel may see nothing.
     pub fn scope(&self, requested: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
-        if self.sales_channel_ids.is_empty() {
+        let own = self.sales_channel_ids();
+        if own.is_empty() {
             return Err(Error::invalid_data(
                 "Publishable key needs to have a sales channel configured",
             ));
         }
-        if requested.iter().any(|r| !self.sales_channel_ids.contains(r)) {
+        if requested.iter().any(|r| !own.contains(r)) {
             return Err(Error::invalid_data(
                 "Requested sales channel is not part of the publishable key",
             ));
         }
         Ok(if requested.is_empty() {
-            self.sales_channel_ids.to_vec()
+            own.to_vec()
         } else {
             requested.to_vec()
         })
     }
 
-    fn refused(code: VerifyCode, key: Option<Arc<ApiKey>>) -> Self {
-        Self {
-            code,
-            key,
-            sales_channel_ids: Arc::new([]),
-        }
+    fn refused(code: VerifyCode, record: Option<Arc<KeyRecord>>) -> Self {
+        Self { code, record }
     }
 }
 
@@ -410,12 +425,8 @@ impl Keyward {
     /// tokens, revoked keys and garbage all give `None`.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Arc<ApiKey>>> {
         let v = self.verify(token).await?;
-        Ok(match v {
-            Verification {
-                code: VerifyCode::Valid,
-                key: Some(key),
-                ..
-            } if key.key_type == ApiKeyType::Secret => Some(key),
+        Ok(match v.key() {
+            Some(key) if v.is_valid() && key.key_type == ApiKeyType::Secret => Some(Arc::clone(key)),
             _ => None,
         })
     }
@@ -448,16 +459,12 @@ impl Keyward {
             return Ok(Verification::refused(VerifyCode::NotFound, None));
         };
         if record.key.revoked_at.is_some() && record.key.is_revoked_at(self.now()) {
-            return Ok(Verification::refused(
-                VerifyCode::Revoked,
-                Some(Arc::clone(&record.key)),
-            ));
+            return Ok(Verification::refused(VerifyCode::Revoked, Some(record)));
         }
         cache.record_use(&record, coarse);
         Ok(Verification {
             code: VerifyCode::Valid,
-            key: Some(Arc::clone(&record.key)),
-            sales_channel_ids: Arc::clone(&record.sales_channel_ids),
+            record: Some(record),
         })
     }
 
@@ -523,7 +530,7 @@ impl Keyward {
     /// refused as `NOT_FOUND`, so a secret can never open a store route.
     pub async fn verify_publishable(&self, raw: &str) -> Result<Verification> {
         let v = self.verify(raw).await?;
-        Ok(match &v.key {
+        Ok(match v.key() {
             Some(k) if k.key_type == ApiKeyType::Secret => Verification::refused(VerifyCode::NotFound, None),
             _ => v,
         })

@@ -146,10 +146,7 @@ impl Clock for SystemClock {
     #[cfg(target_os = "linux")]
     fn coarse_now(&self) -> Timestamp {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        let ms = t
-            .tv_sec
-            .saturating_mul(1000)
-            .saturating_add(t.tv_nsec / 1_000_000);
+        let ms = t.tv_sec.saturating_mul(1000).saturating_add(t.tv_nsec / 1_000_000);
         Timestamp::from_millis(ms).unwrap_or_else(|| self.now())
     }
 }

@@ -82,8 +82,8 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor
             let v = state.kw.verify(&token).await?;
             state.metrics.verification("admin_basic", v.code.as_str());
             if let Some(key) = v
-                .key
-                .filter(|k| v.code == keyward::VerifyCode::Valid && k.key_type == keyward::ApiKeyType::Secret)
+                .key()
+                .filter(|k| v.is_valid() && k.key_type == keyward::ApiKeyType::Secret)
             {
                 return Ok(Actor {
                     id: key.id.to_string(),

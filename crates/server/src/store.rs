@@ -24,7 +24,7 @@ pub struct PublishableKey {
 
 impl PublishableKey {
     pub fn sales_channel_ids(&self) -> &[SalesChannelId] {
-        &self.verification.sales_channel_ids
+        self.verification.sales_channel_ids()
     }
 }
 
@@ -133,8 +133,8 @@ pub async fn verify_key(State(state): State<AppState>, Typed(body): Typed<Verify
     let verdict = Verdict {
         valid: v.is_valid(),
         code: v.code,
-        sales_channel_ids: &v.sales_channel_ids,
-        api_key: v.key.as_deref().map(|k| VerdictKey {
+        sales_channel_ids: v.sales_channel_ids(),
+        api_key: v.key().map(|k| VerdictKey {
             id: &k.id,
             key_type: k.key_type,
             title: &k.title,

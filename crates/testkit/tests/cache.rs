@@ -137,9 +137,9 @@ on_both_stores! {
         h.flows.link_sales_channels(&pk.key.id, std::slice::from_ref(&channel.id), &[]).await.unwrap();
         let token = pk.token.expose().to_owned();
         let v = b.verify(&token).await.unwrap();
-        assert_eq!(v.sales_channel_ids.to_vec(), vec![channel.id.clone()]);
+        assert_eq!(v.sales_channel_ids().to_vec(), vec![channel.id.clone()]);
         let names = || async {
-            b.sales_channels_by_id(&v.sales_channel_ids).await.unwrap().iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+            b.sales_channels_by_id(v.sales_channel_ids()).await.unwrap().iter().map(|c| c.name.clone()).collect::<Vec<_>>()
         };
         assert_eq!(names().await, vec!["Web"]);
         h.flows
@@ -149,7 +149,7 @@ on_both_stores! {
         eventually("node B sees the new name", || async { names().await == ["Shop"] }).await;
         h.flows.link_sales_channels(&pk.key.id, &[], std::slice::from_ref(&channel.id)).await.unwrap();
         eventually("node B sees the key lose its channel", || async {
-            b.verify(&token).await.unwrap().sales_channel_ids.is_empty()
+            b.verify(&token).await.unwrap().sales_channel_ids().is_empty()
         })
         .await;
     }
