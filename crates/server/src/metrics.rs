@@ -372,3 +372,88 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     );
     res
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or("")
+    }
+
+    #[test]
+    fn threads_counting_at_once_lose_nothing() {
+        let metrics = Arc::new(Metrics::default());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        metrics.request(&Method::GET, "/store/sales-channels", 200, 0.0001 * f64::from(t));
+                        if i % 2 == 0 {
+                            metrics.verification("store", "VALID");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = metrics.render(&CacheStats::default());
+        let route = r#"route="/store/sales-channels""#;
+        assert_eq!(
+            line(
+                &text,
+                &format!(r#"keyward_http_requests_total{{method="GET",{route},status="200"}}"#)
+            ),
+            format!(r#"keyward_http_requests_total{{method="GET",{route},status="200"}} 80000"#)
+        );
+        assert!(text.contains(&format!("keyward_http_request_duration_seconds_count{{{route}}} 80000")));
+        assert!(text.contains(&format!(
+            r#"keyward_http_request_duration_seconds_bucket{{{route},le="+Inf"}} 80000"#
+        )));
+        // Threads 0..=5 observed at most 0.5 ms (the first bound), 6 and 7 above it.
+        assert!(
+            text.contains(&format!(
+                r#"keyward_http_request_duration_seconds_bucket{{{route},le="0.0005"}} 60000"#
+            )),
+            "{text}"
+        );
+        assert!(text.contains(r#"keyward_verifications_total{source="store",code="VALID"} 40000"#));
+    }
+
+    #[test]
+    fn registries_on_one_thread_stay_apart_and_methods_are_bounded() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        a.request(&Method::GET, "/health", 200, 0.0);
+        a.request(&Method::GET, "/health", 200, 0.0);
+        b.request(&Method::GET, "/health", 200, 0.0);
+        b.request(&Method::from_bytes(b"BREW").unwrap(), "/health", 405, 0.0);
+        let (a, b) = (a.render(&CacheStats::default()), b.render(&CacheStats::default()));
+        assert!(
+            a.contains(r#"keyward_http_requests_total{method="GET",route="/health",status="200"} 2"#),
+            "{a}"
+        );
+        assert!(
+            b.contains(r#"keyward_http_requests_total{method="GET",route="/health",status="200"} 1"#),
+            "{b}"
+        );
+        assert!(
+            b.contains(r#"keyward_http_requests_total{method="OTHER",route="/health",status="405"} 1"#),
+            "{b}"
+        );
+        // Another route text at the same address is another series (a rebuilt router).
+        let m = Metrics::default();
+        let mut route = String::from("/one");
+        m.request(&Method::GET, &route, 200, 0.0);
+        route.replace_range(.., "/two");
+        m.request(&Method::GET, &route, 200, 0.0);
+        let text = m.render(&CacheStats::default());
+        assert!(
+            text.contains(r#"route="/one",status="200"} 1"#) && text.contains(r#"route="/two",status="200"} 1"#),
+            "{text}"
+        );
+    }
+}
