@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use keyward_testkit::{Served, TestDb};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn node(db: &str) -> Served {
     keyward_testkit::serve_node(env!("CARGO_BIN_EXE_keyward"), db)
@@ -40,16 +40,8 @@ async fn run(backend: &str, db: TestDb, rounds: usize) {
     let mut round_trips = Vec::new();
     let mut violations = 0;
     for round in 0..rounds {
-        let created: Value = http
-            .post(format!("{}/admin/api-keys", a.base))
-            .bearer_auth(&jwt)
-            .json(&json!({"title": format!("k{round}"), "type": "secret"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = json!({"title": format!("k{round}"), "type": "secret"});
+        let created = keyward_testkit::post_json(&http, &format!("{}/admin/api-keys", a.base), &jwt, &body).await;
         let (id, token) = (
             created["api_key"]["id"].as_str().unwrap().to_owned(),
             created["api_key"]["token"].as_str().unwrap().to_owned(),

@@ -331,18 +331,28 @@ pub fn serve_node(bin: &str, db_url: &str) -> Served {
     Served::start(cmd)
 }
 
-/// The `code` `POST /v1/keys/verify` gives `token` at `base`, asked with a login token.
-pub async fn verify_code(http: &reqwest::Client, base: &str, jwt: &str, token: &str) -> String {
-    let answer: serde_json::Value = http
-        .post(format!("{base}/v1/keys/verify"))
+/// `POST url` with a JSON `body` and a login token; the JSON answer.
+pub async fn post_json(http: &reqwest::Client, url: &str, jwt: &str, body: &serde_json::Value) -> serde_json::Value {
+    http.post(url)
         .bearer_auth(jwt)
-        .json(&serde_json::json!({"key": token}))
+        .json(body)
         .send()
         .await
         .expect("reach the node")
         .json()
         .await
-        .expect("a JSON answer");
+        .expect("a JSON answer")
+}
+
+/// The `code` `POST /v1/keys/verify` gives `token` at `base`, asked with a login token.
+pub async fn verify_code(http: &reqwest::Client, base: &str, jwt: &str, token: &str) -> String {
+    let answer = post_json(
+        http,
+        &format!("{base}/v1/keys/verify"),
+        jwt,
+        &serde_json::json!({"key": token}),
+    )
+    .await;
     answer["code"].as_str().unwrap_or_default().to_owned()
 }
 
