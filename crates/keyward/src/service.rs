@@ -458,7 +458,9 @@ impl Keyward {
         let Some(record) = record.filter(|r| r.key.key_type == kind) else {
             return Ok(Verification::refused(VerifyCode::NotFound, None));
         };
-        if record.key.revoked_at.is_some() && record.key.is_revoked_at(self.now()) {
+        if let Some(at) = record.key.revoked_at
+            && at <= self.now()
+        {
             return Ok(Verification::refused(VerifyCode::Revoked, Some(record)));
         }
         cache.record_use(&record, coarse);
