@@ -5,6 +5,8 @@
 //! list filters are built at run time by `keyward::sql`. Guarded writes lock the rows they check
 //! (`FOR UPDATE`) so two nodes cannot both pass a rule the other is about to break.
 
+pub mod medusa;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -513,6 +515,78 @@ impl Store for PostgresStore {
         let changes = key_changes(&mut tx, &strings(&restored)).await?;
         self.commit(tx, &changes).await?;
         Ok(restored)
+    }
+
+    async fn upgrade_legacy_secret(&self, id: &ApiKeyId, legacy_hash: &str, digest: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let done = sqlx::query!(
+            "UPDATE api_key SET token = $1, salt = '' WHERE id = $2 AND token = $3 AND type = 'secret' AND salt <> ''",
+            digest,
+            id.as_str(),
+            legacy_hash
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        self.commit(tx, &Change::keys([(ApiKeyType::Secret, digest)])).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_legacy_secret_keys(&self) -> Result<u64> {
+        let n = sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!" FROM api_key WHERE type = 'secret' AND salt <> ''"#)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        u64::try_from(n).map_err(|_| keyward::Error::unexpected("a negative count"))
+    }
+
+    async fn replace_api_keys(&self, pairs: &[(StoredKey, StoredKey)]) -> Result<Vec<ApiKeyId>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut replaced = Vec::new();
+        for (old, new) in pairs {
+            let (o, n) = (&old.key, &new.key);
+            let done = sqlx::query!(
+                "UPDATE api_key SET token = $1, salt = $2, redacted = $3, title = $4, created_by = $5, revoked_by = $6,
+                                    revoked_at = $7, created_at = $8, updated_at = $9
+                 WHERE id = $10 AND type = $11 AND token = $12 AND salt = $13 AND redacted = $14 AND title = $15
+                   AND created_by = $16 AND revoked_by IS NOT DISTINCT FROM $17
+                   AND revoked_at IS NOT DISTINCT FROM $18 AND created_at = $19 AND updated_at = $20",
+                new.stored_token,
+                new.salt,
+                n.redacted,
+                n.title,
+                n.created_by,
+                n.revoked_by,
+                n.revoked_at.map(|t| t.as_datetime()),
+                n.created_at.as_datetime(),
+                n.updated_at.as_datetime(),
+                o.id.as_str(),
+                o.key_type.as_str(),
+                old.stored_token,
+                old.salt,
+                o.redacted,
+                o.title,
+                o.created_by,
+                o.revoked_by,
+                o.revoked_at.map(|t| t.as_datetime()),
+                o.created_at.as_datetime(),
+                o.updated_at.as_datetime()
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if done.rows_affected() > 0 {
+                replaced.push(o.id.clone());
+            }
+        }
+        let changes = Change::keys(pairs.iter().flat_map(|(o, n)| {
+            [
+                (o.key.key_type, o.stored_token.as_str()),
+                (n.key.key_type, n.stored_token.as_str()),
+            ]
+        }));
+        self.commit(tx, &changes).await?;
+        Ok(replaced)
     }
 
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {

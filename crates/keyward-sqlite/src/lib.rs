@@ -535,6 +535,83 @@ impl Store for SqliteStore {
         Ok(restored)
     }
 
+    async fn upgrade_legacy_secret(&self, id: &ApiKeyId, legacy_hash: &str, digest: &str) -> Result<bool> {
+        let id = id.as_str();
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query!(
+            "UPDATE api_key SET token = ?, salt = '' WHERE id = ? AND token = ? AND type = 'secret' AND salt <> ''",
+            digest,
+            id,
+            legacy_hash
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        self.commit(tx, &Change::keys([(ApiKeyType::Secret, digest)])).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_legacy_secret_keys(&self) -> Result<u64> {
+        let n =
+            sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM api_key WHERE type = 'secret' AND salt <> ''"#)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+        u64::try_from(n).map_err(|_| keyward::Error::unexpected("a negative count"))
+    }
+
+    async fn replace_api_keys(&self, pairs: &[(StoredKey, StoredKey)]) -> Result<Vec<ApiKeyId>> {
+        let mut tx = self.begin_write().await?;
+        let mut replaced = Vec::new();
+        for (old, new) in pairs {
+            let (o, n) = (&old.key, &new.key);
+            let (o_revoked, n_revoked) = (o.revoked_at.map(|t| t.millis()), n.revoked_at.map(|t| t.millis()));
+            let (o_created, n_created) = (o.created_at.millis(), n.created_at.millis());
+            let (o_updated, n_updated) = (o.updated_at.millis(), n.updated_at.millis());
+            let (id, kind) = (o.id.as_str(), o.key_type.as_str());
+            let done = sqlx::query!(
+                "UPDATE api_key SET token = ?, salt = ?, redacted = ?, title = ?, created_by = ?, revoked_by = ?,
+                                    revoked_at = ?, created_at = ?, updated_at = ?
+                 WHERE id = ? AND type = ? AND token = ? AND salt = ? AND redacted = ? AND title = ?
+                   AND created_by = ? AND revoked_by IS ? AND revoked_at IS ? AND created_at = ? AND updated_at = ?",
+                new.stored_token,
+                new.salt,
+                n.redacted,
+                n.title,
+                n.created_by,
+                n.revoked_by,
+                n_revoked,
+                n_created,
+                n_updated,
+                id,
+                kind,
+                old.stored_token,
+                old.salt,
+                o.redacted,
+                o.title,
+                o.created_by,
+                o.revoked_by,
+                o_revoked,
+                o_created,
+                o_updated
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if done.rows_affected() > 0 {
+                replaced.push(o.id.clone());
+            }
+        }
+        let changes = Change::keys(pairs.iter().flat_map(|(o, n)| {
+            [
+                (o.key.key_type, o.stored_token.as_str()),
+                (n.key.key_type, n.stored_token.as_str()),
+            ]
+        }));
+        self.commit(tx, &changes).await?;
+        Ok(replaced)
+    }
+
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()> {
         // One statement for the whole batch: `[[id, at], …]` unpacked by json_each.
         let batch = serde_json::Value::from(

@@ -23,6 +23,8 @@ pub mod events;
 pub mod filter;
 pub mod id;
 pub mod idempotency;
+pub mod import;
+pub mod legacy;
 pub mod model;
 pub mod service;
 pub mod sql;

@@ -33,6 +33,8 @@ pub struct Keyward {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
     ids: Arc<UlidGenerator>,
+    legacy: Arc<crate::legacy::LegacyVerifier>,
+    pub(crate) progress: Arc<crate::import::Progress>,
 }
 
 impl std::fmt::Debug for Keyward {
@@ -160,11 +162,18 @@ impl Keyward {
             clock,
             entropy,
             ids: Arc::new(UlidGenerator::new()),
+            legacy: Arc::new(crate::legacy::LegacyVerifier::per_core()),
+            progress: Arc::default(),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Where running imports report the rows they wrote.
+    pub fn import_progress(&self) -> &Arc<crate::import::Progress> {
+        &self.progress
     }
 
     pub fn now(&self) -> Timestamp {
@@ -478,20 +487,24 @@ impl Keyward {
         now: Timestamp,
     ) -> Result<Option<Arc<KeyRecord>>> {
         let cache = self.store.cache();
-        let fill = cache.begin_fill();
+        let mut fill = cache.begin_fill();
         let stored = parsed.stored_form();
-        let key = match self.store.find_api_key_by_token(&stored).await? {
-            Some(found) if token::constant_time_eq(&found.stored_token, &stored) => Some(found.key),
-            Some(_) => None,
-            None if parsed.kind() == ApiKeyType::Secret && parsed.format() == TokenFormat::Legacy => {
-                // Not cached: a legacy key's row does not name its digest, so no change to it
-                // could reach a cache entry.
-                return Ok(self
-                    .verify_legacy_secret(parsed.as_str())
-                    .await?
-                    .map(|k| Arc::new(KeyRecord::new(k, Vec::new()))));
+        let mut found = self.store.find_api_key_by_token(&stored).await?;
+        if found.is_none() && parsed.kind() == ApiKeyType::Secret && parsed.format() == TokenFormat::Legacy {
+            // Perhaps a key imported from Medusa, still under its scrypt hash: checked once, then
+            // stored under the digest. Only then is the answer cached (a legacy row does not
+            // name its digest, so no notice of a change to it could reach a cache entry).
+            if !self.upgrade_legacy_secret(parsed).await? {
+                return Ok(None);
             }
-            None => None,
+            // Decide on the row as it is after the upgrade: a revoke or a delete may have
+            // committed while scrypt ran.
+            fill = cache.begin_fill();
+            found = self.store.find_api_key_by_token(&stored).await?;
+        }
+        let key = match found {
+            Some(found) if token::constant_time_eq(&found.stored_token, &stored) => Some(found.key),
+            _ => None,
         };
         let record = match key {
             Some(key) => {
@@ -563,18 +576,38 @@ impl Keyward {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// Secret keys imported from Medusa keep their scrypt hash until first use. keyward does not
-    /// import them yet, so there is nothing to check; the lookup stays here so the import can
-    /// land without touching the verification path's shape.
-    async fn verify_legacy_secret(&self, raw: &str) -> Result<Option<ApiKey>> {
+    /// Secret keys imported from Medusa keep their scrypt hash until first use. The candidates
+    /// are the legacy rows with this token's redacted form (an indexed lookup, never a scan);
+    /// each costs one bounded scrypt run off the executor. On a match the row's hash is replaced
+    /// by the fast digest, guarded on the hash it held, so two nodes upgrading at once both
+    /// succeed and nothing else about the row changes. Whether the token matched a key.
+    async fn upgrade_legacy_secret(&self, parsed: &token::ParsedToken<'_>) -> Result<bool> {
+        let raw = parsed.as_str();
         let candidates = self.store.find_legacy_secret_keys(&token::redact(raw)).await?;
-        if !candidates.is_empty() {
-            tracing::warn!(
-                count = candidates.len(),
-                "secret keys with a Medusa scrypt hash cannot be verified by this version"
-            );
+        for candidate in candidates {
+            if !self
+                .legacy
+                .matches(raw, &candidate.salt, &candidate.stored_token)
+                .await?
+            {
+                continue;
+            }
+            let upgraded = self
+                .store
+                .upgrade_legacy_secret(&candidate.key.id, &candidate.stored_token, &parsed.stored_form())
+                .await?;
+            if upgraded {
+                tracing::info!(id = %candidate.key.id, "an imported Medusa secret key now verifies by its digest");
+            }
+            return Ok(true);
         }
-        Ok(None)
+        Ok(false)
+    }
+
+    /// How many secret keys imported from Medusa still wait for their first use (and so for
+    /// their upgrade to the fast digest).
+    pub async fn count_legacy_secret_keys(&self) -> Result<u64> {
+        self.store.count_legacy_secret_keys().await
     }
 
     // -- sales channels ---------------------------------------------------------------------

@@ -207,6 +207,18 @@ pub trait Store: Send + Sync + 'static {
     /// transaction), in one transaction; returns the ids it changed. Compensation of a revoke.
     async fn restore_revocations(&self, undo: &[RevocationUndo], clock: &dyn Clock) -> Result<Vec<ApiKeyId>>;
 
+    /// Replaces an imported Medusa key's scrypt hash (and salt) by the fast digest where the row
+    /// still holds `legacy_hash`; whether it did. Nothing else about the key changes.
+    async fn upgrade_legacy_secret(&self, id: &ApiKeyId, legacy_hash: &str, digest: &str) -> Result<bool>;
+
+    /// How many secret keys still hold a Medusa scrypt hash (not used since their import).
+    async fn count_legacy_secret_keys(&self) -> Result<u64>;
+
+    /// Writes each `new` row over the key that still holds exactly `expected` (every column but
+    /// `last_used_at`, which neither side decides), in one transaction; returns the ids it
+    /// changed. How an import applies a source's changes, and how it puts them back.
+    async fn replace_api_keys(&self, pairs: &[(StoredKey, StoredKey)]) -> Result<Vec<ApiKeyId>>;
+
     /// Records when keys were last used (batched by the caller). Not a change the cache is
     /// told of: a cached key's `last_used_at` is the one read with it.
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;

@@ -996,6 +996,7 @@ pub struct Workflows {
     update_channel: WorkflowHandle<UpdateSalesChannelInput, SalesChannel>,
     delete_channels: WorkflowHandle<Vec<SalesChannelId>, Vec<SalesChannelId>>,
     create_user: WorkflowHandle<crate::users::NewUser, crate::model::User>,
+    import: WorkflowHandle<crate::import::ImportInput, crate::import::ImportReport>,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -1026,6 +1027,7 @@ impl Workflows {
             update_channel: engine.register(update_sales_channels_workflow()).map_err(reg)?,
             delete_channels: engine.register(delete_sales_channels_workflow()).map_err(reg)?,
             create_user: engine.register(create_users_workflow()).map_err(reg)?,
+            import: engine.register(crate::import::import_medusa_workflow()).map_err(reg)?,
             engine,
         })
     }
@@ -1168,6 +1170,25 @@ impl Workflows {
             },
             rolled.previous_api_key,
         ))
+    }
+
+    /// Imports a checked Medusa snapshot as one `import-medusa` run named `transaction_id`
+    /// (watch it with [`Keyward::import_progress`] for a progress bar): all of it or none.
+    pub async fn import_medusa(
+        &self,
+        input: crate::import::ImportInput,
+        transaction_id: &str,
+    ) -> Result<crate::import::ImportReport> {
+        self.engine
+            .run(
+                &self.import,
+                input,
+                RunOptions::default().transaction_id(transaction_id),
+            )
+            .await
+            .map_err(from_flow)?
+            .result
+            .ok_or_else(|| Error::unexpected("the import finished without a report"))
     }
 
     /// Creates an admin user (the password is hashed before anything is recorded).
