@@ -4,6 +4,7 @@
 //! Exit codes: 0 done; 1 refused or failed (unknown id, not allowed, invalid key, database
 //! unreachable); 2 the command itself is wrong (bad arguments, unsupported database URL).
 
+mod import;
 mod table;
 
 use std::process::ExitCode;
@@ -325,6 +326,23 @@ pub enum KeysCommand {
     Delete { id: String },
     /// Check a token: exit 0 when valid, 1 otherwise, with the reason.
     Verify { token: String },
+    /// Copy the API keys, sales channels and links of a Medusa v2 store (its live rows) into
+    /// keyward, as one workflow run: all of it or nothing. Every key keeps working: publishable
+    /// tokens as they are, secret keys under Medusa's scrypt hash until their first use, then
+    /// by digest. Medusa's database is only read. A second run imports what is new and reports
+    /// rows that differ as conflicts (or applies them with --update).
+    Import {
+        /// The Medusa database, e.g. postgres://medusa@db.internal:5432/medusa.
+        #[arg(long = "from-medusa", value_name = "POSTGRES_URL")]
+        from_medusa: String,
+        /// Print what the import would do; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply Medusa's version of rows that differ (a revocation is never lifted or
+        /// postponed: the earlier one wins) and add links missing from existing keys.
+        #[arg(long)]
+        update: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -962,10 +980,12 @@ async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome
             let (list, count) = kw
                 .list_and_count_api_keys(&filter, &ListOptions::page(args.offset, args.limit))
                 .await?;
+            let legacy = kw.count_legacy_secret_keys().await?;
             Ok(Outcome::ok(if json {
                 format!(
                     "{}\n",
-                    json!({"api_keys": list, "count": count, "offset": args.offset, "limit": args.limit})
+                    json!({"api_keys": list, "count": count, "offset": args.offset, "limit": args.limit,
+                           "legacy_secret_keys": legacy})
                 )
             } else {
                 let now = kw.now();
@@ -983,6 +1003,12 @@ async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome
                     .collect();
                 let mut s = table::render(&["ID", "TYPE", "REDACTED", "STATUS", "TITLE"], &rows);
                 s.push_str(&format!("{} of {count} keys\n", list.len()));
+                if legacy > 0 {
+                    s.push_str(&format!(
+                        "{legacy} secret keys imported from Medusa wait for their first use \
+                         (until then each costs one scrypt check)\n"
+                    ));
+                }
                 s
             }))
         }
@@ -1077,6 +1103,19 @@ async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome
             let v = kw.verify(&token).await?;
             kw.flush_usage().await?;
             Ok(verification(&v, json))
+        }
+        KeysCommand::Import {
+            from_medusa,
+            dry_run,
+            update,
+        } => {
+            let args = import::ImportArgs {
+                url: from_medusa,
+                dry_run,
+                update,
+                json,
+            };
+            import::import(flows, args).await
         }
     }
 }

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use keyward::{Keyward, ManualClock, SeededEntropy, Store, Timestamp, Workflows};
 use sqlx::Connection;
 
+pub mod medusa;
+
 /// The server tests use unless `KEYWARD_TEST_PG_URL` names another (any database on it works as
 /// the maintenance connection).
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -382,4 +384,38 @@ pub async fn login(http: &reqwest::Client, base: &str) -> String {
         .await
         .expect("a JSON login answer");
     body["token"].as_str().expect("a login token").to_owned()
+}
+
+/// Whether `needle` is stored anywhere in `db`: the raw bytes of a SQLite file and its WAL, or
+/// any text or JSON column of any table of a Postgres database. What "never at rest" checks.
+pub async fn stored_anywhere(db: &TestDb, needle: &str) -> bool {
+    if let Some(path) = db.sqlite_path() {
+        let needle = needle.as_bytes();
+        return ["", "-wal"].iter().any(|suffix| {
+            std::fs::read(format!("{}{suffix}", path.display()))
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        });
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url)
+        .await
+        .expect("connect to the test database");
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'jsonb', 'json')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("list the text columns");
+    for (table, column) in columns {
+        let sql = format!("SELECT COUNT(*) FROM \"{table}\" WHERE strpos(\"{column}\"::text, $1) > 0");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(needle)
+            .fetch_one(&mut conn)
+            .await
+            .expect("search a column");
+        if n > 0 {
+            return true;
+        }
+    }
+    false
 }

@@ -1,0 +1,115 @@
+//! `keyward keys import --from-medusa URL`: read, check, plan, then write by one workflow run,
+//! with a progress bar on a terminal and a report (a table, or JSON with `--json`).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use keyward::Workflows;
+use keyward::import::{ImportInput, ImportReport, ImportSet, Tally};
+
+use crate::{Failure, Outcome, table};
+
+pub(crate) struct ImportArgs {
+    pub url: String,
+    pub dry_run: bool,
+    pub update: bool,
+    pub json: bool,
+}
+
+pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcome, Failure> {
+    let kw = flows.kw();
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message("reading the Medusa database");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let snapshot = keyward_postgres::medusa::read(&args.url).await;
+    spinner.finish_and_clear();
+    let set = ImportSet::from_medusa(snapshot?)?;
+    let plan = kw.plan_import(&set, args.update).await?;
+    let report = if args.dry_run {
+        ImportReport {
+            dry_run: true,
+            ..plan.report
+        }
+    } else {
+        let rows = (plan.new_keys.len() + plan.changed_keys.len() + plan.new_links.len()) as u64;
+        let run_id = format!("import-medusa-{}", keyward_flow::ids::new_ulid());
+        let watch = kw.import_progress().watch(&run_id);
+        let bar = indicatif::ProgressBar::new(rows);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let count = watch.count();
+        let run = flows.import_medusa(
+            ImportInput {
+                set,
+                update: args.update,
+            },
+            &run_id,
+        );
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let report = loop {
+            tokio::select! {
+                done = &mut run => break done,
+                _ = tick.tick() => bar.set_position(count.load(Ordering::Relaxed)),
+            }
+        };
+        bar.finish_and_clear();
+        report?
+    };
+    if !report.conflicts.is_empty() && !args.update {
+        eprintln!(
+            "{} rows differ between Medusa and keyward and were left as keyward has them; \
+             --update applies Medusa's (a revocation is never lifted)",
+            report.conflicts.len()
+        );
+    }
+    Ok(Outcome::ok(if args.json {
+        format!("{}\n", serde_json::json!({ "import": report }))
+    } else {
+        render(&report)
+    }))
+}
+
+fn render(r: &ImportReport) -> String {
+    let row = |kind: &str, t: &Tally| {
+        vec![
+            kind.to_owned(),
+            t.imported.to_string(),
+            t.unchanged.to_string(),
+            t.updated.to_string(),
+            t.skipped.to_string(),
+            t.conflicts.to_string(),
+        ]
+    };
+    let rows = [
+        row("api keys", &r.api_keys),
+        row("sales channels", &r.sales_channels),
+        row("links", &r.links),
+    ];
+    let mut s = String::new();
+    if r.dry_run {
+        s.push_str("dry run: nothing was written; this is what an import would do\n\n");
+    }
+    s.push_str(&table::render(
+        &["", "IMPORTED", "UNCHANGED", "UPDATED", "SKIPPED", "CONFLICTS"],
+        &rows,
+    ));
+    for c in &r.conflicts {
+        let fields = if c.fields.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", c.fields.join(", "))
+        };
+        s.push_str(&format!("conflict: {:?} {}{fields}: {}\n", c.kind, c.id, c.reason));
+    }
+    for k in &r.skipped {
+        s.push_str(&format!("skipped: {:?} {}: {}\n", k.kind, k.id, k.reason));
+    }
+    s.push_str(&format!(
+        "{} imported secret keys wait for their first use (then they verify by digest)\n",
+        r.legacy_secret_keys
+    ));
+    s
+}
