@@ -18,6 +18,11 @@ pub(crate) struct ImportArgs {
 
 pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcome, Failure> {
     let kw = flows.kw();
+    if !keyward_postgres::medusa::is_postgres_url(&args.url) {
+        return Err(crate::usage(
+            "--from-medusa takes the Medusa database's PostgreSQL URL (postgres://user@host:5432/db)",
+        ));
+    }
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("reading the Medusa database");
     spinner.enable_steady_tick(Duration::from_millis(120));
@@ -102,10 +107,15 @@ fn render(r: &ImportReport) -> String {
         } else {
             format!(" ({})", c.fields.join(", "))
         };
-        s.push_str(&format!("conflict: {:?} {}{fields}: {}\n", c.kind, c.id, c.reason));
+        s.push_str(&format!(
+            "conflict: {} {}{fields}: {}\n",
+            c.kind.as_str(),
+            c.id,
+            c.reason
+        ));
     }
     for k in &r.skipped {
-        s.push_str(&format!("skipped: {:?} {}: {}\n", k.kind, k.id, k.reason));
+        s.push_str(&format!("skipped: {} {}: {}\n", k.kind.as_str(), k.id, k.reason));
     }
     s.push_str(&format!(
         "{} imported secret keys wait for their first use (then they verify by digest)\n",

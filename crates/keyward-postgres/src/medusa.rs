@@ -37,6 +37,11 @@ const DELETED: [(&str, &str); 3] = [
     ),
 ];
 
+/// Whether `url` names a PostgreSQL database (Medusa v2 runs on nothing else).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Where a Medusa database is, without its password: what errors name.
 fn place(options: &PgConnectOptions) -> String {
     format!(
@@ -49,6 +54,11 @@ fn place(options: &PgConnectOptions) -> String {
 
 /// Reads what an import needs from the Medusa database at `url`.
 pub async fn read(url: &str) -> Result<MedusaSnapshot> {
+    if !is_postgres_url(url) {
+        return Err(Error::invalid_data(
+            "--from-medusa is not a PostgreSQL URL: it starts with postgres:// or postgresql://",
+        ));
+    }
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| Error::invalid_data(format!("--from-medusa is not a PostgreSQL URL: {e}")))?;
     let at = place(&options);

@@ -285,6 +285,16 @@ pub enum Kind {
     Link,
 }
 
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ApiKey => "api_key",
+            Kind::SalesChannel => "sales_channel",
+            Kind::Link => "link",
+        }
+    }
+}
+
 /// Per kind of row: how many of each outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
