@@ -124,6 +124,39 @@ impl MedusaDb {
         Some(me)
     }
 
+    /// `n` keys (half publishable, each linked to one of ten channels; half secret, with a hash
+    /// of Medusa's shape that no token matches), made by the database itself: what an import
+    /// benchmark reads. `keys` stays empty (there are no tokens to use).
+    pub async fn bulk(n: u32, now: Timestamp) -> Option<Self> {
+        let db = TestDb::postgres().await?;
+        let me = Self {
+            db,
+            keys: Vec::new(),
+            now,
+        };
+        me.execute(SCHEMA).await;
+        let at = pg_time(now);
+        me.execute(&format!(
+            "INSERT INTO sales_channel (id, name, created_at, updated_at)
+               SELECT 'sc_01BULK' || lpad(c::text, 19, '0'), 'channel ' || c, '{at}', '{at}' FROM generate_series(1, 10) c;
+             INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at)
+               SELECT 'apk_01BULK' || lpad(i::text, 18, '0'),
+                      CASE WHEN i % 2 = 0 THEN 'pk_' || md5(i::text) || md5('b' || i)
+                           ELSE md5(i::text) || md5('b' || i) || md5('c' || i) || md5('d' || i) END,
+                      CASE WHEN i % 2 = 0 THEN '' ELSE md5('salt' || i) END,
+                      CASE WHEN i % 2 = 0 THEN 'pk_' || left(md5(i::text), 3) || '***' || right(md5('b' || i), 3)
+                           ELSE 'sk_' || left(md5('t' || i), 3) || '***' || right(md5('t' || i), 3) END,
+                      'key ' || i, CASE WHEN i % 2 = 0 THEN 'publishable' ELSE 'secret' END,
+                      'user_01BULK', '{at}', '{at}'
+               FROM generate_series(1, {n}) i;
+             INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, id)
+               SELECT 'apk_01BULK' || lpad(i::text, 18, '0'), 'sc_01BULK' || lpad((1 + i % 10)::text, 19, '0'), 'pksc_' || i
+               FROM generate_series(2, {n}, 2) i;"
+        ))
+        .await;
+        Some(me)
+    }
+
     /// A Postgres database with none of Medusa's tables.
     pub async fn empty() -> Option<TestDb> {
         TestDb::postgres().await

@@ -332,6 +332,36 @@ on_both_stores! {
     }
 
     async fn every_workflow_publishes_the_events_its_docs_promise(flows) {
+        /// An import of a channel and a linked key, then an update that renames the channel
+        /// and brings a revocation.
+        async fn import_twice(flows: &keyward::Workflows) {
+            use keyward::import::{ImportInput, ImportSet, MedusaChannel, MedusaKey, MedusaLink, MedusaSnapshot};
+            let at = keyward::Timestamp::parse("2020-06-01T00:00:00Z").unwrap();
+            let token = "pk_ae4bbd495a26f8e6ae492c3470cc47879010b6d8e83b8a40fdd640c175589b59";
+            let mut source = MedusaSnapshot {
+                keys: vec![MedusaKey {
+                    id: "apk_01MEDUSA".into(), token: token.into(), salt: String::new(),
+                    redacted: keyward::token::redact(token), title: "shop".into(), key_type: "publishable".into(),
+                    last_used_at: None, created_by: String::new(), created_at: at, revoked_by: None,
+                    revoked_at: None, updated_at: at,
+                }],
+                channels: vec![MedusaChannel {
+                    id: "sc_01MEDUSA".into(), name: "web".into(), description: None, is_disabled: false,
+                    metadata: None, created_at: at, updated_at: at,
+                }],
+                links: vec![MedusaLink { publishable_key_id: "apk_01MEDUSA".into(), sales_channel_id: "sc_01MEDUSA".into() }],
+                ..Default::default()
+            };
+            let set = ImportSet::from_medusa(source.clone()).unwrap();
+            flows.import_medusa(ImportInput { set, update: false }, "events-import-1").await.unwrap();
+            source.channels[0].name = "web shop".into();
+            source.keys[0].revoked_at = Some(at);
+            source.keys[0].revoked_by = Some("medusa".into());
+            let set = ImportSet::from_medusa(source).unwrap();
+            let report = flows.import_medusa(ImportInput { set, update: true }, "events-import-2").await.unwrap();
+            assert_eq!((report.api_keys.updated, report.sales_channels.updated), (1, 1), "{report:?}");
+        }
+
         let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/events-and-jobs.md")).unwrap();
         let mut promised: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
         let table = docs.split("What each workflow publishes").nth(1).unwrap().split("\n\n").nth(1).unwrap();
@@ -359,6 +389,7 @@ on_both_stores! {
         flows.update_sales_channel(&ch, &patch).await.unwrap();
         flows.delete_sales_channels(std::slice::from_ref(&ch)).await.unwrap();
         flows.create_user("events@test.local", "long enough").await.unwrap();
+        import_twice(&flows).await;
         let mut published: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
         for (event, _) in flows.engine().log().list_events(1000).await.unwrap() {
             let workflow = event.metadata["workflow"].as_str().unwrap().to_owned();
