@@ -138,6 +138,23 @@ on_both_stores! {
         assert_eq!(h.kw.verify(&retiring.token).await.unwrap().code, VerifyCode::Revoked);
     }
 
+    async fn a_token_refused_before_the_import_works_at_once_after_it_on_every_node(h) {
+        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let (other, _) = h.node().await;
+        let _watched = (watch(h.kw.store()).await, watch(other.store()).await);
+        let storefront = &m.key("apk_01PKSTORE0000000000000000").token;
+        // Both nodes cache the refusal.
+        for node in [&h.kw, &other] {
+            assert_eq!(node.verify(storefront).await.unwrap().code, VerifyCode::NotFound);
+        }
+        import(&h.flows, &m).await;
+        assert!(h.kw.verify(storefront).await.unwrap().is_valid(), "the importing node at once");
+        keyward_testkit::eventually("the other node drops its cached refusal", || async {
+            other.verify(storefront).await.unwrap().is_valid()
+        })
+        .await;
+    }
+
     async fn a_legacy_key_is_upgraded_to_the_digest_on_first_use(h) {
         let Some(m) = MedusaDb::create(epoch()).await else { return };
         import(&h.flows, &m).await;
