@@ -767,6 +767,39 @@ impl Store for PostgresStore {
         Ok(Ok(keyward::store::stored_ids(linked)?))
     }
 
+    async fn insert_links(
+        &self,
+        links: &[(ApiKeyId, SalesChannelId)],
+        now: Timestamp,
+    ) -> Result<Vec<(ApiKeyId, SalesChannelId)>> {
+        let keys: Vec<String> = links.iter().map(|(k, _)| k.as_str().to_owned()).collect();
+        let channels: Vec<String> = links.iter().map(|(_, c)| c.as_str().to_owned()).collect();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let rows = sqlx::query!(
+            r#"INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
+               SELECT k.id, c.id, $3, $3
+               FROM UNNEST($1::text[], $2::text[]) AS l(kid, cid)
+               JOIN api_key k ON k.id = l.kid AND k.type = 'publishable'
+               JOIN sales_channel c ON c.id = l.cid
+               ON CONFLICT (publishable_key_id, sales_channel_id)
+               DO UPDATE SET deleted_at = NULL, updated_at = EXCLUDED.updated_at
+               WHERE publishable_api_key_sales_channel.deleted_at IS NOT NULL
+               RETURNING publishable_key_id AS "key!", sales_channel_id AS "channel!""#,
+            &keys,
+            &channels,
+            now.as_datetime()
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let linked: Vec<(ApiKeyId, SalesChannelId)> = stored_pairs(rows.into_iter().map(|r| (r.key, r.channel)))?;
+        let mut ids: Vec<String> = linked.iter().map(|(k, _)| k.as_str().to_owned()).collect();
+        ids.dedup();
+        let changes = key_changes(&mut tx, &ids).await?;
+        self.commit(tx, &changes).await?;
+        Ok(linked)
+    }
+
     async fn unlink_sales_channels(
         &self,
         key: &ApiKeyId,

@@ -816,6 +816,46 @@ impl Store for SqliteStore {
         Ok(Ok(linked))
     }
 
+    async fn insert_links(
+        &self,
+        links: &[(ApiKeyId, SalesChannelId)],
+        now: Timestamp,
+    ) -> Result<Vec<(ApiKeyId, SalesChannelId)>> {
+        // `[[key, channel], …]` unpacked by json_each: one statement for the batch.
+        let pairs = serde_json::Value::from(
+            links
+                .iter()
+                .map(|(k, c)| serde_json::json!([k.as_str(), c.as_str()]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let at = now.millis();
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query!(
+            r#"INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
+               SELECT k.id, c.id, ?, ?
+               FROM (SELECT json_extract(value, '$[0]') AS kid, json_extract(value, '$[1]') AS cid FROM json_each(?)) AS l
+               JOIN api_key k ON k.id = l.kid AND k.type = 'publishable'
+               JOIN sales_channel c ON c.id = l.cid
+               WHERE true
+               ON CONFLICT (publishable_key_id, sales_channel_id)
+               DO UPDATE SET deleted_at = NULL, updated_at = excluded.updated_at WHERE deleted_at IS NOT NULL
+               RETURNING publishable_key_id AS "key!", sales_channel_id AS "channel!""#,
+            at,
+            at,
+            pairs
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let linked: Vec<(ApiKeyId, SalesChannelId)> = stored_pairs(rows.into_iter().map(|r| (r.key, r.channel)))?;
+        let mut keys: Vec<ApiKeyId> = linked.iter().map(|(k, _)| k.clone()).collect();
+        keys.dedup();
+        let changes = key_changes(&mut tx, &json_ids(&keys)).await?;
+        self.commit(tx, &changes).await?;
+        Ok(linked)
+    }
+
     async fn unlink_sales_channels(
         &self,
         key: &ApiKeyId,

@@ -745,8 +745,9 @@ pub struct KeysWritten {
 }
 
 /// `import-api-keys`: inserts the new keys (a thousand per transaction) and applies the changed
-/// ones where they still hold what the plan read. `api_key.created`, `.updated`, and `.revoked`
-/// where the source brought a revocation. Compensation removes what it inserted and puts back
+/// ones where they still hold what the plan read. `api_key.created` (with `sales_channel_ids`
+/// for a publishable key the links step will link), `.updated`, and `.revoked` where the source
+/// brought a revocation. Compensation removes what it inserted and puts back
 /// what it changed, except a revocation: that stays.
 pub fn import_keys_step() -> Step<Keyward, ImportPlan, KeysWritten> {
     retried(Step::new("import-api-keys", |plan: ImportPlan, cx: Cx| async move {
@@ -772,8 +773,19 @@ pub fn import_keys_step() -> Step<Keyward, ImportPlan, KeysWritten> {
             kw.progress.advance(cx.transaction_id(), chunk.len());
         }
         let mut response = StepResponse::new(written.clone()).compensate_with(&written);
-        for id in &written.inserted {
-            response = response.event(EventName::ApiKeyCreated, serde_json::json!({ "id": id }));
+        let mut channels: HashMap<&ApiKeyId, Vec<&SalesChannelId>> = HashMap::new();
+        for (k, c) in &plan.new_links {
+            channels.entry(k).or_default().push(c);
+        }
+        for k in &plan.new_keys {
+            let id = &k.key.id;
+            response = response.event(
+                EventName::ApiKeyCreated,
+                match (k.key.key_type, channels.get(id)) {
+                    (ApiKeyType::Publishable, Some(c)) => serde_json::json!({ "id": id, "sales_channel_ids": c }),
+                    _ => serde_json::json!({ "id": id }),
+                },
+            );
         }
         for (k, _) in &written.updated {
             response = response.event(EventName::ApiKeyUpdated, serde_json::json!({ "id": k.key.id }));
@@ -820,28 +832,30 @@ pub fn import_keys_step() -> Step<Keyward, ImportPlan, KeysWritten> {
     })
 }
 
-/// `import-links`: links the planned channels to their keys; one `api_key.updated`
-/// `{id, sales_channels_added}` per key. Compensation unlinks what it linked.
+/// `import-links`: links the planned channels to their keys, a thousand per transaction. A key
+/// this run imported announced its channels in its `api_key.created`; an existing key gaining
+/// links (with `update`) gets `api_key.updated` `{id, sales_channels_added}`. Compensation
+/// unlinks what it linked.
 pub fn import_links_step() -> Step<Keyward, ImportPlan, Vec<(ApiKeyId, SalesChannelId)>> {
     retried(Step::new("import-links", |plan: ImportPlan, cx: Cx| async move {
         let kw = cx.container();
-        let mut by_key: BTreeMap<ApiKeyId, Vec<SalesChannelId>> = BTreeMap::new();
-        for (k, c) in &plan.new_links {
-            by_key.entry(k.clone()).or_default().push(c.clone());
-        }
-        let mut events = Vec::new();
+        let now = kw.now();
         let mut linked = Vec::new();
-        for (key, channels) in by_key {
-            let added = kw.add_sales_channels(&key, &channels).await.map_err(step_error)?;
-            kw.progress.advance(cx.transaction_id(), channels.len());
-            if !added.is_empty() {
-                events.push(serde_json::json!({ "id": key, "sales_channels_added": added }));
-            }
-            linked.extend(added.into_iter().map(|c| (key.clone(), c)));
+        for chunk in plan.new_links.chunks(CHUNK) {
+            linked.extend(kw.store.insert_links(chunk, now).await.map_err(step_error)?);
+            kw.progress.advance(cx.transaction_id(), chunk.len());
+        }
+        let imported: HashSet<&ApiKeyId> = plan.new_keys.iter().map(|k| &k.key.id).collect();
+        let mut added: BTreeMap<&ApiKeyId, Vec<&SalesChannelId>> = BTreeMap::new();
+        for (k, c) in linked.iter().filter(|(k, _)| !imported.contains(k)) {
+            added.entry(k).or_default().push(c);
         }
         let mut response = StepResponse::new(linked.clone()).compensate_with(&linked);
-        for data in events {
-            response = response.event(EventName::ApiKeyUpdated, data);
+        for (id, channels) in added {
+            response = response.event(
+                EventName::ApiKeyUpdated,
+                serde_json::json!({ "id": id, "sales_channels_added": channels }),
+            );
         }
         Ok(response)
     }))

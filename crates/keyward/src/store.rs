@@ -263,6 +263,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Guarded<Vec<SalesChannelId>>>;
 
+    /// Links each pair's channel to its key where the key exists and is publishable and the
+    /// channel exists (re-linking is a no-op), in one transaction; returns the links it made.
+    /// How an import writes its links, a thousand at a time.
+    async fn insert_links(
+        &self,
+        links: &[(ApiKeyId, SalesChannelId)],
+        now: Timestamp,
+    ) -> Result<Vec<(ApiKeyId, SalesChannelId)>>;
+
     /// Removes links (unknown ones are ignored), checking the key exists. Returns the
     /// channels it unlinked.
     async fn unlink_sales_channels(

@@ -286,6 +286,23 @@ on_both_stores! {
         }
     }
 
+    async fn the_bulk_link_write_links_only_publishable_keys_to_channels_that_exist(h) {
+        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        import(&h.flows, &m).await;
+        let id = |s: &str| ApiKeyId::parse(s).unwrap();
+        let channel = |s: &str| SalesChannelId::parse(s).unwrap();
+        let web = channel("sc_01WEB000000000000000000000");
+        let asked = [
+            (id("apk_01PKLONELY000000000000000"), web.clone()),
+            (id("apk_01PKSTORE0000000000000000"), web.clone()), // already linked
+            (id("apk_01SKCI000000000000000000"), web.clone()), // a secret key
+            (id("apk_01PKLONELY000000000000000"), channel("sc_01NOSUCH")),
+            (id("apk_01NOSUCH"), web.clone()),
+        ];
+        let linked = h.kw.store().insert_links(&asked, epoch()).await.unwrap();
+        assert_eq!(linked, [(id("apk_01PKLONELY000000000000000"), web)]);
+    }
+
     async fn two_nodes_upgrading_one_key_at_once_both_accept(h) {
         let Some(m) = MedusaDb::create(epoch()).await else { return };
         import(&h.flows, &m).await;
