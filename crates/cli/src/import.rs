@@ -36,7 +36,7 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
             ..plan.report
         }
     } else {
-        let rows = (plan.new_keys.len() + plan.changed_keys.len() + plan.new_links.len()) as u64;
+        let rows = (plan.new_keys.len() + plan.changed_keys.len() + plan.links().count()) as u64;
         let run_id = format!("import-medusa-{}", keyward_flow::ids::new_ulid());
         let watch = kw.import_progress().watch(&run_id);
         let bar = indicatif::ProgressBar::new(rows);

@@ -362,10 +362,50 @@ pub struct ImportPlan {
     pub new_channels: Vec<SalesChannel>,
     /// `(as keyward has it, as it will be)`.
     pub changed_channels: Vec<(SalesChannel, SalesChannel)>,
+    /// Positions in the set's `keys` (the rows stay in the workflow's input, recorded once).
+    pub new_keys: Vec<usize>,
+    pub changed_keys: Vec<(StoredKey, StoredKey)>,
+    /// Links of keys this import adds.
+    pub new_links: Vec<(ApiKeyId, SalesChannelId)>,
+    /// Links an existing key lacks (with `update`).
+    pub added_links: Vec<(ApiKeyId, SalesChannelId)>,
+    pub report: ImportReport,
+}
+
+impl ImportPlan {
+    /// Links to write, of both kinds.
+    pub fn links(&self) -> impl Iterator<Item = &(ApiKeyId, SalesChannelId)> {
+        self.new_links.iter().chain(&self.added_links)
+    }
+}
+
+/// What the key step writes: the new rows (taken from the input by the plan's positions), the
+/// changed ones, and the channels each new key will have (for its `api_key.created`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyWrites {
     pub new_keys: Vec<StoredKey>,
     pub changed_keys: Vec<(StoredKey, StoredKey)>,
     pub new_links: Vec<(ApiKeyId, SalesChannelId)>,
-    pub report: ImportReport,
+}
+
+impl KeyWrites {
+    fn of(set: &ImportSet, plan: ImportPlan) -> Result<Self> {
+        let new_keys = plan
+            .new_keys
+            .iter()
+            .map(|&i| {
+                set.keys
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| Error::unexpected("the import plan names a key its input lacks"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            new_keys,
+            changed_keys: plan.changed_keys,
+            new_links: plan.new_links,
+        })
+    }
 }
 
 /// The workflow's input.
@@ -494,11 +534,13 @@ impl Keyward {
         }
         // Keys whose missing links are written: new ones, and with `update` every existing one.
         let mut linkable: HashSet<&ApiKeyId> = HashSet::new();
-        for source in &set.keys {
+        let mut new_ids: HashSet<&ApiKeyId> = HashSet::new();
+        for (position, source) in set.keys.iter().enumerate() {
             let id = &source.key.id;
             let Some(current) = stored.get(id) else {
                 report.api_keys.imported += 1;
-                plan.new_keys.push(source.clone());
+                plan.new_keys.push(position);
+                new_ids.insert(id);
                 linkable.insert(id);
                 continue;
             };
@@ -551,7 +593,11 @@ impl Keyward {
                 report.links.unchanged += 1;
             } else if linkable.contains(&link.0) {
                 report.links.imported += 1;
-                plan.new_links.push(link.clone());
+                if new_ids.contains(&link.0) {
+                    plan.new_links.push(link.clone());
+                } else {
+                    plan.added_links.push(link.clone());
+                }
             } else {
                 link_conflicts.push(link.clone());
             }
@@ -565,7 +611,7 @@ impl Keyward {
             report.conflict(Kind::Link, &format!("{key} → {channel}"), Vec::new(), reason);
         }
         report.legacy_secret_keys = self.store.count_legacy_secret_keys().await?
-            + plan.new_keys.iter().filter(|k| !k.salt.is_empty()).count() as u64;
+            + plan.new_keys.iter().filter(|&&i| !set.keys[i].salt.is_empty()).count() as u64;
         Ok(plan)
     }
 }
@@ -749,8 +795,8 @@ pub struct KeysWritten {
 /// for a publishable key the links step will link), `.updated`, and `.revoked` where the source
 /// brought a revocation. Compensation removes what it inserted and puts back
 /// what it changed, except a revocation: that stays.
-pub fn import_keys_step() -> Step<Keyward, ImportPlan, KeysWritten> {
-    retried(Step::new("import-api-keys", |plan: ImportPlan, cx: Cx| async move {
+pub fn import_keys_step() -> Step<Keyward, KeyWrites, KeysWritten> {
+    retried(Step::new("import-api-keys", |plan: KeyWrites, cx: Cx| async move {
         let kw = cx.container();
         for chunk in plan.new_keys.chunks(CHUNK) {
             // Ids already present (a repeated invocation) are left alone by the store.
@@ -800,7 +846,7 @@ pub fn import_keys_step() -> Step<Keyward, ImportPlan, KeysWritten> {
             Some(w) => w,
             None => KeysWritten {
                 inserted: cx
-                    .input::<ImportPlan>()?
+                    .input::<KeyWrites>()?
                     .new_keys
                     .into_iter()
                     .map(|k| k.key.id)
@@ -841,13 +887,14 @@ pub fn import_links_step() -> Step<Keyward, ImportPlan, Vec<(ApiKeyId, SalesChan
         let kw = cx.container();
         let now = kw.now();
         let mut linked = Vec::new();
-        for chunk in plan.new_links.chunks(CHUNK) {
+        let links: Vec<(ApiKeyId, SalesChannelId)> = plan.links().cloned().collect();
+        for chunk in links.chunks(CHUNK) {
             linked.extend(kw.store.insert_links(chunk, now).await.map_err(step_error)?);
             kw.progress.advance(cx.transaction_id(), chunk.len());
         }
-        let imported: HashSet<&ApiKeyId> = plan.new_keys.iter().map(|k| &k.key.id).collect();
+        let existing: HashSet<&(ApiKeyId, SalesChannelId)> = plan.added_links.iter().collect();
         let mut added: BTreeMap<&ApiKeyId, Vec<&SalesChannelId>> = BTreeMap::new();
-        for (k, c) in linked.iter().filter(|(k, _)| !imported.contains(k)) {
+        for (k, c) in linked.iter().filter(|l| existing.contains(l)) {
             added.entry(k).or_default().push(c);
         }
         let mut response = StepResponse::new(linked.clone()).compensate_with(&linked);
@@ -862,7 +909,7 @@ pub fn import_links_step() -> Step<Keyward, ImportPlan, Vec<(ApiKeyId, SalesChan
     .compensate(|linked: Option<Vec<(ApiKeyId, SalesChannelId)>>, cx: Cx| async move {
         let linked = match linked {
             Some(l) => l,
-            None => cx.input::<ImportPlan>()?.new_links,
+            None => cx.input::<ImportPlan>()?.links().cloned().collect(),
         };
         let kw = cx.container();
         let mut by_key: BTreeMap<ApiKeyId, Vec<SalesChannelId>> = BTreeMap::new();
@@ -900,7 +947,10 @@ pub fn import_medusa_workflow() -> Workflow<Keyward, ImportInput, ImportReport> 
         })
         .step(&keys, {
             let plan = plan.clone();
-            move |d| d.output(&plan)
+            move |d| {
+                let input: ImportInput = d.input()?;
+                KeyWrites::of(&input.set, d.output(&plan)?).map_err(step_error)
+            }
         })
         .step(&links, move |d| d.output(&plan))
         .returns(move |d| {
