@@ -1,7 +1,6 @@
 //! `keyward keys import --from-medusa URL`: read, check, plan, then write by one workflow run,
 //! with a progress bar on a terminal and a report (a table, or JSON with `--json`).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use keyward::Workflows;
@@ -27,9 +26,11 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
     spinner.set_message("reading the Medusa database");
     spinner.enable_steady_tick(Duration::from_millis(120));
     let snapshot = keyward_postgres::medusa::read(&args.url).await;
-    spinner.finish_and_clear();
+    spinner.set_message("checking every row, comparing with keyward");
     let set = ImportSet::from_medusa(snapshot?)?;
-    let plan = kw.plan_import(&set, args.update).await?;
+    let plan = kw.plan_import(&set, args.update).await;
+    spinner.finish_and_clear();
+    let plan = plan?;
     let report = if args.dry_run {
         ImportReport {
             dry_run: true,
@@ -41,10 +42,9 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
         let watch = kw.import_progress().watch(&run_id);
         let bar = indicatif::ProgressBar::new(rows);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
+            indicatif::ProgressStyle::with_template("{msg:24} {bar:40} {pos}/{len} rows  {elapsed}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let count = watch.count();
         let run = flows.import_medusa(
             ImportInput {
                 set,
@@ -57,7 +57,10 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
         let report = loop {
             tokio::select! {
                 done = &mut run => break done,
-                _ = tick.tick() => bar.set_position(count.load(Ordering::Relaxed)),
+                _ = tick.tick() => {
+                    bar.set_message(watch.phase());
+                    bar.set_position(watch.count());
+                }
             }
         };
         bar.finish_and_clear();

@@ -618,49 +618,70 @@ impl Keyward {
 
 // -- progress ---------------------------------------------------------------------------------
 
-/// Rows written so far by runs that someone watches, by run id. A step reports what it wrote;
-/// a caller in the same process reads it (a progress bar). A run recovered by another process
-/// reports to no one.
+/// Rows written so far, and the phase, of runs that someone watches, by run id. A step reports
+/// what it does and what it wrote; a caller in the same process reads it (a progress bar). A run
+/// recovered by another process reports to no one.
 #[derive(Debug, Default)]
 pub struct Progress {
-    runs: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    runs: Mutex<HashMap<String, Arc<Watched>>>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    count: AtomicU64,
+    phase: Mutex<&'static str>,
 }
 
 impl Progress {
-    /// Starts counting for `run`; the count lives until the returned watch is dropped.
+    /// Starts following `run`, in the phase "recording the run" (the engine writes its input);
+    /// followed until the returned watch is dropped.
     pub fn watch(self: &Arc<Self>, run: &str) -> ProgressWatch {
-        let count = Arc::new(AtomicU64::new(0));
-        self.lock().insert(run.to_owned(), Arc::clone(&count));
+        let watched = Arc::new(Watched {
+            count: AtomicU64::new(0),
+            phase: Mutex::new("recording the run"),
+        });
+        self.lock().insert(run.to_owned(), Arc::clone(&watched));
         ProgressWatch {
             board: Arc::clone(self),
             run: run.to_owned(),
-            count,
+            watched,
         }
     }
 
     fn advance(&self, run: &str, n: usize) {
-        if let Some(c) = self.lock().get(run) {
-            c.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(w) = self.lock().get(run) {
+            w.count.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AtomicU64>>> {
+    fn phase(&self, run: &str, phase: &'static str) {
+        if let Some(w) = self.lock().get(run) {
+            *w.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Watched>>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// The count of one watched run.
+/// What one watched run has done so far.
 #[derive(Debug)]
 pub struct ProgressWatch {
     board: Arc<Progress>,
     run: String,
-    count: Arc<AtomicU64>,
+    watched: Arc<Watched>,
 }
 
 impl ProgressWatch {
-    /// A shared handle to the count (for a thread that draws it).
-    pub fn count(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.count)
+    /// Rows written.
+    pub fn count(&self) -> u64 {
+        self.watched.count.load(Ordering::Relaxed)
+    }
+
+    /// What the run is doing.
+    pub fn phase(&self) -> &'static str {
+        *self.watched.phase.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -680,6 +701,9 @@ fn retried<I, O>(step: Step<Keyward, I, O>) -> Step<Keyward, I, O> {
 /// `plan-import`: compares the source with keyward. Recorded, so a resumed run writes the same.
 pub fn plan_import_step() -> Step<Keyward, ImportInput, ImportPlan> {
     Step::new("plan-import", |input: ImportInput, cx: Cx| async move {
+        cx.container()
+            .progress
+            .phase(cx.transaction_id(), "comparing with keyward");
         let plan = cx
             .container()
             .plan_import(&input.set, input.update)
@@ -706,6 +730,7 @@ pub fn import_channels_step() -> Step<Keyward, ImportPlan, ChannelsWritten> {
         "import-sales-channels",
         |plan: ImportPlan, cx: Cx| async move {
             let kw = cx.container();
+            kw.progress.phase(cx.transaction_id(), "writing sales channels");
             let ids: Vec<SalesChannelId> = plan.new_channels.iter().map(|c| c.id.clone()).collect();
             // A repeated invocation finds its own earlier inserts.
             let present: HashSet<SalesChannelId> = kw
@@ -798,6 +823,7 @@ pub struct KeysWritten {
 pub fn import_keys_step() -> Step<Keyward, KeyWrites, KeysWritten> {
     retried(Step::new("import-api-keys", |plan: KeyWrites, cx: Cx| async move {
         let kw = cx.container();
+        kw.progress.phase(cx.transaction_id(), "writing keys");
         for chunk in plan.new_keys.chunks(CHUNK) {
             // Ids already present (a repeated invocation) are left alone by the store.
             kw.store.restore_api_keys(chunk).await.map_err(step_error)?;
@@ -885,6 +911,7 @@ pub fn import_keys_step() -> Step<Keyward, KeyWrites, KeysWritten> {
 pub fn import_links_step() -> Step<Keyward, ImportPlan, Vec<(ApiKeyId, SalesChannelId)>> {
     retried(Step::new("import-links", |plan: ImportPlan, cx: Cx| async move {
         let kw = cx.container();
+        kw.progress.phase(cx.transaction_id(), "writing links");
         let now = kw.now();
         let mut linked = Vec::new();
         let links: Vec<(ApiKeyId, SalesChannelId)> = plan.links().cloned().collect();
@@ -897,6 +924,7 @@ pub fn import_links_step() -> Step<Keyward, ImportPlan, Vec<(ApiKeyId, SalesChan
         for (k, c) in linked.iter().filter(|l| existing.contains(l)) {
             added.entry(k).or_default().push(c);
         }
+        kw.progress.phase(cx.transaction_id(), "publishing events");
         let mut response = StepResponse::new(linked.clone()).compensate_with(&linked);
         for (id, channels) in added {
             response = response.event(
