@@ -11,6 +11,9 @@
 //! finds a run whose lease ran out takes it over and drives it from what the log says: a step
 //! left `invoking` is invoked again with its recorded input, so steps must be idempotent for
 //! their input — the price of surviving a crash between a step's effect and its record.
+//!
+//! The engine's other rooms: `dispatch` (subscribers and event delivery), `schedule` (jobs and
+//! their ticks), `error` (`FlowError`).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -24,9 +27,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::events::{DeliveryOptions, NewEvent, Subscriber};
+use crate::error::{FlowError, StepFailure};
+use crate::events::{NewEvent, Subscriber};
 use crate::fault::{Boundary, crash_point};
-use crate::jobs::{Concurrency, Job as ScheduledJob, JobOutcome};
+use crate::jobs::Job as ScheduledJob;
 use crate::log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Started, StepRecord, StepState};
 use crate::step::{Step, StepContext, StepDef, StepError, StepMeta, StepOptions};
 use crate::workflow::{Entry, RawData, Target, Workflow, WorkflowDef};
@@ -42,7 +46,7 @@ pub const RESULT_STEP: &str = "<result>";
 
 /// Runs workflows against a container `C`. Cheap to clone; share one per process.
 pub struct Engine<C> {
-    inner: Arc<Inner<C>>,
+    pub(crate) inner: Arc<Inner<C>>,
 }
 
 impl<C> Clone for Engine<C> {
@@ -53,15 +57,15 @@ impl<C> Clone for Engine<C> {
     }
 }
 
-struct Inner<C> {
-    container: Arc<C>,
-    log: Arc<dyn RunLog>,
-    node: String,
-    lease: Duration,
-    workflows: RwLock<HashMap<String, Arc<WorkflowDef<C>>>>,
-    hooks: RwLock<HashMap<HookKey, Arc<StepDef<C>>>>,
-    subscribers: RwLock<Vec<Subscriber<C>>>,
-    jobs: RwLock<Vec<ScheduledJob<C>>>,
+pub(crate) struct Inner<C> {
+    pub(crate) container: Arc<C>,
+    pub(crate) log: Arc<dyn RunLog>,
+    pub(crate) node: String,
+    pub(crate) lease: Duration,
+    pub(crate) workflows: RwLock<HashMap<String, Arc<WorkflowDef<C>>>>,
+    pub(crate) hooks: RwLock<HashMap<HookKey, Arc<StepDef<C>>>>,
+    pub(crate) subscribers: RwLock<Vec<Subscriber<C>>>,
+    pub(crate) jobs: RwLock<Vec<ScheduledJob<C>>>,
 }
 
 /// (workflow, hook) names.
@@ -124,14 +128,6 @@ impl RunOptions {
     }
 }
 
-/// A failure of one step's invoke or compensation.
-#[derive(Debug, Clone)]
-pub struct StepFailure {
-    pub step: String,
-    pub handler: Handler,
-    pub error: StepError,
-}
-
 /// What a run came to.
 pub struct RunResult<O> {
     pub transaction_id: String,
@@ -158,54 +154,6 @@ impl<O: std::fmt::Debug> std::fmt::Debug for RunResult<O> {
             .field("result", &self.result)
             .field("errors", &self.errors)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why running a workflow did not give a result.
-#[derive(Debug, thiserror::Error)]
-pub enum FlowError {
-    /// A step failed (the run was then compensated: see `state`).
-    #[error("workflow {workflow} ({transaction_id}) {state}: {}", first_message(errors))]
-    Failed {
-        workflow: String,
-        transaction_id: String,
-        state: RunState,
-        errors: Vec<StepFailure>,
-    },
-    #[error("no workflow named {0} is registered")]
-    UnknownWorkflow(String),
-    #[error("a workflow named {0} is already registered")]
-    AlreadyRegistered(String),
-    #[error("invalid workflow: {0}")]
-    Definition(String),
-    #[error("{0}")]
-    Hook(String),
-    #[error("run {transaction_id} of workflow {workflow} is still in progress")]
-    InProgress { workflow: String, transaction_id: String },
-    #[error("{0}")]
-    Data(String),
-    #[error(transparent)]
-    Log(#[from] LogError),
-}
-
-fn first_message(errors: &[StepFailure]) -> String {
-    errors
-        .first()
-        .map(|f| format!("step {} failed: {}", f.step, f.error))
-        .unwrap_or_default()
-}
-
-impl FlowError {
-    /// The first step error of a failed run (the one that started compensation).
-    pub fn step_error(&self) -> Option<&StepError> {
-        match self {
-            FlowError::Failed { errors, .. } => errors
-                .iter()
-                .find(|f| f.handler == Handler::Invoke)
-                .or_else(|| errors.first())
-                .map(|f| &f.error),
-            _ => None,
-        }
     }
 }
 
@@ -505,242 +453,6 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 }
             }
         })
-    }
-
-    // -- events -----------------------------------------------------------------------------
-
-    /// Registers a subscriber on this node. Its id must be unique; the dispatcher records it in
-    /// the database so every node's publications get a delivery for it.
-    pub fn subscribe(&self, subscriber: Subscriber<C>) -> Result<(), FlowError> {
-        if subscriber.id.is_empty() || subscriber.events.is_empty() {
-            return Err(FlowError::Definition(
-                "a subscriber needs an id and at least one event name".to_owned(),
-            ));
-        }
-        let mut subs = write(&self.inner.subscribers);
-        if subs.iter().any(|s| s.id == subscriber.id) {
-            return Err(FlowError::Definition(format!(
-                "a subscriber with id {} is already registered",
-                subscriber.id
-            )));
-        }
-        subs.push(subscriber);
-        Ok(())
-    }
-
-    /// The subscribers registered on this node.
-    pub fn subscriber_ids(&self) -> Vec<String> {
-        read(&self.inner.subscribers).iter().map(|s| s.id.clone()).collect()
-    }
-
-    /// Records this node's subscribers in the database (the dispatcher does this when it starts).
-    pub async fn register_subscribers(&self) -> Result<(), FlowError> {
-        let subs: Vec<(String, Vec<String>)> = read(&self.inner.subscribers)
-            .iter()
-            .map(|s| (s.id.clone(), s.events.clone()))
-            .collect();
-        for (id, events) in subs {
-            self.inner.log.register_subscriber(&id, &events).await?;
-        }
-        Ok(())
-    }
-
-    /// Publishes events outside any workflow run.
-    pub async fn publish(&self, events: &[NewEvent]) -> Result<(), FlowError> {
-        Ok(self.inner.log.publish(events).await?)
-    }
-
-    /// Claims the due deliveries of this node's subscribers and delivers them. Returns how many
-    /// were attempted.
-    pub async fn deliver_due(&self, options: &DeliveryOptions) -> Result<usize, FlowError> {
-        let subs: Vec<Subscriber<C>> = read(&self.inner.subscribers).clone();
-        if subs.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<String> = subs.iter().map(|s| s.id.clone()).collect();
-        let lock = subs.iter().map(|s| s.timeout).max().unwrap_or_default() + Duration::from_secs(10);
-        let claims = self
-            .inner
-            .log
-            .claim_deliveries(&self.inner.node, &ids, lock, options.batch)
-            .await?;
-        let count = claims.len();
-        join_all(claims.into_iter().map(|claim| {
-            let sub = subs.iter().find(|s| s.id == claim.subscriber).cloned();
-            async move {
-                let Some(sub) = sub else { return };
-                let (event_id, attempt) = (claim.event.id.clone(), claim.attempt);
-                let outcome = tokio::time::timeout(sub.timeout, (sub.handler)(claim.event, self.inner.container.clone()))
-                    .await
-                    .unwrap_or_else(|_| Err(StepError::new(format!("timed out after {:?}", sub.timeout))));
-                let log = &self.inner.log;
-                let written = match outcome {
-                    Ok(()) => log.delivered(&self.inner.node, &event_id, &sub.id).await,
-                    Err(error) => {
-                        let retry_in = options.retry_in(attempt);
-                        tracing::warn!(subscriber = %sub.id, event = %event_id, attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "event delivery failed; will retry");
-                        log.delivery_failed(&self.inner.node, &event_id, &sub.id, error.message(), retry_in)
-                            .await
-                    }
-                };
-                if let Err(e) = written {
-                    tracing::warn!(subscriber = %sub.id, event = %event_id, error = %e, "could not record a delivery");
-                }
-            }
-        }))
-        .await;
-        Ok(count)
-    }
-
-    /// Delivers events to this node's subscribers until `stop` turns true: woken by
-    /// publications (this process's, and other nodes' on Postgres), polling as the backstop.
-    pub fn spawn_dispatcher(
-        &self,
-        options: DeliveryOptions,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let engine = self.clone();
-        tokio::spawn(async move {
-            if engine.subscriber_ids().is_empty() {
-                return;
-            }
-            let published = engine.inner.log.published();
-            let mut registered = false;
-            loop {
-                if !registered {
-                    match engine.register_subscribers().await {
-                        Ok(()) => registered = true,
-                        Err(e) => {
-                            tracing::warn!(task = "event-dispatcher", error = %e, "could not register subscribers; will retry")
-                        }
-                    }
-                    if let Err(e) = engine.inner.log.listen().await {
-                        tracing::warn!(task = "event-dispatcher", error = %e, "could not listen for events; polling");
-                    }
-                }
-                let delivered = match engine.deliver_due(&options).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(task = "event-dispatcher", error = %e, "delivery pass failed; will retry");
-                        0
-                    }
-                };
-                if delivered > 0 && *stop.borrow() {
-                    break;
-                }
-                if delivered == 0 {
-                    tokio::select! {
-                        _ = published.notified() => {}
-                        _ = tokio::time::sleep(options.poll) => {}
-                        _ = stop.changed() => break,
-                    }
-                }
-            }
-        })
-    }
-
-    // -- jobs -------------------------------------------------------------------------------
-
-    /// Registers a scheduled job on this node (names are unique).
-    pub fn schedule(&self, job: ScheduledJob<C>) -> Result<(), FlowError> {
-        let mut jobs = write(&self.inner.jobs);
-        if jobs.iter().any(|j| j.name == job.name) {
-            return Err(FlowError::Definition(format!(
-                "a job named {} is already scheduled",
-                job.name
-            )));
-        }
-        jobs.push(job);
-        Ok(())
-    }
-
-    /// The jobs registered on this node, with their schedules.
-    pub fn job_schedules(&self) -> Vec<(String, String)> {
-        read(&self.inner.jobs)
-            .iter()
-            .map(|j| (j.name.clone(), j.schedule.describe()))
-            .collect()
-    }
-
-    /// Runs every registered job on its schedule until `stop` turns true; each tick runs on one
-    /// node of the cluster.
-    pub fn spawn_scheduler(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        let jobs: Vec<ScheduledJob<C>> = read(&self.inner.jobs).clone();
-        let engine = self.clone();
-        tokio::spawn(async move {
-            join_all(jobs.into_iter().map(|job| engine.clone().job_loop(job, stop.clone()))).await;
-        })
-    }
-
-    async fn job_loop(self, job: ScheduledJob<C>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let log = self.inner.log.clone();
-        let node = self.inner.node.clone();
-        // Ticks follow each other from the last one handled, so a late wake-up still handles
-        // every tick. One that came while this node was running the job (`Forbid`), or that
-        // passed long ago (the node stalled), is recorded as skipped rather than run late.
-        let mut after = crate::log::now_millis();
-        let mut busy_until = 0;
-        loop {
-            let Some(tick) = job.schedule.next_after(after) else {
-                tracing::warn!(job = %job.name, "the schedule has no next tick; the job stops");
-                return;
-            };
-            after = tick;
-            let now = crate::log::now_millis();
-            if tick > now {
-                let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => return,
-                }
-            } else if tick < busy_until || now - tick > LATE_TICK_MS {
-                let _ = log
-                    .claim_tick(&job.name, tick, &node, JobOutcome::Skipped, JOB_LEASE)
-                    .await;
-                continue;
-            }
-            if *stop.borrow() {
-                return;
-            }
-            if let Some(limit) = job.number_of_executions {
-                match log.job_executions(&job.name).await {
-                    Ok(n) if n >= limit => {
-                        tracing::info!(job = %job.name, executions = n, "the job ran as often as it should; it stops");
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(job = %job.name, error = %e, "could not count the job's runs; skipping a tick");
-                        continue;
-                    }
-                }
-            }
-            if job.concurrency == Concurrency::Forbid && log.job_running(&job.name).await.unwrap_or(false) {
-                let _ = log
-                    .claim_tick(&job.name, tick, &node, JobOutcome::Skipped, JOB_LEASE)
-                    .await;
-                continue;
-            }
-            match log
-                .claim_tick(&job.name, tick, &node, JobOutcome::Running, JOB_LEASE)
-                .await
-            {
-                Ok(true) => {
-                    let run = run_job(self.inner.container.clone(), log.clone(), job.clone(), tick);
-                    match job.concurrency {
-                        Concurrency::Forbid => {
-                            run.await;
-                            busy_until = crate::log::now_millis();
-                        }
-                        Concurrency::Allow => {
-                            tokio::spawn(run);
-                        }
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(job = %job.name, tick, error = %e, "could not claim a tick"),
-            }
-        }
     }
 
     async fn resume(&self, workflow: &str, tx: &str) -> Result<RunState, FlowError> {
@@ -1085,26 +797,6 @@ fn run_events<C>(run: &Run<C>) -> Vec<NewEvent> {
     out
 }
 
-/// How long a job run counts as going without finishing (a node that died mid-run).
-const JOB_LEASE: Duration = Duration::from_secs(300);
-
-/// A tick later than this when its node gets to it is recorded as skipped, not run.
-const LATE_TICK_MS: i64 = 60_000;
-
-async fn run_job<C: Send + Sync + 'static>(container: Arc<C>, log: Arc<dyn RunLog>, job: ScheduledJob<C>, tick: i64) {
-    let outcome = (job.handler)(container).await;
-    let (state, error) = match &outcome {
-        Ok(()) => (JobOutcome::Succeeded, None),
-        Err(e) => {
-            tracing::warn!(job = %job.name, tick, error = %e, "job run failed");
-            (JobOutcome::Failed, Some(e.message()))
-        }
-    };
-    if let Err(e) = log.finish_tick(&job.name, tick, state, error).await {
-        tracing::warn!(job = %job.name, tick, error = %e, "could not record how a job run ended");
-    }
-}
-
 fn record(step: &str, position: u32, state: StepState) -> StepRecord {
     StepRecord {
         step: step.to_owned(),
@@ -1187,10 +879,10 @@ fn outcome<C, O: DeserializeOwned>(run: Run<C>, throw_on_error: bool) -> Result<
     })
 }
 
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::FlowError;
+use crate::error::FlowError;
 use crate::step::StepError;
 
 /// When a job runs.

@@ -29,7 +29,9 @@
 //! # Ok(()) }
 //! ```
 
+mod dispatch;
 mod engine;
+mod error;
 pub mod events;
 mod fault;
 pub mod ids;
@@ -37,12 +39,14 @@ pub mod jobs;
 mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod schedule;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod step;
 mod workflow;
 
-pub use engine::{DEFAULT_LEASE, Engine, FlowError, RESULT_STEP, RunOptions, RunResult, StepFailure, WorkflowHandle};
+pub use engine::{DEFAULT_LEASE, Engine, RESULT_STEP, RunOptions, RunResult, WorkflowHandle};
+pub use error::{FlowError, StepFailure};
 pub use events::{Claimed, DeliveryOptions, DeliveryRecord, Event, NewEvent, Subscriber};
 pub use jobs::{Concurrency, Job, JobOutcome, JobRunRecord, Schedule};
 pub use log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Started, StepRecord, StepState};
