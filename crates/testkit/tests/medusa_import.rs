@@ -303,6 +303,47 @@ on_both_stores! {
         assert_eq!(linked, [(id("apk_01PKLONELY000000000000000"), web)]);
     }
 
+    async fn an_update_racing_a_revoke_never_lifts_it(h) {
+        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        import(&h.flows, &m).await;
+        m.execute("UPDATE api_key SET title = title || ' (renamed in medusa)'").await;
+        let revoke = RevokeApiKey { revoked_by: "keyward-admin".into(), revoke_in: None };
+        // Forced: the plan read the key, then a revoke committed, then the update writes.
+        let plan = h.kw.plan_import(&source(&m).await, true).await.unwrap();
+        let (current, merged) = plan
+            .changed_keys
+            .iter()
+            .find(|(c, _)| c.key.id.as_str() == "apk_01SKCI000000000000000000")
+            .unwrap()
+            .clone();
+        h.flows.revoke_api_key(&current.key.id, &revoke).await.unwrap();
+        let written = h.kw.store().replace_api_keys(&[(current.clone(), merged)]).await.unwrap();
+        assert!(written.is_empty(), "the guard sees the revoke");
+        assert_eq!(stored(&h, current.key.id.as_str()).await.key.revoked_by.as_deref(), Some("keyward-admin"));
+        // Real concurrency: an update of every key while the active secret keys are revoked.
+        m.execute("UPDATE api_key SET title = title || ' again'").await;
+        let ids: Vec<ApiKeyId> = m
+            .live()
+            .filter(|k| k.kind == ApiKeyType::Secret && k.state == State::Active)
+            .map(|k| ApiKeyId::parse(k.id).unwrap())
+            .collect();
+        let input = ImportInput { set: source(&m).await, update: true };
+        let (report, ()) = tokio::join!(h.flows.import_medusa(input, "racing-update"), async {
+            for id in &ids {
+                let racer = RevokeApiKey { revoked_by: "racer".into(), revoke_in: None };
+                // The first key was revoked above; revoking a secret key twice is refused.
+                let _ = h.flows.revoke_api_key(id, &racer).await;
+            }
+        });
+        report.unwrap();
+        for id in &ids {
+            let key = h.kw.retrieve_api_key(id).await.unwrap();
+            assert!(key.is_revoked_at(epoch()), "{id}: an import's update lifted a revocation");
+            let token = &m.key(id.as_str()).token;
+            assert_eq!(h.kw.verify(token).await.unwrap().code, VerifyCode::Revoked);
+        }
+    }
+
     async fn two_nodes_upgrading_one_key_at_once_both_accept(h) {
         let Some(m) = MedusaDb::create(epoch()).await else { return };
         import(&h.flows, &m).await;
