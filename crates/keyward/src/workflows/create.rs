@@ -1,0 +1,156 @@
+//! `create-api-keys`: keys get their ids first (so a repeated step knows its own rows), then are
+//! written; the `api_keys_created` hook runs after.
+
+use super::*;
+
+/// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
+pub const API_KEYS_CREATED: &str = "api_keys_created";
+
+/// The input of the `api_keys_created` hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeysCreated {
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// `prepare-api-keys`: gives every key to create its id, so the create step can recognise its
+/// own work if it is invoked again after a crash.
+pub fn prepare_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<CreateApiKey>> {
+    Step::new("prepare-api-keys", |keys: Vec<CreateApiKey>, cx: Cx| async move {
+        Ok(StepResponse::new(
+            cx.container().plan_api_keys(keys).map_err(step_error)?,
+        ))
+    })
+    .no_compensation()
+}
+
+pub(super) fn planned_ids(keys: &[CreateApiKey]) -> Vec<ApiKeyId> {
+    keys.iter().filter_map(|k| k.id.clone()).collect()
+}
+
+/// `create-api-keys`: inserts the planned keys. The plain tokens leave as a private value (never
+/// written to the run log). Compensation revokes the keys, then deletes them.
+pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
+    retried(Step::new(
+        "create-api-keys",
+        |planned: Vec<CreateApiKey>, cx: Cx| async move {
+            let kw = cx.container();
+            let ids = planned_ids(&planned);
+            let existing = kw.keys_by_ids(&ids).await.map_err(step_error)?;
+            if !ids.is_empty() && existing.len() == ids.len() {
+                // Written by an earlier attempt whose record was lost in a crash.
+                return Ok(events(
+                    StepResponse::new(existing).compensate_with(&ids),
+                    EventName::ApiKeyCreated,
+                    &ids,
+                ));
+            }
+            let created = kw.create_api_keys(planned).await.map_err(step_error)?;
+            let keys: Vec<ApiKey> = created.iter().map(|c| c.key.clone()).collect();
+            let tokens: Vec<PlainToken> = created.into_iter().map(|c| c.token).collect();
+            let response = StepResponse::new(keys).compensate_with(&ids).private(tokens);
+            Ok(events(response, EventName::ApiKeyCreated, &ids))
+        },
+    ))
+    .compensate(|ids: Option<Vec<ApiKeyId>>, cx: Cx| async move {
+        let ids = match ids {
+            Some(ids) => ids,
+            None => planned_ids(&cx.input::<Vec<CreateApiKey>>()?),
+        };
+        cx.container().discard_api_keys(&ids).await.map_err(step_error)
+    })
+}
+
+/// `create-api-keys`: prepare, create, then the `api_keys_created` hook.
+pub fn create_api_keys_workflow() -> Workflow<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
+    let (prepare, create) = (prepare_api_keys_step(), create_api_keys_step());
+    let created = create.clone();
+    Workflow::<Keyward, Vec<CreateApiKey>, Vec<ApiKey>>::new(CREATE_API_KEYS)
+        // Runs are automatic ids unless a caller names one (a subscriber, an idempotency key):
+        // then a second run with that id returns the first one's result.
+        .idempotent(true)
+        .step(&prepare, |d| d.input())
+        .step(&create, move |d| d.output(&prepare))
+        .hook(API_KEYS_CREATED, {
+            let create = create.clone();
+            move |d| {
+                Ok(ApiKeysCreated {
+                    api_keys: d.output(&create)?,
+                })
+            }
+        })
+        .returns(move |d| d.output(&created))
+}
+
+impl Workflows {
+    /// Creates keys; the plain tokens are in this answer and nowhere else.
+    pub async fn create_api_keys(&self, input: Vec<CreateApiKey>) -> Result<Vec<CreatedApiKey>> {
+        if input.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run = self
+            .engine
+            .run(&self.create, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        let tokens: Vec<PlainToken> = run
+            .private("create-api-keys")
+            .ok_or_else(|| Error::unexpected("the new keys' tokens did not come back from the create step"))?;
+        let keys = run.result.unwrap_or_default();
+        if keys.len() != tokens.len() {
+            return Err(Error::unexpected(
+                "the create step returned keys and tokens that do not match",
+            ));
+        }
+        Ok(keys
+            .into_iter()
+            .zip(tokens)
+            .map(|(key, token)| CreatedApiKey { key, token })
+            .collect())
+    }
+
+    pub async fn create_api_key(&self, input: CreateApiKey) -> Result<CreatedApiKey> {
+        self.create_api_keys(vec![input])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::unexpected("create returned no key"))
+    }
+}
+
+impl Keyward {
+    /// Gives each key to create an id (keeping ids already given).
+    pub fn plan_api_keys(&self, keys: Vec<CreateApiKey>) -> Result<Vec<CreateApiKey>> {
+        let now = self.now();
+        keys.into_iter()
+            .map(|mut k| {
+                if k.id.is_none() {
+                    k.id = Some(
+                        ApiKeyId::generate(self.ids(), now, self.entropy.as_ref())
+                            .map_err(|e| Error::unexpected(e.to_string()))?,
+                    );
+                }
+                Ok(k)
+            })
+            .collect()
+    }
+
+    /// Removes keys whatever their state, the module's way: revoke what is not revoked, then
+    /// delete. Compensation of create.
+    pub async fn discard_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
+        let now = self.now();
+        let live: Vec<ApiKeyId> = self
+            .keys_by_ids(ids)
+            .await?
+            .into_iter()
+            .filter(|k| !k.is_revoked_at(now))
+            .map(|k| k.id)
+            .collect();
+        if !live.is_empty() {
+            // Blocked only if it got revoked meanwhile, which is as good.
+            let _ = self
+                .store
+                .revoke_api_keys(&live, DISCARDED_BY, now, self.clock.as_ref(), RevokeOnce::Secret, None)
+                .await?;
+        }
+        self.delete_api_keys(ids).await.map(|_| ())
+    }
+}

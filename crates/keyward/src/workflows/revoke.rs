@@ -1,0 +1,233 @@
+//! `revoke-api-keys`: the rules and the instant fixed first, then the revocation; a revocation
+//! that took effect is never undone.
+
+use super::*;
+
+/// `revoke-api-keys`: revoke these keys now, or `revoke_in` seconds from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeApiKeysInput {
+    pub ids: Vec<ApiKeyId>,
+    pub revoked_by: String,
+    pub revoke_in: Option<i64>,
+}
+
+/// A revocation fixed in time, with the revocations to put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokePlan {
+    pub ids: Vec<ApiKeyId>,
+    pub revoked_by: String,
+    pub revoked_at: crate::Timestamp,
+    pub previous: Vec<Revocation>,
+    /// Which keys the writing transaction refuses to revoke again.
+    #[serde(default)]
+    pub once: RevokeOnce,
+    /// A roll's: the key must still look as its successor copied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged: Option<KeyShape>,
+}
+
+/// `prepare-revocation`: checks the revoke rules and fixes the instant.
+pub fn prepare_revocation_step() -> Step<Keyward, RevokeApiKeysInput, RevokePlan> {
+    Step::new("prepare-revocation", |input: RevokeApiKeysInput, cx: Cx| async move {
+        let plan = cx
+            .container()
+            .plan_revocation(&input.ids, &input.revoked_by, input.revoke_in)
+            .await
+            .map_err(step_error)?;
+        Ok(StepResponse::new(plan))
+    })
+    .no_compensation()
+}
+
+/// `revoke-api-keys`: applies a planned revocation (secret keys once, checked in the writing
+/// transaction). Compensation puts the previous revocations back where the keys still hold this
+/// run's — but never makes a key valid again once its revocation took effect.
+pub fn revoke_api_keys_step() -> Step<Keyward, RevokePlan, Vec<ApiKey>> {
+    retried(Step::new("revoke-api-keys", |plan: RevokePlan, cx: Cx| async move {
+        let keys = cx
+            .container()
+            .apply_revocation(&plan, cx.may_repeat())
+            .await
+            .map_err(step_error)?;
+        Ok(events(
+            StepResponse::new(keys).compensate_with(revocation_undo(&plan)),
+            EventName::ApiKeyRevoked,
+            &plan.ids,
+        ))
+    }))
+    .compensate(|undo: Option<Vec<RevocationUndo>>, cx: Cx| async move {
+        let undo = match undo {
+            Some(u) => u,
+            None => revocation_undo(&cx.input::<RevokePlan>()?),
+        };
+        for conflict in cx.container().undo_revocations(&undo).await.map_err(step_error)? {
+            cx.conflict(conflict);
+        }
+        Ok(())
+    })
+}
+
+/// What a planned revocation writes, beside what it replaces.
+pub(super) fn revocation_undo(plan: &RevokePlan) -> Vec<RevocationUndo> {
+    plan.previous
+        .iter()
+        .map(|previous| RevocationUndo {
+            written: Revocation {
+                id: previous.id.clone(),
+                revoked_by: Some(plan.revoked_by.clone()),
+                revoked_at: Some(plan.revoked_at),
+            },
+            previous: previous.clone(),
+        })
+        .collect()
+}
+
+/// `revoke-api-keys`: prepare (rules, instant), then revoke.
+pub fn revoke_api_keys_workflow() -> Workflow<Keyward, RevokeApiKeysInput, Vec<ApiKey>> {
+    let (prepare, revoke) = (prepare_revocation_step(), revoke_api_keys_step());
+    let revoked = revoke.clone();
+    Workflow::<Keyward, RevokeApiKeysInput, Vec<ApiKey>>::new(REVOKE_API_KEYS)
+        .step(&prepare, |d| d.input())
+        .step(&revoke, move |d| d.output(&prepare))
+        .returns(move |d| d.output(&revoked))
+}
+
+impl Workflows {
+    /// Revokes one key now or after `revoke_in` seconds.
+    pub async fn revoke_api_key(&self, id: &ApiKeyId, data: &RevokeApiKey) -> Result<ApiKey> {
+        let input = RevokeApiKeysInput {
+            ids: vec![id.clone()],
+            revoked_by: data.revoked_by.clone(),
+            revoke_in: data.revoke_in,
+        };
+        self.one(self.engine.run(&self.revoke, input, RunOptions::default()).await, id)
+    }
+}
+
+impl Keyward {
+    /// Puts revocations back where the keys still hold what this run wrote, and reports what
+    /// it left alone. A revocation that has taken effect is never undone (revocation is
+    /// monotonic), unless the key was already revoked before this run; the store judges that
+    /// inside its transaction.
+    pub async fn undo_revocations(&self, undo: &[RevocationUndo]) -> Result<Vec<String>> {
+        if undo.is_empty() {
+            return Ok(Vec::new());
+        }
+        let restored = self.store.restore_revocations(undo, self.clock.as_ref()).await?;
+        let left: Vec<&RevocationUndo> = undo.iter().filter(|u| !restored.contains(&u.previous.id)).collect();
+        let ids: Vec<ApiKeyId> = left.iter().map(|u| u.previous.id.clone()).collect();
+        let current = self.keys_by_ids(&ids).await?;
+        let now = self.now();
+        let mut conflicts = Vec::new();
+        for u in left {
+            let Some(key) = current.iter().find(|k| k.id == u.previous.id) else {
+                continue;
+            };
+            if Revocation::of(key) == u.previous {
+                continue;
+            }
+            conflicts.push(if Revocation::of(key) == u.written && key.is_revoked_at(now) {
+                format!(
+                    "api key {} stays revoked: a revocation in effect is never undone",
+                    key.id
+                )
+            } else {
+                format!(
+                    "api key {}: its revocation changed after this run wrote it; left as it is",
+                    key.id
+                )
+            });
+        }
+        Ok(conflicts)
+    }
+
+    /// Checks a revocation (every key exists, a revoker is named, no secret key is revoked
+    /// twice) and fixes its instant.
+    pub async fn plan_revocation(
+        &self,
+        ids: &[ApiKeyId],
+        revoked_by: &str,
+        revoke_in: Option<i64>,
+    ) -> Result<RevokePlan> {
+        let keys = self.keys_by_ids(ids).await?;
+        if let Some(missing) = ids.iter().find(|id| !keys.iter().any(|k| &k.id == *id)) {
+            return Err(crate::service::not_found(missing));
+        }
+        if revoked_by.is_empty() {
+            return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
+        }
+        let now = self.now();
+        let twice = keys
+            .iter()
+            .filter(|k| k.key_type == ApiKeyType::Secret && k.is_revoked_at(now))
+            .count();
+        if twice > 0 {
+            return Err(crate::service::already_revoked(twice));
+        }
+        Ok(RevokePlan {
+            ids: ids.to_vec(),
+            revoked_by: revoked_by.to_owned(),
+            revoked_at: match revoke_in {
+                Some(seconds) if seconds > 0 => now.plus_seconds(seconds),
+                _ => now,
+            },
+            previous: keys.iter().map(Revocation::of).collect(),
+            once: RevokeOnce::Secret,
+            unchanged: None,
+        })
+    }
+
+    /// Applies a planned revocation. When `may_repeat` (the step runs again after a crash or a
+    /// failed attempt) and the keys already carry exactly this revocation, the earlier attempt
+    /// got through and that counts as done. On a first attempt an equal revocation was another
+    /// run's, and the guarded write decides.
+    pub async fn apply_revocation(&self, plan: &RevokePlan, may_repeat: bool) -> Result<Vec<ApiKey>> {
+        let current = self.keys_by_ids(&plan.ids).await?;
+        let applied = may_repeat
+            && !current.is_empty()
+            && current.iter().all(|k| {
+                k.revoked_at == Some(plan.revoked_at) && k.revoked_by.as_deref() == Some(plan.revoked_by.as_str())
+            });
+        if !applied {
+            match self
+                .store
+                .revoke_api_keys(
+                    &plan.ids,
+                    &plan.revoked_by,
+                    plan.revoked_at,
+                    self.clock.as_ref(),
+                    plan.once,
+                    plan.unchanged.as_ref(),
+                )
+                .await?
+            {
+                Ok(()) => {}
+                Err(crate::store::Blocked::AlreadyRevoked(ids)) => {
+                    let publishable = current
+                        .iter()
+                        .any(|k| ids.contains(&k.id) && k.key_type == ApiKeyType::Publishable);
+                    let key_type = if publishable {
+                        ApiKeyType::Publishable
+                    } else {
+                        ApiKeyType::Secret
+                    };
+                    return Err(crate::service::already_revoked_of(key_type, ids.len()));
+                }
+                Err(crate::store::Blocked::Changed(id)) => {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("Api key {id} changed while it was being rolled; nothing was changed, try again"),
+                    ));
+                }
+                Err(other) => return Err(crate::service::unexpected_block(other)),
+            }
+        }
+        let keys = self.keys_by_ids(&plan.ids).await?;
+        match plan.ids.first() {
+            // Every key was deleted since the plan: nothing was written, and in a serial order
+            // this revoke came after the delete.
+            Some(first) if keys.is_empty() => Err(crate::service::not_found(first)),
+            _ => Ok(keys),
+        }
+    }
+}

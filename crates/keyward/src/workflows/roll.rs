@@ -1,0 +1,205 @@
+//! `roll-api-key`: a new key with the old one's title, type and channels, and the old key revoked
+//! after the grace period; both happen or neither does.
+
+use super::*;
+
+/// `roll-api-key`: replace a key; the old one is revoked `revoke_in` seconds from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollApiKeyInput {
+    pub id: ApiKeyId,
+    pub rolled_by: String,
+    pub revoke_in: Option<i64>,
+}
+
+/// What `roll-api-key` returns (the new key's token is handed out beside it, never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledApiKey {
+    pub api_key: ApiKey,
+    pub previous_api_key: ApiKey,
+}
+
+/// A roll: the new key (id fixed), the channels it inherits, and the old key's revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollPlan {
+    pub new_key: CreateApiKey,
+    pub channels: Vec<SalesChannelId>,
+    pub revoke: RevokePlan,
+}
+
+/// `prepare-roll`: checks the key can be rolled, fixes the new key's id and the old key's
+/// revocation instant, and records the channels the new key inherits.
+pub fn prepare_roll_step() -> Step<Keyward, RollApiKeyInput, RollPlan> {
+    Step::new("prepare-roll", |input: RollApiKeyInput, cx: Cx| async move {
+        let plan = cx
+            .container()
+            .plan_roll(&input.id, &input.rolled_by, input.revoke_in)
+            .await
+            .map_err(step_error)?;
+        Ok(StepResponse::new(plan))
+    })
+    .no_compensation()
+}
+
+/// `announce-roll`: publishes `api_key.rolled` `{id, previous_id}` with the run's other events.
+pub fn announce_roll_step() -> Step<Keyward, (ApiKeyId, ApiKeyId), ()> {
+    Step::new(
+        "announce-roll",
+        |(id, previous): (ApiKeyId, ApiKeyId), _cx: Cx| async move {
+            Ok(StepResponse::new(()).event(
+                EventName::ApiKeyRolled,
+                serde_json::json!({ "id": id, "previous_id": previous }),
+            ))
+        },
+    )
+    .no_compensation()
+}
+
+/// `roll-api-key`: prepare, create the new key, give it the old key's channels, revoke the old
+/// key with the grace period. Both keys change or neither does.
+pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKey> {
+    let (prepare, create, link, revoke) = (
+        prepare_roll_step(),
+        create_api_keys_step(),
+        link_sales_channels_step(),
+        revoke_api_keys_step(),
+    );
+    let (p1, p2, p3, p4, p5) = (
+        prepare.clone(),
+        prepare.clone(),
+        prepare.clone(),
+        prepare.clone(),
+        prepare,
+    );
+    let (c1, r1) = (create.clone(), revoke.clone());
+    Workflow::<Keyward, RollApiKeyInput, RolledApiKey>::new(ROLL_API_KEY)
+        .step(&p1, |d| d.input())
+        .step(&create, move |d| Ok(vec![d.output(&p2)?.new_key]))
+        .when(
+            {
+                let p = p3.clone();
+                move |d| Ok(!d.output(&p)?.channels.is_empty())
+            },
+            &link,
+            move |d| {
+                let plan = d.output(&p3)?;
+                Ok(LinkPlan {
+                    id: plan
+                        .new_key
+                        .id
+                        .clone()
+                        .ok_or_else(|| StepError::permanent("the roll plan has no key id"))?,
+                    add: plan.channels,
+                    remove: Vec::new(),
+                    previous: Vec::new(),
+                })
+            },
+        )
+        .step(&revoke, move |d| Ok(d.output(&p4)?.revoke))
+        .step(&announce_roll_step(), move |d| {
+            let plan = d.output(&p5)?;
+            let id = plan
+                .new_key
+                .id
+                .ok_or_else(|| StepError::permanent("the roll plan has no key id"))?;
+            Ok((
+                id,
+                plan.revoke
+                    .ids
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| StepError::permanent("the roll plan has no old key"))?,
+            ))
+        })
+        .returns(move |d| {
+            let api_key = d.output(&c1)?.into_iter().next();
+            let previous_api_key = d.output(&r1)?.into_iter().next();
+            match (api_key, previous_api_key) {
+                (Some(api_key), Some(previous_api_key)) => Ok(RolledApiKey {
+                    api_key,
+                    previous_api_key,
+                }),
+                _ => Err(StepError::permanent("the roll produced no key")),
+            }
+        })
+}
+
+impl Workflows {
+    /// Replaces a key: a new key with its title, type and channels, and the old key revoked
+    /// `grace_seconds` from now (at once when `None` or `<= 0`). Returns the new key with its
+    /// plain token and the old key as revoked.
+    pub async fn roll_api_key(
+        &self,
+        id: &ApiKeyId,
+        rolled_by: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<(CreatedApiKey, ApiKey)> {
+        let input = RollApiKeyInput {
+            id: id.clone(),
+            rolled_by: rolled_by.to_owned(),
+            revoke_in: grace_seconds,
+        };
+        let run = self
+            .engine
+            .run(&self.roll, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        let token = run
+            .private::<Vec<PlainToken>>("create-api-keys")
+            .and_then(|t| t.into_iter().next())
+            .ok_or_else(|| Error::unexpected("the new key's token did not come back from the create step"))?;
+        let rolled = run
+            .result
+            .ok_or_else(|| Error::unexpected("the roll finished without a result"))?;
+        Ok((
+            CreatedApiKey {
+                key: rolled.api_key,
+                token,
+            },
+            rolled.previous_api_key,
+        ))
+    }
+}
+
+impl Keyward {
+    /// Checks a key can be rolled and fixes the new key's id and the old key's revocation.
+    pub async fn plan_roll(&self, id: &ApiKeyId, rolled_by: &str, grace_seconds: Option<i64>) -> Result<RollPlan> {
+        let old = self.retrieve_api_key(id).await?;
+        // A revoked key stays revoked: rolling it would hand out a working successor.
+        if old.is_revoked_at(self.now()) {
+            return Err(crate::service::already_revoked_of(old.key_type, 1));
+        }
+        if rolled_by.is_empty() {
+            return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
+        }
+        let channels: Vec<SalesChannelId> = self
+            .store
+            .links_of_keys(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        let new_key = self
+            .plan_api_keys(vec![CreateApiKey::new(old.title.clone(), old.key_type, rolled_by)])?
+            .pop()
+            .ok_or_else(|| Error::unexpected("planning the new key gave nothing"))?;
+        let mut revoke = self
+            .plan_revocation(std::slice::from_ref(id), rolled_by, grace_seconds)
+            .await?;
+        // Checked again where the old key is revoked: of two rolls that race, one replaces it,
+        // and a rename or link change that came after this plan refuses the roll.
+        revoke.once = RevokeOnce::Any;
+        revoke.unchanged = Some(KeyShape {
+            title: old.title.clone(),
+            channels: {
+                let mut c: Vec<SalesChannelId> = channels.clone();
+                c.sort();
+                c
+            },
+        });
+        Ok(RollPlan {
+            new_key,
+            channels,
+            revoke,
+        })
+    }
+}

@@ -1,0 +1,306 @@
+//! The sales-channel workflows: create, update, delete (with the key links a delete removes).
+
+use super::*;
+
+/// A sales-channel update with the channel as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPatchPlan {
+    pub before: SalesChannel,
+    pub patch: UpdateSalesChannel,
+}
+
+/// `update-sales-channels`: a partial update of one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSalesChannelInput {
+    pub id: SalesChannelId,
+    pub patch: UpdateSalesChannel,
+}
+
+/// The channels a delete removes and their key links, to put back if it is undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDeletePlan {
+    pub channels: Vec<SalesChannel>,
+    pub links: Vec<(ApiKeyId, SalesChannelId)>,
+}
+
+/// `prepare-sales-channels`: gives every channel to create its id.
+pub fn prepare_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Vec<CreateSalesChannel>> {
+    Step::new(
+        "prepare-sales-channels",
+        |channels: Vec<CreateSalesChannel>, cx: Cx| async move {
+            Ok(StepResponse::new(
+                cx.container().plan_sales_channels(channels).map_err(step_error)?,
+            ))
+        },
+    )
+    .no_compensation()
+}
+
+pub(super) fn planned_channel_ids(channels: &[CreateSalesChannel]) -> Vec<SalesChannelId> {
+    channels.iter().filter_map(|c| c.id.clone()).collect()
+}
+
+/// `create-sales-channels`: inserts the planned channels; compensation deletes them.
+pub fn create_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>> {
+    retried(Step::new(
+        "create-sales-channels",
+        |planned: Vec<CreateSalesChannel>, cx: Cx| async move {
+            let kw = cx.container();
+            let ids = planned_channel_ids(&planned);
+            let existing = kw.channels_by_ids(&ids).await.map_err(step_error)?;
+            if !ids.is_empty() && existing.len() == ids.len() {
+                return Ok(events(
+                    StepResponse::new(existing).compensate_with(&ids),
+                    EventName::SalesChannelCreated,
+                    &ids,
+                ));
+            }
+            let created = kw.create_sales_channels(planned).await.map_err(step_error)?;
+            Ok(events(
+                StepResponse::new(created).compensate_with(&ids),
+                EventName::SalesChannelCreated,
+                &ids,
+            ))
+        },
+    ))
+    .compensate(|ids: Option<Vec<SalesChannelId>>, cx: Cx| async move {
+        let ids = match ids {
+            Some(ids) => ids,
+            None => planned_channel_ids(&cx.input::<Vec<CreateSalesChannel>>()?),
+        };
+        cx.container()
+            .delete_sales_channels(&ids)
+            .await
+            .map(|_| ())
+            .map_err(step_error)
+    })
+}
+
+/// `load-sales-channel`: the channel before the change (`not_found` when missing).
+pub fn load_sales_channel_step() -> Step<Keyward, SalesChannelId, SalesChannel> {
+    Step::new("load-sales-channel", |id: SalesChannelId, cx: Cx| async move {
+        Ok(StepResponse::new(
+            cx.container().retrieve_sales_channel(&id).await.map_err(step_error)?,
+        ))
+    })
+    .no_compensation()
+}
+
+/// `update-sales-channels`: applies the patch; compensation writes the old values back where the
+/// channel still holds this run's.
+pub fn update_sales_channel_step() -> Step<Keyward, ChannelPatchPlan, SalesChannel> {
+    retried(Step::new(
+        "update-sales-channels",
+        |plan: ChannelPatchPlan, cx: Cx| async move {
+            let updated = cx
+                .container()
+                .update_sales_channel(&plan.before.id, &plan.patch)
+                .await
+                .map_err(step_error)?;
+            let id = plan.before.id.clone();
+            Ok(StepResponse::new(updated.clone())
+                .compensate_with((updated, plan.before))
+                .event(EventName::SalesChannelUpdated, serde_json::json!({ "id": id })))
+        },
+    ))
+    .compensate(|undo: Option<(SalesChannel, SalesChannel)>, cx: Cx| async move {
+        // Cut off mid-way, the step's write is not known: the channel is left as it is.
+        let Some((written, before)) = undo else {
+            cx.conflict(format!(
+                "sales channel {}: the update's outcome is unknown; left as it is",
+                cx.input::<ChannelPatchPlan>()?.before.id
+            ));
+            return Ok(());
+        };
+        let kw = cx.container();
+        if kw
+            .store()
+            .restore_sales_channel(&written, &before)
+            .await
+            .map_err(step_error)?
+        {
+            return Ok(());
+        }
+        let now = kw
+            .channels_by_ids(std::slice::from_ref(&before.id))
+            .await
+            .map_err(step_error)?;
+        match now.first() {
+            Some(c)
+                if (&c.name, &c.description, c.is_disabled)
+                    == (&before.name, &before.description, before.is_disabled) => {}
+            Some(_) => cx.conflict(format!(
+                "sales channel {} changed after this run updated it; left as it is",
+                before.id
+            )),
+            None => cx.conflict(format!(
+                "sales channel {} was deleted after this run updated it",
+                before.id
+            )),
+        }
+        Ok(())
+    })
+}
+
+/// `prepare-sales-channel-delete`: snapshots the channels and their key links.
+pub fn prepare_channel_delete_step() -> Step<Keyward, Vec<SalesChannelId>, ChannelDeletePlan> {
+    Step::new(
+        "prepare-sales-channel-delete",
+        |ids: Vec<SalesChannelId>, cx: Cx| async move {
+            let kw = cx.container();
+            let channels = kw.channels_by_ids(&ids).await.map_err(step_error)?;
+            let found: Vec<SalesChannelId> = channels.iter().map(|c| c.id.clone()).collect();
+            let links = if found.is_empty() {
+                Vec::new()
+            } else {
+                kw.store()
+                    .links_of_sales_channels(&found)
+                    .await
+                    .map_err(step_error)?
+                    .into_iter()
+                    .map(|(c, k)| (k, c))
+                    .collect()
+            };
+            Ok(StepResponse::new(ChannelDeletePlan { channels, links }))
+        },
+    )
+    .no_compensation()
+}
+
+/// `delete-sales-channels`: deletes the channels and their links; compensation puts back the
+/// channels this run deleted and their links.
+pub fn delete_sales_channels_step() -> Step<Keyward, ChannelDeletePlan, Vec<SalesChannelId>> {
+    retried(Step::new(
+        "delete-sales-channels",
+        |plan: ChannelDeletePlan, cx: Cx| async move {
+            let ids: Vec<SalesChannelId> = plan.channels.iter().map(|c| c.id.clone()).collect();
+            let deleted = cx.container().delete_sales_channels(&ids).await.map_err(step_error)?;
+            let ours = ChannelDeletePlan {
+                channels: plan.channels.into_iter().filter(|c| deleted.contains(&c.id)).collect(),
+                links: plan.links.into_iter().filter(|(_, c)| deleted.contains(c)).collect(),
+            };
+            let response = StepResponse::new(deleted.clone()).compensate_with(ours);
+            Ok(events(response, EventName::SalesChannelDeleted, &deleted))
+        },
+    ))
+    .compensate(|plan: Option<ChannelDeletePlan>, cx: Cx| async move {
+        let plan = match plan {
+            Some(p) => p,
+            None => cx.input::<ChannelDeletePlan>()?,
+        };
+        let kw = cx.container();
+        let ids: Vec<SalesChannelId> = plan.channels.iter().map(|c| c.id.clone()).collect();
+        let present = kw.channels_by_ids(&ids).await.map_err(step_error)?;
+        let missing: Vec<SalesChannel> = plan
+            .channels
+            .into_iter()
+            .filter(|c| !present.iter().any(|p| p.id == c.id))
+            .collect();
+        if !missing.is_empty() {
+            kw.store().insert_sales_channels(&missing).await.map_err(step_error)?;
+        }
+        for conflict in kw.relink(&plan.links).await.map_err(step_error)? {
+            cx.conflict(conflict);
+        }
+        Ok(())
+    })
+}
+
+/// `create-sales-channels`: prepare ids, create.
+pub fn create_sales_channels_workflow() -> Workflow<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>> {
+    let (prepare, create) = (prepare_sales_channels_step(), create_sales_channels_step());
+    let created = create.clone();
+    Workflow::<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>>::new(CREATE_SALES_CHANNELS)
+        .step(&prepare, |d| d.input())
+        .step(&create, move |d| d.output(&prepare))
+        .returns(move |d| d.output(&created))
+}
+
+/// `update-sales-channels`: load (404), then apply the patch.
+pub fn update_sales_channels_workflow() -> Workflow<Keyward, UpdateSalesChannelInput, SalesChannel> {
+    let (load, update) = (load_sales_channel_step(), update_sales_channel_step());
+    let updated = update.clone();
+    Workflow::<Keyward, UpdateSalesChannelInput, SalesChannel>::new(UPDATE_SALES_CHANNELS)
+        .step(&load, |d| Ok(d.input()?.id))
+        .step(&update, move |d| {
+            Ok(ChannelPatchPlan {
+                before: d.output(&load)?,
+                patch: d.input()?.patch,
+            })
+        })
+        .returns(move |d| d.output(&updated))
+}
+
+/// `delete-sales-channels`: snapshot, then delete channels and links.
+pub fn delete_sales_channels_workflow() -> Workflow<Keyward, Vec<SalesChannelId>, Vec<SalesChannelId>> {
+    let (prepare, delete) = (prepare_channel_delete_step(), delete_sales_channels_step());
+    let deleted = delete.clone();
+    Workflow::<Keyward, Vec<SalesChannelId>, Vec<SalesChannelId>>::new(DELETE_SALES_CHANNELS)
+        .step(&prepare, |d| d.input())
+        .step(&delete, move |d| d.output(&prepare))
+        .returns(move |d| d.output(&deleted))
+}
+
+impl Workflows {
+    /// Creates a sales channel.
+    pub async fn create_sales_channel(&self, input: CreateSalesChannel) -> Result<SalesChannel> {
+        if input.name.trim().is_empty() {
+            return Err(Error::invalid_data("A sales channel needs a name"));
+        }
+        self.engine
+            .run(&self.create_channels, vec![input], RunOptions::default())
+            .await
+            .map_err(from_flow)?
+            .result
+            .and_then(|mut c| c.pop())
+            .ok_or_else(|| Error::unexpected("create returned no sales channel"))
+    }
+
+    /// Applies a partial update to a sales channel (`not_found` when missing).
+    pub async fn update_sales_channel(&self, id: &SalesChannelId, patch: &UpdateSalesChannel) -> Result<SalesChannel> {
+        if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::invalid_data("A sales channel needs a name"));
+        }
+        let input = UpdateSalesChannelInput {
+            id: id.clone(),
+            patch: patch.clone(),
+        };
+        self.engine
+            .run(&self.update_channel, input, RunOptions::default())
+            .await
+            .map_err(from_flow)?
+            .result
+            .ok_or_else(|| Error::unexpected("update returned no sales channel"))
+    }
+
+    /// Deletes sales channels and their links to keys; unknown ids are ignored.
+    pub async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.engine
+            .run(&self.delete_channels, ids.to_vec(), RunOptions::default())
+            .await
+            .map_err(from_flow)?;
+        Ok(())
+    }
+}
+
+impl Keyward {
+    /// Gives each channel to create its id (keeping ids already given).
+    pub fn plan_sales_channels(&self, channels: Vec<CreateSalesChannel>) -> Result<Vec<CreateSalesChannel>> {
+        let now = self.now();
+        channels
+            .into_iter()
+            .map(|mut c| {
+                if c.id.is_none() {
+                    c.id = Some(
+                        SalesChannelId::generate(self.ids(), now, self.entropy.as_ref())
+                            .map_err(|e| Error::unexpected(e.to_string()))?,
+                    );
+                }
+                Ok(c)
+            })
+            .collect()
+    }
+}

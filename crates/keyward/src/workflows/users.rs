@@ -1,0 +1,37 @@
+//! `create-users`: an admin user, its password hashed before anything is recorded.
+
+use super::*;
+
+/// `create-user`: writes a prepared user (the password already hashed); `user.created`.
+pub fn create_user_step() -> Step<Keyward, crate::users::NewUser, crate::model::User> {
+    retried(Step::new(
+        "create-user",
+        |new: crate::users::NewUser, cx: Cx| async move {
+            let user = cx.container().insert_prepared_user(&new).await.map_err(step_error)?;
+            let data = serde_json::json!({ "id": user.id, "email": user.email });
+            Ok(StepResponse::new(user).event(EventName::UserCreated, data))
+        },
+    ))
+}
+
+/// `create-users`: writes a prepared admin user.
+pub fn create_users_workflow() -> Workflow<Keyward, crate::users::NewUser, crate::model::User> {
+    let create = create_user_step();
+    let created = create.clone();
+    Workflow::<Keyward, crate::users::NewUser, crate::model::User>::new(CREATE_USERS)
+        .step(&create, |d| d.input())
+        .returns(move |d| d.output(&created))
+}
+
+impl Workflows {
+    /// Creates an admin user (the password is hashed before anything is recorded).
+    pub async fn create_user(&self, email: &str, password: &str) -> Result<crate::model::User> {
+        let new = self.kw().prepare_user(email, password).await?;
+        self.engine
+            .run(&self.create_user, new, RunOptions::default())
+            .await
+            .map_err(from_flow)?
+            .result
+            .ok_or_else(|| Error::unexpected("create returned no user"))
+    }
+}
