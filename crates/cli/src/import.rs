@@ -25,46 +25,24 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("reading the Medusa database");
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let snapshot = keyward_postgres::medusa::read(&args.url).await;
-    spinner.set_message("checking every row, comparing with keyward");
-    let set = ImportSet::from_medusa(snapshot?)?;
-    let plan = kw.plan_import(&set, args.update).await;
+    let planned = async {
+        let snapshot = keyward_postgres::medusa::read(&args.url).await?;
+        spinner.set_message("checking every row, comparing with keyward");
+        let set = ImportSet::from_medusa(snapshot)?;
+        let plan = kw.plan_import(&set, args.update).await?;
+        Ok::<_, keyward::Error>((set, plan))
+    }
+    .await;
+    // Cleared before any error is printed.
     spinner.finish_and_clear();
-    let plan = plan?;
+    let (set, plan) = planned?;
     let report = if args.dry_run {
         ImportReport {
             dry_run: true,
             ..plan.report
         }
     } else {
-        let rows = (plan.new_keys.len() + plan.changed_keys.len() + plan.links().count()) as u64;
-        let run_id = format!("import-medusa-{}", keyward_flow::ids::new_ulid());
-        let watch = kw.import_progress().watch(&run_id);
-        let bar = indicatif::ProgressBar::new(rows);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:24} {bar:40} {pos}/{len} rows  {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let run = flows.import_medusa(
-            ImportInput {
-                set,
-                update: args.update,
-            },
-            &run_id,
-        );
-        tokio::pin!(run);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let report = loop {
-            tokio::select! {
-                done = &mut run => break done,
-                _ = tick.tick() => {
-                    bar.set_message(watch.phase());
-                    bar.set_position(watch.count());
-                }
-            }
-        };
-        bar.finish_and_clear();
-        report?
+        run_watched(flows, plan, set, args.update).await?
     };
     if !report.conflicts.is_empty() && !args.update {
         eprintln!(
@@ -78,6 +56,37 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
     } else {
         render(&report)
     }))
+}
+
+/// Runs the import with a progress bar: the run's phase and the rows written.
+async fn run_watched(
+    flows: &Workflows,
+    plan: keyward::import::ImportPlan,
+    set: ImportSet,
+    update: bool,
+) -> Result<ImportReport, Failure> {
+    let rows = (plan.new_keys.len() + plan.changed_keys.len() + plan.links().count()) as u64;
+    let run_id = format!("import-medusa-{}", keyward_flow::ids::new_ulid());
+    let watch = flows.kw().import_progress().watch(&run_id);
+    let bar = indicatif::ProgressBar::new(rows);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:24} {bar:40} {pos}/{len} rows  {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let run = flows.import_medusa(ImportInput { set, update }, &run_id);
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let report = loop {
+        tokio::select! {
+            done = &mut run => break done,
+            _ = tick.tick() => {
+                bar.set_message(watch.phase());
+                bar.set_position(watch.count());
+            }
+        }
+    };
+    bar.finish_and_clear();
+    Ok(report?)
 }
 
 fn render(r: &ImportReport) -> String {

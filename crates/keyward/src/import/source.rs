@@ -169,6 +169,46 @@ fn checked_channel(row: MedusaChannel) -> Result<SalesChannel> {
     })
 }
 
+/// A publishable row's token: a `pk_` token matching its redacted form, and no salt.
+fn checked_publishable(row: &MedusaKey) -> Result<String> {
+    match token::parse(&row.token) {
+        Ok(t) if t.kind() == ApiKeyType::Publishable => {}
+        _ => return Err(bad_key(&row.id, "the token of a publishable key is not a pk_ token")),
+    }
+    if !row.salt.is_empty() {
+        return Err(bad_key(&row.id, "a publishable key has a salt"));
+    }
+    if token::redact(&row.token) != row.redacted {
+        return Err(bad_key(&row.id, "redacted does not match the token"));
+    }
+    Ok(row.token.clone())
+}
+
+/// A secret row: Medusa's salt and scrypt hash, of their shapes.
+fn checked_secret(row: &MedusaKey) -> Result<()> {
+    if !legacy::is_salt(&row.salt) {
+        return Err(bad_key(
+            &row.id,
+            format_args!(
+                "salt {:?} is not {} lower-case hexadecimal characters (Medusa's scrypt salt)",
+                row.salt,
+                legacy::SALT_HEX_LEN
+            ),
+        ));
+    }
+    if !legacy::is_hash(&row.token) {
+        // The column's content is not shown: it may be a secret in some other form.
+        return Err(bad_key(
+            &row.id,
+            format_args!(
+                "the token column does not hold a Medusa scrypt hash ({} lower-case hexadecimal characters)",
+                legacy::HASH_HEX_LEN
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn checked_key(row: MedusaKey) -> Result<StoredKey> {
     let id = ApiKeyId::parse(&row.id).map_err(|e| bad_key(&row.id, e))?;
     let kind: ApiKeyType = row.key_type.parse().map_err(|_| {
@@ -188,41 +228,10 @@ pub(super) fn checked_key(row: MedusaKey) -> Result<StoredKey> {
         ));
     }
     let (public_token, salt) = match kind {
-        ApiKeyType::Publishable => {
-            match token::parse(&row.token) {
-                Ok(t) if t.kind() == ApiKeyType::Publishable => {}
-                _ => return Err(bad_key(&row.id, "the token of a publishable key is not a pk_ token")),
-            }
-            if !row.salt.is_empty() {
-                return Err(bad_key(&row.id, "a publishable key has a salt"));
-            }
-            if token::redact(&row.token) != row.redacted {
-                return Err(bad_key(&row.id, "redacted does not match the token"));
-            }
-            (row.token.clone(), String::new())
-        }
+        ApiKeyType::Publishable => (checked_publishable(&row)?, String::new()),
         ApiKeyType::Secret => {
-            if !legacy::is_salt(&row.salt) {
-                return Err(bad_key(
-                    &row.id,
-                    format_args!(
-                        "salt {:?} is not {} lower-case hexadecimal characters (Medusa's scrypt salt)",
-                        row.salt,
-                        legacy::SALT_HEX_LEN
-                    ),
-                ));
-            }
-            if !legacy::is_hash(&row.token) {
-                // The column's content is not shown: it may be a secret in some other form.
-                return Err(bad_key(
-                    &row.id,
-                    format_args!(
-                        "the token column does not hold a Medusa scrypt hash ({} lower-case hexadecimal characters)",
-                        legacy::HASH_HEX_LEN
-                    ),
-                ));
-            }
-            (String::new(), row.salt)
+            checked_secret(&row)?;
+            (String::new(), row.salt.clone())
         }
     };
     Ok(StoredKey {
