@@ -5,15 +5,15 @@
 //! unreachable); 2 the command itself is wrong (bad arguments, unsupported database URL).
 
 mod import;
+mod keys;
 mod table;
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyward::{
-    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind,
-    Keyward, ListOptions, Op, RevokeApiKey, SalesChannel, SalesChannelFilter, SalesChannelId, Value, Verification,
-    Workflows,
+    ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Keyward, ListOptions,
+    SalesChannel, SalesChannelFilter, Verification, Workflows,
 };
 use serde_json::json;
 
@@ -574,7 +574,7 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
         Command::Workflows(WorkflowsCommand::List { state, limit }) => workflow_runs(&flows, state, limit, json).await,
         Command::Events(EventsCommand::List { limit }) => events_list(&flows, limit, json).await,
         Command::Jobs(JobsCommand::List { job, limit }) => jobs_list(&flows, job.as_deref(), limit, json).await,
-        Command::Keys(cmd) => keys(&flows, cmd, json).await,
+        Command::Keys(cmd) => keys::keys(&flows, cmd, json).await,
         Command::SalesChannels(cmd) => sales_channels(&flows, cmd, json).await,
         Command::BenchBaseline { listen } => bench_baseline(&listen).await,
     }
@@ -921,203 +921,6 @@ async fn create_many(
         f64::from(count) / seconds.max(1e-9)
     );
     Ok(Outcome::ok(String::new()))
-}
-
-async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome, Failure> {
-    let kw = flows.kw();
-    match cmd {
-        KeysCommand::Create {
-            title,
-            key_type,
-            created_by,
-            idempotency_key,
-            count,
-        } => {
-            non_empty_title(&title)?;
-            if let Some(count) = count {
-                return create_many(flows, &title, key_type.into(), &created_by, count, json).await;
-            }
-            let request = json!(["keys create", title, ApiKeyType::from(key_type).as_str(), json]);
-            let claim = match idempotent(flows, idempotency_key.as_deref(), &created_by, &request).await? {
-                Idempotent::Replay(outcome) => return Ok(outcome),
-                Idempotent::Run(claim) => claim,
-            };
-            let created = released_on_error(
-                flows,
-                &claim,
-                flows
-                    .create_api_key(CreateApiKey::new(title, key_type.into(), created_by))
-                    .await,
-            )
-            .await?;
-            finish_idempotent(
-                flows,
-                claim,
-                Outcome::ok(if json {
-                    format!("{}\n", json!({ "api_key": created }))
-                } else {
-                    let mut s = describe_key(&created.key);
-                    s.push_str(&format!("token:        {}\n", created.token.expose()));
-                    if created.key.key_type == ApiKeyType::Secret {
-                        s.push_str("\nThis is the only time the secret token is shown. Store it now.\n");
-                    }
-                    s
-                }),
-            )
-            .await
-        }
-        KeysCommand::List(args) => {
-            let mut filter = ApiKeyFilter::new();
-            if let Some(t) = args.key_type {
-                filter.push(ApiKeyField::Type, Op::Eq, vec![ApiKeyType::from(t).as_str().into()])?;
-            }
-            if args.revoked {
-                filter.push(ApiKeyField::RevokedAt, Op::Ne, vec![Value::Null])?;
-            }
-            if let Some(q) = args.q {
-                filter = filter.with_q(q);
-            }
-            let (list, count) = kw
-                .list_and_count_api_keys(&filter, &ListOptions::page(args.offset, args.limit))
-                .await?;
-            let legacy = kw.count_legacy_secret_keys().await?;
-            Ok(Outcome::ok(if json {
-                format!(
-                    "{}\n",
-                    json!({"api_keys": list, "count": count, "offset": args.offset, "limit": args.limit,
-                           "legacy_secret_keys": legacy})
-                )
-            } else {
-                let now = kw.now();
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|k| {
-                        vec![
-                            k.id.to_string(),
-                            k.key_type.to_string(),
-                            k.redacted.clone(),
-                            status(k, now),
-                            k.title.clone(),
-                        ]
-                    })
-                    .collect();
-                let mut s = table::render(&["ID", "TYPE", "REDACTED", "STATUS", "TITLE"], &rows);
-                s.push_str(&format!("{} of {count} keys\n", list.len()));
-                if legacy > 0 {
-                    s.push_str(&format!(
-                        "{legacy} secret keys imported from Medusa wait for their first use \
-                         (until then each costs one scrypt check)\n"
-                    ));
-                }
-                s
-            }))
-        }
-        KeysCommand::Get { id } => {
-            let key = kw.retrieve_api_key(&key_id(&id)?).await?;
-            let channels = kw.sales_channels_of(std::slice::from_ref(&key.id)).await?;
-            let channels = channels.get(&key.id).cloned().unwrap_or_default();
-            Ok(Outcome::ok(show_key(&key, &channels, json)))
-        }
-        KeysCommand::Update { id, title } => {
-            non_empty_title(&title)?;
-            let key = flows.update_api_key(&key_id(&id)?, &title).await?;
-            Ok(Outcome::ok(show_key(&key, &[], json)))
-        }
-        KeysCommand::Revoke {
-            id,
-            revoke_in,
-            revoked_by,
-        } => {
-            let key = flows
-                .revoke_api_key(&key_id(&id)?, &RevokeApiKey { revoked_by, revoke_in })
-                .await?;
-            Ok(Outcome::ok(show_key(&key, &[], json)))
-        }
-        KeysCommand::Roll {
-            id,
-            grace,
-            rolled_by,
-            idempotency_key,
-        } => {
-            let request = json!(["keys roll", id, grace, json]);
-            let id = key_id(&id)?;
-            let claim = match idempotent(flows, idempotency_key.as_deref(), &rolled_by, &request).await? {
-                Idempotent::Replay(outcome) => return Ok(outcome),
-                Idempotent::Run(claim) => claim,
-            };
-            let rolled = flows.roll_api_key(&id, &rolled_by, grace).await;
-            let (created, previous) = released_on_error(flows, &claim, rolled).await?;
-            finish_idempotent(
-                flows,
-                claim,
-                Outcome::ok(if json {
-                    format!("{}\n", json!({"api_key": created, "previous_api_key": previous}))
-                } else {
-                    let mut s = describe_key(&created.key);
-                    s.push_str(&format!("token:        {}\n", created.token.expose()));
-                    s.push_str(&format!(
-                        "\nReplaces {} (revoked at {}). This is the only time the new token is shown.\n",
-                        previous.id,
-                        previous.revoked_at.map(|t| t.to_string()).unwrap_or_default()
-                    ));
-                    s
-                }),
-            )
-            .await
-        }
-        KeysCommand::Link { id, add, remove } => {
-            let id = key_id(&id)?;
-            if add.is_empty() && remove.is_empty() {
-                return Err(usage("give at least one --add or --remove"));
-            }
-            let channels = |ids: &[String]| -> Result<Vec<SalesChannelId>, Failure> {
-                ids.iter()
-                    .map(|c| {
-                        SalesChannelId::parse(c).map_err(|e| usage(format!("{c:?} is not a sales channel id: {e}")))
-                    })
-                    .collect()
-            };
-            flows
-                .link_sales_channels(&id, &channels(&add)?, &channels(&remove)?)
-                .await?;
-            let key = kw.retrieve_api_key(&id).await?;
-            let linked = kw.sales_channels_of(std::slice::from_ref(&id)).await?;
-            Ok(Outcome::ok(show_key(
-                &key,
-                linked.get(&id).map(Vec::as_slice).unwrap_or_default(),
-                json,
-            )))
-        }
-        KeysCommand::Delete { id } => {
-            let id = key_id(&id)?;
-            // Deleting an unknown id is a no-op in the module; from a terminal it is a typo.
-            kw.retrieve_api_key(&id).await?;
-            flows.delete_api_keys(std::slice::from_ref(&id)).await?;
-            Ok(Outcome::ok(if json {
-                format!("{}\n", json!({"id": id, "object": "api_key", "deleted": true}))
-            } else {
-                format!("deleted {id}\n")
-            }))
-        }
-        KeysCommand::Verify { token } => {
-            let v = kw.verify(&token).await?;
-            kw.flush_usage().await?;
-            Ok(verification(&v, json))
-        }
-        KeysCommand::Import {
-            from_medusa,
-            dry_run,
-            update,
-        } => {
-            let args = import::ImportArgs {
-                url: from_medusa,
-                dry_run,
-                update,
-                json,
-            };
-            import::import(flows, args).await
-        }
-    }
 }
 
 async fn workflow_runs(
