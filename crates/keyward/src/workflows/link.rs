@@ -49,73 +49,83 @@ pub fn validate_link_step() -> Step<Keyward, LinkSalesChannelsInput, LinkPlan> {
 /// `link-sales-channels-to-api-key`: adds then removes links; compensation unlinks what this run
 /// linked and links again what it unlinked.
 pub fn link_sales_channels_step() -> Step<Keyward, LinkPlan, ()> {
-    retried(Step::new(
-        "link-sales-channels-to-api-key",
-        |plan: LinkPlan, cx: Cx| async move {
-            let kw = cx.container();
-            let linked = if plan.add.is_empty() {
-                Vec::new()
-            } else {
-                kw.add_sales_channels(&plan.id, &plan.add).await.map_err(step_error)?
-            };
-            let unlinked = if plan.remove.is_empty() {
-                Vec::new()
-            } else {
-                match kw.remove_sales_channels(&plan.id, &plan.remove).await {
-                    Ok(unlinked) => unlinked,
-                    Err(e) => {
-                        // Take back this attempt's links before failing.
-                        let undone = kw.remove_sales_channels(&plan.id, &linked).await;
-                        return Err(match undone {
-                            Ok(_) => step_error(e),
-                            Err(u) if u.kind == ErrorKind::NotFound => step_error(e),
-                            Err(_) => step_error(e).maybe_applied(),
-                        });
-                    }
-                }
-            };
-            let undo = LinkUndo {
-                id: plan.id.clone(),
-                linked,
-                unlinked,
-            };
-            Ok(StepResponse::new(()).compensate_with(undo).event(
-                EventName::ApiKeyUpdated,
-                serde_json::json!({"id": plan.id, "sales_channels_added": plan.add, "sales_channels_removed": plan.remove}),
-            ))
-        },
+    retried(Step::new("link-sales-channels-to-api-key", link)).compensate(unlink)
+}
+
+async fn link(plan: LinkPlan, cx: Cx) -> Result<StepResponse<()>, StepError> {
+    let kw = cx.container();
+    let linked = if plan.add.is_empty() {
+        Vec::new()
+    } else {
+        kw.add_sales_channels(&plan.id, &plan.add).await.map_err(step_error)?
+    };
+    let unlinked = if plan.remove.is_empty() {
+        Vec::new()
+    } else {
+        match kw.remove_sales_channels(&plan.id, &plan.remove).await {
+            Ok(unlinked) => unlinked,
+            Err(e) => {
+                // Take back this attempt's links before failing.
+                let undone = kw.remove_sales_channels(&plan.id, &linked).await;
+                return Err(match undone {
+                    Ok(_) => step_error(e),
+                    Err(u) if u.kind == ErrorKind::NotFound => step_error(e),
+                    Err(_) => step_error(e).maybe_applied(),
+                });
+            }
+        }
+    };
+    let undo = LinkUndo {
+        id: plan.id.clone(),
+        linked,
+        unlinked,
+    };
+    Ok(StepResponse::new(()).compensate_with(undo).event(
+        EventName::ApiKeyUpdated,
+        serde_json::json!({"id": plan.id, "sales_channels_added": plan.add, "sales_channels_removed": plan.remove}),
     ))
-    .compensate(|undo: Option<LinkUndo>, cx: Cx| async move {
-        let undo = match undo {
-            Some(u) => u,
-            // Cut off mid-way: what it may have done, judged from the plan.
-            None => {
-                let plan = cx.input::<LinkPlan>()?;
-                LinkUndo {
-                    linked: plan.add.iter().filter(|c| !plan.previous.contains(c)).cloned().collect(),
-                    unlinked: plan.remove.iter().filter(|c| plan.previous.contains(c)).cloned().collect(),
-                    id: plan.id,
-                }
-            }
-        };
-        let kw = cx.container();
-        if !undo.linked.is_empty() {
-            match kw.remove_sales_channels(&undo.id, &undo.linked).await {
-                // The key itself is gone (a roll's new key, removed by the create step's
-                // compensation): so are its links.
-                Err(e) if e.kind == ErrorKind::NotFound => {}
-                other => {
-                    other.map_err(step_error)?;
-                }
+}
+
+async fn unlink(undo: Option<LinkUndo>, cx: Cx) -> Result<(), StepError> {
+    let undo = match undo {
+        Some(u) => u,
+        // Cut off mid-way: what it may have done, judged from the plan.
+        None => {
+            let plan = cx.input::<LinkPlan>()?;
+            LinkUndo {
+                linked: plan
+                    .add
+                    .iter()
+                    .filter(|c| !plan.previous.contains(c))
+                    .cloned()
+                    .collect(),
+                unlinked: plan
+                    .remove
+                    .iter()
+                    .filter(|c| plan.previous.contains(c))
+                    .cloned()
+                    .collect(),
+                id: plan.id,
             }
         }
-        let unlinked: Vec<(ApiKeyId, SalesChannelId)> =
-            undo.unlinked.iter().map(|c| (undo.id.clone(), c.clone())).collect();
-        for conflict in kw.relink(&unlinked).await.map_err(step_error)? {
-            cx.conflict(conflict);
+    };
+    let kw = cx.container();
+    if !undo.linked.is_empty() {
+        match kw.remove_sales_channels(&undo.id, &undo.linked).await {
+            // The key itself is gone (a roll's new key, removed by the create step's
+            // compensation): so are its links.
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            other => {
+                other.map_err(step_error)?;
+            }
         }
-        Ok(())
-    })
+    }
+    let unlinked: Vec<(ApiKeyId, SalesChannelId)> =
+        undo.unlinked.iter().map(|c| (undo.id.clone(), c.clone())).collect();
+    for conflict in kw.relink(&unlinked).await.map_err(step_error)? {
+        cx.conflict(conflict);
+    }
+    Ok(())
 }
 
 pub(super) fn by_key(links: &[(ApiKeyId, SalesChannelId)]) -> Vec<(ApiKeyId, Vec<SalesChannelId>)> {
