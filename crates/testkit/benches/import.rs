@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use keyward::import::{ImportInput, ImportSet};
 use keyward::store::StoredKey;
-use keyward::{ApiKey, ApiKeyId, ApiKeyType, Clock, Keyward, SystemClock};
+use keyward::{Clock, Keyward, SystemClock};
 use keyward_testkit::medusa::MedusaDb;
 use keyward_testkit::{TestDb, watch};
 
@@ -33,34 +33,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn legacy_rows(n: usize) -> Vec<(StoredKey, String)> {
     (0..n)
-        .map(|i| {
-            let token = format!("sk_{}", keyward::token::digest_hex(&format!("bench-{i}")));
-            let salt = keyward::token::digest_hex(&format!("bench-salt-{i}"))[..32].to_owned();
-            let now = SystemClock.now();
-            let key = ApiKey {
-                id: ApiKeyId::parse(&format!("apk_01LEGACY{i:018}")).unwrap(),
-                token: String::new(),
-                redacted: keyward::token::redact(&token),
-                title: format!("legacy {i}"),
-                key_type: ApiKeyType::Secret,
-                last_used_at: None,
-                created_by: "medusa".into(),
-                revoked_by: None,
-                revoked_at: None,
-                created_at: now,
-                updated_at: now,
-                deleted_at: None,
-            };
-            let stored_token = keyward::legacy::medusa_hash(&token, &salt).unwrap();
-            (
-                StoredKey {
-                    key,
-                    stored_token,
-                    salt,
-                },
-                token,
-            )
-        })
+        .map(|i| keyward_testkit::medusa::legacy_secret("legacy", i, SystemClock.now()))
         .collect()
 }
 

@@ -91,6 +91,36 @@ type Row = (
     Option<Timestamp>,
 );
 
+/// A secret key as an import leaves it in keyward (Medusa's scrypt hash and salt), made from
+/// `seed` and `i`, created at `at`; and its plaintext token.
+pub fn legacy_secret(seed: &str, i: usize, at: Timestamp) -> (keyward::store::StoredKey, String) {
+    let token = format!("sk_{}", keyward::token::digest_hex(&format!("{seed}-{i}")));
+    let salt = keyward::token::digest_hex(&format!("{seed}-salt-{i}"))[..32].to_owned();
+    let key = keyward::ApiKey {
+        id: keyward::ApiKeyId::parse(&format!("apk_01{}{i:020}", seed.to_uppercase())).expect("an id"),
+        token: String::new(),
+        redacted: keyward::token::redact(&token),
+        title: format!("{seed} {i}"),
+        key_type: ApiKeyType::Secret,
+        last_used_at: None,
+        created_by: "medusa".into(),
+        revoked_by: None,
+        revoked_at: None,
+        created_at: at,
+        updated_at: at,
+        deleted_at: None,
+    };
+    let stored_token = keyward::legacy::medusa_hash(&token, &salt).expect("scrypt");
+    (
+        keyward::store::StoredKey {
+            key,
+            stored_token,
+            salt,
+        },
+        token,
+    )
+}
+
 /// A Medusa database for one test.
 pub struct MedusaDb {
     pub db: TestDb,

@@ -359,30 +359,13 @@ on_both_stores! {
         // Legacy keys as an import leaves them; each first use (scrypt, tens of ms) races a
         // revoke started after a different delay, so the revoke lands before, during and after
         // the check across the rounds.
-        let mut keys = Vec::new();
-        let mut rows = Vec::new();
-        for i in 0..16u32 {
-            let token = format!("sk_{}", keyward::token::digest_hex(&format!("race-{i}")));
-            let salt = keyward::token::digest_hex(&format!("race-salt-{i}"))[..32].to_owned();
-            let id = ApiKeyId::parse(&format!("apk_01RACE{i:020}")).unwrap();
-            let key = keyward::ApiKey {
-                id: id.clone(),
-                token: String::new(),
-                redacted: keyward::token::redact(&token),
-                title: format!("race {i}"),
-                key_type: ApiKeyType::Secret,
-                last_used_at: None,
-                created_by: "medusa".into(),
-                revoked_by: None,
-                revoked_at: None,
-                created_at: epoch(),
-                updated_at: epoch(),
-                deleted_at: None,
-            };
-            let stored_token = keyward::legacy::medusa_hash(&token, &salt).unwrap();
-            rows.push(keyward::store::StoredKey { key, stored_token, salt });
-            keys.push((id, token));
-        }
+        let (rows, keys): (Vec<_>, Vec<_>) = (0..16)
+            .map(|i| {
+                let (row, token) = keyward_testkit::medusa::legacy_secret("race", i, epoch());
+                let id = row.key.id.clone();
+                (row, (id, token))
+            })
+            .unzip();
         h.kw.store().restore_api_keys(&rows).await.unwrap();
         // Both nodes cache (a cache is in use only while its store follows changes).
         let (other, _) = h.node().await;
