@@ -25,24 +25,27 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("reading the Medusa database");
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let planned = async {
+    let checked = async {
         let snapshot = keyward_postgres::medusa::read(&args.url).await?;
-        spinner.set_message("checking every row, comparing with keyward");
+        spinner.set_message("checking every row");
         let set = ImportSet::from_medusa(snapshot)?;
-        let plan = kw.plan_import(&set, args.update).await?;
-        Ok::<_, keyward::Error>((set, plan))
+        // A dry run plans here; a real one plans in its first step (recorded with the run).
+        let dry = if args.dry_run {
+            Some(kw.plan_import(&set, args.update).await?)
+        } else {
+            None
+        };
+        Ok::<_, keyward::Error>((set, dry))
     }
     .await;
     // Cleared before any error is printed.
     spinner.finish_and_clear();
-    let (set, plan) = planned?;
-    let report = if args.dry_run {
-        ImportReport {
+    let report = match checked? {
+        (_, Some(plan)) => ImportReport {
             dry_run: true,
             ..plan.report
-        }
-    } else {
-        run_watched(flows, plan, set, args.update).await?
+        },
+        (set, None) => run_watched(flows, set, args.update).await?,
     };
     if !report.conflicts.is_empty() && !args.update {
         eprintln!(
@@ -59,16 +62,10 @@ pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcom
 }
 
 /// Runs the import with a progress bar: the run's phase and the rows written.
-async fn run_watched(
-    flows: &Workflows,
-    plan: keyward::import::ImportPlan,
-    set: ImportSet,
-    update: bool,
-) -> Result<ImportReport, Failure> {
-    let rows = (plan.new_keys.len() + plan.changed_keys.len() + plan.links().count()) as u64;
+async fn run_watched(flows: &Workflows, set: ImportSet, update: bool) -> Result<ImportReport, Failure> {
     let run_id = format!("import-medusa-{}", keyward_flow::ids::new_ulid());
     let watch = flows.kw().import_progress().watch(&run_id);
-    let bar = indicatif::ProgressBar::new(rows);
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:24} {bar:40} {pos}/{len} rows  {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -81,6 +78,7 @@ async fn run_watched(
             done = &mut run => break done,
             _ = tick.tick() => {
                 bar.set_message(watch.phase());
+                bar.set_length(watch.total());
                 bar.set_position(watch.count());
             }
         }

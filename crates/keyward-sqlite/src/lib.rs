@@ -602,12 +602,7 @@ impl Store for SqliteStore {
                 replaced.push(o.id.clone());
             }
         }
-        let changes = Change::keys(pairs.iter().flat_map(|(o, n)| {
-            [
-                (o.key.key_type, o.stored_token.as_str()),
-                (n.key.key_type, n.stored_token.as_str()),
-            ]
-        }));
+        let changes = Change::replaced(pairs);
         self.commit(tx, &changes).await?;
         Ok(replaced)
     }

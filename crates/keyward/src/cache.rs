@@ -136,6 +136,17 @@ impl Change {
             .collect()
     }
 
+    /// The changes of rows replaced `(as they were, as they are)`: both stored forms, so an entry
+    /// under either token is dropped.
+    pub fn replaced(pairs: &[(crate::store::StoredKey, crate::store::StoredKey)]) -> Vec<Change> {
+        Change::keys(pairs.iter().flat_map(|(old, new)| {
+            [
+                (old.key.key_type, old.stored_token.as_str()),
+                (new.key.key_type, new.stored_token.as_str()),
+            ]
+        }))
+    }
+
     /// The change of each key row `(type as stored, stored token)`, as a store reads them.
     pub fn of_key_rows<'a>(rows: impl Iterator<Item = (&'a str, &'a str)>) -> crate::Result<Vec<Change>> {
         let typed = rows

@@ -509,12 +509,7 @@ impl Keyward {
         let record = match key {
             Some(key) => {
                 let channels = if key.key_type == ApiKeyType::Publishable {
-                    self.store
-                        .links_of_keys(std::slice::from_ref(&key.id))
-                        .await?
-                        .into_iter()
-                        .map(|(_, channel)| channel)
-                        .collect()
+                    self.channel_ids_of(&key.id).await?
                 } else {
                     Vec::new()
                 };
@@ -602,6 +597,17 @@ impl Keyward {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// The ids of the sales channels linked to this key, in id order.
+    pub(crate) async fn channel_ids_of(&self, id: &ApiKeyId) -> Result<Vec<SalesChannelId>> {
+        Ok(self
+            .store
+            .links_of_keys(std::slice::from_ref(id))
+            .await?
+            .into_iter()
+            .map(|(_, channel)| channel)
+            .collect())
     }
 
     /// How many secret keys imported from Medusa still wait for their first use (and so for

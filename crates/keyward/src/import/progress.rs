@@ -15,6 +15,8 @@ pub struct Progress {
 #[derive(Debug)]
 struct Watched {
     count: AtomicU64,
+    /// Rows the plan will write (0 until it is made).
+    total: AtomicU64,
     phase: Mutex<&'static str>,
 }
 
@@ -24,6 +26,7 @@ impl Progress {
     pub fn watch(self: &Arc<Self>, run: &str) -> ProgressWatch {
         let watched = Arc::new(Watched {
             count: AtomicU64::new(0),
+            total: AtomicU64::new(0),
             phase: Mutex::new("recording the run"),
         });
         self.lock().insert(run.to_owned(), Arc::clone(&watched));
@@ -37,6 +40,12 @@ impl Progress {
     pub(super) fn advance(&self, run: &str, n: usize) {
         if let Some(w) = self.lock().get(run) {
             w.count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn total(&self, run: &str, n: usize) {
+        if let Some(w) = self.lock().get(run) {
+            w.total.store(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -63,6 +72,11 @@ impl ProgressWatch {
     /// Rows written.
     pub fn count(&self) -> u64 {
         self.watched.count.load(Ordering::Relaxed)
+    }
+
+    /// Rows the run will write, once its plan is made (0 before).
+    pub fn total(&self) -> u64 {
+        self.watched.total.load(Ordering::Relaxed)
     }
 
     /// What the run is doing.

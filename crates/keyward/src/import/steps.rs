@@ -26,14 +26,13 @@ fn retried<I, O>(step: Step<Keyward, I, O>) -> Step<Keyward, I, O> {
 /// `plan-import`: compares the source with keyward. Recorded, so a resumed run writes the same.
 pub fn plan_import_step() -> Step<Keyward, ImportInput, ImportPlan> {
     Step::new("plan-import", |input: ImportInput, cx: Cx| async move {
-        cx.container()
-            .progress
-            .phase(cx.transaction_id(), "comparing with keyward");
-        let plan = cx
-            .container()
-            .plan_import(&input.set, input.update)
-            .await
-            .map_err(step_error)?;
+        let (kw, run) = (cx.container(), cx.transaction_id());
+        kw.progress.phase(run, "comparing with keyward");
+        let plan = kw.plan_import(&input.set, input.update).await.map_err(step_error)?;
+        kw.progress.total(
+            run,
+            plan.new_keys.len() + plan.changed_keys.len() + plan.links().count(),
+        );
         Ok(StepResponse::new(plan))
     })
     .no_compensation()
@@ -96,7 +95,7 @@ async fn write_channels(plan: ImportPlan, cx: Cx) -> Result<StepResponse<Channel
     for (c, _) in &written.updated {
         response = response.event(EventName::SalesChannelUpdated, serde_json::json!({ "id": c.id }));
     }
-    Ok(response.compensate_with(&written))
+    Ok(response)
 }
 
 async fn unwrite_channels(written: Option<ChannelsWritten>, cx: Cx) -> Result<(), StepError> {
@@ -172,7 +171,7 @@ async fn write_keys(plan: KeyWrites, cx: Cx) -> Result<StepResponse<KeysWritten>
         }
         kw.progress.advance(cx.transaction_id(), chunk.len());
     }
-    let mut response = StepResponse::new(written.clone()).compensate_with(&written);
+    let mut response = StepResponse::new(written.clone());
     let mut channels: HashMap<&ApiKeyId, Vec<&SalesChannelId>> = HashMap::new();
     for (k, c) in &plan.new_links {
         channels.entry(k).or_default().push(c);
@@ -253,7 +252,7 @@ pub fn import_links_step() -> Step<Keyward, ImportPlan, Vec<(ApiKeyId, SalesChan
             added.entry(k).or_default().push(c);
         }
         kw.progress.phase(cx.transaction_id(), "publishing events");
-        let mut response = StepResponse::new(linked.clone()).compensate_with(&linked);
+        let mut response = StepResponse::new(linked.clone());
         for (id, channels) in added {
             response = response.event(
                 EventName::ApiKeyUpdated,

@@ -211,13 +211,7 @@ impl Keyward {
             }
             self.check_sales_channels_exist(add).await?;
         }
-        let previous = self
-            .store
-            .links_of_keys(std::slice::from_ref(id))
-            .await?
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
+        let previous = self.channel_ids_of(id).await?;
         Ok(LinkPlan {
             id: id.clone(),
             add: crate::service::dedup(add),

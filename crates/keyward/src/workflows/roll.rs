@@ -171,13 +171,7 @@ impl Keyward {
         if rolled_by.is_empty() {
             return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
         }
-        let channels: Vec<SalesChannelId> = self
-            .store
-            .links_of_keys(std::slice::from_ref(id))
-            .await?
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
+        let channels = self.channel_ids_of(id).await?;
         let new_key = self
             .plan_api_keys(vec![CreateApiKey::new(old.title.clone(), old.key_type, rolled_by)])?
             .pop()
