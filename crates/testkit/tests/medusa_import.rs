@@ -344,6 +344,40 @@ on_both_stores! {
         }
     }
 
+    async fn the_bulk_link_write_racing_a_delete_leaves_no_link_to_a_gone_key(h) {
+        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        import(&h.flows, &m).await;
+        let web = SalesChannelId::parse("sc_01WEB000000000000000000000").unwrap();
+        let mut outcomes = std::collections::BTreeMap::new();
+        for round in 0..20u64 {
+            let key = h
+                .flows
+                .create_api_key(keyward::CreateApiKey::new(format!("race {round}"), ApiKeyType::Publishable, "t"))
+                .await
+                .unwrap()
+                .key;
+            let revoke = RevokeApiKey { revoked_by: "t".into(), revoke_in: None };
+            h.flows.revoke_api_key(&key.id, &revoke).await.unwrap();
+            let (store, flows) = (h.kw.store().clone(), h.flows.clone());
+            let pair = [(key.id.clone(), web.clone())];
+            // Started after a growing delay, so it lands before, during and after the delete.
+            let wait = std::time::Duration::from_micros(500 * round);
+            let link = tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                store.insert_links(&pair, epoch()).await
+            });
+            flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap();
+            let linked = link.await.unwrap().unwrap();
+            *outcomes.entry(linked.len()).or_insert(0) += 1;
+            assert!(h.kw.retrieve_api_key(&key.id).await.is_err());
+            assert!(
+                h.kw.store().links_of_keys(std::slice::from_ref(&key.id)).await.unwrap().is_empty(),
+                "round {round}: a link outlived its key"
+            );
+        }
+        eprintln!("links written before the delete (count → rounds): {outcomes:?}");
+    }
+
     async fn two_nodes_upgrading_one_key_at_once_both_accept(h) {
         let Some(m) = MedusaDb::create(epoch()).await else { return };
         import(&h.flows, &m).await;
