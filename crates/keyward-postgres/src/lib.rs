@@ -770,6 +770,20 @@ impl Store for PostgresStore {
         let keys: Vec<String> = links.iter().map(|(k, _)| k.as_str().to_owned()).collect();
         let channels: Vec<String> = links.iter().map(|(_, c)| c.as_str().to_owned()).collect();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // Hold the keys and channels the links name until the insert commits, as the one-key
+        // link does: a delete committing between this statement's read and its foreign-key
+        // check would otherwise fail the insert instead of leaving the link out.
+        sqlx::query!("SELECT id FROM api_key WHERE id = ANY($1) ORDER BY id FOR SHARE", &keys)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query!(
+            "SELECT id FROM sales_channel WHERE id = ANY($1) ORDER BY id FOR SHARE",
+            &channels
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
         let rows = sqlx::query!(
             r#"INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, created_at, updated_at)
                SELECT k.id, c.id, $3, $3
