@@ -655,6 +655,7 @@ async fn serve(
         "keyward is listening on http://{addr} ({} database)",
         kw.store().backend()
     );
+    println!("The dashboard: http://{addr}/app");
     if kw.count_users().await? == 0 {
         println!(
             "No admin user yet. Create one with:\n  keyward user create --email admin@example.com --password '<at least 8 characters>'"
@@ -761,60 +762,40 @@ fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::Deli
 }
 
 async fn events_list(flows: &Workflows, limit: u32, json: bool) -> Result<Outcome, Failure> {
-    let events = flows
-        .engine()
-        .log()
-        .list_events(limit)
-        .await
-        .map_err(|e| Error::unavailable(e.to_string()))?;
-    let at = |ms: i64| {
-        keyward::Timestamp::from_millis(ms)
-            .map(|t| t.to_string())
-            .unwrap_or_default()
-    };
-    Ok(Outcome::ok(if json {
-        let events: Vec<serde_json::Value> = events
-            .iter()
-            .map(|(e, d)| {
-                json!({
-                    "id": e.id, "name": e.name, "data": e.data, "metadata": e.metadata,
-                    "created_at": keyward::Timestamp::from_millis(e.created_at),
-                    "deliveries": d.iter().map(|d| json!({
-                        "subscriber": d.subscriber, "state": d.state, "attempts": d.attempts,
-                        "last_error": d.last_error,
-                        "next_attempt_at": keyward::Timestamp::from_millis(d.next_attempt_at),
-                        "delivered_at": d.delivered_at.and_then(keyward::Timestamp::from_millis),
-                    })).collect::<Vec<_>>(),
+    let events = flows.recent_events(limit).await?;
+    if json {
+        return Ok(Outcome::ok(format!("{}\n", json!({ "events": events }))));
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let delivery = e
+                .deliveries
+                .iter()
+                .map(|d| match &d.last_error {
+                    Some(err) if d.state == "pending" => {
+                        format!("{} pending after {} tries ({err})", d.subscriber, d.attempts)
+                    }
+                    _ => format!("{} {}", d.subscriber, d.state),
                 })
-            })
-            .collect();
-        format!("{}\n", json!({ "events": events }))
-    } else {
-        let rows: Vec<Vec<String>> = events
-            .iter()
-            .map(|(e, d)| {
-                let delivery = d
-                    .iter()
-                    .map(|d| match &d.last_error {
-                        Some(err) if d.state == "pending" => {
-                            format!("{} pending after {} tries ({err})", d.subscriber, d.attempts)
-                        }
-                        _ => format!("{} {}", d.subscriber, d.state),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                vec![
-                    at(e.created_at),
-                    e.name.clone(),
-                    e.data["id"].as_str().unwrap_or_default().to_owned(),
-                    if delivery.is_empty() { "-".to_owned() } else { delivery },
-                ]
-            })
-            .collect();
-        let mut s = table::render(&["CREATED", "EVENT", "ID", "DELIVERIES"], &rows);
-        s.push_str(&format!("{} events\n", events.len()));
-        s
-    }))
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                shown(e.created_at),
+                e.name.clone(),
+                e.data["id"].as_str().unwrap_or_default().to_owned(),
+                if delivery.is_empty() { "-".to_owned() } else { delivery },
+            ]
+        })
+        .collect();
+    let mut s = table::render(&["CREATED", "EVENT", "ID", "DELIVERIES"], &rows);
+    s.push_str(&format!("{} events\n", events.len()));
+    Ok(Outcome::ok(s))
+}
+
+/// An instant as the tables print it (empty when there is none).
+fn shown(at: Option<keyward::Timestamp>) -> String {
+    at.map(|t| t.to_string()).unwrap_or_default()
 }
 
 async fn jobs_list(flows: &Workflows, job: Option<&str>, limit: u32, json: bool) -> Result<Outcome, Failure> {
@@ -929,60 +910,36 @@ async fn workflow_runs(
     limit: u32,
     json: bool,
 ) -> Result<Outcome, Failure> {
-    let runs = flows
-        .engine()
-        .log()
-        .list_runs(state.map(Into::into), limit)
-        .await
-        .map_err(|e| Error::unavailable(e.to_string()))?;
-    Ok(Outcome::ok(if json {
-        let runs: Vec<serde_json::Value> = runs
+    let runs = flows.recent_runs(state.map(Into::into), limit).await?;
+    if json {
+        return Ok(Outcome::ok(format!("{}\n", json!({ "runs": runs }))));
+    }
+    let failures = |errors: &[keyward_flow::FailureRecord]| {
+        errors
             .iter()
-            .map(|r| {
-                json!({
-                    "workflow": r.workflow,
-                    "transaction_id": r.transaction_id,
-                    "state": r.state,
-                    "errors": r.errors,
-                    "owner": r.owner,
-                    "created_at": keyward::Timestamp::from_millis(r.created_at),
-                    "updated_at": keyward::Timestamp::from_millis(r.updated_at),
-                })
-            })
-            .collect();
-        format!("{}\n", json!({ "runs": runs }))
-    } else {
-        let rows: Vec<Vec<String>> = runs
-            .iter()
-            .map(|r| {
-                vec![
-                    keyward::Timestamp::from_millis(r.created_at)
-                        .map(|t| t.to_string())
-                        .unwrap_or_default(),
-                    r.workflow.clone(),
-                    r.state.to_string(),
-                    r.transaction_id.clone(),
-                    r.errors
-                        .iter()
-                        .find(|e| e.handler != keyward_flow::Handler::Conflict)
-                        .map(|e| format!("{}: {}", e.step, e.error))
-                        .unwrap_or_default(),
-                    r.errors
-                        .iter()
-                        .filter(|e| e.handler == keyward_flow::Handler::Conflict)
-                        .map(|e| format!("{}: {}", e.step, e.error))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ]
-            })
-            .collect();
-        let mut s = table::render(
-            &["STARTED", "WORKFLOW", "STATE", "TRANSACTION", "ERROR", "CONFLICTS"],
-            &rows,
-        );
-        s.push_str(&format!("{} runs\n", runs.len()));
-        s
-    }))
+            .map(|e| format!("{}: {}", e.step, e.error))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                shown(r.created_at),
+                r.workflow.clone(),
+                r.state.to_string(),
+                r.transaction_id.clone(),
+                failures(r.errors.get(..1).unwrap_or_default()),
+                failures(&r.conflicts),
+            ]
+        })
+        .collect();
+    let mut s = table::render(
+        &["STARTED", "WORKFLOW", "STATE", "TRANSACTION", "ERROR", "CONFLICTS"],
+        &rows,
+    );
+    s.push_str(&format!("{} runs\n", runs.len()));
+    Ok(Outcome::ok(s))
 }
 
 fn verification(v: &Verification, json: bool) -> Outcome {

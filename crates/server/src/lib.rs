@@ -4,10 +4,12 @@
 //! [`app`] builds the whole router from an [`AppState`] without a socket, so tests can drive it
 //! in-process; [`serve`] binds it and shuts down gracefully on SIGINT/SIGTERM.
 
+pub mod activity;
 pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod csrf;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod fields;
@@ -195,6 +197,8 @@ pub fn admin_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
                 .delete(admin::delete_channel),
         ),
         ("/admin/users/me", get(admin::me)),
+        ("/admin/workflow-runs", get(activity::workflow_runs)),
+        ("/admin/events", get(activity::events)),
         ("/v1/keys/verify", post(store::verify_key)),
     ]
 }
@@ -228,6 +232,13 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::page))
+        .route("/", get(dashboard::root))
+        .route("/app", get(dashboard::index))
+        .route("/app/", get(dashboard::index))
+        .route("/app/app.js", get(dashboard::script))
+        .route("/app/ui.js", get(dashboard::script_ui))
+        .route("/app/app.css", get(dashboard::style))
+        .route("/app/icon.svg", get(dashboard::icon))
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .fallback(not_found)
         .with_state(state.clone());

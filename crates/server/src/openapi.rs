@@ -27,6 +27,8 @@ use utoipa::{Modify, OpenApi};
         crate::admin::update_channel,
         crate::admin::delete_channel,
         crate::admin::me,
+        crate::activity::workflow_runs,
+        crate::activity::events,
         crate::store::verify_key,
         crate::store::sales_channels,
         crate::store::regions,

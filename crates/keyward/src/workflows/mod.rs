@@ -32,6 +32,7 @@ use crate::service::Keyward;
 use crate::store::{Blocked, KeyShape, Revocation, RevocationUndo, RevokeOnce, StoredKey, TitleUndo};
 use crate::token::PlainToken;
 
+mod activity;
 mod create;
 mod delete;
 mod link;
@@ -41,6 +42,7 @@ mod sales_channels;
 mod update;
 mod users;
 
+pub use activity::*;
 pub use create::*;
 pub use delete::*;
 pub use link::*;
