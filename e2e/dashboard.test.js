@@ -16,7 +16,8 @@ const require = createRequire(import.meta.url);
 const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const BIN = process.env.KEYWARD_BIN ?? resolve(import.meta.dirname, "../target/debug/keyward");
 const CHROMIUM = process.env.KEYWARD_CHROMIUM ?? "/usr/bin/chromium";
-const SHOTS = process.env.KEYWARD_SCREENSHOTS ? resolve(process.env.KEYWARD_SCREENSHOTS) : null;
+// Relative to where npm was started (INIT_CWD), so `npm test --prefix e2e` from the root works.
+const SHOTS = process.env.KEYWARD_SCREENSHOTS ? resolve(process.env.INIT_CWD ?? process.cwd(), process.env.KEYWARD_SCREENSHOTS) : null;
 const EMAIL = "admin@test.local";
 const PASSWORD = "supersecret";
 
