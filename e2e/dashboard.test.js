@@ -94,9 +94,10 @@ async function adminGet(path) {
   return res.json();
 }
 
-async function createInDialog(page, title, type) {
+async function createInDialog(page, title, type, { check = false } = {}) {
   await page.getByRole("button", { name: "Create" }).click();
   const dialog = page.getByRole("dialog", { name: "Create an API key" });
+  if (check) await accessible(page, "create dialog");
   await dialog.getByLabel("Title").fill(title);
   await dialog.getByLabel("Type").selectOption(type);
   await dialog.getByRole("button", { name: "Create" }).click();
@@ -161,7 +162,7 @@ test("an admin manages publishable and secret keys, rolls, revokes and deletes t
   await page.getByRole("heading", { name: "Publishable API keys" }).waitFor();
 
   // A publishable key: created, listed with its full token.
-  await createInDialog(page, "Storefront", "publishable");
+  await createInDialog(page, "Storefront", "publishable", { check: true });
   const row = page.getByRole("row").filter({ hasText: "Storefront" });
   await row.waitFor();
   const listedToken = await row.locator("code").textContent();
@@ -218,6 +219,7 @@ test("an admin manages publishable and secret keys, rolls, revokes and deletes t
   await page.getByRole("button", { name: "Revoke" }).click();
   const revoke = page.getByRole("dialog", { name: /Revoke Billing service/ });
   await revoke.getByLabel("When").selectOption("0");
+  await accessible(page, "revoke dialog");
   await revoke.getByRole("button", { name: "Revoke" }).click();
   await page.locator(".status.revoked").waitFor();
   assert.equal(await authenticates(rolled.token), 401, "a revoked key stops authenticating");
@@ -227,6 +229,7 @@ test("an admin manages publishable and secret keys, rolls, revokes and deletes t
   await page.getByRole("row").filter({ hasText: "Storefront" }).getByRole("link", { name: "Storefront" }).click();
   await page.getByRole("heading", { name: "Storefront" }).waitFor();
   await page.getByRole("button", { name: "Delete" }).click();
+  await accessible(page, "delete dialog");
   await page.getByRole("dialog", { name: /Delete Storefront/ }).getByRole("button", { name: "Delete" }).click();
   const refusal = page.getByRole("alert").filter({ hasText: /./ });
   await refusal.waitFor();
@@ -327,7 +330,7 @@ test("the keyboard alone logs in and creates a key; a dialog closes with Escape"
   await context.close();
 });
 
-test("at 375 px no screen scrolls sideways", async () => {
+test("at 375 px no screen scrolls sideways, and each stays accessible", async () => {
   const { context, page } = await open();
   await page.setViewportSize({ width: 375, height: 740 });
   const fits = async (screen) => {
@@ -335,6 +338,7 @@ test("at 375 px no screen scrolls sideways", async () => {
     await page.waitForLoadState("networkidle");
     const [scroll, width] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
     assert.ok(scroll <= width, `${screen}: ${scroll} px wide in a ${width} px window`);
+    await accessible(page, `${screen} at 375 px`);
   };
   await page.goto(`${base}/app`);
   await fits("login");
@@ -372,5 +376,24 @@ test("an expired session returns to the login page with the reason; logging out 
   assert.ok(!cookies.some((c) => c.name.includes("keyward_session") && c.value), "the session cookie is cleared");
   await page.goto(`${base}/app#/activity`);
   await page.getByRole("heading", { name: "Log in to keyward" }).waitFor();
+  await context.close();
+});
+
+test("titles and names from the API are shown as text, never run as markup", async () => {
+  const markup = `<img src=x onerror="window.pwned=1">`;
+  const res = await fetch(`${base}/admin/api-keys`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${await bearer()}`, "content-type": "application/json" },
+    body: JSON.stringify({ title: markup, type: "publishable" }),
+  });
+  assert.equal(res.status, 200);
+  const { context, page } = await open();
+  await login(page);
+  const row = page.getByRole("row").filter({ hasText: markup });
+  await row.waitFor();
+  assert.equal(await row.locator("img").count(), 0, "the title is text, not an element");
+  await row.getByRole("link").click();
+  await page.getByRole("heading", { name: markup }).waitFor();
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
   await context.close();
 });
