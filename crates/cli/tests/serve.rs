@@ -135,13 +135,18 @@ fn serve_says_how_to_create_the_first_user() {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut lines = String::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         out.read_line(&mut lines).unwrap();
     }
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
         lines.starts_with("keyward is listening on http://127.0.0.1:"),
+        "{lines}"
+    );
+    let port = lines.split("127.0.0.1:").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(
+        lines.contains(&format!("The dashboard: http://127.0.0.1:{port}/app\n")),
         "{lines}"
     );
     assert!(lines.contains("keyward user create --email"), "{lines}");
