@@ -1,38 +1,54 @@
-//! ULIDs for transaction and node ids: 48 bits of milliseconds and 80 random bits, in
-//! Crockford's base32, so ids sort by creation time.
+//! ULIDs (48 bits of milliseconds and 80 random bits, in Crockford's base32, so ids sort by
+//! creation time), encoded by the `ulid` crate, and the one generator every id of keyward comes
+//! from: transaction, node and event ids here, key and channel ids in `keyward` (with its
+//! injected clock and entropy).
 
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+use std::sync::Mutex;
 
-/// Encodes a ULID from its millisecond timestamp (low 48 bits) and random part (low 80 bits).
-pub fn encode_ulid(millis: u64, random: u128) -> String {
-    let value = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
-    (0..26)
-        .map(|i| {
-            let shift = 125 - 5 * i as u32;
-            char::from(CROCKFORD[((value >> shift) & 0x1F) as usize])
-        })
-        .collect()
+use ulid::Ulid;
+
+/// Makes ULIDs that always increase: an id from a later millisecond starts from fresh random
+/// bits; an id from the same millisecond — or from a clock that stepped back — is one past the
+/// previous, so ids made in one call (or events published together) keep their order.
+#[derive(Debug)]
+pub struct UlidGenerator {
+    last: Mutex<Ulid>,
 }
 
-/// A fresh ULID from the clock and the OS random source, monotonic within this process: ids
-/// made in the same millisecond step the previous one, so events published together keep
-/// their order.
-pub fn new_ulid() -> String {
-    use std::sync::Mutex;
-    static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
-    let millis = u64::try_from(crate::log::now_millis()).unwrap_or(0);
-    let fresh = fresh_random();
-    let (millis, random) = {
-        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-        // Same millisecond (or the clock stepped back): one past the previous id.
-        *last = if last.0 >= millis {
-            (last.0, (last.1 + 1) & ((1u128 << 80) - 1))
+impl Default for UlidGenerator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UlidGenerator {
+    pub const fn new() -> Self {
+        Self {
+            last: Mutex::new(Ulid::nil()),
+        }
+    }
+
+    /// The next id for a clock reading of `millis` (low 48 bits) and 80 `random` bits.
+    pub fn next(&self, millis: u64, random: u128) -> Ulid {
+        let millis = millis & 0xFFFF_FFFF_FFFF;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let next = if millis > last.timestamp_ms() {
+            Ulid::from_parts(millis, random)
         } else {
-            (millis, fresh)
+            // Not later than the previous id: step it. Its random bits run out only after 2^80
+            // ids in one millisecond; the step then carries into the next millisecond.
+            last.increment().unwrap_or_else(|carried| carried)
         };
-        *last
-    };
-    encode_ulid(millis, random)
+        *last = next;
+        next
+    }
+}
+
+/// A fresh ULID from the system clock and the OS random source.
+pub fn new_ulid() -> String {
+    static IDS: UlidGenerator = UlidGenerator::new();
+    let millis = u64::try_from(crate::log::now_millis()).unwrap_or(0);
+    IDS.next(millis, fresh_random()).to_string()
 }
 
 fn fresh_random() -> u128 {
@@ -58,11 +74,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ulids_sort_by_time_and_are_26_characters() {
-        let a = encode_ulid(1_700_000_000_000, u128::MAX);
-        let b = encode_ulid(1_700_000_000_001, 0);
-        assert_eq!(a.len(), 26);
-        assert!(a < b);
+    fn ids_increase_in_one_millisecond_and_when_the_clock_steps_back() {
+        let ids = UlidGenerator::new();
+        let a = ids.next(1_700_000_000_005, u128::MAX >> 48);
+        let b = ids.next(1_700_000_000_005, 0);
+        let c = ids.next(1_700_000_000_001, 0); // the clock stepped back
+        let d = ids.next(1_700_000_000_009, 7);
+        assert!(a < b && b < c && c < d, "{a} {b} {c} {d}");
+        assert_eq!(
+            b.timestamp_ms(),
+            1_700_000_000_006,
+            "a full random part carries into the next millisecond"
+        );
+        assert_eq!(
+            c.timestamp_ms(),
+            b.timestamp_ms(),
+            "a clock that stepped back does not move ids back"
+        );
+        assert_eq!((d.timestamp_ms(), d.random()), (1_700_000_000_009, 7));
+        assert_eq!(a.to_string().len(), 26);
         assert_ne!(new_ulid(), new_ulid());
     }
 }

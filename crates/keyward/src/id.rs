@@ -5,17 +5,17 @@
 //! under a fixed test clock.
 
 use std::fmt;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::entropy::{Entropy, EntropyError};
 use crate::time::Timestamp;
 
-/// Makes ULIDs from an injected clock reading and entropy source, monotonic per millisecond.
+/// Makes ULIDs from an injected clock reading and entropy source: flow's one generator (ids
+/// always increase, in one millisecond and across a clock that steps back) fed by them.
 #[derive(Debug, Default)]
 pub struct UlidGenerator {
-    last: Mutex<(u64, u128)>,
+    ids: keyward_flow::ids::UlidGenerator,
 }
 
 impl UlidGenerator {
@@ -25,22 +25,10 @@ impl UlidGenerator {
 
     /// A 26-character Crockford base32 ULID.
     pub fn next(&self, now: Timestamp, entropy: &dyn Entropy) -> Result<String, EntropyError> {
-        let ms = u64::try_from(now.millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
         let mut bytes = [0u8; 16];
         entropy.fill(&mut bytes[6..])?;
-        let fresh = u128::from_be_bytes(bytes);
-        let random = {
-            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            let random = if last.0 == ms {
-                // Same millisecond: step the previous value so order is kept.
-                (last.1 + 1) & ((1u128 << 80) - 1)
-            } else {
-                fresh
-            };
-            *last = (ms, random);
-            random
-        };
-        Ok(keyward_flow::ids::encode_ulid(ms, random))
+        let millis = u64::try_from(now.millis()).unwrap_or(0);
+        Ok(self.ids.next(millis, u128::from_be_bytes(bytes)).to_string())
     }
 }
 
