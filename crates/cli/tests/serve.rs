@@ -167,6 +167,25 @@ fn a_taken_port_is_a_clear_usage_error() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
 
+#[test]
+fn a_log_filter_that_does_not_parse_or_names_no_level_stops_the_start() {
+    let db = TestDb::sqlite();
+    for bad in ["verbose", "info,keyward=loud[", "Debugg"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("KEYWARD_DATABASE_URL", &db.url)
+            .env("KEYWARD_LOG", bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("KEYWARD_LOG={bad:?} is not a log filter")),
+            "{bad}: {err}"
+        );
+    }
+}
+
 /// `keyward serve` without KEYWARD_JWT_SECRET.
 fn node_without_secret(db: &str) -> keyward_testkit::Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
