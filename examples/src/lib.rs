@@ -30,12 +30,15 @@ pub struct Output {
     pub api_key: ApiKey,
 }
 
+/// The key the seed's step created, read by name: `Copy`, so closures need no step handle.
+pub const CREATED_KEY: keyward_flow::Output<ApiKey> = keyward_flow::Output::named("create-api-key");
+
 /// The seed's step: create a publishable key; if the workflow fails later, remove it again.
 ///
 /// (It makes a new id each time it runs; keyward's own `create-api-keys` fixes the id in a step
 /// before, so that a run resumed after a crash cannot create the key twice.)
 pub fn create_api_key_step() -> Step<Keyward, Input, ApiKey> {
-    Step::new("create-api-key", |input: Input, cx: StepContext<Keyward>| async move {
+    Step::named(CREATED_KEY, |input: Input, cx: StepContext<Keyward>| async move {
         let created = cx
             .container()
             .create_api_key(CreateApiKey::new(input.title, ApiKeyType::Publishable, "example"))
@@ -54,13 +57,12 @@ pub fn create_api_key_step() -> Step<Keyward, Input, ApiKey> {
 /// The seed's workflow: one step, returning `{api_key}`. Idempotent: a run named by a
 /// transaction id that already finished returns that run's result.
 pub fn create_api_key_workflow() -> Workflow<Keyward, Input, Output> {
-    let step = create_api_key_step();
     Workflow::<Keyward, Input, Output>::new("create-api-key")
         .idempotent(true)
-        .step(&step, |d| d.input())
-        .returns(move |d| {
+        .step(&create_api_key_step(), |d| d.input())
+        .returns(|d| {
             Ok(Output {
-                api_key: d.output(&step)?,
+                api_key: d.output(CREATED_KEY)?,
             })
         })
 }
@@ -68,17 +70,15 @@ pub fn create_api_key_workflow() -> Workflow<Keyward, Input, Output> {
 /// The same key creation followed by a step that fails: the run is compensated and no key is
 /// left behind.
 pub fn rollback_workflow() -> Workflow<Keyward, Input, Output> {
-    let create = create_api_key_step();
     let fail = Step::new("notify-partner", |_key: ApiKey, _cx: StepContext<Keyward>| async move {
         Err::<StepResponse<()>, _>(StepError::permanent("the partner system refused the key"))
     });
-    let created = create.clone();
     Workflow::<Keyward, Input, Output>::new("create-api-key-then-fail")
-        .step(&create, |d| d.input())
-        .step(&fail, move |d| d.output(&created))
-        .returns(move |d| {
+        .step(&create_api_key_step(), |d| d.input())
+        .step(&fail, |d| d.output(CREATED_KEY))
+        .returns(|d| {
             Ok(Output {
-                api_key: d.output(&create)?,
+                api_key: d.output(CREATED_KEY)?,
             })
         })
 }

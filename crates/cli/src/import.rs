@@ -15,6 +15,17 @@ pub(crate) struct ImportArgs {
     pub json: bool,
 }
 
+impl ImportArgs {
+    pub(crate) fn new(url: String, dry_run: bool, update: bool, json: bool) -> Self {
+        Self {
+            url,
+            dry_run,
+            update,
+            json,
+        }
+    }
+}
+
 pub(crate) async fn import(flows: &Workflows, args: ImportArgs) -> Result<Outcome, Failure> {
     let kw = flows.kw();
     if !keyward_postgres::medusa::is_postgres_url(&args.url) {

@@ -42,9 +42,8 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             revoke_in,
             revoked_by,
         } => {
-            let key = flows
-                .revoke_api_key(&key_id(&id)?, &RevokeApiKey { revoked_by, revoke_in })
-                .await?;
+            let revoke = RevokeApiKey { revoked_by, revoke_in };
+            let key = flows.revoke_api_key(&key_id(&id)?, &revoke).await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
         }
         KeysCommand::Roll {
@@ -54,36 +53,31 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             idempotency_key,
         } => roll(flows, id, grace, rolled_by, idempotency_key, json).await,
         KeysCommand::Link { id, add, remove } => link(flows, &id, &add, &remove, json).await,
-        KeysCommand::Delete { id } => {
-            let id = key_id(&id)?;
-            // Deleting an unknown id is a no-op in the module; from a terminal it is a typo.
-            kw.retrieve_api_key(&id).await?;
-            flows.delete_api_keys(std::slice::from_ref(&id)).await?;
-            Ok(Outcome::ok(if json {
-                format!("{}\n", json!({"id": id, "object": "api_key", "deleted": true}))
-            } else {
-                format!("deleted {id}\n")
-            }))
-        }
+        KeysCommand::Delete { id } => delete(flows, &id, json).await,
         KeysCommand::Verify { token } => {
-            let v = kw.verify(&token).await?;
+            let verdict = kw.verify(&token).await?;
+            // The use is stamped now: this process ends before a flush would come.
             kw.flush_usage().await?;
-            Ok(verification(&v, json))
+            Ok(verification(&verdict, json))
         }
         KeysCommand::Import {
             from_medusa,
             dry_run,
             update,
-        } => {
-            let args = import::ImportArgs {
-                url: from_medusa,
-                dry_run,
-                update,
-                json,
-            };
-            import::import(flows, args).await
-        }
+        } => import::import(flows, import::ImportArgs::new(from_medusa, dry_run, update, json)).await,
     }
+}
+
+/// `keys delete`: an unknown id is a no-op in the module; from a terminal it is a typo, refused.
+async fn delete(flows: &Workflows, id: &str, json: bool) -> Result<Outcome, Failure> {
+    let id = key_id(id)?;
+    flows.kw().retrieve_api_key(&id).await?;
+    flows.delete_api_keys(std::slice::from_ref(&id)).await?;
+    Ok(Outcome::ok(if json {
+        format!("{}\n", json!({"id": id, "object": "api_key", "deleted": true}))
+    } else {
+        format!("deleted {id}\n")
+    }))
 }
 
 /// `keys create` (one key): the token printed this once; at most once per idempotency key.

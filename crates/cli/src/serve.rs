@@ -127,6 +127,37 @@ fn init_logging() -> Result<(), Failure> {
     Ok(())
 }
 
+/// One subscriber per `KEYWARD_WEBHOOK_URL`, taking the named events.
+fn subscribe_webhooks(flows: &Workflows, o: &EventOptions, names: &[&str]) -> Result<(), Failure> {
+    let urls: Vec<&str> = o
+        .webhook_urls
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Ok(());
+    }
+    let secret = o.webhook_secret.clone().filter(|s| !s.is_empty());
+    if secret.is_none() {
+        tracing::warn!("KEYWARD_WEBHOOK_SECRET is not set: webhook requests are not signed");
+    }
+    // A receiver must answer itself: a redirect could send signed events anywhere.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::unexpected(format!("cannot build the webhook client: {e}")))?;
+    for url in urls {
+        let hook =
+            keyward_server::webhooks::Webhook::new(url, secret.clone().map(String::into_bytes)).map_err(usage)?;
+        flows
+            .engine()
+            .subscribe(hook.subscriber(client.clone(), names))
+            .map_err(|e| usage(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// The shortest signing secret accepted: an HMAC-SHA256 key should carry 256 bits.
 pub(crate) const MIN_JWT_SECRET: usize = 32;
 
@@ -174,31 +205,7 @@ pub(crate) fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward
             o.event_retry_base
         )));
     }
-    let urls: Vec<&str> = o
-        .webhook_urls
-        .iter()
-        .map(|u| u.trim())
-        .filter(|u| !u.is_empty())
-        .collect();
-    if !urls.is_empty() {
-        let secret = o.webhook_secret.clone().filter(|s| !s.is_empty());
-        if secret.is_none() {
-            tracing::warn!("KEYWARD_WEBHOOK_SECRET is not set: webhook requests are not signed");
-        }
-        // A receiver must answer itself: a redirect could send signed events anywhere.
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::unexpected(format!("cannot build the webhook client: {e}")))?;
-        let engine = flows.engine();
-        for url in urls {
-            let hook =
-                keyward_server::webhooks::Webhook::new(url, secret.clone().map(String::into_bytes)).map_err(usage)?;
-            engine
-                .subscribe(hook.subscriber(client.clone(), &names))
-                .map_err(|e| usage(e.to_string()))?;
-        }
-    }
+    subscribe_webhooks(flows, o, &names)?;
     if let Some(t) = o.key_on_user_created {
         flows
             .engine()

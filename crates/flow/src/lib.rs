@@ -55,4 +55,4 @@ pub use postgres::PostgresLog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteLog;
 pub use step::{Step, StepContext, StepError, StepOptions, StepResponse};
-pub use workflow::{Data, Parallel, Workflow};
+pub use workflow::{Data, Output, OutputOf, Parallel, Workflow};

@@ -72,24 +72,10 @@ impl<C: Send + Sync + 'static> Engine<C> {
             if *stop.borrow() {
                 return;
             }
-            if let Some(limit) = job.number_of_executions {
-                match log.job_executions(&job.name).await {
-                    Ok(n) if n >= limit => {
-                        tracing::info!(job = %job.name, executions = n, "the job ran as often as it should; it stops");
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(job = %job.name, error = %e, "could not count the job's runs; skipping a tick");
-                        continue;
-                    }
-                }
-            }
-            if job.concurrency == Concurrency::Forbid && log.job_running(&job.name).await.unwrap_or(false) {
-                let _ = log
-                    .claim_tick(&job.name, tick, &node, JobOutcome::Skipped, JOB_LEASE)
-                    .await;
-                continue;
+            match gate(log.as_ref(), &job, tick, &node).await {
+                Gate::Stop => return,
+                Gate::Pass => continue,
+                Gate::Claim => {}
             }
             match log
                 .claim_tick(&job.name, tick, &node, JobOutcome::Running, JOB_LEASE)
@@ -112,6 +98,41 @@ impl<C: Send + Sync + 'static> Engine<C> {
             }
         }
     }
+}
+
+/// What a due tick comes to before it is claimed.
+enum Gate {
+    /// The job ran as often as it should: its loop ends.
+    Stop,
+    /// Not this tick (recorded as skipped, or left for the next one).
+    Pass,
+    /// Try to claim it and run.
+    Claim,
+}
+
+/// Checks a due tick against the job's limit on executions and its concurrency: a `Forbid`
+/// job that is running somewhere has the tick recorded as skipped.
+async fn gate<C>(log: &dyn RunLog, job: &ScheduledJob<C>, tick: i64, node: &str) -> Gate {
+    if let Some(limit) = job.number_of_executions {
+        match log.job_executions(&job.name).await {
+            Ok(n) if n >= limit => {
+                tracing::info!(job = %job.name, executions = n, "the job ran as often as it should; it stops");
+                return Gate::Stop;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job = %job.name, error = %e, "could not count the job's runs; skipping a tick");
+                return Gate::Pass;
+            }
+        }
+    }
+    if job.concurrency == Concurrency::Forbid && log.job_running(&job.name).await.unwrap_or(false) {
+        let _ = log
+            .claim_tick(&job.name, tick, node, JobOutcome::Skipped, JOB_LEASE)
+            .await;
+        return Gate::Pass;
+    }
+    Gate::Claim
 }
 
 /// How long a job run counts as going without finishing (a node that died mid-run).

@@ -371,6 +371,16 @@ where
     O: Serialize + Send + 'static,
 {
     /// A step named `name` (unique within a workflow) that runs `invoke`.
+    /// A step named by its [`Output`](crate::Output), so readers of its output and the step
+    /// agree on the name and the type.
+    pub fn named<F, Fut>(output: crate::workflow::Output<O>, invoke: F) -> Self
+    where
+        F: Fn(I, StepContext<C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<StepResponse<O>, StepError>> + Send + 'static,
+    {
+        Self::new(output.name(), invoke)
+    }
+
     pub fn new<F, Fut>(name: impl Into<String>, invoke: F) -> Self
     where
         F: Fn(I, StepContext<C>) -> Fut + Send + Sync + 'static,

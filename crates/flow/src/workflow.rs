@@ -17,6 +17,58 @@ use serde_json::Value;
 
 use crate::step::{Step, StepDef, StepError};
 
+/// A step's output named by the step's name and typed by what it returns: `Copy`, so the
+/// closures of a workflow definition read it without cloning step handles. Declare it once
+/// beside the step, and build the step from it (`Step::named`) so the two cannot disagree:
+///
+/// ```ignore
+/// const PLAN: Output<Plan> = Output::named("plan");
+/// fn plan_step() -> Step<C, Input, Plan> { Step::named(PLAN, |input, cx| async move { … }) }
+/// // … .step(&apply_step(), |d| Ok(d.output(PLAN)?.changes))
+/// ```
+pub struct Output<O> {
+    name: &'static str,
+    _type: PhantomData<fn() -> O>,
+}
+
+impl<O> Clone for Output<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<O> Copy for Output<O> {}
+
+impl<O> Output<O> {
+    pub const fn named(name: &'static str) -> Self {
+        Self {
+            name,
+            _type: PhantomData,
+        }
+    }
+
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// What [`Data::output`] reads a step's output by: the step's handle, or its [`Output`].
+pub trait OutputOf<O> {
+    fn step_name(&self) -> &str;
+}
+
+impl<C, I, O> OutputOf<O> for &Step<C, I, O> {
+    fn step_name(&self) -> &str {
+        &self.def.name
+    }
+}
+
+impl<O> OutputOf<O> for Output<O> {
+    fn step_name(&self) -> &str {
+        self.name
+    }
+}
+
 /// What input functions, conditions and the result function read: the workflow's input and
 /// the recorded outputs of the steps that ran.
 pub struct Data<'a, I> {
@@ -47,14 +99,15 @@ impl<'a, I: DeserializeOwned> Data<'a, I> {
     }
 
     /// The output of `step`; an error when it has not run or skipped itself.
-    pub fn output<C, SI, SO: DeserializeOwned>(&self, step: &Step<C, SI, SO>) -> Result<SO, StepError> {
-        self.maybe_output(step)?
-            .ok_or_else(|| StepError::permanent(format!("step {} has no output: it did not run", step.def.name)))
+    pub fn output<SO: DeserializeOwned>(&self, step: impl OutputOf<SO>) -> Result<SO, StepError> {
+        let name = step.step_name();
+        self.output_named(name)?
+            .ok_or_else(|| StepError::permanent(format!("step {name} has no output: it did not run")))
     }
 
     /// The output of `step`, or `None` when it did not run (a false condition, a skip).
-    pub fn maybe_output<C, SI, SO: DeserializeOwned>(&self, step: &Step<C, SI, SO>) -> Result<Option<SO>, StepError> {
-        self.output_named(&step.def.name)
+    pub fn maybe_output<SO: DeserializeOwned>(&self, step: impl OutputOf<SO>) -> Result<Option<SO>, StepError> {
+        self.output_named(step.step_name())
     }
 
     /// The output of the step or hook named `name`, if it ran.

@@ -266,6 +266,14 @@ impl Metrics {
     /// The Prometheus text exposition, with the verification cache's counters.
     pub fn render(&self, cache: &CacheStats) -> String {
         let mut out = String::new();
+        self.render_requests(&mut out);
+        self.render_latency(&mut out);
+        self.render_verifications(&mut out);
+        render_cache(&mut out, cache);
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
         out.push_str("# HELP keyward_http_requests_total HTTP requests by method, route and status.\n");
         out.push_str("# TYPE keyward_http_requests_total counter\n");
         for ((method, route, status), n) in self.requests.snapshot() {
@@ -275,6 +283,9 @@ impl Metrics {
                 n.count.get()
             );
         }
+    }
+
+    fn render_latency(&self, out: &mut String) {
         out.push_str("# HELP keyward_http_request_duration_seconds HTTP request latency by route.\n");
         out.push_str("# TYPE keyward_http_request_duration_seconds histogram\n");
         for (route, h) in self.latency.snapshot() {
@@ -298,6 +309,9 @@ impl Metrics {
                 "keyward_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             );
         }
+    }
+
+    fn render_verifications(&self, out: &mut String) {
         out.push_str("# HELP keyward_verifications_total Key verifications by source and outcome code.\n");
         out.push_str("# TYPE keyward_verifications_total counter\n");
         for ((source, code), n) in self.verifications.snapshot() {
@@ -307,53 +321,63 @@ impl Metrics {
                 n.count.get()
             );
         }
-        let counters = [
-            (
-                "keyward_cache_hits_total",
-                "Verifications answered from a cached key.",
-                cache.hits,
-            ),
-            (
-                "keyward_cache_negative_hits_total",
-                "Verifications answered from a cached \"no such key\".",
-                cache.negative_hits,
-            ),
-            (
-                "keyward_cache_misses_total",
-                "Verifications that read storage.",
-                cache.misses,
-            ),
-            (
-                "keyward_cache_invalidations_total",
-                "Changes applied to the cache (own writes and other nodes' notices).",
-                cache.invalidations,
-            ),
-            (
-                "keyward_cache_flushes_total",
-                "Times the whole cache was emptied (reconnects, going offline).",
-                cache.flushes,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        }
-        let gauges = [
-            ("keyward_cache_keys", "Keys in the verification cache.", cache.keys),
-            (
-                "keyward_cache_capacity",
-                "Keys the verification cache holds at most.",
-                cache.capacity,
-            ),
-            (
-                "keyward_cache_online",
-                "1 while the cache is kept true by change notices (and used), else 0.",
-                u64::from(cache.online),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        }
-        out
+    }
+}
+
+/// The verification cache's counters and gauges, one unlabelled series each.
+fn render_cache(out: &mut String, cache: &CacheStats) {
+    let series = [
+        (
+            "keyward_cache_hits_total",
+            "counter",
+            "Verifications answered from a cached key.",
+            cache.hits,
+        ),
+        (
+            "keyward_cache_negative_hits_total",
+            "counter",
+            "Verifications answered from a cached \"no such key\".",
+            cache.negative_hits,
+        ),
+        (
+            "keyward_cache_misses_total",
+            "counter",
+            "Verifications that read storage.",
+            cache.misses,
+        ),
+        (
+            "keyward_cache_invalidations_total",
+            "counter",
+            "Changes applied to the cache (own writes and other nodes' notices).",
+            cache.invalidations,
+        ),
+        (
+            "keyward_cache_flushes_total",
+            "counter",
+            "Times the whole cache was emptied (reconnects, going offline).",
+            cache.flushes,
+        ),
+        (
+            "keyward_cache_keys",
+            "gauge",
+            "Keys in the verification cache.",
+            cache.keys,
+        ),
+        (
+            "keyward_cache_capacity",
+            "gauge",
+            "Keys the verification cache holds at most.",
+            cache.capacity,
+        ),
+        (
+            "keyward_cache_online",
+            "gauge",
+            "1 while the cache is kept true by change notices (and used), else 0.",
+            u64::from(cache.online),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
 }
 

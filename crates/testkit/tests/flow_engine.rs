@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_flow::{
-    Engine, FlowError, Handler, RunOptions, RunState, Started, Step, StepContext, StepError, StepRecord, StepResponse,
-    StepState, Workflow,
+    Engine, FlowError, Handler, Output, RunOptions, RunState, Started, Step, StepContext, StepError, StepRecord,
+    StepResponse, StepState, Workflow,
 };
 use keyward_testkit::TestDb;
 use serde_json::json;
@@ -79,7 +79,37 @@ fn chain(name: &str, steps: &[&Step<Journal, i64, i64>]) -> Workflow<Journal, i6
     wf.returns(move |d| d.output(&last))
 }
 
+const DOUBLED: Output<i64> = Output::named("double");
+const NEVER_RAN: Output<i64> = Output::named("not-a-step");
+
+fn doubling() -> Step<Journal, i64, i64> {
+    Step::named(DOUBLED, |n: i64, _cx: Cx| async move { Ok(StepResponse::new(n * 2)) })
+}
+
 keyward_testkit::on_both_dbs! {
+    async fn outputs_are_read_by_their_copyable_name_with_no_step_handle_kept(db) {
+        let e = engine_on(&db, Journal::default()).await;
+        let wf = Workflow::<Journal, i64, i64>::new("by-name")
+            .step(&doubling(), |d| d.input())
+            .step(&counting("after"), |d| d.output(DOUBLED))
+            .returns(|d| Ok(d.output(DOUBLED)? * 100 + d.output_named::<i64>("after")?.unwrap_or(0)));
+        let wf = e.register(wf).unwrap();
+        let run = e.run(&wf, 21, RunOptions::default()).await.unwrap();
+        assert_eq!(run.result, Some(42 * 100 + 43));
+        assert_eq!(events(&e), ["invoke after 42"]);
+
+        // A name no step has is a clear failure of the step that reads it, not a silent default.
+        let wf = Workflow::<Journal, i64, i64>::new("misnamed")
+            .step(&doubling(), |d| d.input())
+            .step(&counting("reader"), |d| d.output(NEVER_RAN));
+        let wf = e.register(wf.returns(|d| d.output(DOUBLED))).unwrap();
+        let err = e.run(&wf, 1, RunOptions::default()).await.unwrap_err();
+        assert_eq!(
+            err.step_error().unwrap().message(),
+            "step not-a-step has no output: it did not run"
+        );
+    }
+
     async fn values_flow_from_step_to_step_and_the_result_is_stored(db) {
         let e = engine_on(&db, Journal::default()).await;
         let (a, b) = (counting("a"), counting("b"));

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use keyward_flow::{Step, StepContext, StepError, StepResponse, Workflow};
+use keyward_flow::{Output, Step, StepContext, StepError, StepResponse, Workflow};
 use serde::{Deserialize, Serialize};
 
 use crate::events::EventName;
@@ -23,9 +23,16 @@ fn retried<I, O>(step: Step<Keyward, I, O>) -> Step<Keyward, I, O> {
         .retry_interval(std::time::Duration::from_millis(200))
 }
 
+/// The import's plan, as every later step and the result read it.
+const IMPORT_PLAN: Output<ImportPlan> = Output::named("plan-import");
+/// The channels the import wrote.
+const CHANNELS_WRITTEN: Output<ChannelsWritten> = Output::named("import-sales-channels");
+/// The keys the import wrote.
+const KEYS_WRITTEN: Output<KeysWritten> = Output::named("import-api-keys");
+
 /// `plan-import`: compares the source with keyward. Recorded, so a resumed run writes the same.
 pub fn plan_import_step() -> Step<Keyward, ImportInput, ImportPlan> {
-    Step::new("plan-import", |input: ImportInput, cx: Cx| async move {
+    Step::named(IMPORT_PLAN, |input: ImportInput, cx: Cx| async move {
         let (kw, run) = (cx.container(), cx.transaction_id());
         kw.progress.phase(run, "comparing with keyward");
         let plan = kw.plan_import(&input.set, input.update).await.map_err(step_error)?;
@@ -50,7 +57,7 @@ pub struct ChannelsWritten {
 /// still hold what the plan read. `sales_channel.created` / `.updated`. Compensation deletes what
 /// it inserted and puts back what it changed.
 pub fn import_channels_step() -> Step<Keyward, ImportPlan, ChannelsWritten> {
-    retried(Step::new("import-sales-channels", write_channels)).compensate(unwrite_channels)
+    retried(Step::named(CHANNELS_WRITTEN, write_channels)).compensate(unwrite_channels)
 }
 
 async fn write_channels(plan: ImportPlan, cx: Cx) -> Result<StepResponse<ChannelsWritten>, StepError> {
@@ -145,7 +152,7 @@ pub struct KeysWritten {
 /// brought a revocation. Compensation removes what it inserted and puts back
 /// what it changed, except a revocation: that stays.
 pub fn import_keys_step() -> Step<Keyward, KeyWrites, KeysWritten> {
-    retried(Step::new("import-api-keys", write_keys)).compensate(unwrite_keys)
+    retried(Step::named(KEYS_WRITTEN, write_keys)).compensate(unwrite_keys)
 }
 
 async fn write_keys(plan: KeyWrites, cx: Cx) -> Result<StepResponse<KeysWritten>, StepError> {
@@ -287,31 +294,18 @@ pub fn import_links_step() -> Step<Keyward, ImportPlan, Vec<(ApiKeyId, SalesChan
 /// `import-medusa`: plan, then channels, keys and links; returns the report (with the rows that
 /// changed in keyward while it ran counted as conflicts).
 pub fn import_medusa_workflow() -> Workflow<Keyward, ImportInput, ImportReport> {
-    let (plan, channels, keys, links) = (
-        plan_import_step(),
-        import_channels_step(),
-        import_keys_step(),
-        import_links_step(),
-    );
-    let (p, c, k) = (plan.clone(), channels.clone(), keys.clone());
     Workflow::<Keyward, ImportInput, ImportReport>::new(IMPORT_MEDUSA)
-        .step(&plan, |d| d.input())
-        .step(&channels, {
-            let plan = plan.clone();
-            move |d| d.output(&plan)
+        .step(&plan_import_step(), |d| d.input())
+        .step(&import_channels_step(), |d| d.output(IMPORT_PLAN))
+        .step(&import_keys_step(), |d| {
+            let input: ImportInput = d.input()?;
+            KeyWrites::of(&input.set, d.output(IMPORT_PLAN)?).map_err(step_error)
         })
-        .step(&keys, {
-            let plan = plan.clone();
-            move |d| {
-                let input: ImportInput = d.input()?;
-                KeyWrites::of(&input.set, d.output(&plan)?).map_err(step_error)
-            }
-        })
-        .step(&links, move |d| d.output(&plan))
-        .returns(move |d| {
-            let plan: ImportPlan = d.output(&p)?;
-            let written_channels: ChannelsWritten = d.output(&c)?;
-            let written_keys: KeysWritten = d.output(&k)?;
+        .step(&import_links_step(), |d| d.output(IMPORT_PLAN))
+        .returns(|d| {
+            let plan = d.output(IMPORT_PLAN)?;
+            let written_channels = d.output(CHANNELS_WRITTEN)?;
+            let written_keys = d.output(KEYS_WRITTEN)?;
             let mut report = plan.report;
             for (current, _) in &plan.changed_channels {
                 if !written_channels.updated.iter().any(|(w, _)| w.id == current.id) {

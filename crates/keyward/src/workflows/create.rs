@@ -12,10 +12,13 @@ pub struct ApiKeysCreated {
     pub api_keys: Vec<ApiKey>,
 }
 
+/// The keys as planned (ids fixed), as the create step reads them.
+const PLANNED_KEYS: Output<Vec<CreateApiKey>> = Output::named("prepare-api-keys");
+
 /// `prepare-api-keys`: gives every key to create its id, so the create step can recognise its
 /// own work if it is invoked again after a crash.
 pub fn prepare_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<CreateApiKey>> {
-    Step::new("prepare-api-keys", |keys: Vec<CreateApiKey>, cx: Cx| async move {
+    Step::named(PLANNED_KEYS, |keys: Vec<CreateApiKey>, cx: Cx| async move {
         Ok(StepResponse::new(
             cx.container().plan_api_keys(keys).map_err(step_error)?,
         ))
@@ -27,11 +30,14 @@ pub(super) fn planned_ids(keys: &[CreateApiKey]) -> Vec<ApiKeyId> {
     keys.iter().filter_map(|k| k.id.clone()).collect()
 }
 
+/// The keys `create-api-keys` wrote, as later steps and results read them.
+pub(crate) const CREATED_KEYS: Output<Vec<ApiKey>> = Output::named("create-api-keys");
+
 /// `create-api-keys`: inserts the planned keys. The plain tokens leave as a private value (never
 /// written to the run log). Compensation revokes the keys, then deletes them.
 pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
-    retried(Step::new(
-        "create-api-keys",
+    retried(Step::named(
+        CREATED_KEYS,
         |planned: Vec<CreateApiKey>, cx: Cx| async move {
             let kw = cx.container();
             let ids = planned_ids(&planned);
@@ -62,23 +68,18 @@ pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
 
 /// `create-api-keys`: prepare, create, then the `api_keys_created` hook.
 pub fn create_api_keys_workflow() -> Workflow<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
-    let (prepare, create) = (prepare_api_keys_step(), create_api_keys_step());
-    let created = create.clone();
     Workflow::<Keyward, Vec<CreateApiKey>, Vec<ApiKey>>::new(CREATE_API_KEYS)
         // Runs are automatic ids unless a caller names one (a subscriber, an idempotency key):
         // then a second run with that id returns the first one's result.
         .idempotent(true)
-        .step(&prepare, |d| d.input())
-        .step(&create, move |d| d.output(&prepare))
-        .hook(API_KEYS_CREATED, {
-            let create = create.clone();
-            move |d| {
-                Ok(ApiKeysCreated {
-                    api_keys: d.output(&create)?,
-                })
-            }
+        .step(&prepare_api_keys_step(), |d| d.input())
+        .step(&create_api_keys_step(), |d| d.output(PLANNED_KEYS))
+        .hook(API_KEYS_CREATED, |d| {
+            Ok(ApiKeysCreated {
+                api_keys: d.output(CREATED_KEYS)?,
+            })
         })
-        .returns(move |d| d.output(&created))
+        .returns(|d| d.output(CREATED_KEYS))
 }
 
 impl Workflows {

@@ -16,9 +16,14 @@ pub struct DeletePlan {
     pub links: Vec<(ApiKeyId, SalesChannelId)>,
 }
 
+/// The delete's snapshot, as the later steps read it.
+const DELETE_PLAN: Output<DeletePlan> = Output::named("prepare-delete");
+/// The ids `delete-api-keys` deleted.
+const DELETED_KEYS: Output<Vec<ApiKeyId>> = Output::named("delete-api-keys");
+
 /// `prepare-delete`: checks every key is revoked and snapshots the rows and their links.
 pub fn prepare_delete_step() -> Step<Keyward, DeleteApiKeysInput, DeletePlan> {
-    Step::new("prepare-delete", |input: DeleteApiKeysInput, cx: Cx| async move {
+    Step::named(DELETE_PLAN, |input: DeleteApiKeysInput, cx: Cx| async move {
         let plan = cx.container().plan_delete(&input.ids).await.map_err(step_error)?;
         Ok(StepResponse::new(plan))
     })
@@ -67,19 +72,16 @@ pub fn remove_links_step() -> Step<Keyward, Vec<(ApiKeyId, SalesChannelId)>, ()>
 /// and publishes `api_key.deleted` for each it deleted; compensation writes back the rows this
 /// run deleted.
 pub fn delete_api_keys_step() -> Step<Keyward, Vec<StoredKey>, Vec<ApiKeyId>> {
-    retried(Step::new(
-        "delete-api-keys",
-        |keys: Vec<StoredKey>, cx: Cx| async move {
-            let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.key.id.clone()).collect();
-            let deleted = cx.container().delete_api_keys(&ids).await.map_err(step_error)?;
-            let ours: Vec<StoredKey> = keys.into_iter().filter(|k| deleted.contains(&k.key.id)).collect();
-            Ok(events(
-                StepResponse::new(deleted.clone()).compensate_with(ours),
-                EventName::ApiKeyDeleted,
-                &deleted,
-            ))
-        },
-    ))
+    retried(Step::named(DELETED_KEYS, |keys: Vec<StoredKey>, cx: Cx| async move {
+        let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.key.id.clone()).collect();
+        let deleted = cx.container().delete_api_keys(&ids).await.map_err(step_error)?;
+        let ours: Vec<StoredKey> = keys.into_iter().filter(|k| deleted.contains(&k.key.id)).collect();
+        Ok(events(
+            StepResponse::new(deleted.clone()).compensate_with(ours),
+            EventName::ApiKeyDeleted,
+            &deleted,
+        ))
+    }))
     .compensate(|keys: Option<Vec<StoredKey>>, cx: Cx| async move {
         let keys = match keys {
             Some(k) => k,
@@ -92,13 +94,11 @@ pub fn delete_api_keys_step() -> Step<Keyward, Vec<StoredKey>, Vec<ApiKeyId>> {
 
 /// `delete-api-keys`: snapshot, remove the links, delete the keys.
 pub fn delete_api_keys_workflow() -> Workflow<Keyward, DeleteApiKeysInput, Vec<ApiKeyId>> {
-    let (prepare, unlink, delete) = (prepare_delete_step(), remove_links_step(), delete_api_keys_step());
-    let (links_of, keys_of, deleted) = (prepare.clone(), prepare.clone(), delete.clone());
     Workflow::<Keyward, DeleteApiKeysInput, Vec<ApiKeyId>>::new(DELETE_API_KEYS)
-        .step(&prepare, |d| d.input())
-        .step(&unlink, move |d| Ok(d.output(&links_of)?.links))
-        .step(&delete, move |d| Ok(d.output(&keys_of)?.keys))
-        .returns(move |d| d.output(&deleted))
+        .step(&prepare_delete_step(), |d| d.input())
+        .step(&remove_links_step(), |d| Ok(d.output(DELETE_PLAN)?.links))
+        .step(&delete_api_keys_step(), |d| Ok(d.output(DELETE_PLAN)?.keys))
+        .returns(|d| d.output(DELETED_KEYS))
 }
 
 impl Workflows {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_flow::{
-    Engine, FlowError, RunLog, RunOptions, Step, StepContext, StepError, StepResponse, Workflow, WorkflowHandle,
+    Engine, FlowError, Output, RunLog, RunOptions, Step, StepContext, StepError, StepResponse, Workflow, WorkflowHandle,
 };
 use serde::{Deserialize, Serialize};
 

@@ -26,9 +26,12 @@ pub struct RevokePlan {
     pub unchanged: Option<KeyShape>,
 }
 
+/// The revocation as planned, as the revoke step reads it.
+const REVOCATION_PLAN: Output<RevokePlan> = Output::named("prepare-revocation");
+
 /// `prepare-revocation`: checks the revoke rules and fixes the instant.
 pub fn prepare_revocation_step() -> Step<Keyward, RevokeApiKeysInput, RevokePlan> {
-    Step::new("prepare-revocation", |input: RevokeApiKeysInput, cx: Cx| async move {
+    Step::named(REVOCATION_PLAN, |input: RevokeApiKeysInput, cx: Cx| async move {
         let plan = cx
             .container()
             .plan_revocation(&input.ids, &input.revoked_by, input.revoke_in)
@@ -39,11 +42,14 @@ pub fn prepare_revocation_step() -> Step<Keyward, RevokeApiKeysInput, RevokePlan
     .no_compensation()
 }
 
+/// The keys `revoke-api-keys` revoked, as later steps and results read them.
+pub(crate) const REVOKED_KEYS: Output<Vec<ApiKey>> = Output::named("revoke-api-keys");
+
 /// `revoke-api-keys`: applies a planned revocation (secret keys once, checked in the writing
 /// transaction). Compensation puts the previous revocations back where the keys still hold this
 /// run's — but never makes a key valid again once its revocation took effect.
 pub fn revoke_api_keys_step() -> Step<Keyward, RevokePlan, Vec<ApiKey>> {
-    retried(Step::new("revoke-api-keys", |plan: RevokePlan, cx: Cx| async move {
+    retried(Step::named(REVOKED_KEYS, |plan: RevokePlan, cx: Cx| async move {
         let keys = cx
             .container()
             .apply_revocation(&plan, cx.may_repeat())
@@ -84,12 +90,10 @@ pub(super) fn revocation_undo(plan: &RevokePlan) -> Vec<RevocationUndo> {
 
 /// `revoke-api-keys`: prepare (rules, instant), then revoke.
 pub fn revoke_api_keys_workflow() -> Workflow<Keyward, RevokeApiKeysInput, Vec<ApiKey>> {
-    let (prepare, revoke) = (prepare_revocation_step(), revoke_api_keys_step());
-    let revoked = revoke.clone();
     Workflow::<Keyward, RevokeApiKeysInput, Vec<ApiKey>>::new(REVOKE_API_KEYS)
-        .step(&prepare, |d| d.input())
-        .step(&revoke, move |d| d.output(&prepare))
-        .returns(move |d| d.output(&revoked))
+        .step(&prepare_revocation_step(), |d| d.input())
+        .step(&revoke_api_keys_step(), |d| d.output(REVOCATION_PLAN))
+        .returns(|d| d.output(REVOKED_KEYS))
 }
 
 impl Workflows {

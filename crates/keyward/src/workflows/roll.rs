@@ -26,10 +26,13 @@ pub struct RollPlan {
     pub revoke: RevokePlan,
 }
 
+/// The roll's plan, as the later steps read it.
+const ROLL_PLAN: Output<RollPlan> = Output::named("prepare-roll");
+
 /// `prepare-roll`: checks the key can be rolled, fixes the new key's id and the old key's
 /// revocation instant, and records the channels the new key inherits.
 pub fn prepare_roll_step() -> Step<Keyward, RollApiKeyInput, RollPlan> {
-    Step::new("prepare-roll", |input: RollApiKeyInput, cx: Cx| async move {
+    Step::named(ROLL_PLAN, |input: RollApiKeyInput, cx: Cx| async move {
         let plan = cx
             .container()
             .plan_roll(&input.id, &input.rolled_by, input.revoke_in)
@@ -57,62 +60,33 @@ pub fn announce_roll_step() -> Step<Keyward, (ApiKeyId, ApiKeyId), ()> {
 /// `roll-api-key`: prepare, create the new key, give it the old key's channels, revoke the old
 /// key with the grace period. Both keys change or neither does.
 pub fn roll_api_key_workflow() -> Workflow<Keyward, RollApiKeyInput, RolledApiKey> {
-    let (prepare, create, link, revoke) = (
-        prepare_roll_step(),
-        create_api_keys_step(),
-        link_sales_channels_step(),
-        revoke_api_keys_step(),
-    );
-    let (p1, p2, p3, p4, p5) = (
-        prepare.clone(),
-        prepare.clone(),
-        prepare.clone(),
-        prepare.clone(),
-        prepare,
-    );
-    let (c1, r1) = (create.clone(), revoke.clone());
+    let missing = |what: &str| StepError::permanent(format!("the roll plan has no {what}"));
     Workflow::<Keyward, RollApiKeyInput, RolledApiKey>::new(ROLL_API_KEY)
-        .step(&p1, |d| d.input())
-        .step(&create, move |d| Ok(vec![d.output(&p2)?.new_key]))
+        .step(&prepare_roll_step(), |d| d.input())
+        .step(&create_api_keys_step(), |d| Ok(vec![d.output(ROLL_PLAN)?.new_key]))
         .when(
-            {
-                let p = p3.clone();
-                move |d| Ok(!d.output(&p)?.channels.is_empty())
-            },
-            &link,
+            |d| Ok(!d.output(ROLL_PLAN)?.channels.is_empty()),
+            &link_sales_channels_step(),
             move |d| {
-                let plan = d.output(&p3)?;
+                let plan = d.output(ROLL_PLAN)?;
                 Ok(LinkPlan {
-                    id: plan
-                        .new_key
-                        .id
-                        .clone()
-                        .ok_or_else(|| StepError::permanent("the roll plan has no key id"))?,
+                    id: plan.new_key.id.ok_or_else(|| missing("key id"))?,
                     add: plan.channels,
                     remove: Vec::new(),
                     previous: Vec::new(),
                 })
             },
         )
-        .step(&revoke, move |d| Ok(d.output(&p4)?.revoke))
+        .step(&revoke_api_keys_step(), |d| Ok(d.output(ROLL_PLAN)?.revoke))
         .step(&announce_roll_step(), move |d| {
-            let plan = d.output(&p5)?;
-            let id = plan
-                .new_key
-                .id
-                .ok_or_else(|| StepError::permanent("the roll plan has no key id"))?;
-            Ok((
-                id,
-                plan.revoke
-                    .ids
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| StepError::permanent("the roll plan has no old key"))?,
-            ))
+            let plan = d.output(ROLL_PLAN)?;
+            let id = plan.new_key.id.ok_or_else(|| missing("key id"))?;
+            let previous = plan.revoke.ids.into_iter().next().ok_or_else(|| missing("old key"))?;
+            Ok((id, previous))
         })
-        .returns(move |d| {
-            let api_key = d.output(&c1)?.into_iter().next();
-            let previous_api_key = d.output(&r1)?.into_iter().next();
+        .returns(|d| {
+            let api_key = d.output(CREATED_KEYS)?.into_iter().next();
+            let previous_api_key = d.output(REVOKED_KEYS)?.into_iter().next();
             match (api_key, previous_api_key) {
                 (Some(api_key), Some(previous_api_key)) => Ok(RolledApiKey {
                     api_key,

@@ -23,10 +23,13 @@ pub struct ChannelDeletePlan {
     pub links: Vec<(ApiKeyId, SalesChannelId)>,
 }
 
+/// The channels as planned (ids fixed), as the create step reads them.
+const PLANNED_CHANNELS: Output<Vec<CreateSalesChannel>> = Output::named("prepare-sales-channels");
+
 /// `prepare-sales-channels`: gives every channel to create its id.
 pub fn prepare_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Vec<CreateSalesChannel>> {
-    Step::new(
-        "prepare-sales-channels",
+    Step::named(
+        PLANNED_CHANNELS,
         |channels: Vec<CreateSalesChannel>, cx: Cx| async move {
             Ok(StepResponse::new(
                 cx.container().plan_sales_channels(channels).map_err(step_error)?,
@@ -40,10 +43,13 @@ pub(super) fn planned_channel_ids(channels: &[CreateSalesChannel]) -> Vec<SalesC
     channels.iter().filter_map(|c| c.id.clone()).collect()
 }
 
+/// The channels `create-sales-channels` wrote.
+const CREATED_CHANNELS: Output<Vec<SalesChannel>> = Output::named("create-sales-channels");
+
 /// `create-sales-channels`: inserts the planned channels; compensation deletes them.
 pub fn create_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>> {
-    retried(Step::new(
-        "create-sales-channels",
+    retried(Step::named(
+        CREATED_CHANNELS,
         |planned: Vec<CreateSalesChannel>, cx: Cx| async move {
             let kw = cx.container();
             let ids = planned_channel_ids(&planned);
@@ -76,9 +82,12 @@ pub fn create_sales_channels_step() -> Step<Keyward, Vec<CreateSalesChannel>, Ve
     })
 }
 
+/// The channel as loaded before its update.
+const LOADED_CHANNEL: Output<SalesChannel> = Output::named("load-sales-channel");
+
 /// `load-sales-channel`: the channel before the change (`not_found` when missing).
 pub fn load_sales_channel_step() -> Step<Keyward, SalesChannelId, SalesChannel> {
-    Step::new("load-sales-channel", |id: SalesChannelId, cx: Cx| async move {
+    Step::named(LOADED_CHANNEL, |id: SalesChannelId, cx: Cx| async move {
         Ok(StepResponse::new(
             cx.container().retrieve_sales_channel(&id).await.map_err(step_error)?,
         ))
@@ -86,11 +95,14 @@ pub fn load_sales_channel_step() -> Step<Keyward, SalesChannelId, SalesChannel> 
     .no_compensation()
 }
 
+/// The channel as updated.
+const UPDATED_CHANNEL: Output<SalesChannel> = Output::named("update-sales-channels");
+
 /// `update-sales-channels`: applies the patch; compensation writes the old values back where the
 /// channel still holds this run's.
 pub fn update_sales_channel_step() -> Step<Keyward, ChannelPatchPlan, SalesChannel> {
-    retried(Step::new(
-        "update-sales-channels",
+    retried(Step::named(
+        UPDATED_CHANNEL,
         |plan: ChannelPatchPlan, cx: Cx| async move {
             let updated = cx
                 .container()
@@ -142,36 +154,39 @@ pub fn update_sales_channel_step() -> Step<Keyward, ChannelPatchPlan, SalesChann
     })
 }
 
+/// The channels' delete snapshot, as the delete step reads it.
+const CHANNEL_DELETE_PLAN: Output<ChannelDeletePlan> = Output::named("prepare-sales-channel-delete");
+
 /// `prepare-sales-channel-delete`: snapshots the channels and their key links.
 pub fn prepare_channel_delete_step() -> Step<Keyward, Vec<SalesChannelId>, ChannelDeletePlan> {
-    Step::new(
-        "prepare-sales-channel-delete",
-        |ids: Vec<SalesChannelId>, cx: Cx| async move {
-            let kw = cx.container();
-            let channels = kw.channels_by_ids(&ids).await.map_err(step_error)?;
-            let found: Vec<SalesChannelId> = channels.iter().map(|c| c.id.clone()).collect();
-            let links = if found.is_empty() {
-                Vec::new()
-            } else {
-                kw.store()
-                    .links_of_sales_channels(&found)
-                    .await
-                    .map_err(step_error)?
-                    .into_iter()
-                    .map(|(c, k)| (k, c))
-                    .collect()
-            };
-            Ok(StepResponse::new(ChannelDeletePlan { channels, links }))
-        },
-    )
+    Step::named(CHANNEL_DELETE_PLAN, |ids: Vec<SalesChannelId>, cx: Cx| async move {
+        let kw = cx.container();
+        let channels = kw.channels_by_ids(&ids).await.map_err(step_error)?;
+        let found: Vec<SalesChannelId> = channels.iter().map(|c| c.id.clone()).collect();
+        let links = if found.is_empty() {
+            Vec::new()
+        } else {
+            kw.store()
+                .links_of_sales_channels(&found)
+                .await
+                .map_err(step_error)?
+                .into_iter()
+                .map(|(c, k)| (k, c))
+                .collect()
+        };
+        Ok(StepResponse::new(ChannelDeletePlan { channels, links }))
+    })
     .no_compensation()
 }
+
+/// The ids `delete-sales-channels` deleted.
+const DELETED_CHANNELS: Output<Vec<SalesChannelId>> = Output::named("delete-sales-channels");
 
 /// `delete-sales-channels`: deletes the channels and their links; compensation puts back the
 /// channels this run deleted and their links.
 pub fn delete_sales_channels_step() -> Step<Keyward, ChannelDeletePlan, Vec<SalesChannelId>> {
-    retried(Step::new(
-        "delete-sales-channels",
+    retried(Step::named(
+        DELETED_CHANNELS,
         |plan: ChannelDeletePlan, cx: Cx| async move {
             let ids: Vec<SalesChannelId> = plan.channels.iter().map(|c| c.id.clone()).collect();
             let deleted = cx.container().delete_sales_channels(&ids).await.map_err(step_error)?;
@@ -208,37 +223,31 @@ pub fn delete_sales_channels_step() -> Step<Keyward, ChannelDeletePlan, Vec<Sale
 
 /// `create-sales-channels`: prepare ids, create.
 pub fn create_sales_channels_workflow() -> Workflow<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>> {
-    let (prepare, create) = (prepare_sales_channels_step(), create_sales_channels_step());
-    let created = create.clone();
     Workflow::<Keyward, Vec<CreateSalesChannel>, Vec<SalesChannel>>::new(CREATE_SALES_CHANNELS)
-        .step(&prepare, |d| d.input())
-        .step(&create, move |d| d.output(&prepare))
-        .returns(move |d| d.output(&created))
+        .step(&prepare_sales_channels_step(), |d| d.input())
+        .step(&create_sales_channels_step(), |d| d.output(PLANNED_CHANNELS))
+        .returns(|d| d.output(CREATED_CHANNELS))
 }
 
 /// `update-sales-channels`: load (404), then apply the patch.
 pub fn update_sales_channels_workflow() -> Workflow<Keyward, UpdateSalesChannelInput, SalesChannel> {
-    let (load, update) = (load_sales_channel_step(), update_sales_channel_step());
-    let updated = update.clone();
     Workflow::<Keyward, UpdateSalesChannelInput, SalesChannel>::new(UPDATE_SALES_CHANNELS)
-        .step(&load, |d| Ok(d.input()?.id))
-        .step(&update, move |d| {
+        .step(&load_sales_channel_step(), |d| Ok(d.input()?.id))
+        .step(&update_sales_channel_step(), |d| {
             Ok(ChannelPatchPlan {
-                before: d.output(&load)?,
+                before: d.output(LOADED_CHANNEL)?,
                 patch: d.input()?.patch,
             })
         })
-        .returns(move |d| d.output(&updated))
+        .returns(|d| d.output(UPDATED_CHANNEL))
 }
 
 /// `delete-sales-channels`: snapshot, then delete channels and links.
 pub fn delete_sales_channels_workflow() -> Workflow<Keyward, Vec<SalesChannelId>, Vec<SalesChannelId>> {
-    let (prepare, delete) = (prepare_channel_delete_step(), delete_sales_channels_step());
-    let deleted = delete.clone();
     Workflow::<Keyward, Vec<SalesChannelId>, Vec<SalesChannelId>>::new(DELETE_SALES_CHANNELS)
-        .step(&prepare, |d| d.input())
-        .step(&delete, move |d| d.output(&prepare))
-        .returns(move |d| d.output(&deleted))
+        .step(&prepare_channel_delete_step(), |d| d.input())
+        .step(&delete_sales_channels_step(), |d| d.output(CHANNEL_DELETE_PLAN))
+        .returns(|d| d.output(DELETED_CHANNELS))
 }
 
 impl Workflows {

@@ -17,9 +17,12 @@ pub struct TitlePlan {
     pub previous: Vec<(ApiKeyId, String)>,
 }
 
+/// The keys as loaded before their update.
+const LOADED_KEYS: Output<Vec<ApiKey>> = Output::named("load-api-keys");
+
 /// `load-api-keys`: the keys, all of which must exist (`not_found` names the first missing).
 pub fn load_api_keys_step() -> Step<Keyward, Vec<ApiKeyId>, Vec<ApiKey>> {
-    Step::new("load-api-keys", |ids: Vec<ApiKeyId>, cx: Cx| async move {
+    Step::named(LOADED_KEYS, |ids: Vec<ApiKeyId>, cx: Cx| async move {
         let keys = cx.container().keys_by_ids(&ids).await.map_err(step_error)?;
         if let Some(missing) = ids.iter().find(|id| !keys.iter().any(|k| &k.id == *id)) {
             return Err(step_error(crate::service::not_found(missing)));
@@ -29,10 +32,13 @@ pub fn load_api_keys_step() -> Step<Keyward, Vec<ApiKeyId>, Vec<ApiKey>> {
     .no_compensation()
 }
 
+/// The keys as updated.
+const UPDATED_KEYS: Output<Vec<ApiKey>> = Output::named("update-api-keys");
+
 /// `update-api-keys`: sets the title; compensation puts the old titles back where the keys still
 /// hold this run's title.
 pub fn update_api_keys_step() -> Step<Keyward, TitlePlan, Vec<ApiKey>> {
-    retried(Step::new("update-api-keys", |plan: TitlePlan, cx: Cx| async move {
+    retried(Step::named(UPDATED_KEYS, |plan: TitlePlan, cx: Cx| async move {
         let kw = cx.container();
         let updated = kw
             .store()
@@ -89,20 +95,18 @@ pub(super) fn title_undo(plan: &TitlePlan, updated: Option<&[ApiKeyId]>) -> Vec<
 
 /// `update-api-keys`: load (404 for a missing key), then set the title.
 pub fn update_api_keys_workflow() -> Workflow<Keyward, UpdateApiKeysInput, Vec<ApiKey>> {
-    let (load, update) = (load_api_keys_step(), update_api_keys_step());
-    let updated = update.clone();
     Workflow::<Keyward, UpdateApiKeysInput, Vec<ApiKey>>::new(UPDATE_API_KEYS)
-        .step(&load, |d| Ok(d.input()?.ids))
-        .step(&update, move |d| {
+        .step(&load_api_keys_step(), |d| Ok(d.input()?.ids))
+        .step(&update_api_keys_step(), |d| {
             let input = d.input()?;
-            let previous = d.output(&load)?.into_iter().map(|k| (k.id, k.title)).collect();
+            let previous = d.output(LOADED_KEYS)?.into_iter().map(|k| (k.id, k.title)).collect();
             Ok(TitlePlan {
                 ids: input.ids,
                 title: input.title,
                 previous,
             })
         })
-        .returns(move |d| d.output(&updated))
+        .returns(|d| d.output(UPDATED_KEYS))
 }
 
 impl Workflows {

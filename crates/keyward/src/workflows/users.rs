@@ -2,10 +2,13 @@
 
 use super::*;
 
+/// The user `create-user` wrote.
+const CREATED_USER: Output<crate::model::User> = Output::named("create-user");
+
 /// `create-user`: writes a prepared user (the password already hashed); `user.created`.
 pub fn create_user_step() -> Step<Keyward, crate::users::NewUser, crate::model::User> {
-    retried(Step::new(
-        "create-user",
+    retried(Step::named(
+        CREATED_USER,
         |new: crate::users::NewUser, cx: Cx| async move {
             let user = cx.container().insert_prepared_user(&new).await.map_err(step_error)?;
             let data = serde_json::json!({ "id": user.id, "email": user.email });
@@ -16,11 +19,9 @@ pub fn create_user_step() -> Step<Keyward, crate::users::NewUser, crate::model::
 
 /// `create-users`: writes a prepared admin user.
 pub fn create_users_workflow() -> Workflow<Keyward, crate::users::NewUser, crate::model::User> {
-    let create = create_user_step();
-    let created = create.clone();
     Workflow::<Keyward, crate::users::NewUser, crate::model::User>::new(CREATE_USERS)
-        .step(&create, |d| d.input())
-        .returns(move |d| d.output(&created))
+        .step(&create_user_step(), |d| d.input())
+        .returns(|d| d.output(CREATED_USER))
 }
 
 impl Workflows {
