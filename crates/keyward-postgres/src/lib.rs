@@ -364,26 +364,12 @@ impl Store for PostgresStore {
         if !revoked.is_empty() {
             return Ok(Err(Blocked::AlreadyRevoked(keyward::store::stored_ids(revoked)?)));
         }
-        if let (Some(shape), Some(key)) = (unchanged, key_ids.first()) {
-            // The key row is locked above; a link change locks it too (FOR SHARE), so the
-            // links read here cannot change before this transaction ends.
-            let title = sqlx::query_scalar!("SELECT title FROM api_key WHERE id = $1", key.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let channels = sqlx::query_scalar!(
-                "SELECT sales_channel_id FROM publishable_api_key_sales_channel
-                 WHERE publishable_key_id = $1 AND deleted_at IS NULL ORDER BY sales_channel_id",
-                key.as_str()
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            let same = channels.len() == shape.channels.len()
-                && channels.iter().zip(&shape.channels).all(|(a, b)| a == b.as_str());
-            if title.is_some_and(|t| t != shape.title) || !same {
-                return Ok(Err(Blocked::Changed(key.clone())));
-            }
+        // The key row is locked above; a link change locks it too (FOR SHARE), so the links
+        // read here cannot change before this transaction ends.
+        if let (Some(shape), Some(key)) = (unchanged, key_ids.first())
+            && shape_changed(&mut tx, key, shape).await?
+        {
+            return Ok(Err(Blocked::Changed(key.clone())));
         }
         // A key revoked at `now` is never given a later revocation: revocation is monotonic.
         sqlx::query!(
@@ -1140,6 +1126,23 @@ async fn end_sessions_of(
 }
 
 /// The cache changes of the keys with these ids, read inside `tx`.
+/// Whether the key's title or live links differ from `shape` (read in the writing transaction).
+async fn shape_changed(tx: &mut Tx, key: &ApiKeyId, shape: &KeyShape) -> Result<bool> {
+    let title = sqlx::query_scalar!("SELECT title FROM api_key WHERE id = $1", key.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    let channels = sqlx::query_scalar!(
+        "SELECT sales_channel_id FROM publishable_api_key_sales_channel
+         WHERE publishable_key_id = $1 AND deleted_at IS NULL ORDER BY sales_channel_id",
+        key.as_str()
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(shape.changed(title.as_deref(), &channels))
+}
+
 async fn key_changes(tx: &mut Tx, ids: &[String]) -> Result<Vec<Change>> {
     let rows = sqlx::query!("SELECT type, token FROM api_key WHERE id = ANY($1)", ids)
         .fetch_all(&mut **tx)

@@ -369,25 +369,10 @@ impl Store for SqliteStore {
                 revoked.into_iter().map(|r| r.id),
             )?)));
         }
-        if let (Some(shape), Some(key)) = (unchanged, key_ids.first()) {
-            let kid = key.as_str();
-            let title = sqlx::query_scalar!("SELECT title FROM api_key WHERE id = ?", kid)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let channels = sqlx::query_scalar!(
-                r#"SELECT sales_channel_id AS "id!" FROM publishable_api_key_sales_channel
-                   WHERE publishable_key_id = ? AND deleted_at IS NULL ORDER BY sales_channel_id"#,
-                kid
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            let same = channels.len() == shape.channels.len()
-                && channels.iter().zip(&shape.channels).all(|(a, b)| a == b.as_str());
-            if title.is_some_and(|t| t != shape.title) || !same {
-                return Ok(Err(Blocked::Changed(key.clone())));
-            }
+        if let (Some(shape), Some(key)) = (unchanged, key_ids.first())
+            && shape_changed(&mut tx, key, shape).await?
+        {
+            return Ok(Err(Blocked::Changed(key.clone())));
         }
         // A key revoked at `now` is never given a later revocation: revocation is monotonic.
         sqlx::query!(
@@ -1201,6 +1186,24 @@ async fn end_sessions_of(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, user
 }
 
 /// The cache changes of the keys with these ids (a JSON array), read inside `tx`.
+/// Whether the key's title or live links differ from `shape` (read in the writing transaction).
+async fn shape_changed(tx: &mut Tx, key: &ApiKeyId, shape: &KeyShape) -> Result<bool> {
+    let kid = key.as_str();
+    let title = sqlx::query_scalar!("SELECT title FROM api_key WHERE id = ?", kid)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    let channels = sqlx::query_scalar!(
+        r#"SELECT sales_channel_id AS "id!" FROM publishable_api_key_sales_channel
+           WHERE publishable_key_id = ? AND deleted_at IS NULL ORDER BY sales_channel_id"#,
+        kid
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(shape.changed(title.as_deref(), &channels))
+}
+
 async fn key_changes(tx: &mut Tx, ids: &str) -> Result<Vec<Change>> {
     let rows = sqlx::query!(
         r#"SELECT type AS "kind!", token AS "token!" FROM api_key WHERE id IN (SELECT value FROM json_each(?))"#,

@@ -96,6 +96,16 @@ pub struct KeyShape {
     pub channels: Vec<SalesChannelId>,
 }
 
+impl KeyShape {
+    /// Whether a key read as `title` (none: the row is gone) with `channels` (ordered by id) no
+    /// longer has this shape.
+    pub fn changed(&self, title: Option<&str>, channels: &[String]) -> bool {
+        let same_channels =
+            channels.len() == self.channels.len() && channels.iter().zip(&self.channels).all(|(a, b)| a == b.as_str());
+        title.is_some_and(|t| t != self.title) || !same_channels
+    }
+}
+
 /// Why a guarded write did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {

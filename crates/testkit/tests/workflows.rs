@@ -166,6 +166,37 @@ on_both_stores! {
         assert_eq!(flows.kw().verify(new.token.expose()).await.unwrap().code, VerifyCode::Valid);
     }
 
+    async fn a_guarded_revoke_refuses_a_key_renamed_or_relinked_since_its_shape_was_read(flows) {
+        use keyward::store::{Blocked, KeyShape, RevokeOnce};
+        let (eu, us) = (channel(&flows, "EU").await, channel(&flows, "US").await);
+        let (key, token) = linked_key(&flows, "rolling", &eu).await;
+        async fn revoke(flows: &Workflows, id: &ApiKeyId, shape: KeyShape) -> Result<(), Blocked> {
+            let now = flows.kw().now();
+            let once = RevokeOnce::Any;
+            let store = flows.kw().store();
+            store
+                .revoke_api_keys(std::slice::from_ref(id), "ops", now, &keyward::SystemClock, once, Some(&shape))
+                .await
+                .unwrap()
+        }
+        let shape = |title: &str, channels: &[&SalesChannelId]| KeyShape {
+            title: title.to_owned(),
+            channels: channels.iter().map(|c| (*c).clone()).collect(),
+        };
+        // Renamed since: refused, nothing written.
+        let changed = Err(Blocked::Changed(key.id.clone()));
+        assert_eq!(revoke(&flows, &key.id, shape("before the rename", &[&eu])).await, changed);
+        // Linked to another channel since (or a link removed): refused too.
+        let mut both = [&eu, &us];
+        both.sort();
+        assert_eq!(revoke(&flows, &key.id, shape("rolling", &both)).await, changed);
+        assert_eq!(revoke(&flows, &key.id, shape("rolling", &[])).await, changed);
+        assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Valid, "nothing was revoked");
+        // The shape as it is: revoked.
+        assert_eq!(revoke(&flows, &key.id, shape("rolling", &[&eu])).await, Ok(()));
+        assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Revoked);
+    }
+
     async fn a_failed_delete_puts_the_keys_and_their_links_back(flows) {
         let ch = channel(&flows, "EU").await;
         let (key, token) = linked_key(&flows, "to delete", &ch).await;
