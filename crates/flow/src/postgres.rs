@@ -145,25 +145,7 @@ impl RunLog for PostgresLog {
             tx.commit().await.map_err(db)?;
             return Ok(Started::Existing(Box::new(run)));
         }
-        sqlx::query("DELETE FROM flow_step WHERE workflow = $1 AND transaction_id = $2")
-            .bind(workflow)
-            .bind(transaction_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        sqlx::query(
-            "UPDATE flow_run SET state = 'running', input = $3, result = NULL, errors = '[]', owner = $4,
-                 lease_until = clock_timestamp() + make_interval(secs => $5), created_at = now(), updated_at = now()
-             WHERE workflow = $1 AND transaction_id = $2",
-        )
-        .bind(workflow)
-        .bind(transaction_id)
-        .bind(input)
-        .bind(owner)
-        .bind(seconds(lease))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        restart(&mut tx, workflow, transaction_id, input, owner, lease).await?;
         tx.commit().await.map_err(db)?;
         Ok(Started::New)
     }
@@ -644,5 +626,36 @@ async fn publish_in(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Result<
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+    Ok(())
+}
+
+/// Starts a finished run afresh under the same name: its steps forgotten, held by `owner`.
+async fn restart(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    workflow: &str,
+    transaction_id: &str,
+    input: &Value,
+    owner: &str,
+    lease: Duration,
+) -> Result<(), LogError> {
+    sqlx::query("DELETE FROM flow_step WHERE workflow = $1 AND transaction_id = $2")
+        .bind(workflow)
+        .bind(transaction_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    sqlx::query(
+        "UPDATE flow_run SET state = 'running', input = $3, result = NULL, errors = '[]', owner = $4,
+             lease_until = clock_timestamp() + make_interval(secs => $5), created_at = now(), updated_at = now()
+         WHERE workflow = $1 AND transaction_id = $2",
+    )
+    .bind(workflow)
+    .bind(transaction_id)
+    .bind(input)
+    .bind(owner)
+    .bind(seconds(lease))
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
     Ok(())
 }

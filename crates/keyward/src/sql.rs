@@ -153,16 +153,7 @@ where
         }
         (op, [v]) => {
             push_column(qb, c.field);
-            qb.push(match op {
-                Op::Eq => " = ",
-                Op::Ne => " <> ",
-                Op::Gt => " > ",
-                Op::Gte => " >= ",
-                Op::Lt => " < ",
-                Op::Lte => " <= ",
-                // Case-sensitive on both stores (SQLite connections set case_sensitive_like).
-                _ => " LIKE ",
-            });
+            qb.push(comparison(op));
             push_value::<D>(qb, v);
         }
         // `Filter::push` admits only one value for scalar operators; render a condition that
@@ -170,6 +161,20 @@ where
         (_, _) => {
             qb.push("1=0");
         }
+    }
+}
+
+/// The SQL of a one-value operator.
+fn comparison(op: Op) -> &'static str {
+    match op {
+        Op::Eq => " = ",
+        Op::Ne => " <> ",
+        Op::Gt => " > ",
+        Op::Gte => " >= ",
+        Op::Lt => " < ",
+        Op::Lte => " <= ",
+        // Case-sensitive on both stores (SQLite connections set case_sensitive_like).
+        _ => " LIKE ",
     }
 }
 

@@ -115,10 +115,19 @@ pub fn select(
             }
         }
     }
+    canonical(own, rel, all, relation_all)
+}
+
+/// The selection in canonical order, whatever order it was asked in, always with an id.
+fn canonical(
+    mut own: Vec<&'static str>,
+    mut rel: Option<Vec<&'static str>>,
+    all: &[&str],
+    relation_all: &[&str],
+) -> Selection {
     if !own.contains(&"id") {
         own.insert(0, "id");
     }
-    // Canonical order, whatever order they were asked in.
     own.sort_by_key(|f| all.iter().position(|x| x == f));
     if let Some(r) = rel.as_mut() {
         r.sort_by_key(|f| relation_all.iter().position(|x| x == f));

@@ -34,6 +34,16 @@ fn refusal(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The first answer again, marked as a replay.
+fn replay(status: u16, body: Vec<u8>) -> Response {
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    res
+}
+
 /// The middleware (inside the admin guard, so the actor is known); `next` runs the request.
 pub async fn idempotent<F, Fut>(state: &AppState, req: Request, next: F) -> Response
 where
@@ -74,14 +84,7 @@ where
         Err(e) => return ApiError::Module(e).into_response(),
         Ok(Begin::Mismatch) => return refusal(StatusCode::UNPROCESSABLE_ENTITY, "invalid_data", MISMATCH),
         Ok(Begin::InProgress) => return refusal(StatusCode::CONFLICT, "conflict", IN_PROGRESS),
-        Ok(Begin::Replay { status, body }) => {
-            let mut res = Response::new(Body::from(body));
-            *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            res.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
-            return res;
-        }
+        Ok(Begin::Replay { status, body }) => return replay(status, body),
         Ok(Begin::Run(claim)) => claim,
     };
     let (parts, body) = next(req).await.into_parts();

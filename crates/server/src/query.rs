@@ -44,43 +44,18 @@ fn split_key(key: &str) -> Result<Vec<String>, ApiError> {
     Ok(path)
 }
 
+fn conflict(key: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "Invalid request: query parameter '{key}' conflicts with another"
+    ))
+}
+
 fn insert(node: &mut Value, path: &[String], value: Value, key: &str) -> Result<(), ApiError> {
     let Some((first, rest)) = path.split_first() else {
         return Ok(());
     };
-    let conflict = || {
-        ApiError::invalid(format!(
-            "Invalid request: query parameter '{key}' conflicts with another"
-        ))
-    };
     if rest.is_empty() {
-        return match node {
-            Value::Object(map) => {
-                match map.get_mut(first.as_str()) {
-                    None => {
-                        map.insert(first.clone(), value);
-                    }
-                    Some(Value::Array(items)) => items.push(value),
-                    Some(existing @ Value::String(_)) => {
-                        let prev = existing.take();
-                        *existing = Value::Array(vec![prev, value]);
-                    }
-                    Some(_) => return Err(conflict()),
-                }
-                Ok(())
-            }
-            Value::Array(items) => {
-                if first.is_empty() {
-                    items.push(value);
-                } else {
-                    let i = index(first, key)?;
-                    grow(items, i);
-                    items[i] = value;
-                }
-                Ok(())
-            }
-            _ => Err(conflict()),
-        };
+        return set_leaf(node, first, value, key);
     }
     // The child container: a list when the next segment is an index or empty.
     let next_is_list = rest[0].is_empty() || rest[0].parse::<usize>().is_ok();
@@ -105,12 +80,43 @@ fn insert(node: &mut Value, path: &[String], value: Value, key: &str) -> Result<
             }
             &mut items[i]
         }
-        _ => return Err(conflict()),
+        _ => return Err(conflict(key)),
     };
     if child.is_string() {
-        return Err(conflict());
+        return Err(conflict(key));
     }
     insert(child, rest, value, key)
+}
+
+/// The last segment: a field of an object (a repeated one becomes a list), or an item of a list.
+fn set_leaf(node: &mut Value, segment: &str, value: Value, key: &str) -> Result<(), ApiError> {
+    match node {
+        Value::Object(map) => {
+            match map.get_mut(segment) {
+                None => {
+                    map.insert(segment.to_owned(), value);
+                }
+                Some(Value::Array(items)) => items.push(value),
+                Some(existing @ Value::String(_)) => {
+                    let prev = existing.take();
+                    *existing = Value::Array(vec![prev, value]);
+                }
+                Some(_) => return Err(conflict(key)),
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            if segment.is_empty() {
+                items.push(value);
+            } else {
+                let i = index(segment, key)?;
+                grow(items, i);
+                items[i] = value;
+            }
+            Ok(())
+        }
+        _ => Err(conflict(key)),
+    }
 }
 
 fn index(segment: &str, key: &str) -> Result<usize, ApiError> {
