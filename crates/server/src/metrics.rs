@@ -8,6 +8,10 @@
 //! series), and counts on its own stripe of the series' counters; rendering sums the stripes.
 //! Methods other than the standard ones are labelled `OTHER`, so clients cannot grow the number
 //! of series either.
+//!
+//! Hand-written rather than `prometheus-client`: that crate's `Family` takes a shared read lock on
+//! every lookup and counts on one shared atomic, the cross-core contention this path (every
+//! request) is built to avoid; the text format written here is the small stable subset scrapers read.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
