@@ -15,7 +15,7 @@ use keyward::{
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Body, Query};
+use crate::extract::{Body, Query, parse_id};
 use crate::fields::{self, Selection};
 use crate::validate::{Spec, Ty, nullable, number, opt, req, string, validate};
 
@@ -98,11 +98,11 @@ const UPDATE_CHANNEL: &[Spec] = &[
 // -- shared parsing -------------------------------------------------------------------------
 
 fn key_id(id: &str) -> ApiResult<ApiKeyId> {
-    ApiKeyId::parse(id).map_err(|e| ApiError::invalid(format!("Invalid request: '{id}' is not an id: {e}")))
+    parse_id(id)
 }
 
 fn channel_id(id: &str) -> ApiResult<SalesChannelId> {
-    SalesChannelId::parse(id).map_err(|e| ApiError::invalid(format!("Invalid request: '{id}' is not an id: {e}")))
+    parse_id(id)
 }
 
 /// `offset`, `limit` (default 20) and `order` of a list query.

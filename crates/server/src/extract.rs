@@ -7,7 +7,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 
 /// A JSON body; no body at all reads as `{}`.
 #[derive(Debug)]
@@ -100,4 +100,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         crate::query::parse(parts.uri.query()).map(Query)
     }
+}
+
+/// An id from a path or a body (`apk_…`, `sc_…`), refused in one wording wherever it is read.
+pub fn parse_id<T: TryFrom<String, Error = keyward::id::InvalidId>>(s: &str) -> ApiResult<T> {
+    T::try_from(s.to_owned()).map_err(|e| ApiError::invalid(format!("Invalid request: '{s}' is not an id: {e}")))
 }

@@ -89,7 +89,7 @@ pub async fn products(
 }
 
 fn channel(s: &str) -> ApiResult<SalesChannelId> {
-    SalesChannelId::parse(s).map_err(|e| ApiError::invalid(format!("Invalid request: '{s}' is not an id: {e}")))
+    crate::extract::parse_id(s)
 }
 
 /// The body of `POST /v1/keys/verify`.
