@@ -332,7 +332,7 @@ async fn not_found() -> ApiError {
 const LOGIN: &[Spec] = &[opt("email", Ty::Any), opt("password", Ty::Any)];
 
 /// `POST /auth/user/emailpass {email, password}` → `{token}`.
-#[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{token}", body = Object), (status = 401, description = "Invalid email or password", body = Object), (status = 429, description = "Too many failed attempts", body = Object)))]
+#[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{token}", body = Object), (status = 400, description = "Invalid request (email and password must be strings)", body = Object), (status = 401, description = "Invalid email or password", body = Object), (status = 429, description = "Too many failed attempts", body = Object)))]
 async fn login(
     State(state): State<AppState>,
     axum::Extension(client): axum::Extension<client::ClientAddr>,
