@@ -397,3 +397,24 @@ test("titles and names from the API are shown as text, never run as markup", asy
   assert.equal(await page.evaluate(() => window.pwned), undefined);
   await context.close();
 });
+
+test("a long list pages by 20 with Previous and Next", async () => {
+  const headers = { authorization: `Bearer ${await bearer()}`, "content-type": "application/json" };
+  for (let i = 0; i < 22; i++) {
+    const res = await fetch(`${base}/admin/api-keys`, { method: "POST", headers, body: JSON.stringify({ title: `paged ${i}`, type: "secret" }) });
+    assert.equal(res.status, 200);
+  }
+  const { count } = await adminGet("/admin/api-keys?type=secret&limit=1");
+  const { context, page } = await open();
+  await login(page);
+  await page.goto(`${base}/app#/secret`);
+  const pager = page.getByRole("navigation", { name: "Pages" });
+  await pager.getByText(`1–20 of ${count}`).waitFor();
+  assert.equal(await pager.getByRole("button", { name: "Previous" }).isDisabled(), true);
+  await pager.getByRole("button", { name: "Next" }).click();
+  await pager.getByText(`21–${Math.min(40, count)} of ${count}`).waitFor();
+  assert.match(page.url(), /offset=20/);
+  await pager.getByRole("button", { name: "Previous" }).click();
+  await pager.getByText(`1–20 of ${count}`).waitFor();
+  await context.close();
+});

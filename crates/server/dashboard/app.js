@@ -92,12 +92,14 @@ async function viewKeys(type, params) {
     field("Status", status),
     field("Sort", order),
     h("div", { class: "field" }, h("button", { type: "submit" }, "Apply")));
+  // Any change of the filters starts again from the first page.
+  const apply = () => go({ q: q.value.trim(), status: status.value, order: order.value, offset: 0 });
   filters.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    go({ q: q.value.trim(), status: status.value, order: order.value, offset: 0 });
+    apply();
   });
-  status.addEventListener("change", () => go({ q: q.value.trim(), status: status.value, order: order.value, offset: 0 }));
-  order.addEventListener("change", () => go({ q: q.value.trim(), status: status.value, order: order.value, offset: 0 }));
+  status.addEventListener("change", apply);
+  order.addEventListener("change", apply);
   const create = h("button", { type: "button", class: "primary", onclick: () => createKey(type) }, "Create");
   const body = h("tbody", {}, h("tr", {}, h("td", { colspan: 6 }, "Loading…")));
   const table = h("table", { class: "cards", "aria-label": label },
@@ -118,11 +120,16 @@ async function viewKeys(type, params) {
   } else {
     body.replaceChildren(...list.api_keys.map((key) => keyRow(key)));
   }
-  const last = Math.min(list.offset + list.api_keys.length, list.count);
+  pages(pager, list.offset, list.api_keys.length, list.count, "keys", (offset) => go({ offset }));
+}
+
+/** "1–20 of 35" with Previous and Next; `goTo(offset)` shows another page. */
+function pages(pager, offset, shown, count, noun, goTo) {
+  const last = Math.min(offset + shown, count);
   pager.replaceChildren(
-    h("span", { class: "muted" }, list.count ? `${list.offset + 1}–${last} of ${list.count}` : "0 keys"),
-    h("button", { type: "button", disabled: list.offset === 0, onclick: () => go({ offset: Math.max(0, list.offset - PAGE) }) }, "Previous"),
-    h("button", { type: "button", disabled: last >= list.count, onclick: () => go({ offset: list.offset + PAGE }) }, "Next"),
+    h("span", { class: "muted" }, count ? `${offset + 1}–${last} of ${count}` : `0 ${noun}`),
+    h("button", { type: "button", disabled: offset === 0, onclick: () => goTo(Math.max(0, offset - PAGE)) }, "Previous"),
+    h("button", { type: "button", disabled: last >= count, onclick: () => goTo(offset + PAGE) }, "Next"),
   );
 }
 
@@ -182,8 +189,8 @@ async function viewKey(id) {
   });
   const revoked = kind === "revoked";
   const actions = h("div", { class: "row" },
-    h("button", { type: "button", disabled: revoked, onclick: () => rollKey(key, error) }, "Roll"),
-    h("button", { type: "button", class: "danger", disabled: revoked, onclick: () => revokeKey(key, error) }, "Revoke"),
+    h("button", { type: "button", disabled: revoked, onclick: () => rollKey(key) }, "Roll"),
+    h("button", { type: "button", class: "danger", disabled: revoked, onclick: () => revokeKey(key) }, "Revoke"),
     h("button", { type: "button", class: "danger", onclick: () => deleteKey(key, error) }, "Delete"));
   const props = h("dl", { class: "props" },
     h("dt", {}, "Type"), h("dd", {}, key.type),
@@ -230,7 +237,13 @@ async function channelsOfKey(key, error) {
   return h("section", { "aria-labelledby": "key-channels" }, h("h2", { id: "key-channels" }, "Sales channels"), items, add, hint);
 }
 
-async function revokeKey(key, error) {
+/** The body of a revoke or a roll: `revoke_in` when a delay was chosen, else at once. */
+function delayed(choice) {
+  const seconds = Number(choice.value);
+  return seconds > 0 ? { revoke_in: seconds } : {};
+}
+
+async function revokeKey(key) {
   const delay = select("revoke_in", DELAYS, "0");
   const done = await modal(`Revoke ${key.title}?`, [
     h("p", {}, "A revoked key stops authenticating on every node. This cannot be undone."),
@@ -238,13 +251,12 @@ async function revokeKey(key, error) {
   ], {
     confirm: "Revoke",
     danger: true,
-    onConfirm: async () => api("POST", `/admin/api-keys/${key.id}/revoke`, Number(delay.value) > 0 ? { revoke_in: Number(delay.value) } : {}),
+    onConfirm: async () => api("POST", `/admin/api-keys/${key.id}/revoke`, delayed(delay)),
   });
   if (done) {
     say(Number(delay.value) > 0 ? `${key.title} will be revoked` : `Revoked ${key.title}`);
     route();
   }
-  error.textContent = "";
 }
 
 async function rollKey(key) {
@@ -255,7 +267,7 @@ async function rollKey(key) {
   ], {
     confirm: "Roll",
     danger: true,
-    onConfirm: async () => api("POST", `/admin/api-keys/${key.id}/roll`, Number(grace.value) > 0 ? { revoke_in: Number(grace.value) } : {}),
+    onConfirm: async () => api("POST", `/admin/api-keys/${key.id}/roll`, delayed(grace)),
   });
   if (!rolled) return;
   if (rolled.api_key.type === "secret") await showToken("Your new secret key", rolled.api_key.token);
@@ -312,11 +324,8 @@ async function viewChannels(params) {
     h("td", { "data-label": "Description" }, c.description || h("span", { class: "muted" }, "—")),
     h("td", { "data-label": "Status" }, c.is_disabled ? statusBadge("revoked", "disabled") : statusBadge("active", "enabled")),
     h("td", { "data-label": "Created" }, when(c.created_at)))) : [h("tr", {}, h("td", { colspan: 4 }, "No sales channels yet."))]));
-  const last = Math.min(list.offset + list.sales_channels.length, list.count);
-  pager.replaceChildren(
-    h("span", { class: "muted" }, list.count ? `${list.offset + 1}–${last} of ${list.count}` : "0 channels"),
-    h("button", { type: "button", disabled: offset === 0, onclick: () => (location.hash = `#/channels${query({ offset: Math.max(0, offset - PAGE) || "" })}`) }, "Previous"),
-    h("button", { type: "button", disabled: last >= list.count, onclick: () => (location.hash = `#/channels?offset=${offset + PAGE}`) }, "Next"));
+  pages(pager, list.offset, list.sales_channels.length, list.count, "channels",
+    (next) => (location.hash = `#/channels${query({ offset: next || "" })}`));
 }
 
 const RUN_STATES = [["", "All"], ["running", "Running"], ["compensating", "Compensating"], ["done", "Done"], ["reverted", "Reverted"], ["failed", "Failed"]];
