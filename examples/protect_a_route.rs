@@ -12,7 +12,7 @@
 
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use keyward::{ApiKeyType, CreateApiKey, Keyward};
+use keyward::{ApiKeyType, CreateApiKey, Keyward, Workflows};
 use keyward_server::layers::{PublishableKey, RequirePublishableKey, RequireSecretKey, SecretKey};
 use serde_json::{Value, json};
 
@@ -26,8 +26,10 @@ async fn report(Extension(SecretKey(key)): Extension<SecretKey>) -> Json<Value> 
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let kw = Keyward::new(keyward_connect::connect("sqlite://example.db").await?);
-    kw.migrate().await?;
+    let (store, log) = keyward_connect::open("sqlite://example.db").await?;
+    let flows = Workflows::new(Keyward::new(store), log, keyward_flow::DEFAULT_LEASE)?;
+    flows.migrate().await?;
+    let kw = flows.kw().clone();
     let default_key = kw
         .list_api_keys(
             &keyward::ApiKeyFilter::new().try_eq(keyward::ApiKeyField::CreatedBy, "")?,
@@ -37,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .next()
         .ok_or("the default publishable key is missing")?;
-    let secret = kw
+    let secret = flows
         .create_api_key(CreateApiKey::new(
             "example report reader",
             ApiKeyType::Secret,

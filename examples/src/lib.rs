@@ -1,5 +1,5 @@
-//! The seed's examples as a Rust user of keyward writes them: a `create-api-key` step whose
-//! compensation removes the key, a workflow returning `{api_key}`, a route of your own that runs
+//! The seed's examples as a Rust user of keyward writes them: a workflow returning `{api_key}`
+//! built from keyward's own steps (whose compensation removes the key), a route of your own that runs
 //! it, a workflow whose second step fails to show the roll-back, a subscriber that runs the
 //! workflow on `user.created`, and a daily job (`0 0 * * *`) that runs it.
 //!
@@ -10,8 +10,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use keyward::workflows::step_error;
-use keyward::{ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, Keyward, Workflows};
+use keyward::workflows::{CREATED_KEYS, PLANNED_KEYS, create_api_keys_step, prepare_api_keys_step};
+use keyward::{ApiKey, ApiKeyType, CreateApiKey, Keyward, Workflows};
 use keyward_flow::{
     Event, FlowError, Job, RunOptions, Schedule, Step, StepContext, StepError, StepResponse, Subscriber, Workflow,
     WorkflowHandle,
@@ -30,57 +30,46 @@ pub struct Output {
     pub api_key: ApiKey,
 }
 
-/// The key the seed's step created, read by name: `Copy`, so closures need no step handle.
-pub const CREATED_KEY: keyward_flow::Output<ApiKey> = keyward_flow::Output::named("create-api-key");
-
-/// The seed's step: create a publishable key; if the workflow fails later, remove it again.
-///
-/// (It makes a new id each time it runs; keyward's own `create-api-keys` fixes the id in a step
-/// before, so that a run resumed after a crash cannot create the key twice.)
-pub fn create_api_key_step() -> Step<Keyward, Input, ApiKey> {
-    Step::named(CREATED_KEY, |input: Input, cx: StepContext<Keyward>| async move {
-        let created = cx
-            .container()
-            .create_api_key(CreateApiKey::new(input.title, ApiKeyType::Publishable, "example"))
-            .await
-            .map_err(step_error)?;
-        Ok(StepResponse::new(created.key.clone()).compensate_with(created.key.id))
-    })
-    .compensate(|id: Option<ApiKeyId>, cx: StepContext<Keyward>| async move {
-        if let Some(id) = id {
-            cx.container().discard_api_keys(&[id]).await.map_err(step_error)?;
-        }
-        Ok(())
-    })
+/// The seed's key: what the workflow's input asks for.
+fn new_key(input: Input) -> Vec<CreateApiKey> {
+    vec![CreateApiKey::new(input.title, ApiKeyType::Publishable, "example")]
 }
 
-/// The seed's workflow: one step, returning `{api_key}`. Idempotent: a run named by a
-/// transaction id that already finished returns that run's result.
+/// The `{api_key}` of a run: the one key `create-api-keys` wrote.
+fn created_key(d: &keyward_flow::Data<Input>) -> Result<Output, StepError> {
+    let api_key = d
+        .output(CREATED_KEYS)?
+        .pop()
+        .ok_or_else(|| StepError::permanent("create-api-keys wrote no key"))?;
+    Ok(Output { api_key })
+}
+
+/// The seed's workflow, built from keyward's own steps: `prepare-api-keys` fixes the key's id
+/// (so a run resumed after a crash cannot create it twice), `create-api-keys` writes it and, if
+/// a later step fails, its compensation removes the key again. Returns `{api_key}`.
+/// Idempotent: a run named by a transaction id that already finished returns that run's result.
 pub fn create_api_key_workflow() -> Workflow<Keyward, Input, Output> {
     Workflow::<Keyward, Input, Output>::new("create-api-key")
         .idempotent(true)
-        .step(&create_api_key_step(), |d| d.input())
-        .returns(|d| {
-            Ok(Output {
-                api_key: d.output(CREATED_KEY)?,
-            })
-        })
+        .step(&prepare_api_keys_step(), |d| Ok(new_key(d.input()?)))
+        .step(&create_api_keys_step(), |d| d.output(PLANNED_KEYS))
+        .returns(created_key)
 }
 
 /// The same key creation followed by a step that fails: the run is compensated and no key is
 /// left behind.
 pub fn rollback_workflow() -> Workflow<Keyward, Input, Output> {
-    let fail = Step::new("notify-partner", |_key: ApiKey, _cx: StepContext<Keyward>| async move {
-        Err::<StepResponse<()>, _>(StepError::permanent("the partner system refused the key"))
-    });
+    let fail = Step::new(
+        "notify-partner",
+        |_keys: Vec<ApiKey>, _cx: StepContext<Keyward>| async move {
+            Err::<StepResponse<()>, _>(StepError::permanent("the partner system refused the key"))
+        },
+    );
     Workflow::<Keyward, Input, Output>::new("create-api-key-then-fail")
-        .step(&create_api_key_step(), |d| d.input())
-        .step(&fail, |d| d.output(CREATED_KEY))
-        .returns(|d| {
-            Ok(Output {
-                api_key: d.output(CREATED_KEY)?,
-            })
-        })
+        .step(&prepare_api_keys_step(), |d| Ok(new_key(d.input()?)))
+        .step(&create_api_keys_step(), |d| d.output(PLANNED_KEYS))
+        .step(&fail, |d| d.output(CREATED_KEYS))
+        .returns(created_key)
 }
 
 #[derive(Clone)]

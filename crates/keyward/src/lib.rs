@@ -2,16 +2,17 @@
 //!
 //! This crate is the module: the domain types, the token format, the rules, and the [`Store`]
 //! trait that the SQLite and Postgres crates implement. It knows nothing of HTTP or the CLI; the
-//! server and the binary are adapters over [`Keyward`].
+//! server and the binary are adapters over it. Every change runs through [`Workflows`] (durable,
+//! compensated); reads and verification are methods of [`Keyward`].
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn keyward::Store>) -> keyward::Result<()> {
-//! use keyward::{ApiKeyType, CreateApiKey, Keyward};
-//! let kw = Keyward::new(store);
-//! kw.migrate().await?;
-//! let created = kw.create_api_key(CreateApiKey::new("CI deploys", ApiKeyType::Secret, "user_1")).await?;
+//! # async fn demo(store: std::sync::Arc<dyn keyward::Store>, log: std::sync::Arc<dyn keyward_flow::RunLog>) -> keyward::Result<()> {
+//! use keyward::{ApiKeyType, CreateApiKey, Keyward, Workflows};
+//! let flows = Workflows::new(Keyward::new(store), log, keyward_flow::DEFAULT_LEASE)?;
+//! flows.migrate().await?;
+//! let created = flows.create_api_key(CreateApiKey::new("CI deploys", ApiKeyType::Secret, "user_1")).await?;
 //! let token = created.token.expose(); // shown once
-//! assert!(kw.authenticate(token).await?.is_some());
+//! assert!(flows.kw().authenticate(token).await?.is_some());
 //! # Ok(()) }
 //! ```
 
@@ -46,7 +47,7 @@ pub use model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel,
     UpdateSalesChannel, User,
 };
-pub use service::{Keyward, UpdateApiKey, UpsertApiKey, Upserted, Verification, VerifyCode};
+pub use service::{Keyward, UpdateApiKey, Verification, VerifyCode};
 pub use store::Store;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use token::PlainToken;

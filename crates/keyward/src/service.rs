@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, Op, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId, UlidGenerator};
 use crate::model::{
-    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
+    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, SalesChannel, UpdateSalesChannel,
 };
 use crate::store::{Blocked, NewApiKey, Store};
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -54,20 +54,6 @@ impl std::fmt::Debug for Keyward {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct UpdateApiKey {
     pub title: String,
-}
-
-/// One entry of an upsert: with an id it updates that key's title, without one it creates a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpsertApiKey {
-    Create(CreateApiKey),
-    Update { id: ApiKeyId, title: String },
-}
-
-/// The result of one upsert entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upserted {
-    Created(CreatedApiKey),
-    Updated(ApiKey),
 }
 
 impl Keyward {
@@ -131,7 +117,7 @@ impl Keyward {
 
     /// Creates keys (any mix of types, any number of active secret keys) in one transaction.
     /// The plain tokens are returned here and never again.
-    pub async fn create_api_keys(&self, input: Vec<CreateApiKey>) -> Result<Vec<CreatedApiKey>> {
+    pub(crate) async fn create_api_keys(&self, input: Vec<CreateApiKey>) -> Result<Vec<CreatedApiKey>> {
         if input.is_empty() {
             return Ok(Vec::new());
         }
@@ -168,14 +154,6 @@ impl Keyward {
         Ok(created)
     }
 
-    /// Creates one key.
-    pub async fn create_api_key(&self, input: CreateApiKey) -> Result<CreatedApiKey> {
-        self.create_api_keys(vec![input])
-            .await?
-            .pop()
-            .ok_or_else(|| Error::unexpected("create returned no key"))
-    }
-
     fn new_key_row(&self, data: &CreateApiKey, now: Timestamp) -> Result<(NewApiKey, token::PlainToken)> {
         let token = token::generate(data.key_type, self.entropy.as_ref())?;
         let id = match &data.id {
@@ -199,44 +177,9 @@ impl Keyward {
         Ok((row, token))
     }
 
-    /// Creates the entries without an id and retitles those with one.
-    pub async fn upsert_api_keys(&self, input: Vec<UpsertApiKey>) -> Result<Vec<Upserted>> {
-        let mut out = Vec::with_capacity(input.len());
-        for entry in input {
-            out.push(match entry {
-                UpsertApiKey::Create(data) => Upserted::Created(self.create_api_key(data).await?),
-                UpsertApiKey::Update { id, title } => Upserted::Updated(self.update_api_key(&id, &title).await?),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Sets the title of one key. Nothing else about a key can be updated.
-    pub async fn update_api_key(&self, id: &ApiKeyId, title: &str) -> Result<ApiKey> {
-        let updated = self
-            .store
-            .update_api_key_titles(std::slice::from_ref(id), title, self.now())
-            .await?;
-        if updated.is_empty() {
-            return Err(not_found(id));
-        }
-        self.retrieve_api_key(id).await
-    }
-
-    /// Sets the title of every key matching `selector`.
-    pub async fn update_api_keys(&self, selector: &ApiKeyFilter, data: &UpdateApiKey) -> Result<Vec<ApiKey>> {
-        let ids = self.matching_ids(selector).await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let updated = self.store.update_api_key_titles(&ids, &data.title, self.now()).await?;
-        self.list_api_keys(&ApiKeyFilter::ids(&updated), &ListOptions::default())
-            .await
-    }
-
     /// Deletes keys and their links. Every key must be revoked (now, not in the future);
     /// otherwise nothing is deleted. Unknown ids are ignored; returns the ids it deleted.
-    pub async fn delete_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<ApiKeyId>> {
+    pub(crate) async fn delete_api_keys(&self, ids: &[ApiKeyId]) -> Result<Vec<ApiKeyId>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -288,67 +231,6 @@ impl Keyward {
         let keys = self.store.list_api_keys(&filter, options).await?;
         let count = self.store.count_api_keys(&filter).await?;
         Ok((keys, count))
-    }
-
-    /// Revokes keys now, or `revoke_in` seconds from now. `revoked_by` is required. A secret key
-    /// already revoked cannot be revoked again (a scheduled revocation can be moved); a
-    /// publishable key can. An empty list revokes nothing and returns `[]`.
-    pub async fn revoke_api_keys(&self, ids: &[ApiKeyId], data: &RevokeApiKey) -> Result<Vec<ApiKey>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        if data.revoked_by.is_empty() {
-            return Err(Error::invalid_data(REVOKED_BY_REQUIRED));
-        }
-        let now = self.now();
-        let revoked_at = match data.revoke_in {
-            Some(seconds) if seconds > 0 => now.plus_seconds(seconds),
-            _ => now,
-        };
-        match self
-            .store
-            .revoke_api_keys(
-                ids,
-                &data.revoked_by,
-                revoked_at,
-                self.clock.as_ref(),
-                crate::store::RevokeOnce::Secret,
-                None,
-            )
-            .await?
-        {
-            Ok(()) => {}
-            Err(Blocked::AlreadyRevoked(revoked)) => {
-                return Err(already_revoked(revoked.len()));
-            }
-            Err(other) => return Err(unexpected_block(other)),
-        }
-        self.list_api_keys(&ApiKeyFilter::ids(ids), &ListOptions::default())
-            .await
-    }
-
-    /// Revokes one key; `not_found` when missing.
-    pub async fn revoke_api_key(&self, id: &ApiKeyId, data: &RevokeApiKey) -> Result<ApiKey> {
-        self.retrieve_api_key(id).await?;
-        self.revoke_api_keys(std::slice::from_ref(id), data)
-            .await?
-            .pop()
-            .ok_or_else(|| not_found(id))
-    }
-
-    /// Revokes every key matching `selector`.
-    pub async fn revoke(&self, selector: &ApiKeyFilter, data: &RevokeApiKey) -> Result<Vec<ApiKey>> {
-        let ids = self.matching_ids(selector).await?;
-        self.revoke_api_keys(&ids, data).await
-    }
-
-    async fn matching_ids(&self, selector: &ApiKeyFilter) -> Result<Vec<ApiKeyId>> {
-        Ok(self
-            .list_api_keys(selector, &ListOptions::default())
-            .await?
-            .into_iter()
-            .map(|k| k.id)
-            .collect())
     }
 
     /// The ids of the sales channels linked to this key, in id order.

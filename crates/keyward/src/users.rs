@@ -39,13 +39,6 @@ pub struct NewUser {
 }
 
 impl Keyward {
-    /// Creates an admin user. Emails are unique, compared without case.
-    pub async fn create_user(&self, email: &str, password: &str) -> Result<User> {
-        let new = self.prepare_user(email, password).await?;
-        self.store.insert_user(&new.user, &new.password_hash).await?;
-        Ok(new.user)
-    }
-
     /// Checks an email and password, hashes the password and fixes the user's id: everything
     /// creating a user needs, nothing written yet.
     pub async fn prepare_user(&self, email: &str, password: &str) -> Result<NewUser> {
@@ -75,7 +68,7 @@ impl Keyward {
     }
 
     /// Writes a prepared user unless a user with its id exists already (a step run again).
-    pub async fn insert_prepared_user(&self, new: &NewUser) -> Result<User> {
+    pub(crate) async fn insert_prepared_user(&self, new: &NewUser) -> Result<User> {
         if let Some(existing) = self.store.get_user(&new.user.id).await? {
             return Ok(existing);
         }

@@ -24,18 +24,21 @@ async fn call(app: &Router, header: Option<(&str, String)>) -> (StatusCode, Stri
 #[tokio::test]
 async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
     let h = Harness::sqlite().await;
-    let pk =
-        h.kw.create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
-            .await
-            .unwrap();
-    let sc =
-        h.kw.create_sales_channel(CreateSalesChannel {
+    let pk = h
+        .flows
+        .create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
+        .await
+        .unwrap();
+    let sc = h
+        .flows
+        .create_sales_channel(CreateSalesChannel {
             name: "web".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-    h.kw.add_sales_channels(&pk.key.id, std::slice::from_ref(&sc.id))
+    h.flows
+        .link_sales_channels(&pk.key.id, std::slice::from_ref(&sc.id), &[])
         .await
         .unwrap();
     let app = Router::new()
@@ -49,15 +52,16 @@ async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
     let (s, body) = call(&app, None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(body.contains("Publishable API key required"), "{body}");
-    h.kw.revoke_api_key(
-        &pk.key.id,
-        &RevokeApiKey {
-            revoked_by: "t".into(),
-            revoke_in: None,
-        },
-    )
-    .await
-    .unwrap();
+    h.flows
+        .revoke_api_key(
+            &pk.key.id,
+            &RevokeApiKey {
+                revoked_by: "t".into(),
+                revoke_in: None,
+            },
+        )
+        .await
+        .unwrap();
     let (s, body) = call(&app, Some(("x-publishable-api-key", pk.token.expose().to_owned()))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(body.contains("A valid publishable key is required"), "{body}");
@@ -66,14 +70,16 @@ async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
 #[tokio::test]
 async fn require_secret_key_names_the_key_and_refuses_publishable_ones() {
     let h = Harness::sqlite().await;
-    let sk =
-        h.kw.create_api_key(CreateApiKey::new("s", ApiKeyType::Secret, "t"))
-            .await
-            .unwrap();
-    let pk =
-        h.kw.create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
-            .await
-            .unwrap();
+    let sk = h
+        .flows
+        .create_api_key(CreateApiKey::new("s", ApiKeyType::Secret, "t"))
+        .await
+        .unwrap();
+    let pk = h
+        .flows
+        .create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
+        .await
+        .unwrap();
     let app = Router::new()
         .route(
             "/x",

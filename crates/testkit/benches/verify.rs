@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keyward::{ApiKeyType, CreateApiKey, OsEntropy, token};
+use keyward::{ApiKeyType, OsEntropy, token};
 use keyward_testkit::{Harness, TestDb, now_or_never};
 use sha2::{Digest, Sha256};
 
@@ -52,11 +52,8 @@ async fn seeded(db: TestDb, n: usize) -> (Harness, Vec<String>) {
     let mut made = 0;
     while made < n {
         let batch = (n - made).min(2_000);
-        let input = (0..batch)
-            .map(|i| CreateApiKey::new(format!("k{}", made + i), ApiKeyType::Secret, "bench"))
-            .collect();
-        let created = h.kw.create_api_keys(input).await.unwrap();
-        sample.extend(created.iter().step_by(500).map(|c| c.token.expose().to_owned()));
+        let tokens = keyward_testkit::insert_secret_keys(h.kw.store(), "k", batch).await;
+        sample.extend(tokens.into_iter().step_by(500));
         made += batch;
     }
     (h, sample)

@@ -1,6 +1,6 @@
 //! What running a change as a durable workflow costs: creating one key through `create-api-keys`
-//! and revoking one through `revoke-api-keys` (run log writes, events) beside doing the same
-//! directly with the module, in the same run.
+//! and revoking one through `revoke-api-keys` (run log writes, events) beside the store's own
+//! write of the same change (one insert; the guarded revoke), in the same run.
 //!
 //!     cargo bench -p keyward-testkit --bench workflows
 //!
@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use keyward::store::RevokeOnce;
 use keyward::{ApiKeyType, CreateApiKey};
 use keyward_testkit::{Harness, TestDb};
 
@@ -30,7 +31,7 @@ fn create(c: &mut Criterion) {
         g.sample_size(30);
         let key = || CreateApiKey::new("bench", ApiKeyType::Secret, "bench");
         g.bench_function("direct", |b| {
-            b.iter(|| rt.block_on(h.kw.create_api_key(key())).unwrap())
+            b.iter(|| rt.block_on(keyward_testkit::insert_secret_keys(h.kw.store(), "direct", 1)))
         });
         g.bench_function("workflow", |b| {
             b.iter(|| rt.block_on(h.flows.create_api_key(key())).unwrap())
@@ -39,7 +40,10 @@ fn create(c: &mut Criterion) {
         means.push(format!("create_{name}"));
         // Revoking one publishable key again and again, with a revocation in the future (which
         // may be moved): the revoke's guarded, clock-under-lock write beside the module's.
-        let pk = rt.block_on(h.kw.create_api_key(CreateApiKey::new("revoked", ApiKeyType::Publishable, "bench")));
+        let pk = rt.block_on(
+            h.flows
+                .create_api_key(CreateApiKey::new("revoked", ApiKeyType::Publishable, "bench")),
+        );
         let id = pk.unwrap().key.id;
         let later = keyward::RevokeApiKey {
             revoked_by: "bench".into(),
@@ -47,8 +51,15 @@ fn create(c: &mut Criterion) {
         };
         let mut g = c.benchmark_group(format!("revoke_{name}"));
         g.sample_size(30);
+        let at = h.kw.now().plus_seconds(3600);
+        let ids = std::slice::from_ref(&id);
         g.bench_function("direct", |b| {
-            b.iter(|| rt.block_on(h.kw.revoke_api_key(&id, &later)).unwrap())
+            b.iter(|| {
+                let store = h.kw.store();
+                rt.block_on(store.revoke_api_keys(ids, "bench", at, &*h.clock, RevokeOnce::Secret, None))
+                    .unwrap()
+                    .unwrap()
+            })
         });
         g.bench_function("workflow", |b| {
             b.iter(|| rt.block_on(h.flows.revoke_api_key(&id, &later)).unwrap())

@@ -419,3 +419,30 @@ pub async fn stored_anywhere(db: &TestDb, needle: &str) -> bool {
     }
     false
 }
+
+/// `n` secret keys written straight into `store` in one insert (a benchmark's fixture or
+/// baseline: no workflow, no event), named `{prefix}{i}`; returns their plain tokens.
+pub async fn insert_secret_keys(store: &Arc<dyn Store>, prefix: &str, n: usize) -> Vec<String> {
+    let now = keyward::Clock::now(&keyward::SystemClock);
+    let mut rows = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let token = keyward::token::generate(keyward::ApiKeyType::Secret, &keyward::OsEntropy).unwrap();
+        let id = format!("apk_{prefix}{}", NEXT_KEY.fetch_add(1, Ordering::Relaxed));
+        rows.push(keyward::store::NewApiKey {
+            id: keyward::ApiKeyId::parse(&id).unwrap(),
+            token: token.digest(),
+            salt: String::new(),
+            redacted: token.redacted(),
+            title: id,
+            key_type: keyward::ApiKeyType::Secret,
+            created_by: "bench".into(),
+            created_at: now,
+        });
+        tokens.push(token.expose().to_owned());
+    }
+    store.insert_api_keys(&rows).await.unwrap();
+    tokens
+}
+
+static NEXT_KEY: AtomicU32 = AtomicU32::new(0);

@@ -68,7 +68,6 @@ async fn run_then_fail<I: Serialize + DeserializeOwned + 'static, O: Serialize +
 
 async fn channel(flows: &Workflows, name: &str) -> SalesChannelId {
     flows
-        .kw()
         .create_sales_channel(CreateSalesChannel {
             name: name.into(),
             ..Default::default()

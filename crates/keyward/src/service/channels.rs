@@ -3,7 +3,7 @@
 use super::*;
 
 impl Keyward {
-    pub async fn create_sales_channels(&self, input: Vec<CreateSalesChannel>) -> Result<Vec<SalesChannel>> {
+    pub(crate) async fn create_sales_channels(&self, input: Vec<CreateSalesChannel>) -> Result<Vec<SalesChannel>> {
         let now = self.now();
         let mut channels = Vec::with_capacity(input.len());
         for data in input {
@@ -26,13 +26,6 @@ impl Keyward {
         }
         self.store.insert_sales_channels(&channels).await?;
         Ok(channels)
-    }
-
-    pub async fn create_sales_channel(&self, input: CreateSalesChannel) -> Result<SalesChannel> {
-        self.create_sales_channels(vec![input])
-            .await?
-            .pop()
-            .ok_or_else(|| Error::unexpected("create returned no sales channel"))
     }
 
     pub async fn list_sales_channels(
@@ -62,7 +55,11 @@ impl Keyward {
             .ok_or_else(|| Error::not_found(format!("Sales channel with id: {id} was not found")))
     }
 
-    pub async fn update_sales_channel(&self, id: &SalesChannelId, patch: &UpdateSalesChannel) -> Result<SalesChannel> {
+    pub(crate) async fn update_sales_channel(
+        &self,
+        id: &SalesChannelId,
+        patch: &UpdateSalesChannel,
+    ) -> Result<SalesChannel> {
         if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return Err(Error::invalid_data("A sales channel needs a name"));
         }
@@ -74,7 +71,7 @@ impl Keyward {
 
     /// Deletes channels and their links to keys. Unknown ids are ignored; returns the ids it
     /// deleted.
-    pub async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
+    pub(crate) async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -85,7 +82,11 @@ impl Keyward {
 
     /// Links channels to a publishable key. Re-linking is a no-op. Returns the channels that
     /// were not linked before.
-    pub async fn add_sales_channels(&self, key: &ApiKeyId, channels: &[SalesChannelId]) -> Result<Vec<SalesChannelId>> {
+    pub(crate) async fn add_sales_channels(
+        &self,
+        key: &ApiKeyId,
+        channels: &[SalesChannelId],
+    ) -> Result<Vec<SalesChannelId>> {
         if channels.is_empty() {
             return self.retrieve_api_key(key).await.map(|_| Vec::new());
         }
@@ -96,7 +97,7 @@ impl Keyward {
 
     /// Unlinks channels from a key. Unknown links are ignored. Returns the channels it
     /// unlinked.
-    pub async fn remove_sales_channels(
+    pub(crate) async fn remove_sales_channels(
         &self,
         key: &ApiKeyId,
         channels: &[SalesChannelId],

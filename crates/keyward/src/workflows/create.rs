@@ -13,7 +13,7 @@ pub struct ApiKeysCreated {
 }
 
 /// The keys as planned (ids fixed), as the create step reads them.
-const PLANNED_KEYS: Output<Vec<CreateApiKey>> = Output::named("prepare-api-keys");
+pub const PLANNED_KEYS: Output<Vec<CreateApiKey>> = Output::named("prepare-api-keys");
 
 /// `prepare-api-keys`: gives every key to create its id, so the create step can recognise its
 /// own work if it is invoked again after a crash.
@@ -31,7 +31,7 @@ pub(super) fn planned_ids(keys: &[CreateApiKey]) -> Vec<ApiKeyId> {
 }
 
 /// The keys `create-api-keys` wrote, as later steps and results read them.
-pub(crate) const CREATED_KEYS: Output<Vec<ApiKey>> = Output::named("create-api-keys");
+pub const CREATED_KEYS: Output<Vec<ApiKey>> = Output::named("create-api-keys");
 
 /// `create-api-keys`: inserts the planned keys. The plain tokens leave as a private value (never
 /// written to the run log). Compensation revokes the keys, then deletes them.
@@ -41,9 +41,14 @@ pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
         |planned: Vec<CreateApiKey>, cx: Cx| async move {
             let kw = cx.container();
             let ids = planned_ids(&planned);
-            let existing = kw.keys_by_ids(&ids).await.map_err(step_error)?;
+            let existing = if cx.may_repeat() {
+                kw.keys_by_ids(&ids).await.map_err(step_error)?
+            } else {
+                Vec::new()
+            };
             if !ids.is_empty() && existing.len() == ids.len() {
-                // Written by an earlier attempt whose record was lost in a crash.
+                // Written by an earlier attempt whose record was lost in a crash. On a first
+                // attempt a key with a planned id is someone else's: the insert refuses it.
                 return Ok(events(
                     StepResponse::new(existing).compensate_with(&ids),
                     EventName::ApiKeyCreated,
@@ -119,7 +124,7 @@ impl Workflows {
 
 impl Keyward {
     /// Gives each key to create an id (keeping ids already given).
-    pub fn plan_api_keys(&self, keys: Vec<CreateApiKey>) -> Result<Vec<CreateApiKey>> {
+    pub(crate) fn plan_api_keys(&self, keys: Vec<CreateApiKey>) -> Result<Vec<CreateApiKey>> {
         let now = self.now();
         keys.into_iter()
             .map(|mut k| {
@@ -136,7 +141,7 @@ impl Keyward {
 
     /// Removes keys whatever their state, the module's way: revoke what is not revoked, then
     /// delete. Compensation of create.
-    pub async fn discard_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
+    pub(crate) async fn discard_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
         let now = self.now();
         let live: Vec<ApiKeyId> = self
             .keys_by_ids(ids)

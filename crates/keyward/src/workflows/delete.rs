@@ -119,7 +119,7 @@ impl Workflows {
 impl Keyward {
     /// Checks every key to delete is revoked (the exact message lists those that are not) and
     /// snapshots their rows and links. Unknown ids are ignored.
-    pub async fn plan_delete(&self, ids: &[ApiKeyId]) -> Result<DeletePlan> {
+    pub(crate) async fn plan_delete(&self, ids: &[ApiKeyId]) -> Result<DeletePlan> {
         let keys = self.store.stored_api_keys(ids).await?;
         let now = self.now();
         let unrevoked: Vec<&str> = ids

@@ -168,7 +168,7 @@ impl Workflows {
 impl Keyward {
     /// Links again `(key, channel)` pairs a compensation puts back, skipping (and reporting)
     /// keys and channels that no longer exist.
-    pub async fn relink(&self, links: &[(ApiKeyId, SalesChannelId)]) -> Result<Vec<String>> {
+    pub(crate) async fn relink(&self, links: &[(ApiKeyId, SalesChannelId)]) -> Result<Vec<String>> {
         let mut conflicts = Vec::new();
         for (key, mut channels) in by_key(links) {
             while !channels.is_empty() {
@@ -196,7 +196,7 @@ impl Keyward {
 
     /// Checks a link change the way the writing transaction will, and records the key's
     /// channels before it.
-    pub async fn plan_link(
+    pub(crate) async fn plan_link(
         &self,
         id: &ApiKeyId,
         add: &[SalesChannelId],

@@ -218,13 +218,17 @@ impl Workflows {
             .and_then(|keys| keys.into_iter().find(|k| &k.id == id))
             .ok_or_else(|| crate::service::not_found(id))
     }
+
+    fn all(&self, run: std::result::Result<keyward_flow::RunResult<Vec<ApiKey>>, FlowError>) -> Result<Vec<ApiKey>> {
+        Ok(run.map_err(from_flow)?.result.unwrap_or_default())
+    }
 }
 
 // -- what the steps ask of the module, shared by several ----------------------------------------
 
 impl Keyward {
     /// The channels with these ids that exist.
-    pub async fn channels_by_ids(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannel>> {
+    pub(crate) async fn channels_by_ids(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannel>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -232,8 +236,14 @@ impl Keyward {
         self.list_sales_channels(&filter, &ListOptions::default()).await
     }
 
+    /// The ids of the keys `selector` matches.
+    pub(crate) async fn matching_ids(&self, selector: &ApiKeyFilter) -> Result<Vec<ApiKeyId>> {
+        let keys = self.list_api_keys(selector, &ListOptions::default()).await?;
+        Ok(keys.into_iter().map(|k| k.id).collect())
+    }
+
     /// The keys with these ids that exist, in id order.
-    pub async fn keys_by_ids(&self, ids: &[ApiKeyId]) -> Result<Vec<ApiKey>> {
+    pub(crate) async fn keys_by_ids(&self, ids: &[ApiKeyId]) -> Result<Vec<ApiKey>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -106,6 +106,21 @@ impl Workflows {
         };
         self.one(self.engine.run(&self.revoke, input, RunOptions::default()).await, id)
     }
+
+    /// Revokes every key `selector` matches (Medusa's `{ selector, revoke }`); a selector that
+    /// matches nothing revokes nothing.
+    pub async fn revoke_api_keys(&self, selector: &ApiKeyFilter, data: &RevokeApiKey) -> Result<Vec<ApiKey>> {
+        let ids = self.kw().matching_ids(selector).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = RevokeApiKeysInput {
+            ids,
+            revoked_by: data.revoked_by.clone(),
+            revoke_in: data.revoke_in,
+        };
+        self.all(self.engine.run(&self.revoke, input, RunOptions::default()).await)
+    }
 }
 
 impl Keyward {
@@ -113,7 +128,7 @@ impl Keyward {
     /// it left alone. A revocation that has taken effect is never undone (revocation is
     /// monotonic), unless the key was already revoked before this run; the store judges that
     /// inside its transaction.
-    pub async fn undo_revocations(&self, undo: &[RevocationUndo]) -> Result<Vec<String>> {
+    pub(crate) async fn undo_revocations(&self, undo: &[RevocationUndo]) -> Result<Vec<String>> {
         if undo.is_empty() {
             return Ok(Vec::new());
         }
@@ -147,7 +162,7 @@ impl Keyward {
 
     /// Checks a revocation (every key exists, a revoker is named, no secret key is revoked
     /// twice) and fixes its instant.
-    pub async fn plan_revocation(
+    pub(crate) async fn plan_revocation(
         &self,
         ids: &[ApiKeyId],
         revoked_by: &str,
@@ -185,7 +200,7 @@ impl Keyward {
     /// failed attempt) and the keys already carry exactly this revocation, the earlier attempt
     /// got through and that counts as done. On a first attempt an equal revocation was another
     /// run's, and the guarded write decides.
-    pub async fn apply_revocation(&self, plan: &RevokePlan, may_repeat: bool) -> Result<Vec<ApiKey>> {
+    pub(crate) async fn apply_revocation(&self, plan: &RevokePlan, may_repeat: bool) -> Result<Vec<ApiKey>> {
         let current = self.keys_by_ids(&plan.ids).await?;
         let applied = may_repeat
             && !current.is_empty()

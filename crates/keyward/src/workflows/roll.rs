@@ -136,7 +136,12 @@ impl Workflows {
 
 impl Keyward {
     /// Checks a key can be rolled and fixes the new key's id and the old key's revocation.
-    pub async fn plan_roll(&self, id: &ApiKeyId, rolled_by: &str, grace_seconds: Option<i64>) -> Result<RollPlan> {
+    pub(crate) async fn plan_roll(
+        &self,
+        id: &ApiKeyId,
+        rolled_by: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<RollPlan> {
         let old = self.retrieve_api_key(id).await?;
         // A revoked key stays revoked: rolling it would hand out a working successor.
         if old.is_revoked_at(self.now()) {

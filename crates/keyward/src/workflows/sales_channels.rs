@@ -297,7 +297,7 @@ impl Workflows {
 
 impl Keyward {
     /// Gives each channel to create its id (keeping ids already given).
-    pub fn plan_sales_channels(&self, channels: Vec<CreateSalesChannel>) -> Result<Vec<CreateSalesChannel>> {
+    pub(crate) fn plan_sales_channels(&self, channels: Vec<CreateSalesChannel>) -> Result<Vec<CreateSalesChannel>> {
         let now = self.now();
         channels
             .into_iter()

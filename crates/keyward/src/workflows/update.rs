@@ -118,4 +118,17 @@ impl Workflows {
         };
         self.one(self.engine.run(&self.update, input, RunOptions::default()).await, id)
     }
+
+    /// Sets the title of every key `selector` matches (Medusa's `{ selector, update }`).
+    pub async fn update_api_keys(&self, selector: &ApiKeyFilter, data: &crate::UpdateApiKey) -> Result<Vec<ApiKey>> {
+        let ids = self.kw().matching_ids(selector).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = UpdateApiKeysInput {
+            ids,
+            title: data.title.clone(),
+        };
+        self.all(self.engine.run(&self.update, input, RunOptions::default()).await)
+    }
 }

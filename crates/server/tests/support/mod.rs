@@ -36,7 +36,7 @@ impl App {
     pub async fn configured(db: TestDb, configure: impl FnOnce(AppState) -> AppState) -> Self {
         let flows = db.workflows().await;
         let kw = flows.kw().clone();
-        let user = kw.create_user(EMAIL, PASSWORD).await.unwrap();
+        let user = flows.create_user(EMAIL, PASSWORD).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = configure(AppState::new(flows.clone(), b"test-secret".to_vec()));
