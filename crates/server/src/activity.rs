@@ -9,15 +9,12 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Query;
-use crate::validate::{Spec, Ty, number, opt, string, validate};
+use crate::extract::TypedQuery;
+use crate::validate::{number, string};
+use crate::wire::{EventsQuery, RunStateName, RunsQuery};
 
 /// The most rows one read returns; the default is 20.
 pub const LIMIT_MAX: u32 = 100;
-
-const RUN_STATES: &[&str] = &["running", "compensating", "done", "reverted", "failed"];
-const RUNS_QUERY: &[Spec] = &[opt("state", Ty::Enum(RUN_STATES)), opt("limit", Ty::Number)];
-const EVENTS_QUERY: &[Spec] = &[opt("limit", Ty::Number)];
 
 fn limit(q: &serde_json::Map<String, Value>) -> ApiResult<u32> {
     match number(q, "limit") {
@@ -30,19 +27,23 @@ fn limit(q: &serde_json::Map<String, Value>) -> ApiResult<u32> {
     }
 }
 
-#[utoipa::path(get, path = "/admin/workflow-runs", tag = "activity", summary = "The newest workflow runs with their steps, errors and conflicts (never their inputs or results)", params(("state" = Option<String>, Query, description = "running, compensating, done, reverted or failed"), ("limit" = Option<u32>, Query, description = "Rows to return (default 20, at most 100)")), responses((status = 200, description = "{workflow_runs, limit}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
-pub async fn workflow_runs(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
-    let q = validate(&q, RUNS_QUERY, true)?;
-    let limit = limit(&q)?;
-    let run_state = string(&q, "state").and_then(|s| RunState::parse(&s));
+#[utoipa::path(get, path = "/admin/workflow-runs", tag = "activity", summary = "The newest workflow runs with their steps, errors and conflicts (never their inputs or results)", params(crate::wire::RunsQuery), responses((status = 200, description = "{workflow_runs, limit}", body = crate::wire::RunList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
+pub async fn workflow_runs(State(state): State<AppState>, q: TypedQuery<RunsQuery>) -> ApiResult<Json<Value>> {
+    let limit = limit(&q.raw)?;
+    let run_state = q.query.state.map(|s| match s {
+        RunStateName::Running => RunState::Running,
+        RunStateName::Compensating => RunState::Compensating,
+        RunStateName::Done => RunState::Done,
+        RunStateName::Reverted => RunState::Reverted,
+        RunStateName::Failed => RunState::Failed,
+    });
     let runs = state.flows.recent_runs(run_state, limit).await?;
     Ok(Json(json!({ "workflow_runs": runs, "limit": limit })))
 }
 
-#[utoipa::path(get, path = "/admin/events", tag = "activity", summary = "The newest events with each subscriber's delivery (attempts, last error, next retry)", params(("limit" = Option<u32>, Query, description = "Rows to return (default 20, at most 100)")), responses((status = 200, description = "{events, limit}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
-pub async fn events(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
-    let q = validate(&q, EVENTS_QUERY, true)?;
-    let limit = limit(&q)?;
+#[utoipa::path(get, path = "/admin/events", tag = "activity", summary = "The newest events with each subscriber's delivery (attempts, last error, next retry)", params(crate::wire::EventsQuery), responses((status = 200, description = "{events, limit}", body = crate::wire::EventList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
+pub async fn events(State(state): State<AppState>, q: TypedQuery<EventsQuery>) -> ApiResult<Json<Value>> {
+    let limit = limit(&q.raw)?;
     let events = state.flows.recent_events(limit).await?;
     Ok(Json(json!({ "events": events, "limit": limit })))
 }

@@ -7,93 +7,23 @@ use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
 
 use keyward::{
-    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field,
-    Filter, ListOptions, Op, Order, RevokeApiKey, SalesChannelField, SalesChannelFilter, SalesChannelId, Timestamp,
+    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field, Filter,
+    ListOptions, Op, Order, RevokeApiKey, SalesChannelField, SalesChannelFilter, SalesChannelId, Timestamp,
     UpdateSalesChannel, Value as FilterValue,
 };
 
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Body, Query, parse_id};
+use crate::extract::{Typed, TypedQuery, parse_id};
 use crate::fields::{self, Selection};
-use crate::validate::{Spec, Ty, nullable, number, opt, req, string, validate};
+use crate::validate::{number, string};
+use crate::wire::{
+    ChannelListQuery, CreateChannelBody, CreateKeyBody, FieldsQuery, KeyListQuery, LinkChannelsBody, RevokeBody,
+    UpdateChannelBody, UpdateKeyBody,
+};
 
 const KEY_TYPES: &[&str] = &["publishable", "secret"];
-
-const KEY_LIST_QUERY: &[Spec] = &[
-    opt("fields", Ty::String),
-    opt("offset", Ty::Number),
-    opt("limit", Ty::Number),
-    opt("order", Ty::String),
-    opt("with_deleted", Ty::Boolean),
-    opt("q", Ty::String),
-    opt("id", Ty::Any),
-    opt("title", Ty::Any),
-    opt("token", Ty::Any),
-    opt("type", Ty::Any),
-    opt("created_at", Ty::Any),
-    opt("updated_at", Ty::Any),
-    opt("deleted_at", Ty::Any),
-    opt("revoked_at", Ty::Any),
-    opt("$and", Ty::Any),
-    opt("$or", Ty::Any),
-];
-const KEY_FILTER_FIELDS: &[&str] = &[
-    "id",
-    "title",
-    "token",
-    "type",
-    "created_at",
-    "updated_at",
-    "deleted_at",
-    "revoked_at",
-];
-const FIELDS_QUERY: &[Spec] = &[opt("fields", Ty::String)];
-const CREATE_KEY: &[Spec] = &[req("title", Ty::String), req("type", Ty::Enum(KEY_TYPES))];
-const UPDATE_KEY: &[Spec] = &[req("title", Ty::String)];
-const REVOKE_KEY: &[Spec] = &[opt("revoke_in", Ty::Number)];
-const ROLL_KEY: &[Spec] = &[opt("revoke_in", Ty::Number)];
-const LINK_CHANNELS: &[Spec] = &[opt("add", Ty::StringArray), opt("remove", Ty::StringArray)];
-
-const CHANNEL_LIST_QUERY: &[Spec] = &[
-    opt("fields", Ty::String),
-    opt("offset", Ty::Number),
-    opt("limit", Ty::Number),
-    opt("order", Ty::String),
-    opt("with_deleted", Ty::Boolean),
-    opt("q", Ty::String),
-    opt("id", Ty::Any),
-    opt("name", Ty::Any),
-    opt("description", Ty::Any),
-    opt("is_disabled", Ty::Any),
-    opt("created_at", Ty::Any),
-    opt("updated_at", Ty::Any),
-    opt("deleted_at", Ty::Any),
-    opt("$and", Ty::Any),
-    opt("$or", Ty::Any),
-];
-const CHANNEL_FILTER_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "is_disabled",
-    "created_at",
-    "updated_at",
-    "deleted_at",
-];
-const CREATE_CHANNEL: &[Spec] = &[
-    req("name", Ty::String),
-    nullable("description", Ty::String),
-    opt("is_disabled", Ty::Boolean),
-    nullable("metadata", Ty::Any),
-];
-const UPDATE_CHANNEL: &[Spec] = &[
-    opt("name", Ty::String),
-    nullable("description", Ty::String),
-    opt("is_disabled", Ty::Boolean),
-    nullable("metadata", Ty::Any),
-];
 
 // -- shared parsing -------------------------------------------------------------------------
 
@@ -129,11 +59,22 @@ fn page<F: Field>(q: &Map<String, Value>) -> ApiResult<(ListOptions<F>, u64, u64
     Ok((options, offset, limit))
 }
 
+/// The filterable fields of a list query: its parameters but paging, ordering, selection,
+/// search and the groups.
+fn filter_fields<T: utoipa::IntoParams>() -> Vec<String> {
+    const NOT_FILTERS: &[&str] = &["fields", "offset", "limit", "order", "with_deleted", "q", "$and", "$or"];
+    crate::validate::query_specs::<T>()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| !NOT_FILTERS.contains(&n.as_str()))
+        .collect()
+}
+
 /// Builds a filter from a validated query (recursing into `$and`/`$or`). `allowed` are the
 /// filterable fields; `check` validates a field's text values (e.g. the key type enum).
 fn filter_from<F: Field>(
     q: &Map<String, Value>,
-    allowed: &[&str],
+    allowed: &[String],
     check: &dyn Fn(F, &str) -> ApiResult<()>,
 ) -> ApiResult<Filter<F>> {
     let mut f = Filter::new();
@@ -158,7 +99,7 @@ fn filter_from<F: Field>(
                     };
                     let unknown: Vec<&String> = m
                         .keys()
-                        .filter(|k| !allowed.contains(&k.as_str()) && !k.starts_with('$') && *k != "q")
+                        .filter(|k| !allowed.contains(k) && !k.starts_with('$') && *k != "q")
                         .collect();
                     if !unknown.is_empty() {
                         let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
@@ -175,7 +116,7 @@ fn filter_from<F: Field>(
                     }
                 }
             }
-            field if allowed.contains(&field) => {
+            field if allowed.iter().any(|a| a == field) => {
                 let Some(field) = F::from_name(field) else { continue };
                 push_conditions(&mut f, field, value, check)?;
             }
@@ -304,106 +245,90 @@ fn http_not_found(e: Error) -> ApiError {
     }
 }
 
-#[utoipa::path(get, path = "/admin/api-keys", tag = "api keys", summary = "List API keys", params(("offset" = Option<u64>, Query, description = "Rows to skip (default 0)"), ("limit" = Option<u64>, Query, description = "Rows to return (default 20)"), ("order" = Option<String>, Query, description = "Field to order by; -field for descending"), ("q" = Option<String>, Query, description = "Case-insensitive search"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands"), ("type" = Option<String>, Query, description = "publishable or secret")), responses((status = 200, description = "{api_keys, count, offset, limit}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
-pub async fn list_keys(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
-    let q = validate(&q, KEY_LIST_QUERY, true)?;
-    let (options, offset, limit) = page::<ApiKeyField>(&q)?;
-    let filter: ApiKeyFilter = filter_from(&q, KEY_FILTER_FIELDS, &check_key_field)?;
+#[utoipa::path(get, path = "/admin/api-keys", tag = "api keys", summary = "List API keys", params(crate::wire::KeyListQuery), responses((status = 200, description = "{api_keys, count, offset, limit}", body = crate::wire::ApiKeyList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
+pub async fn list_keys(State(state): State<AppState>, q: TypedQuery<KeyListQuery>) -> ApiResult<Json<Value>> {
+    let (options, offset, limit) = page::<ApiKeyField>(&q.raw)?;
+    let filter: ApiKeyFilter = filter_from(&q.raw, &filter_fields::<KeyListQuery>(), &check_key_field)?;
     let (keys, count) = state.kw.list_and_count_api_keys(&filter, &options).await?;
-    let shaped = shape_keys(&state, &keys, &fields::key_selection(string(&q, "fields").as_deref())).await?;
+    let shaped = shape_keys(&state, &keys, &fields::key_selection(q.query.fields.as_deref())).await?;
     Ok(Json(
         json!({"api_keys": shaped, "count": count, "offset": offset, "limit": limit}),
     ))
 }
 
-#[utoipa::path(post, path = "/admin/api-keys", tag = "api keys", summary = "Create an API key; the only response that carries a secret token", request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{api_key} with the raw token", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
+#[utoipa::path(post, path = "/admin/api-keys", tag = "api keys", summary = "Create an API key; the only response that carries a secret token", request_body = crate::wire::CreateKeyBody, responses((status = 200, description = "{api_key} with the raw token", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    Body(body): Body,
+    Typed(body): Typed<CreateKeyBody>,
 ) -> ApiResult<Json<Value>> {
-    let b = validate(&body, CREATE_KEY, false)?;
-    let key_type = match string(&b, "type").as_deref() {
-        Some("secret") => ApiKeyType::Secret,
-        _ => ApiKeyType::Publishable,
-    };
     let created = state
         .flows
-        .create_api_key(CreateApiKey::new(
-            string(&b, "title").unwrap_or_default(),
-            key_type,
-            actor.id,
-        ))
+        .create_api_key(CreateApiKey::new(body.title, body.key_type.into(), actor.id))
         .await?;
     Ok(Json(json!({ "api_key": created })))
 }
 
-#[utoipa::path(get, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Retrieve an API key", params(("id" = String, Path, description = "The record's id"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands")), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
-pub async fn get_key(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query) -> ApiResult<Json<Value>> {
-    let q = validate(&q, FIELDS_QUERY, true)?;
-    one_key(&state, &key_id(&id)?, string(&q, "fields").as_deref()).await
+#[utoipa::path(get, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Retrieve an API key", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+pub async fn get_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: TypedQuery<FieldsQuery>,
+) -> ApiResult<Json<Value>> {
+    one_key(&state, &key_id(&id)?, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateKeyBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn update_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query,
-    Body(body): Body,
+    q: TypedQuery<FieldsQuery>,
+    Typed(body): Typed<UpdateKeyBody>,
 ) -> ApiResult<Json<Value>> {
-    let q = validate(&q, FIELDS_QUERY, true)?;
-    let b = validate(&body, UPDATE_KEY, false)?;
     let id = key_id(&id)?;
     state
         .flows
-        .update_api_key(&id, &string(&b, "title").unwrap_or_default())
+        .update_api_key(&id, &body.title)
         .await
         .map_err(http_not_found)?;
-    one_key(&state, &id, string(&q, "fields").as_deref()).await
+    one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Delete a revoked API key", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
+#[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Delete a revoked API key", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
 pub async fn delete_key(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
     state.flows.delete_api_keys(std::slice::from_ref(&id)).await?;
     Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
 }
 
-fn revoke_in(b: &Map<String, Value>) -> Option<i64> {
-    number(b, "revoke_in").map(|n| n.clamp(i64::MIN as f64, i64::MAX as f64) as i64)
-}
-
-#[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::RevokeBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Query(q): Query,
-    Body(body): Body,
+    q: TypedQuery<FieldsQuery>,
+    Typed(body): Typed<RevokeBody>,
 ) -> ApiResult<Json<Value>> {
-    let q = validate(&q, FIELDS_QUERY, true)?;
-    let b = validate(&body, REVOKE_KEY, false)?;
     let id = key_id(&id)?;
     let data = RevokeApiKey {
         revoked_by: actor.id,
-        revoke_in: revoke_in(&b),
+        revoke_in: body.seconds(),
     };
     state.flows.revoke_api_key(&id, &data).await.map_err(http_not_found)?;
-    one_key(&state, &id, string(&q, "fields").as_deref()).await
+    one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}/roll", tag = "api keys", summary = "Replace an API key; the old one is revoked after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{api_key, previous_api_key}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}/roll", tag = "api keys", summary = "Replace an API key; the old one is revoked after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body = crate::wire::RevokeBody, responses((status = 200, description = "{api_key, previous_api_key}", body = crate::wire::RolledAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn roll_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Body(body): Body,
+    Typed(body): Typed<RevokeBody>,
 ) -> ApiResult<Json<Value>> {
-    let b = validate(&body, ROLL_KEY, false)?;
     let id = key_id(&id)?;
     let (created, previous) = state
         .flows
-        .roll_api_key(&id, &actor.id, revoke_in(&b))
+        .roll_api_key(&id, &actor.id, body.seconds())
         .await
         .map_err(http_not_found)?;
     let previous = shape_keys(&state, std::slice::from_ref(&previous), &fields::key_selection(None)).await?;
@@ -412,29 +337,24 @@ pub async fn roll_key(
     ))
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}/sales-channels", tag = "api keys", summary = "Add and remove a publishable key's sales channels", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}/sales-channels", tag = "api keys", summary = "Add and remove a publishable key's sales channels", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::LinkChannelsBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn link_channels(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query,
-    Body(body): Body,
+    q: TypedQuery<FieldsQuery>,
+    Typed(body): Typed<LinkChannelsBody>,
 ) -> ApiResult<Json<Value>> {
-    let q = validate(&q, FIELDS_QUERY, true)?;
-    let b = validate(&body, LINK_CHANNELS, false)?;
     let id = key_id(&id)?;
-    let ids = |name: &str| -> ApiResult<Vec<SalesChannelId>> {
-        b.get(name)
-            .and_then(Value::as_array)
-            .map(|items| items.iter().filter_map(Value::as_str).map(channel_id).collect())
-            .unwrap_or(Ok(Vec::new()))
+    let ids = |given: &Option<Vec<String>>| -> ApiResult<Vec<SalesChannelId>> {
+        given.iter().flatten().map(|c| channel_id(c)).collect()
     };
-    let (add, remove) = (ids("add")?, ids("remove")?);
+    let (add, remove) = (ids(&body.add)?, ids(&body.remove)?);
     state
         .flows
         .link_sales_channels(&id, &add, &remove)
         .await
         .map_err(http_not_found)?;
-    one_key(&state, &id, string(&q, "fields").as_deref()).await
+    one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
 // -- sales channels -------------------------------------------------------------------------
@@ -473,75 +393,64 @@ async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option
     Ok(Json(json!({ "sales_channel": shaped.into_iter().next() })))
 }
 
-#[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(("offset" = Option<u64>, Query, description = "Rows to skip (default 0)"), ("limit" = Option<u64>, Query, description = "Rows to return (default 20)"), ("order" = Option<String>, Query, description = "Field to order by; -field for descending"), ("q" = Option<String>, Query, description = "Case-insensitive search"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands")), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
-pub async fn list_channels(State(state): State<AppState>, Query(q): Query) -> ApiResult<Json<Value>> {
-    let q = validate(&q, CHANNEL_LIST_QUERY, true)?;
-    let (options, offset, limit) = page::<SalesChannelField>(&q)?;
-    let filter: SalesChannelFilter = filter_from(&q, CHANNEL_FILTER_FIELDS, &|_, _| Ok(()))?;
+#[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(crate::wire::ChannelListQuery), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = crate::wire::SalesChannelList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
+pub async fn list_channels(State(state): State<AppState>, q: TypedQuery<ChannelListQuery>) -> ApiResult<Json<Value>> {
+    let (options, offset, limit) = page::<SalesChannelField>(&q.raw)?;
+    let filter: SalesChannelFilter = filter_from(&q.raw, &filter_fields::<ChannelListQuery>(), &|_, _| Ok(()))?;
     let (channels, count) = state.kw.list_and_count_sales_channels(&filter, &options).await?;
-    let shaped = shape_channels(
-        &state,
-        &channels,
-        &fields::channel_selection(string(&q, "fields").as_deref()),
-    )
-    .await?;
+    let shaped = shape_channels(&state, &channels, &fields::channel_selection(q.query.fields.as_deref())).await?;
     Ok(Json(
         json!({"sales_channels": shaped, "count": count, "offset": offset, "limit": limit}),
     ))
 }
 
-#[utoipa::path(post, path = "/admin/sales-channels", tag = "sales channels", summary = "Create a sales channel", request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
+#[utoipa::path(post, path = "/admin/sales-channels", tag = "sales channels", summary = "Create a sales channel", request_body = crate::wire::CreateChannelBody, params(crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
 pub async fn create_channel(
     State(state): State<AppState>,
-    Query(q): Query,
-    Body(body): Body,
+    q: TypedQuery<FieldsQuery>,
+    Typed(body): Typed<CreateChannelBody>,
 ) -> ApiResult<Json<Value>> {
-    let q = validate(&q, FIELDS_QUERY, true)?;
-    let b = validate(&body, CREATE_CHANNEL, false)?;
     let c = state
         .flows
         .create_sales_channel(CreateSalesChannel {
-            name: string(&b, "name").unwrap_or_default(),
-            description: string(&b, "description"),
-            is_disabled: b.get("is_disabled").and_then(Value::as_bool).unwrap_or(false),
-            metadata: b.get("metadata").filter(|m| !m.is_null()).cloned(),
+            name: body.name,
+            description: body.description,
+            is_disabled: body.is_disabled.unwrap_or(false),
+            metadata: body.metadata.map(Value::Object),
             id: None,
         })
         .await?;
-    one_channel(&state, &c.id, string(&q, "fields").as_deref()).await
+    one_channel(&state, &c.id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(get, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Retrieve a sales channel", params(("id" = String, Path, description = "The record's id"), ("fields" = Option<String>, Query, description = "Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands")), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
+#[utoipa::path(get, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Retrieve a sales channel", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn get_channel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query,
+    q: TypedQuery<FieldsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let q = validate(&q, FIELDS_QUERY, true)?;
-    one_channel(&state, &channel_id(&id)?, string(&q, "fields").as_deref()).await
+    one_channel(&state, &channel_id(&id)?, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Update a sales channel", params(("id" = String, Path, description = "The record's id")), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
+#[utoipa::path(post, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Update a sales channel", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateChannelBody, responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn update_channel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query,
-    Body(body): Body,
+    q: TypedQuery<FieldsQuery>,
+    Typed(body): Typed<UpdateChannelBody>,
 ) -> ApiResult<Json<Value>> {
-    let q = validate(&q, FIELDS_QUERY, true)?;
-    let b = validate(&body, UPDATE_CHANNEL, false)?;
     let id = channel_id(&id)?;
     let patch = UpdateSalesChannel {
-        name: string(&b, "name"),
-        description: b.get("description").map(|d| d.as_str().map(str::to_owned)),
-        is_disabled: b.get("is_disabled").and_then(Value::as_bool),
-        metadata: b.get("metadata").map(|m| (!m.is_null()).then(|| m.clone())),
+        name: body.name,
+        description: body.description,
+        is_disabled: body.is_disabled,
+        metadata: body.metadata.map(|m| m.map(Value::Object)),
     };
     state.flows.update_sales_channel(&id, &patch).await?;
-    one_channel(&state, &id, string(&q, "fields").as_deref()).await
+    one_channel(&state, &id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(delete, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Delete a sales channel and its key links", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
+#[utoipa::path(delete, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Delete a sales channel and its key links", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
 pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = channel_id(&id)?;
     state.flows.delete_sales_channels(std::slice::from_ref(&id)).await?;
@@ -550,7 +459,7 @@ pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String
 
 // -- users ----------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/admin/users/me", tag = "users", summary = "The signed-in user", responses((status = 200, description = "The result", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object), (status = 404, description = "Not found", body = Object)))]
+#[utoipa::path(get, path = "/admin/users/me", tag = "users", summary = "The signed-in user", responses((status = 200, description = "The result", body = crate::wire::UserAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn me(State(state): State<AppState>, Extension(actor): Extension<Actor>) -> ApiResult<Json<Value>> {
     let id = keyward::UserId::parse(&actor.id)
         .map_err(|_| ApiError::not_found(format!("User with id: {} was not found", actor.id)))?;

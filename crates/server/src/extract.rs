@@ -5,7 +5,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, PartialSchema};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -61,18 +63,14 @@ fn parse_value(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("Malformed JSON body: {e}")))
 }
 
-/// A body type with the spec its fields are checked against, so that a body the type refuses
-/// is answered with the same words as every other route's ([`crate::validate`]).
-pub trait Checked: serde::de::DeserializeOwned {
-    const SPEC: &'static [crate::validate::Spec];
-}
-
 /// A JSON body read straight into `T`. Only a body `T` refuses is read again as JSON and
-/// checked against `T::SPEC`, for the message; an accepted body costs one typed parse.
+/// checked against the fields of `T`'s OpenAPI schema ([`crate::validate::body_specs`]), so it
+/// is answered with the same words as every other route's; an accepted body costs one typed
+/// parse.
 #[derive(Debug)]
 pub struct Typed<T>(pub T);
 
-impl<S: Send + Sync, T: Checked> FromRequest<S> for Typed<T> {
+impl<S: Send + Sync, T: DeserializeOwned + PartialSchema> FromRequest<S> for Typed<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -82,11 +80,33 @@ impl<S: Send + Sync, T: Checked> FromRequest<S> for Typed<T> {
         match serde_json::from_slice::<T>(&bytes) {
             Ok(body) => Ok(Typed(body)),
             Err(refused) => {
-                crate::validate::validate(&parse_value(&bytes)?, T::SPEC, false)?;
-                // The spec let through what the type refused: say what the type said.
+                crate::validate::validate(&parse_value(&bytes)?, &crate::validate::body_specs::<T>(), false)?;
+                // The schema let through what the type refused: say what the type said.
                 Err(ApiError::invalid(format!("Invalid request: {refused}")))
             }
         }
+    }
+}
+
+/// A query string checked against `T`'s parameters (Medusa's messages), then read into `T`;
+/// `raw` keeps the checked values as sent, for the filters (`title[$like]=…`) a route builds.
+#[derive(Debug)]
+pub struct TypedQuery<T> {
+    pub query: T,
+    pub raw: Map<String, Value>,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + IntoParams> FromRequestParts<S> for TypedQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let value = crate::query::parse(parts.uri.query())?;
+        let specs = crate::validate::query_specs::<T>();
+        let raw = crate::validate::validate(&value, &specs, true)?;
+        let typed = crate::validate::typed_query(raw.clone(), &specs);
+        let query = serde_json::from_value(Value::Object(typed))
+            .map_err(|e| ApiError::invalid(format!("Invalid request: {e}")))?;
+        Ok(TypedQuery { query, raw })
     }
 }
 

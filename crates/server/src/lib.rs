@@ -24,6 +24,7 @@ pub mod request_id;
 pub mod store;
 pub mod validate;
 pub mod webhooks;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,9 +44,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Actor, SESSION_COOKIE};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Body;
+use crate::extract::Typed;
 use crate::jwt::Jwt;
-use crate::validate::{Spec, Ty, opt, string, validate};
+use crate::wire::LoginBody;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -299,7 +300,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics: an admin credential, or the KEYWARD_METRICS_TOKEN as Bearer", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Unauthorized", body = Object)))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics: an admin credential, or the KEYWARD_METRICS_TOKEN as Bearer", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
 async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let scraper = state.metrics_token.as_deref().is_some_and(|want| {
         auth::authorization(&headers)
@@ -329,19 +330,17 @@ async fn not_found() -> ApiError {
     ApiError::not_found("Route not found")
 }
 
-const LOGIN: &[Spec] = &[opt("email", Ty::Any), opt("password", Ty::Any)];
-
 /// `POST /auth/user/emailpass {email, password}` → `{token}`.
-#[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{token}", body = Object), (status = 400, description = "Invalid request (email and password must be strings)", body = Object), (status = 401, description = "Invalid email or password", body = Object), (status = 429, description = "Too many failed attempts", body = Object)))]
+#[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body = crate::wire::LoginBody, responses((status = 200, description = "{token}", body = crate::wire::LoginAnswer), (status = 400, description = "Invalid request (email and password must be strings)", body = crate::wire::ErrorBody), (status = 401, description = "Invalid email or password", body = crate::wire::ErrorBody), (status = 429, description = "Too many failed attempts", body = crate::wire::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     axum::Extension(client): axum::Extension<client::ClientAddr>,
-    Body(body): Body,
+    Typed(body): Typed<LoginBody>,
 ) -> ApiResult<Json<Value>> {
-    let b = validate(&body, LOGIN, false)?;
     let refused = |m: &str| ApiError::Module(keyward::Error::new(keyward::ErrorKind::Unauthorized, m));
-    let email = string(&b, "email").ok_or_else(|| refused("Email should be a string"))?;
-    let password = string(&b, "password").ok_or_else(|| refused("Password should be a string"))?;
+    let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_owned));
+    let email = text(body.email).ok_or_else(|| refused("Email should be a string"))?;
+    let password = text(body.password).ok_or_else(|| refused("Password should be a string"))?;
     // Counted before the password is checked, so a burst cannot get more guesses evaluated.
     state
         .limiter
@@ -362,7 +361,7 @@ async fn login(
 }
 
 /// `POST /auth/session` with a Bearer login token: sets the HttpOnly session cookie.
-#[utoipa::path(post, path = "/auth/session", tag = "auth", summary = "Turn a Bearer login token into an HttpOnly session cookie", security(("bearer" = [])), responses((status = 200, description = "Session started", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
+#[utoipa::path(post, path = "/auth/session", tag = "auth", summary = "Turn a Bearer login token into an HttpOnly session cookie", security(("bearer" = [])), responses((status = 200, description = "Session started", body = crate::wire::SessionAnswer), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
 async fn create_session(
     State(state): State<AppState>,
     axum::Extension(client): axum::Extension<client::ClientAddr>,
@@ -396,7 +395,7 @@ async fn create_session(
 }
 
 /// `DELETE /auth/session`: clears the cookie.
-#[utoipa::path(delete, path = "/auth/session", tag = "auth", summary = "End the session", security(()), responses((status = 200, description = "Session ended", body = Object)))]
+#[utoipa::path(delete, path = "/auth/session", tag = "auth", summary = "End the session", security(()), responses((status = 200, description = "Session ended", body = crate::wire::SessionAnswer)))]
 async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     // The session ends for every copy of its token, on every node, not only in this browser.
     let token = auth::session_token(&headers).or_else(|| {
@@ -419,12 +418,12 @@ async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> Ap
     Ok(res)
 }
 
-#[utoipa::path(get, path = "/health", tag = "operations", summary = "Liveness", security(()), responses((status = 200, description = "Alive", body = Object)))]
+#[utoipa::path(get, path = "/health", tag = "operations", summary = "Liveness", security(()), responses((status = 200, description = "Alive", body = crate::wire::Status)))]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/ready", tag = "operations", summary = "Readiness: the database answers", security(()), responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Database unreachable", body = Object)))]
+#[utoipa::path(get, path = "/ready", tag = "operations", summary = "Readiness: the database answers", security(()), responses((status = 200, description = "Ready", body = crate::wire::Status), (status = 503, description = "Database unreachable", body = crate::wire::ErrorBody)))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.kw.store().ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),

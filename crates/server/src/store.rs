@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Checked, Typed};
-use crate::validate::{Spec, Ty, req};
+use crate::extract::Typed;
+use crate::wire::VerifyBody;
 
 pub const HEADER: &str = "x-publishable-api-key";
 
@@ -40,7 +40,7 @@ pub async fn require_publishable_key(State(state): State<AppState>, mut req: Req
 }
 
 /// `GET /store/sales-channels`: the channels the key may see.
-#[utoipa::path(get, path = "/store/sales-channels", tag = "store", summary = "The sales channels of the calling publishable key", security(("publishable_key" = [])), responses((status = 200, description = "{sales_channels}", body = Object), (status = 400, description = "Missing or invalid publishable key", body = Object)))]
+#[utoipa::path(get, path = "/store/sales-channels", tag = "store", summary = "The sales channels of the calling publishable key", security(("publishable_key" = [])), responses((status = 200, description = "{sales_channels}", body = crate::wire::StoreChannels), (status = 400, description = "Missing or invalid publishable key", body = crate::wire::ErrorBody)))]
 pub async fn sales_channels(
     State(state): State<AppState>,
     axum::Extension(key): axum::Extension<PublishableKey>,
@@ -58,14 +58,14 @@ pub async fn sales_channels(
 
 /// `GET /store/regions`: keyward holds no regions; the route exists so storefront clients see
 /// the same key check as on a commerce server.
-#[utoipa::path(get, path = "/store/regions", tag = "store", summary = "Regions (keyward holds none): the key check only", security(("publishable_key" = [])), responses((status = 200, description = "{regions, count, offset, limit}", body = Object), (status = 400, description = "Missing or invalid publishable key", body = Object)))]
+#[utoipa::path(get, path = "/store/regions", tag = "store", summary = "Regions (keyward holds none): the key check only", security(("publishable_key" = [])), responses((status = 200, description = "{regions, count, offset, limit}", body = crate::wire::EmptyPage), (status = 400, description = "Missing or invalid publishable key", body = crate::wire::ErrorBody)))]
 pub async fn regions() -> Json<Value> {
     Json(json!({"regions": [], "count": 0, "offset": 0, "limit": 50}))
 }
 
 /// `GET /store/products`: keyward holds no catalogue, but applies the key's sales-channel scope
 /// exactly as a catalogue route must (see [`keyward::Verification::scope`]).
-#[utoipa::path(get, path = "/store/products", tag = "store", summary = "Products (keyward holds none): the key and sales-channel scope checks only", security(("publishable_key" = [])), params(("sales_channel_id" = Option<String>, Query, description = "Must be one of the key's channels")), responses((status = 200, description = "{products, count, offset, limit}", body = Object), (status = 400, description = "Missing or invalid key, or channel out of scope", body = Object)))]
+#[utoipa::path(get, path = "/store/products", tag = "store", summary = "Products (keyward holds none): the key and sales-channel scope checks only", security(("publishable_key" = [])), params(("sales_channel_id" = Option<String>, Query, description = "Must be one of the key's channels")), responses((status = 200, description = "{products, count, offset, limit}", body = crate::wire::EmptyPage), (status = 400, description = "Missing or invalid key, or channel out of scope", body = crate::wire::ErrorBody)))]
 pub async fn products(
     axum::Extension(key): axum::Extension<PublishableKey>,
     crate::extract::Query(q): crate::extract::Query,
@@ -92,17 +92,6 @@ fn channel(s: &str) -> ApiResult<SalesChannelId> {
     crate::extract::parse_id(s)
 }
 
-/// The body of `POST /v1/keys/verify`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyBody {
-    key: String,
-}
-
-impl Checked for VerifyBody {
-    const SPEC: &'static [Spec] = &[req("key", Ty::String)];
-}
-
 /// The verdict, serialized straight from the verification (field order as documented).
 #[derive(serde::Serialize)]
 struct Verdict<'a> {
@@ -126,7 +115,7 @@ struct VerdictKey<'a> {
 }
 
 /// `POST /v1/keys/verify {key}` → always 200 with the verdict.
-#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED) and the key", request_body(content = Object, content_type = "application/json"), responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = Object), (status = 400, description = "Invalid request", body = Object), (status = 401, description = "Unauthorized", body = Object)))]
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED) and the key", request_body = crate::wire::VerifyBody, responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = crate::wire::VerifyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
 pub async fn verify_key(State(state): State<AppState>, Typed(body): Typed<VerifyBody>) -> ApiResult<Response> {
     let v = state.kw.verify(&body.key).await?;
     state.metrics.verification("verify_api", v.code.as_str());

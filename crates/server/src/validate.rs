@@ -9,53 +9,108 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// What a field accepts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Ty {
     String,
     /// A JSON number in a body; a decimal string in a query.
     Number,
     Boolean,
     StringArray,
-    Enum(&'static [&'static str]),
+    /// A JSON object (a record such as `metadata`).
+    Object,
+    Enum(Vec<String>),
     /// Anything (validated further by the route).
     Any,
 }
 
 /// One field of a schema.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
-    pub name: &'static str,
+    pub name: String,
     pub ty: Ty,
     pub required: bool,
     /// `null` is accepted (and means "clear").
     pub nullable: bool,
 }
 
-pub const fn req(name: &'static str, ty: Ty) -> Spec {
-    Spec {
-        name,
-        ty,
-        required: true,
-        nullable: false,
+/// The fields of a request body type, read from its OpenAPI schema (in declaration order).
+pub fn body_specs<T: utoipa::PartialSchema>() -> Vec<Spec> {
+    let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+    let required = |name: &str| {
+        schema["required"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|n| n == name))
+    };
+    match schema["properties"].as_object() {
+        Some(properties) => properties
+            .iter()
+            .map(|(name, property)| spec_of(name, property, required(name)))
+            .collect(),
+        None => Vec::new(),
     }
 }
 
-pub const fn opt(name: &'static str, ty: Ty) -> Spec {
+/// The parameters of a query type, read from its OpenAPI parameters (in declaration order).
+pub fn query_specs<T: utoipa::IntoParams>() -> Vec<Spec> {
+    T::into_params(|| None)
+        .into_iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .filter_map(|p| {
+            let name = p["name"].as_str()?.to_owned();
+            Some(spec_of(&name, &p["schema"], p["required"] == Value::Bool(true)))
+        })
+        .collect()
+}
+
+/// One property's spec: its JSON-schema type (with `null` making it nullable), or anything.
+fn spec_of(name: &str, schema: &Value, required: bool) -> Spec {
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let enumerated = schema["enum"]
+        .as_array()
+        .map(|values| values.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    let ty = match (types.iter().find(|t| **t != "null"), enumerated) {
+        (Some(&"string"), Some(values)) => Ty::Enum(values),
+        (Some(&"string"), None) => Ty::String,
+        (Some(&"number" | &"integer"), _) => Ty::Number,
+        (Some(&"boolean"), _) => Ty::Boolean,
+        (Some(&"array"), _) => Ty::StringArray,
+        (Some(&"object"), _) => Ty::Object,
+        _ => Ty::Any,
+    };
     Spec {
-        name,
+        name: name.to_owned(),
         ty,
-        required: false,
-        nullable: false,
+        required,
+        nullable: types.contains(&"null"),
     }
 }
 
-pub const fn nullable(name: &'static str, ty: Ty) -> Spec {
-    Spec {
-        name,
-        ty,
-        required: false,
-        nullable: true,
+/// A validated query with its numbers and booleans as JSON values (a query carries them as
+/// text), ready for serde.
+pub fn typed_query(mut map: Map<String, Value>, specs: &[Spec]) -> Map<String, Value> {
+    for spec in specs {
+        let Some(Value::String(text)) = map.get(&spec.name) else {
+            continue;
+        };
+        let typed = match spec.ty {
+            Ty::Number => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+            Ty::Boolean => Some(Value::Bool(text == "true")),
+            _ => None,
+        };
+        if let Some(v) = typed {
+            map.insert(spec.name.clone(), v);
+        }
     }
+    map
 }
 
 /// How a value is shown in a message: strings as themselves, everything else as JSON.
@@ -68,12 +123,13 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn type_name(ty: Ty) -> &'static str {
+fn type_name(ty: &Ty) -> &'static str {
     match ty {
         Ty::String | Ty::Enum(_) => "string",
         Ty::Number => "number",
         Ty::Boolean => "boolean",
         Ty::StringArray => "array",
+        Ty::Object => "object",
         Ty::Any => "any",
     }
 }
@@ -82,7 +138,7 @@ fn check(spec: &Spec, v: &Value, from_query: bool) -> Option<String> {
     if v.is_null() && spec.nullable {
         return None;
     }
-    let ok = match (spec.ty, v) {
+    let ok = match (&spec.ty, v) {
         (Ty::Any, _) => true,
         (Ty::String, Value::String(_)) => true,
         (Ty::Number, Value::Number(_)) => true,
@@ -90,8 +146,9 @@ fn check(spec: &Spec, v: &Value, from_query: bool) -> Option<String> {
         (Ty::Boolean, Value::Bool(_)) => true,
         (Ty::Boolean, Value::String(s)) if from_query => matches!(s.as_str(), "true" | "false"),
         (Ty::StringArray, Value::Array(items)) => items.iter().all(Value::is_string),
+        (Ty::Object, Value::Object(_)) => true,
         (Ty::Enum(allowed), Value::String(s)) => {
-            if allowed.contains(&s.as_str()) {
+            if allowed.contains(s) {
                 true
             } else {
                 return Some(format!(
@@ -109,7 +166,7 @@ fn check(spec: &Spec, v: &Value, from_query: bool) -> Option<String> {
     } else {
         Some(format!(
             "Expected type: '{}' for field '{}', got: '{}'",
-            type_name(spec.ty),
+            type_name(&spec.ty),
             spec.name,
             shown(v)
         ))
@@ -123,7 +180,7 @@ pub fn validate(value: &Value, schema: &[Spec], from_query: bool) -> Result<Map<
     };
     let mut issues = Vec::new();
     for spec in schema {
-        match map.get(spec.name) {
+        match map.get(&spec.name) {
             None if spec.required => issues.push(format!("Field '{}' is required", spec.name)),
             None => {}
             Some(v) => issues.extend(check(spec, v, from_query)),
@@ -167,13 +224,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const CREATE: &[Spec] = &[
-        req("title", Ty::String),
-        req("type", Ty::Enum(&["publishable", "secret"])),
-    ];
-
     fn message(v: Value) -> String {
-        match validate(&v, CREATE, false).unwrap_err() {
+        match validate(&v, &body_specs::<crate::wire::CreateKeyBody>(), false).unwrap_err() {
             ApiError::Module(e) => e.message,
             other => panic!("{other:?}"),
         }
@@ -202,5 +254,17 @@ mod tests {
             "Invalid request: Unrecognized fields: 'foo, token'"
         );
         assert_eq!(message(json!([])), "Invalid request: Field '' is required");
+        let channel = |v: Value| match validate(&v, &body_specs::<crate::wire::CreateChannelBody>(), false) {
+            Err(ApiError::Module(e)) => e.message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            channel(json!({"name": "w", "metadata": [1]})),
+            "Invalid request: Expected type: 'object' for field 'metadata', got: 'array'"
+        );
+        assert_eq!(
+            channel(json!({"name": "w", "is_disabled": null})),
+            "Invalid request: Expected type: 'boolean' for field 'is_disabled', got: 'null'"
+        );
     }
 }
