@@ -63,6 +63,30 @@ fn parse_value(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("Malformed JSON body: {e}")))
 }
 
+/// Refuses text holding U+0000 anywhere in a request (a value or a name): Postgres can store it
+/// neither as text nor in JSON, so both stores refuse it the same way, up front.
+pub fn refuse_nul(value: &Value) -> ApiResult<()> {
+    let nul = |s: &str| s.contains('\0');
+    let found = match value {
+        Value::String(s) => nul(s),
+        Value::Array(items) => return items.iter().try_for_each(refuse_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| nul(k)) {
+                true
+            } else {
+                return map.values().try_for_each(refuse_nul);
+            }
+        }
+        _ => false,
+    };
+    if found {
+        return Err(ApiError::invalid(
+            "Invalid request: text may not contain the NUL character (U+0000)",
+        ));
+    }
+    Ok(())
+}
+
 /// A JSON body read straight into `T`. Only a body `T` refuses is read again as JSON and
 /// checked against the fields of `T`'s OpenAPI schema ([`crate::validate::body_specs`]), so it
 /// is answered with the same words as every other route's; an accepted body costs one typed
@@ -77,6 +101,10 @@ impl<S: Send + Sync, T: DeserializeOwned + PartialSchema> FromRequest<S> for Typ
         let bytes = json_bytes(req, state)
             .await?
             .unwrap_or_else(|| Bytes::from_static(b"{}"));
+        // `\u0000` is the only way to write U+0000 in JSON (a raw one is malformed).
+        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            refuse_nul(&parse_value(&bytes)?)?;
+        }
         match serde_json::from_slice::<T>(&bytes) {
             Ok(body) => Ok(Typed(body)),
             Err(refused) => {
@@ -101,6 +129,7 @@ impl<S: Send + Sync, T: DeserializeOwned + IntoParams> FromRequestParts<S> for T
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let value = crate::query::parse(parts.uri.query())?;
+        refuse_nul(&value)?;
         let specs = crate::validate::query_specs::<T>();
         let raw = crate::validate::validate(&value, &specs, true)?;
         let typed = crate::validate::typed_query(raw.clone(), &specs);
@@ -118,7 +147,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        crate::query::parse(parts.uri.query()).map(Query)
+        let value = crate::query::parse(parts.uri.query())?;
+        refuse_nul(&value)?;
+        Ok(Query(value))
     }
 }
 

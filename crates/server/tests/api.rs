@@ -297,4 +297,31 @@ over_http! {
         let (_, new_key) = app.get(&format!("/admin/api-keys/{new_id}")).await;
         assert_eq!(ids(&new_key["api_key"]["sales_channels"]), vec![sc["id"].as_str().unwrap().to_owned()]);
     }
+
+    async fn text_with_a_nul_character_is_refused_on_both_stores_and_nothing_is_written(app) {
+        let (_, before) = app.get("/admin/api-keys").await;
+        let nul = "Invalid request: text may not contain the NUL character (U+0000)";
+        let (s, body) = app.post("/admin/api-keys", json!({"title": "a\u{0}b", "type": "publishable"})).await;
+        assert_eq!((s, body["message"].as_str()), (400, Some(nul)));
+        let (s, body) = app.post("/admin/sales-channels", json!({"name": "w", "metadata": {"k\u{0}": 1}})).await;
+        assert_eq!((s, body["message"].as_str()), (400, Some(nul)));
+        let (s, body) = app.get("/admin/api-keys?title=%00").await;
+        assert_eq!((s, body["message"].as_str()), (400, Some(nul)));
+        let (_, after) = app.get("/admin/api-keys").await;
+        assert_eq!(after["count"], before["count"]);
+        let (_, channels) = app.get("/admin/sales-channels").await;
+        assert_eq!(channels["count"], 1, "only the seeded channel");
+    }
+
+    async fn metadata_must_be_an_object_and_extreme_numbers_read_back_exactly(app) {
+        let (s, body) = app.post("/admin/sales-channels", json!({"name": "w", "metadata": [1, 2]})).await;
+        assert_eq!((s, body["message"].as_str()), (400, Some("Invalid request: Expected type: 'object' for field 'metadata', got: 'array'")));
+        // Postgres JSONB writes these out in full; they must come back as the same numbers, and
+        // the list that holds them must stay readable.
+        let metadata = json!({"max": f64::MAX, "min": f64::MIN_POSITIVE, "tiny": 5e-324, "big": -1.8889897264834976e269, "n": [-19320, 0.1]});
+        let (s, created) = app.post("/admin/sales-channels", json!({"name": "extreme", "metadata": metadata})).await;
+        assert_eq!((s, &created["sales_channel"]["metadata"]), (200, &metadata));
+        let (s, list) = app.get("/admin/sales-channels?q=extreme").await;
+        assert_eq!((s, &list["sales_channels"][0]["metadata"]), (200, &metadata));
+    }
 }
