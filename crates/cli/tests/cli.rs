@@ -252,33 +252,22 @@ fn keys_can_be_listed_by_type_search_and_revocation() {
     );
 }
 
+const CREATE_ADMIN: [&str; 6] = [
+    "user",
+    "create",
+    "--email",
+    "admin@test.local",
+    "--password",
+    "supersecret",
+];
+
 #[test]
 fn users_and_sales_channels_can_be_created_from_the_cli() {
     let db = TestDb::sqlite();
-    let (code, user) = json(
-        &db.url,
-        &[
-            "user",
-            "create",
-            "--email",
-            "admin@test.local",
-            "--password",
-            "supersecret",
-        ],
-    );
+    let (code, user) = json(&db.url, &CREATE_ADMIN);
     assert_eq!(code, 0);
     assert_eq!(user["user"]["email"], "admin@test.local");
-    let (code, err) = json(
-        &db.url,
-        &[
-            "user",
-            "create",
-            "--email",
-            "admin@test.local",
-            "--password",
-            "supersecret",
-        ],
-    );
+    let (code, err) = json(&db.url, &CREATE_ADMIN);
     assert_eq!((code, err["type"].as_str()), (1, Some("duplicate_error")));
     let (code, _) = json(
         &db.url,

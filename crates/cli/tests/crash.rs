@@ -109,13 +109,10 @@ fn channels_of(db: &str, key: &str) -> Vec<String> {
 }
 
 fn keys_titled(db: &str, title: &str) -> Vec<Value> {
-    ok(db, &["keys", "list", "--q", title, "--limit", "100"])["api_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["title"] == title)
-        .cloned()
-        .collect()
+    keyward_testkit::titled(
+        &ok(db, &["keys", "list", "--q", title, "--limit", "100"])["api_keys"],
+        title,
+    )
 }
 
 fn roll_at_every_boundary(db: &str) {

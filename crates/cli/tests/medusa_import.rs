@@ -100,15 +100,8 @@ async fn move_a_store(db: TestDb) {
             k.id, k.kind, k.state, db.backend
         );
         if k.kind == ApiKeyType::Publishable && k.works() {
-            let body: Value = http
-                .get(format!("{}/store/sales-channels", node.base))
-                .header("x-publishable-api-key", &k.token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let url = format!("{}/store/sales-channels", node.base);
+            let body = keyward_testkit::get_json(&http, &url, ("x-publishable-api-key", &k.token)).await;
             let mut ids: Vec<&str> = body["sales_channels"]
                 .as_array()
                 .unwrap()

@@ -14,19 +14,7 @@ struct Server {
 }
 
 fn start(db: &str) -> Server {
-    let status = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "user",
-            "create",
-            "--email",
-            "admin@test.local",
-            "--password",
-            "supersecret",
-        ])
-        .env("KEYWARD_DATABASE_URL", db)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), db);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     cmd.env("KEYWARD_DATABASE_URL", db)
         .env("KEYWARD_LOG", "trace")
@@ -42,26 +30,14 @@ async fn a_created_secret_token_appears_in_no_log_line_and_sigterm_stops_cleanly
     let mut server = start(&db.url);
     let http = reqwest::Client::new();
     let base = server.base.clone();
-    let login: Value = http
-        .post(format!("{base}/auth/user/emailpass"))
-        .json(&json!({"email": "admin@test.local", "password": "supersecret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwt = login["token"].as_str().unwrap();
-    let created: Value = http
-        .post(format!("{base}/admin/api-keys"))
-        .bearer_auth(jwt)
-        .json(&json!({"title": "leak check", "type": "secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwt = &keyward_testkit::login(&http, &base).await;
+    let created = keyward_testkit::post_json(
+        &http,
+        &format!("{base}/admin/api-keys"),
+        jwt,
+        &json!({"title": "leak check", "type": "secret"}),
+    )
+    .await;
     let token = created["api_key"]["token"].as_str().unwrap().to_owned();
     // Use the secret in every place it can travel: Basic auth, the verify API, a bad Bearer.
     let basic = http

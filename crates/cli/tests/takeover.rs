@@ -40,32 +40,11 @@ async fn call(http: &reqwest::Client, jwt: &str, method: reqwest::Method, url: S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_node_running_a_roll_dies_another_node_finishes_it_within_the_lease() {
     let Some(db) = TestDb::postgres().await else { return };
-    let created = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "user",
-            "create",
-            "--email",
-            "admin@test.local",
-            "--password",
-            "supersecret",
-        ])
-        .env("KEYWARD_DATABASE_URL", &db.url)
-        .status()
-        .unwrap();
-    assert!(created.success());
+    keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let doomed = node(&db.url, Some("crash:roll-api-key:revoke-api-keys:before"));
     let mut survivor = node(&db.url, None);
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/auth/user/emailpass", doomed.base))
-        .json(&json!({"email": "admin@test.local", "password": "supersecret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwt = login["token"].as_str().unwrap().to_owned();
+    let jwt = keyward_testkit::login(&http, &doomed.base).await;
     let post = reqwest::Method::POST;
     let channel = call(
         &http,

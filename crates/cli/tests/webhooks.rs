@@ -214,29 +214,10 @@ async fn a_thousand_key_changes_are_each_delivered_and_acknowledged_once() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let inbox = receiver_on(listener, 0).await;
-    ok(
-        &db.url,
-        &[
-            "user",
-            "create",
-            "--email",
-            "admin@test.local",
-            "--password",
-            "supersecret",
-        ],
-    );
+    keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let (_server, base) = serve(&db.url, &hook_env(port));
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/auth/user/emailpass"))
-        .json(&json!({"email": "admin@test.local", "password": "supersecret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwt = login["token"].as_str().unwrap().to_owned();
+    let jwt = keyward_testkit::login(&http, &base).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(8));
     let mut tasks = Vec::new();
     for i in 0..1000 {

@@ -146,91 +146,90 @@ pub struct FieldsQuery {
     pub fields: Option<String>,
 }
 
-/// `GET /admin/api-keys`. Filters take a value, a list (`id[]=…`), or operators
-/// (`created_at[$gte]=…`, `title[$like]=…`; `$eq $ne $in $nin $lt $lte $gt $gte $like $ilike`).
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct KeyListQuery {
-    /// Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands
-    pub fields: Option<String>,
-    /// Rows to skip (default 0)
-    #[param(value_type = Option<u64>, minimum = 0)]
-    pub offset: Option<f64>,
-    /// Rows to return (default 20)
-    #[param(value_type = Option<u64>, minimum = 0)]
-    pub limit: Option<f64>,
-    /// Field to order by; -field for descending; several joined by commas
-    pub order: Option<String>,
-    /// Accepted for Medusa's clients; deleted keys are gone
-    pub with_deleted: Option<bool>,
-    /// Case-insensitive search in title and redacted token
-    pub q: Option<String>,
-    /// Key id (filter)
-    pub id: Option<Value>,
-    /// Title (filter)
-    pub title: Option<Value>,
-    /// A full token (filter); a secret key matches its own token only by equality
-    pub token: Option<Value>,
-    /// publishable or secret (filter)
-    #[serde(rename = "type")]
-    pub key_type: Option<Value>,
-    /// Filter on created_at (ISO 8601)
-    pub created_at: Option<Value>,
-    /// Filter on updated_at (ISO 8601)
-    pub updated_at: Option<Value>,
-    /// Filter on deleted_at (ISO 8601)
-    pub deleted_at: Option<Value>,
-    /// Filter on revoked_at (ISO 8601, or null)
-    pub revoked_at: Option<Value>,
-    /// Groups of filters that must all hold
-    #[serde(rename = "$and")]
-    pub and: Option<Value>,
-    /// Groups of filters of which one must hold
-    #[serde(rename = "$or")]
-    pub or: Option<Value>,
+/// Declares a list query: paging, order, selection and search, the filterable fields given
+/// (each a value, a list, or operators), and the `$and`/`$or` groups.
+macro_rules! list_query {
+    ($(#[$doc:meta])* $name:ident, search: $search:tt, { $($(#[$fdoc:meta])* $field:ident $(as $rename:tt)?),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, Deserialize, IntoParams)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands
+            pub fields: Option<String>,
+            /// Rows to skip (default 0)
+            #[param(value_type = Option<u64>, minimum = 0)]
+            pub offset: Option<f64>,
+            /// Rows to return (default 20)
+            #[param(value_type = Option<u64>, minimum = 0)]
+            pub limit: Option<f64>,
+            /// Field to order by; -field for descending; several joined by commas
+            pub order: Option<String>,
+            /// Accepted for Medusa's clients; deleted records are gone
+            pub with_deleted: Option<bool>,
+            #[doc = $search]
+            pub q: Option<String>,
+            $(
+                $(#[$fdoc])*
+                $(#[serde(rename = $rename)])?
+                pub $field: Option<Value>,
+            )*
+            /// Groups of filters that must all hold
+            #[serde(rename = "$and")]
+            pub and: Option<Value>,
+            /// Groups of filters of which one must hold
+            #[serde(rename = "$or")]
+            pub or: Option<Value>,
+        }
+    };
 }
 
-/// `GET /admin/sales-channels`; filters as for keys.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ChannelListQuery {
-    /// Fields to return: a list replaces the defaults; +f adds, -f removes, *relation expands
-    pub fields: Option<String>,
-    /// Rows to skip (default 0)
-    #[param(value_type = Option<u64>, minimum = 0)]
-    pub offset: Option<f64>,
-    /// Rows to return (default 20)
-    #[param(value_type = Option<u64>, minimum = 0)]
-    pub limit: Option<f64>,
-    /// Field to order by; -field for descending; several joined by commas
-    pub order: Option<String>,
-    /// Accepted for Medusa's clients; deleted channels are gone
-    pub with_deleted: Option<bool>,
-    /// Case-insensitive search in name and description
-    pub q: Option<String>,
-    /// Channel id (filter)
-    pub id: Option<Value>,
-    /// Name (filter)
-    pub name: Option<Value>,
-    /// Description (filter)
-    pub description: Option<Value>,
-    /// true or false (filter)
-    pub is_disabled: Option<Value>,
-    /// Filter on created_at (ISO 8601)
-    pub created_at: Option<Value>,
-    /// Filter on updated_at (ISO 8601)
-    pub updated_at: Option<Value>,
-    /// Filter on deleted_at (ISO 8601)
-    pub deleted_at: Option<Value>,
-    /// Groups of filters that must all hold
-    #[serde(rename = "$and")]
-    pub and: Option<Value>,
-    /// Groups of filters of which one must hold
-    #[serde(rename = "$or")]
-    pub or: Option<Value>,
-}
+list_query!(
+    /// `GET /admin/api-keys`. Filters take a value, a list (`id[]=…`), or operators
+    /// (`created_at[$gte]=…`, `title[$like]=…`; `$eq $ne $in $nin $lt $lte $gt $gte $like $ilike`).
+    KeyListQuery,
+    search: "Case-insensitive search in title and redacted token",
+    {
+        /// Key id (filter)
+        id,
+        /// Title (filter)
+        title,
+        /// A full token (filter); a secret key matches its own token only by equality
+        token,
+        /// publishable or secret (filter)
+        key_type as "type",
+        /// Filter on created_at (ISO 8601)
+        created_at,
+        /// Filter on updated_at (ISO 8601)
+        updated_at,
+        /// Filter on deleted_at (ISO 8601)
+        deleted_at,
+        /// Filter on revoked_at (ISO 8601, or null)
+        revoked_at,
+    }
+);
+
+list_query!(
+    /// `GET /admin/sales-channels`; filters as for keys.
+    ChannelListQuery,
+    search: "Case-insensitive search in name and description",
+    {
+        /// Channel id (filter)
+        id,
+        /// Name (filter)
+        name,
+        /// Description (filter)
+        description,
+        /// true or false (filter)
+        is_disabled,
+        /// Filter on created_at (ISO 8601)
+        created_at,
+        /// Filter on updated_at (ISO 8601)
+        updated_at,
+        /// Filter on deleted_at (ISO 8601)
+        deleted_at,
+    }
+);
 
 /// A workflow run's state.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]

@@ -27,13 +27,7 @@ async fn with_key(app: &App, method: Method, path: &str, key: &str, body: &Value
 
 async fn titled(app: &App, title: &str) -> Vec<Value> {
     let (_, list) = app.get("/admin/api-keys?limit=100").await;
-    list["api_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["title"] == title)
-        .cloned()
-        .collect()
+    keyward_testkit::titled(&list["api_keys"], title)
 }
 
 over_http! {

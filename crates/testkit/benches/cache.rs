@@ -62,11 +62,7 @@ fn main() {
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let n = env_or("KEYWARD_BENCH_KEYS", 1_000_000);
     let seconds = env_or("KEYWARD_BENCH_SECONDS", 5) as f64;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = keyward_testkit::bench_runtime();
     println!(
         "keys stored: {n}; {} CPUs",
         std::thread::available_parallelism().map_or(0, |p| p.get())

@@ -132,11 +132,7 @@ fn main() {
     let n = env_or("KEYWARD_BENCH_KEYS", 100_000);
     let legacy = env_or("KEYWARD_BENCH_LEGACY", 20).max(1);
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = keyward_testkit::bench_runtime();
     for backend in ["sqlite", "postgres"] {
         if only.is_empty() || only.iter().any(|o| o == backend) {
             rt.block_on(run(backend, n, legacy));

@@ -61,11 +61,7 @@ async fn seeded(db: TestDb, n: usize) -> (Harness, Vec<String>) {
 
 fn authenticate(c: &mut Criterion) {
     let n = store_size();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = keyward_testkit::bench_runtime();
     let mut g = c.benchmark_group("authenticate");
     g.sample_size(30);
 

@@ -15,11 +15,7 @@ use keyward::{ApiKeyType, CreateApiKey};
 use keyward_testkit::{Harness, TestDb};
 
 fn create(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = keyward_testkit::bench_runtime();
     let mut means = Vec::new();
     for (name, db) in [
         ("sqlite", Some(TestDb::sqlite())),

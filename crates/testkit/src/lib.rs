@@ -335,15 +335,13 @@ pub fn serve_node(bin: &str, db_url: &str) -> Served {
 
 /// `POST url` with a JSON `body` and a login token; the JSON answer.
 pub async fn post_json(http: &reqwest::Client, url: &str, jwt: &str, body: &serde_json::Value) -> serde_json::Value {
-    http.post(url)
-        .bearer_auth(jwt)
-        .json(body)
-        .send()
-        .await
-        .expect("reach the node")
-        .json()
-        .await
-        .expect("a JSON answer")
+    answer(http.post(url).bearer_auth(jwt).json(body)).await
+}
+
+/// Sends `request`; its JSON answer.
+async fn answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.expect("reach the node");
+    response.json().await.expect("a JSON answer")
 }
 
 /// The `code` `POST /v1/keys/verify` gives `token` at `base`, asked with a login token.
@@ -446,3 +444,24 @@ pub async fn insert_secret_keys(store: &Arc<dyn Store>, prefix: &str, n: usize) 
 }
 
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// `GET url` with one header (`x-publishable-api-key`, `authorization`, …); the JSON answer.
+pub async fn get_json(http: &reqwest::Client, url: &str, header: (&str, &str)) -> serde_json::Value {
+    answer(http.get(url).header(header.0, header.1)).await
+}
+
+/// The records of a JSON list whose `title` is `title`.
+pub fn titled(list: &serde_json::Value, title: &str) -> Vec<serde_json::Value> {
+    list.as_array()
+        .map(|items| items.iter().filter(|k| k["title"] == title).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A runtime for a benchmark's `main`: two workers, timers and I/O on.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

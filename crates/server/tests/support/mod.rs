@@ -42,16 +42,7 @@ impl App {
         let state = configure(AppState::new(flows.clone(), b"test-secret".to_vec()));
         tokio::spawn(keyward_server::serve(state, listener));
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(format!("{base}/auth/user/emailpass"))
-            .json(&json!({"email": EMAIL, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["token"].as_str().expect("login token").to_owned();
+        let token = keyward_testkit::login(&http, &base).await;
         Self {
             base,
             kw,
