@@ -6,6 +6,8 @@
 //! cannot overwrite the new owner's progress; it gets [`LogError::LeaseLost`] and stops.
 
 use std::sync::Arc;
+
+use sqlx::FromRow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -365,96 +367,176 @@ pub(crate) fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// A row of either backend, read column by column: the readers below are written once against
-/// this, and each backend says how it stores JSON (TEXT on SQLite, JSONB on Postgres). Instants
-/// are read as milliseconds since the epoch (Postgres queries convert them in SQL).
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) trait LogRow {
-    fn text(&self, column: &str) -> Result<Option<String>, LogError>;
-    fn int(&self, column: &str) -> Result<Option<i64>, LogError>;
-    fn json(&self, column: &str) -> Result<Option<Value>, LogError>;
+// -- rows as both backends read them: `sqlx::FromRow`, one definition per table -------------------
+//
+// JSON columns decode as `Json<Value>` on both backends (TEXT on SQLite, JSONB on Postgres);
+// instants are milliseconds since the epoch (Postgres queries convert them in SQL). Each row
+// is then checked into its record (a state name the log does not know is an error, not a panic).
 
-    fn required<T>(&self, column: &str, value: Option<T>) -> Result<T, LogError> {
-        value.ok_or_else(|| LogError::Other(format!("column {column} is null in the log")))
-    }
+type JsonColumn = Option<sqlx::types::Json<Value>>;
 
-    fn string(&self, column: &str) -> Result<String, LogError> {
-        self.required(column, self.text(column)?)
-    }
+fn value(column: JsonColumn) -> Option<Value> {
+    column.map(|j| j.0)
+}
 
-    fn int_req(&self, column: &str) -> Result<i64, LogError> {
-        self.required(column, self.int(column)?)
-    }
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(0)
 }
 
 /// A `flow_run` row.
+#[derive(FromRow)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn run_from(r: &impl LogRow) -> Result<RunRecord, LogError> {
+pub(crate) struct RunRow {
+    workflow: String,
+    transaction_id: String,
+    state: String,
+    input: JsonColumn,
+    result: JsonColumn,
+    errors: JsonColumn,
+    owner: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// A `flow_run` row as a record.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn run_from<'r, R: sqlx::Row>(r: &'r R) -> Result<RunRecord, LogError>
+where
+    RunRow: FromRow<'r, R>,
+{
+    let r = RunRow::from_row(r).map_err(db)?;
     Ok(RunRecord {
-        workflow: r.string("workflow")?,
-        transaction_id: r.string("transaction_id")?,
-        state: run_state(&r.string("state")?)?,
-        input: r.json("input")?.unwrap_or(Value::Null),
-        result: r.json("result")?,
-        errors: errors_from(r.json("errors")?.unwrap_or(Value::Array(Vec::new())))?,
-        owner: r.text("owner")?,
-        created_at: r.int_req("created_at")?,
-        updated_at: r.int_req("updated_at")?,
+        state: run_state(&r.state)?,
+        input: value(r.input).unwrap_or(Value::Null),
+        result: value(r.result),
+        errors: errors_from(value(r.errors).unwrap_or(Value::Array(Vec::new())))?,
+        workflow: r.workflow,
+        transaction_id: r.transaction_id,
+        owner: r.owner,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     })
 }
 
 /// A `flow_step` row.
+#[derive(FromRow)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn step_from(r: &impl LogRow) -> Result<StepRecord, LogError> {
+pub(crate) struct StepRow {
+    step: String,
+    position: i64,
+    state: String,
+    attempts: i64,
+    input: JsonColumn,
+    output: JsonColumn,
+    compensation_input: JsonColumn,
+    error: Option<String>,
+    events: JsonColumn,
+}
+
+/// A `flow_step` row as a record.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn step_from<'r, R: sqlx::Row>(r: &'r R) -> Result<StepRecord, LogError>
+where
+    StepRow: FromRow<'r, R>,
+{
+    let r = StepRow::from_row(r).map_err(db)?;
     Ok(StepRecord {
-        step: r.string("step")?,
-        position: u32::try_from(r.int_req("position")?).unwrap_or(0),
-        state: step_state(&r.string("state")?)?,
-        attempts: u32::try_from(r.int_req("attempts")?).unwrap_or(0),
-        input: r.json("input")?,
-        output: r.json("output")?,
-        compensation_input: r.json("compensation_input")?,
-        error: r.text("error")?,
-        events: r.json("events")?,
+        state: step_state(&r.state)?,
+        position: count(r.position),
+        attempts: count(r.attempts),
+        input: value(r.input),
+        output: value(r.output),
+        compensation_input: value(r.compensation_input),
+        events: value(r.events),
+        step: r.step,
+        error: r.error,
     })
 }
 
 /// A `flow_event` row.
+#[derive(FromRow)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn event_from(r: &impl LogRow) -> Result<Event, LogError> {
+pub(crate) struct EventRow {
+    id: String,
+    name: String,
+    data: JsonColumn,
+    metadata: JsonColumn,
+    created_at: i64,
+}
+
+/// A `flow_event` row as an event.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn event_from<'r, R: sqlx::Row>(r: &'r R) -> Result<Event, LogError>
+where
+    EventRow: FromRow<'r, R>,
+{
+    let r = EventRow::from_row(r).map_err(db)?;
     Ok(Event {
-        id: r.string("id")?,
-        name: r.string("name")?,
-        data: r.json("data")?.unwrap_or(Value::Null),
-        metadata: r.json("metadata")?.unwrap_or(Value::Null),
-        created_at: r.int_req("created_at")?,
+        id: r.id,
+        name: r.name,
+        data: value(r.data).unwrap_or(Value::Null),
+        metadata: value(r.metadata).unwrap_or(Value::Null),
+        created_at: r.created_at,
     })
 }
 
 /// A `flow_delivery` row.
+#[derive(FromRow)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn delivery_from(r: &impl LogRow) -> Result<DeliveryRecord, LogError> {
+pub(crate) struct DeliveryRow {
+    subscriber: String,
+    state: String,
+    attempts: i64,
+    last_error: Option<String>,
+    next_attempt_at: i64,
+    delivered_at: Option<i64>,
+}
+
+/// A `flow_delivery` row as a record.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn delivery_from<'r, R: sqlx::Row>(r: &'r R) -> Result<DeliveryRecord, LogError>
+where
+    DeliveryRow: FromRow<'r, R>,
+{
+    let r = DeliveryRow::from_row(r).map_err(db)?;
     Ok(DeliveryRecord {
-        subscriber: r.string("subscriber")?,
-        state: r.string("state")?,
-        attempts: u32::try_from(r.int_req("attempts")?).unwrap_or(0),
-        last_error: r.text("last_error")?,
-        next_attempt_at: r.int_req("next_attempt_at")?,
-        delivered_at: r.int("delivered_at")?,
+        attempts: count(r.attempts),
+        subscriber: r.subscriber,
+        state: r.state,
+        last_error: r.last_error,
+        next_attempt_at: r.next_attempt_at,
+        delivered_at: r.delivered_at,
     })
 }
 
 /// A `flow_job_run` row.
+#[derive(FromRow)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn job_run_from(r: &impl LogRow) -> Result<JobRunRecord, LogError> {
+pub(crate) struct JobRunRow {
+    job: String,
+    tick: i64,
+    node: String,
+    outcome: String,
+    error: Option<String>,
+    started_at: i64,
+    finished_at: Option<i64>,
+}
+
+/// A `flow_job_run` row as a record.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn job_run_from<'r, R: sqlx::Row>(r: &'r R) -> Result<JobRunRecord, LogError>
+where
+    JobRunRow: FromRow<'r, R>,
+{
+    let r = JobRunRow::from_row(r).map_err(db)?;
     Ok(JobRunRecord {
-        job: r.string("job")?,
-        tick: r.int_req("tick")?,
-        node: r.string("node")?,
-        outcome: job_outcome(&r.string("outcome")?)?,
-        error: r.text("error")?,
-        started_at: r.int_req("started_at")?,
-        finished_at: r.int("finished_at")?,
+        outcome: job_outcome(&r.outcome)?,
+        job: r.job,
+        tick: r.tick,
+        node: r.node,
+        error: r.error,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
     })
 }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 
@@ -20,7 +19,7 @@ use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
 use crate::jobs::{JobOutcome, JobRunRecord};
 
 use crate::log::{
-    FailureRecord, LogError, LogRow, RunLog, RunRecord, RunState, Started, StepRecord, db, delivery_from, errors_json,
+    FailureRecord, LogError, RunLog, RunRecord, RunState, Started, StepRecord, db, delivery_from, errors_json,
     event_from, event_id, held, job_run_from, millis, run_from, step_from, takers,
 };
 
@@ -52,20 +51,6 @@ fn instant(ms: i64) -> Result<DateTime<Utc>, LogError> {
 const RUN_COLUMNS: &str = "workflow, transaction_id, state, input, result, errors, owner,
     (extract(epoch FROM created_at) * 1000)::bigint AS created_at,
     (extract(epoch FROM updated_at) * 1000)::bigint AS updated_at";
-
-impl LogRow for PgRow {
-    fn text(&self, column: &str) -> Result<Option<String>, LogError> {
-        self.try_get(column).map_err(db)
-    }
-
-    fn int(&self, column: &str) -> Result<Option<i64>, LogError> {
-        self.try_get(column).map_err(db)
-    }
-
-    fn json(&self, column: &str) -> Result<Option<Value>, LogError> {
-        self.try_get(column).map_err(db)
-    }
-}
 
 /// Locks the run row; fails with `LeaseLost` unless `owner` holds it.
 async fn lock_owned(
@@ -582,80 +567,5 @@ impl RunLog for PostgresLog {
     }
 }
 
-/// Writes events to the outbox with a delivery for each subscriber that takes them, and tells
-/// listening nodes (the notification is sent when the transaction commits).
-async fn publish_in(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Result<(), LogError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let rows = sqlx::query("SELECT id, events FROM flow_subscriber")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-    let mut subscribers = Vec::with_capacity(rows.len());
-    for r in rows {
-        let names: Value = r.try_get("events").map_err(db)?;
-        let names: Vec<String> = serde_json::from_value(names).unwrap_or_default();
-        subscribers.push((r.try_get::<String, _>("id").map_err(db)?, names));
-    }
-    for e in events {
-        let id = event_id();
-        sqlx::query("INSERT INTO flow_event (id, name, data, metadata, created_at) VALUES ($1, $2, $3, $4, now())")
-            .bind(&id)
-            .bind(&e.name)
-            .bind(&e.data)
-            .bind(&e.metadata)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let takers: Vec<String> = takers(&subscribers, &e.name).into_iter().map(str::to_owned).collect();
-        if !takers.is_empty() {
-            sqlx::query(
-                "INSERT INTO flow_delivery (event_id, subscriber, state, attempts, next_attempt_at)
-                 SELECT $1, s, 'pending', 0, now() FROM unnest($2::text[]) AS s",
-            )
-            .bind(&id)
-            .bind(&takers)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-    }
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-/// Starts a finished run afresh under the same name: its steps forgotten, held by `owner`.
-async fn restart(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    workflow: &str,
-    transaction_id: &str,
-    input: &Value,
-    owner: &str,
-    lease: Duration,
-) -> Result<(), LogError> {
-    sqlx::query("DELETE FROM flow_step WHERE workflow = $1 AND transaction_id = $2")
-        .bind(workflow)
-        .bind(transaction_id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    sqlx::query(
-        "UPDATE flow_run SET state = 'running', input = $3, result = NULL, errors = '[]', owner = $4,
-             lease_until = clock_timestamp() + make_interval(secs => $5), created_at = now(), updated_at = now()
-         WHERE workflow = $1 AND transaction_id = $2",
-    )
-    .bind(workflow)
-    .bind(transaction_id)
-    .bind(input)
-    .bind(owner)
-    .bind(seconds(lease))
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
-    Ok(())
-}
+mod writes;
+use writes::{publish_in, restart};

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
@@ -18,7 +17,7 @@ use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
 use crate::jobs::{JobOutcome, JobRunRecord};
 
 use crate::log::{
-    FailureRecord, LogError, LogRow, RunLog, RunRecord, RunState, Started, StepRecord, db, delivery_from, errors_json,
+    FailureRecord, LogError, RunLog, RunRecord, RunState, Started, StepRecord, db, delivery_from, errors_json,
     event_from, event_id, held, job_run_from, millis, now_millis, run_from, step_from, takers,
 };
 
@@ -46,26 +45,7 @@ fn text(v: &Value) -> String {
     v.to_string()
 }
 
-fn parse(s: Option<String>) -> Result<Option<Value>, LogError> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| LogError::Other(format!("stored JSON does not parse: {e}"))))
-        .transpose()
-}
-
 const RUN_COLUMNS: &str = "workflow, transaction_id, state, input, result, errors, owner, created_at, updated_at";
-
-impl LogRow for SqliteRow {
-    fn text(&self, column: &str) -> Result<Option<String>, LogError> {
-        self.try_get(column).map_err(db)
-    }
-
-    fn int(&self, column: &str) -> Result<Option<i64>, LogError> {
-        self.try_get(column).map_err(db)
-    }
-
-    fn json(&self, column: &str) -> Result<Option<Value>, LogError> {
-        parse(self.text(column)?)
-    }
-}
 
 /// Fails with `LeaseLost` unless `owner` holds the run.
 async fn check_owner(

@@ -48,7 +48,7 @@ pub use model::{
     UpdateSalesChannel, User,
 };
 pub use service::{Keyward, UpdateApiKey, Verification, VerifyCode};
-pub use store::Store;
+pub use store::{ChannelStore, KeyStore, Store, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use token::PlainToken;
 pub use workflows::Workflows;

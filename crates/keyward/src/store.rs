@@ -133,9 +133,10 @@ pub struct StoredUser {
     pub password_hash: String,
 }
 
-/// Persistence for keys, sales channels, their links and admin users.
+/// Persistence for keys, sales channels, their links and admin users: one room per kind of
+/// record ([`KeyStore`], [`ChannelStore`], [`UserStore`]), plus what the whole database does.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: KeyStore + ChannelStore + UserStore + Send + Sync + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and `--help` output.
     fn backend(&self) -> &'static str;
 
@@ -161,8 +162,37 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the seed and marks it written, in one transaction. Does nothing if already seeded.
     async fn seed(&self, channel: &SalesChannel, key: &NewApiKey) -> Result<()>;
 
-    // -- API keys ---------------------------------------------------------------------------
+    /// Claims the record `key_digest` in one transaction, first dropping every record that
+    /// expired (`expires_at <= now`) and this one if it was abandoned while running (created
+    /// before `abandoned_before`). `None` when this call claimed it (a `running` record with
+    /// `request_digest` now exists); otherwise the record that holds it.
+    async fn claim_idempotency_key(
+        &self,
+        key_digest: &str,
+        request_digest: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+        abandoned_before: Timestamp,
+    ) -> Result<Option<crate::idempotency::IdempotencyRecord>>;
 
+    /// Stores the sealed answer of a claimed record.
+    async fn finish_idempotency_key(
+        &self,
+        key_digest: &str,
+        response: &crate::idempotency::StoredResponse,
+    ) -> Result<()>;
+
+    /// Drops a claimed record (its request is to run again next time).
+    async fn release_idempotency_key(&self, key_digest: &str) -> Result<()>;
+
+    /// The setting `name`; if there is none yet, `value` is stored and returned. Of nodes that
+    /// race to set it, one wins and every one gets the winner's value.
+    async fn setting_or_insert(&self, name: &str, value: &str, now: Timestamp) -> Result<String>;
+}
+
+/// API keys: their rows, guarded revokes and deletes, what compensations put back, and use.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     /// Inserts keys in one transaction. A taken id or token is a `duplicate_error`.
     async fn insert_api_keys(&self, keys: &[NewApiKey]) -> Result<()>;
 
@@ -232,9 +262,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records when keys were last used (batched by the caller). Not a change the cache is
     /// told of: a cached key's `last_used_at` is the one read with it.
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;
+}
 
-    // -- sales channels ---------------------------------------------------------------------
-
+/// Sales channels and their links to publishable keys.
+#[async_trait]
+pub trait ChannelStore: Send + Sync {
     async fn insert_sales_channels(&self, channels: &[SalesChannel]) -> Result<()>;
 
     async fn list_sales_channels(
@@ -260,8 +292,6 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes channels and their key links. Unknown ids are ignored; returns the ids it
     /// deleted.
     async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<Vec<SalesChannelId>>;
-
-    // -- links ------------------------------------------------------------------------------
 
     /// Links channels to a publishable key (re-linking is a no-op), checking in the same
     /// transaction that the key exists and is publishable and that every channel exists.
@@ -296,40 +326,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The live links of these channels, ordered by channel then key id.
     async fn links_of_sales_channels(&self, channels: &[SalesChannelId]) -> Result<Vec<(SalesChannelId, ApiKeyId)>>;
+}
 
-    // -- idempotency keys ---------------------------------------------------------------------
-
-    /// Claims the record `key_digest` in one transaction, first dropping every record that
-    /// expired (`expires_at <= now`) and this one if it was abandoned while running (created
-    /// before `abandoned_before`). `None` when this call claimed it (a `running` record with
-    /// `request_digest` now exists); otherwise the record that holds it.
-    async fn claim_idempotency_key(
-        &self,
-        key_digest: &str,
-        request_digest: &str,
-        now: Timestamp,
-        expires_at: Timestamp,
-        abandoned_before: Timestamp,
-    ) -> Result<Option<crate::idempotency::IdempotencyRecord>>;
-
-    /// Stores the sealed answer of a claimed record.
-    async fn finish_idempotency_key(
-        &self,
-        key_digest: &str,
-        response: &crate::idempotency::StoredResponse,
-    ) -> Result<()>;
-
-    /// Drops a claimed record (its request is to run again next time).
-    async fn release_idempotency_key(&self, key_digest: &str) -> Result<()>;
-
-    // -- settings ---------------------------------------------------------------------------
-
-    /// The setting `name`; if there is none yet, `value` is stored and returned. Of nodes that
-    /// race to set it, one wins and every one gets the winner's value.
-    async fn setting_or_insert(&self, name: &str, value: &str, now: Timestamp) -> Result<String>;
-
-    // -- admin sessions -----------------------------------------------------------------------
-
+/// Admin users and their sessions.
+#[async_trait]
+pub trait UserStore: Send + Sync {
     async fn insert_session(&self, id: &str, user: &UserId, created_at: Timestamp, expires_at: Timestamp)
     -> Result<()>;
 
@@ -345,8 +346,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a user and ends its sessions, in one transaction; whether it existed.
     async fn delete_user(&self, user: &UserId, now: Timestamp) -> Result<bool>;
-
-    // -- users ------------------------------------------------------------------------------
 
     /// Inserts a user; a taken email is a `duplicate_error`.
     async fn insert_user(&self, user: &User, password_hash: &str) -> Result<()>;
@@ -420,191 +419,5 @@ pub fn apply_sales_channel_patch(channel: &mut SalesChannel, patch: &UpdateSales
     channel.updated_at = now;
 }
 
-// -- rows as the stores read them ---------------------------------------------------------------
-//
-// Both stores read the same columns; only the type of an instant differs (INTEGER milliseconds on
-// SQLite, timestamptz on Postgres). The rows are generic over that type so the mapping to domain
-// types is written once.
-
-/// An instant as a store keeps it.
-pub trait StoredInstant {
-    fn into_timestamp(self) -> Result<Timestamp>;
-}
-
-impl StoredInstant for i64 {
-    fn into_timestamp(self) -> Result<Timestamp> {
-        Timestamp::from_millis(self)
-            .ok_or_else(|| crate::Error::unexpected(format!("stored instant {self} is out of range")))
-    }
-}
-
-impl StoredInstant for chrono::DateTime<chrono::Utc> {
-    fn into_timestamp(self) -> Result<Timestamp> {
-        Ok(Timestamp::from_datetime(self))
-    }
-}
-
-fn opt_instant<T: StoredInstant>(t: Option<T>) -> Result<Option<Timestamp>> {
-    t.map(StoredInstant::into_timestamp).transpose()
-}
-
-/// Parses an id read from the store (a bad one is data corruption, not the caller's fault).
-pub fn stored_id<I: TryFrom<String, Error = crate::id::InvalidId>>(s: String) -> Result<I> {
-    I::try_from(s.clone()).map_err(|e| crate::Error::unexpected(format!("stored id {s:?}: {e}")))
-}
-
-/// An `api_key` row.
-#[derive(Debug, sqlx::FromRow)]
-pub struct KeyRow<T> {
-    pub id: String,
-    pub token: String,
-    pub salt: String,
-    pub redacted: String,
-    pub title: String,
-    #[sqlx(rename = "type")]
-    pub key_type: String,
-    pub last_used_at: Option<T>,
-    pub created_by: String,
-    pub revoked_by: Option<String>,
-    pub revoked_at: Option<T>,
-    pub created_at: T,
-    pub updated_at: T,
-    pub deleted_at: Option<T>,
-}
-
-impl<T: StoredInstant> KeyRow<T> {
-    pub fn into_stored(self) -> Result<StoredKey> {
-        let key_type: ApiKeyType = self
-            .key_type
-            .parse()
-            .map_err(|e: crate::model::UnknownKeyType| crate::Error::unexpected(e.to_string()))?;
-        let key = ApiKey {
-            id: stored_id(self.id)?,
-            // A secret key's stored form never leaves the store in an ApiKey.
-            token: match key_type {
-                ApiKeyType::Publishable => self.token.clone(),
-                ApiKeyType::Secret => String::new(),
-            },
-            redacted: self.redacted,
-            title: self.title,
-            key_type,
-            last_used_at: opt_instant(self.last_used_at)?,
-            created_by: self.created_by,
-            revoked_by: self.revoked_by,
-            revoked_at: opt_instant(self.revoked_at)?,
-            created_at: self.created_at.into_timestamp()?,
-            updated_at: self.updated_at.into_timestamp()?,
-            deleted_at: opt_instant(self.deleted_at)?,
-        };
-        Ok(StoredKey {
-            key,
-            stored_token: self.token,
-            salt: self.salt,
-        })
-    }
-
-    pub fn into_key(self) -> Result<ApiKey> {
-        self.into_stored().map(|s| s.key)
-    }
-}
-
-/// A `sales_channel` row.
-#[derive(Debug, sqlx::FromRow)]
-pub struct ChannelRow<T> {
-    pub id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub is_disabled: bool,
-    pub metadata: Option<serde_json::Value>,
-    pub created_at: T,
-    pub updated_at: T,
-    pub deleted_at: Option<T>,
-}
-
-impl<T: StoredInstant> ChannelRow<T> {
-    pub fn into_channel(self) -> Result<SalesChannel> {
-        Ok(SalesChannel {
-            id: stored_id(self.id)?,
-            name: self.name,
-            description: self.description,
-            is_disabled: self.is_disabled,
-            metadata: self.metadata,
-            created_at: self.created_at.into_timestamp()?,
-            updated_at: self.updated_at.into_timestamp()?,
-            deleted_at: opt_instant(self.deleted_at)?,
-        })
-    }
-}
-
-/// An `admin_user` row.
-#[derive(Debug)]
-pub struct UserRow<T> {
-    pub id: String,
-    pub email: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub password_hash: String,
-    pub created_at: T,
-    pub updated_at: T,
-    pub deleted_at: Option<T>,
-}
-
-impl<T: StoredInstant> UserRow<T> {
-    pub fn into_stored(self) -> Result<StoredUser> {
-        Ok(StoredUser {
-            user: User {
-                id: stored_id(self.id)?,
-                email: self.email,
-                first_name: self.first_name,
-                last_name: self.last_name,
-                created_at: self.created_at.into_timestamp()?,
-                updated_at: self.updated_at.into_timestamp()?,
-                deleted_at: opt_instant(self.deleted_at)?,
-            },
-            password_hash: self.password_hash,
-        })
-    }
-}
-
-/// An `idempotency_key` row (the record's status as the store's integer type allows).
-#[derive(Debug)]
-pub struct IdempotencyRow {
-    pub request_digest: String,
-    pub status: Option<i64>,
-    pub response: Option<String>,
-}
-
-impl IdempotencyRow {
-    pub fn into_record(self) -> Result<crate::idempotency::IdempotencyRecord> {
-        Ok(crate::idempotency::IdempotencyRecord {
-            request_digest: self.request_digest,
-            response: match (self.status, self.response) {
-                (Some(status), Some(sealed)) => Some(crate::idempotency::StoredResponse {
-                    status: u16::try_from(status)
-                        .map_err(|_| crate::Error::unexpected(format!("stored status {status} is out of range")))?,
-                    sealed,
-                }),
-                _ => None,
-            },
-        })
-    }
-}
-
-/// Parses ids read from the store.
-pub fn stored_ids<I: TryFrom<String, Error = crate::id::InvalidId>>(
-    ids: impl IntoIterator<Item = String>,
-) -> Result<Vec<I>> {
-    ids.into_iter().map(stored_id).collect()
-}
-
-/// Parses `(owner, item)` id pairs read from a link table.
-pub fn stored_pairs<O, I>(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Vec<(O, I)>>
-where
-    O: TryFrom<String, Error = crate::id::InvalidId>,
-    I: TryFrom<String, Error = crate::id::InvalidId>,
-{
-    pairs
-        .into_iter()
-        .map(|(o, i)| Ok((stored_id(o)?, stored_id(i)?)))
-        .collect()
-}
+mod rows;
+pub use rows::*;

@@ -1,0 +1,344 @@
+//! The answers as the OpenAPI document describes them. The handlers build them (a record is
+//! shaped by the `fields` a request selects, so any attribute may be absent); a test checks the
+//! documented attributes against the lists the shaping uses.
+
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{KeyType, RunStateName};
+
+/// An API key as the admin routes answer it. Which attributes appear follows `fields`; by
+/// default all but `deleted_at`. A secret key's `token` is `""` except in the create and roll
+/// answers, which carry it once.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+#[schema(example = json!({"id": "apk_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "title": "Storefront", "token": "pk_2b8Lx0…", "redacted": "pk_2b8***x0k", "type": "publishable", "last_used_at": null, "updated_at": "2026-12-01T10:00:00.000Z", "created_at": "2026-12-01T10:00:00.000Z", "created_by": "user_01JD7Q3W2N", "revoked_at": null, "revoked_by": null}))]
+pub struct ApiKeyRecord {
+    id: Option<String>,
+    title: Option<String>,
+    token: Option<String>,
+    redacted: Option<String>,
+    #[serde(rename = "type")]
+    #[schema(inline, nullable = false)]
+    key_type: Option<KeyType>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_used_at: Option<Option<String>>,
+    #[schema(format = DateTime, nullable = false)]
+    updated_at: Option<String>,
+    #[schema(format = DateTime, nullable = false)]
+    created_at: Option<String>,
+    created_by: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    revoked_at: Option<Option<String>>,
+    #[schema(value_type = Option<String>)]
+    revoked_by: Option<Option<String>>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    deleted_at: Option<Option<String>>,
+    /// With `fields=*sales_channels`
+    #[schema(no_recursion, nullable = false)]
+    sales_channels: Option<Vec<SalesChannelRecord>>,
+}
+
+/// A sales channel as the admin routes answer it; attributes follow `fields`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+#[schema(example = json!({"id": "sc_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "name": "Webshop", "description": null, "is_disabled": false, "created_at": "2026-12-01T10:00:00.000Z", "updated_at": "2026-12-01T10:00:00.000Z", "deleted_at": null, "metadata": null}))]
+pub struct SalesChannelRecord {
+    id: Option<String>,
+    name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    #[schema(nullable = false)]
+    is_disabled: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Option<Value>>,
+    #[schema(format = DateTime, nullable = false)]
+    created_at: Option<String>,
+    #[schema(format = DateTime, nullable = false)]
+    updated_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    deleted_at: Option<Option<String>>,
+    /// With `fields=*publishable_api_keys`
+    #[schema(no_recursion, nullable = false)]
+    publishable_api_keys: Option<Vec<ApiKeyRecord>>,
+}
+
+/// `{api_key}`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct ApiKeyAnswer {
+    api_key: ApiKeyRecord,
+}
+
+/// A roll's answer: the new key (its token shown this once) and the old one.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct RolledAnswer {
+    api_key: ApiKeyRecord,
+    previous_api_key: ApiKeyRecord,
+}
+
+/// A page of keys: `count` matches overall.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct ApiKeyList {
+    api_keys: Vec<ApiKeyRecord>,
+    count: u64,
+    offset: u64,
+    limit: u64,
+}
+
+/// `{sales_channel}`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct SalesChannelAnswer {
+    sales_channel: SalesChannelRecord,
+}
+
+/// A page of sales channels: `count` matches overall.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct SalesChannelList {
+    sales_channels: Vec<SalesChannelRecord>,
+    count: u64,
+    offset: u64,
+    limit: u64,
+}
+
+/// A delete's answer (a delete of an unknown id answers the same).
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+#[schema(example = json!({"id": "apk_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "object": "api_key", "deleted": true}))]
+pub struct Deleted {
+    id: String,
+    /// `api_key` or `sales-channel`
+    object: String,
+    deleted: bool,
+}
+
+/// An admin user.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct UserRecord {
+    id: String,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    #[schema(format = DateTime)]
+    deleted_at: Option<String>,
+}
+
+/// `{user}`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct UserAnswer {
+    user: UserRecord,
+}
+
+/// Every refusal: `message` always; `type` (Medusa's `invalid_data`, `not_found`, `not_allowed`,
+/// `duplicate_error`, `unauthorized`, …) on all but a failed admin authentication.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+#[schema(example = json!({"type": "invalid_data", "message": "Invalid request: Field 'title' is required"}))]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    #[schema(nullable = false)]
+    kind: Option<String>,
+    message: String,
+    #[schema(nullable = false)]
+    code: Option<String>,
+}
+
+/// A sign-in's answer: a login token (JWT) for `Authorization: Bearer` or `POST /auth/session`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct LoginAnswer {
+    token: String,
+}
+
+/// A verdict's code.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VerifyCodeName {
+    Valid,
+    NotFound,
+    Revoked,
+    Expired,
+    Malformed,
+}
+
+/// The key a verdict names (no token).
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct VerdictKeyRecord {
+    id: String,
+    #[serde(rename = "type")]
+    #[schema(inline)]
+    key_type: KeyType,
+    title: String,
+    redacted: String,
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_used_at: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// `POST /v1/keys/verify`'s answer, always 200: whether the key works, why not, and the key.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+#[schema(example = json!({"valid": true, "code": "VALID", "sales_channel_ids": ["sc_01JD7Q4ZC5N7G8W6J2M3X0RB1T"], "api_key": {"id": "apk_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "type": "publishable", "title": "Storefront", "redacted": "pk_2b8***x0k", "revoked_at": null, "last_used_at": null, "created_at": "2026-12-01T10:00:00.000Z"}}))]
+pub struct VerifyAnswer {
+    valid: bool,
+    #[schema(inline)]
+    code: VerifyCodeName,
+    sales_channel_ids: Vec<String>,
+    #[schema(nullable = false)]
+    api_key: Option<VerdictKeyRecord>,
+}
+
+/// A store route's channels: the calling key's.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct StoreChannels {
+    sales_channels: Vec<SalesChannelRecord>,
+}
+
+/// An empty page (keyward holds no regions or products).
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct EmptyPage {
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
+    regions: Option<Vec<Value>>,
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
+    products: Option<Vec<Value>>,
+    count: u64,
+    offset: u64,
+    limit: u64,
+}
+
+/// A status: `ok`, `ready`, or `unavailable` with a message.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct Status {
+    status: String,
+    #[schema(nullable = false)]
+    message: Option<String>,
+}
+
+/// A session started (`{user: {id}}`) or ended (`{success: true}`).
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct SessionAnswer {
+    #[schema(nullable = false, value_type = Option<Object>)]
+    user: Option<Value>,
+    #[schema(nullable = false)]
+    success: Option<bool>,
+}
+
+/// One step of a run.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct StepRecord {
+    step: String,
+    position: u32,
+    state: String,
+    attempts: u32,
+    error: Option<String>,
+}
+
+/// A workflow run, without its input, outputs or result (a create's result holds a token).
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct RunRecord {
+    workflow: String,
+    transaction_id: String,
+    #[schema(inline)]
+    state: RunStateName,
+    owner: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+    #[schema(format = DateTime)]
+    updated_at: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    errors: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    conflicts: Vec<Value>,
+    compensations: u64,
+    steps: Vec<StepRecord>,
+}
+
+/// `{workflow_runs, limit}`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct RunList {
+    workflow_runs: Vec<RunRecord>,
+    limit: u32,
+}
+
+/// One subscriber's delivery of an event.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct DeliveryRecord {
+    subscriber: String,
+    state: String,
+    attempts: u32,
+    last_error: Option<String>,
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
+    delivered_at: Option<String>,
+}
+
+/// An event with its deliveries.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct EventRecord {
+    id: String,
+    name: String,
+    #[schema(value_type = Object)]
+    data: Value,
+    #[schema(value_type = Object)]
+    metadata: Value,
+    #[schema(format = DateTime)]
+    created_at: Option<String>,
+    deliveries: Vec<DeliveryRecord>,
+}
+
+/// `{events, limit}`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
+pub struct EventList {
+    events: Vec<EventRecord>,
+    limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    fn properties<T: PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        schema["properties"].as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn the_documented_records_have_the_attributes_the_answers_are_shaped_from() {
+        let mut key = crate::fields::KEY_FIELDS.to_vec();
+        key.push("sales_channels");
+        assert_eq!(properties::<ApiKeyRecord>(), key);
+        let mut channel = crate::fields::CHANNEL_FIELDS.to_vec();
+        channel.push("publishable_api_keys");
+        let mut documented = properties::<SalesChannelRecord>();
+        documented.sort();
+        channel.sort();
+        assert_eq!(documented, channel);
+    }
+}
