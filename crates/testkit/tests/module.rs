@@ -450,6 +450,24 @@ on_both_stores! {
         assert_eq!(own_keys(&h.kw).await.len(), 1, "nothing half-written");
     }
 
+    async fn two_creates_racing_for_one_supplied_id_give_one_key_and_one_duplicate(h) {
+        // Two nodes (own pools, own engines) race; in every round exactly one wins, the other is
+        // told the id is taken, and the winner's token is the one that works.
+        let (_, other) = h.node().await;
+        for round in 0..12 {
+            let mut data = secret(&format!("race {round}"));
+            data.id = Some(ApiKeyId::parse(&format!("apk_race{round}")).unwrap());
+            let (a, b) = tokio::join!(h.flows.create_api_key(data.clone()), other.create_api_key(data));
+            let (won, lost) = match (a, b) {
+                (Ok(k), Err(e)) | (Err(e), Ok(k)) => (k, e),
+                other => panic!("round {round}: one create must win and one lose: {other:?}"),
+            };
+            assert_eq!(lost.kind, ErrorKind::Duplicate, "round {round}: {lost:?}");
+            assert_eq!(h.kw.authenticate(won.token.expose()).await.unwrap().unwrap().id, won.key.id);
+        }
+        assert_eq!(own_keys(&h.kw).await.len(), 12);
+    }
+
     async fn an_empty_title_is_accepted_as_medusa_does(h) {
         assert_eq!(h.flows.create_api_key(publishable("")).await.unwrap().key.title, "");
     }
