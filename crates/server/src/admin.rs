@@ -61,11 +61,11 @@ fn page<F: Field>(q: &Map<String, Value>) -> ApiResult<(ListOptions<F>, u64, u64
 
 /// The filterable fields of a list query: its parameters but paging, ordering, selection,
 /// search and the groups.
-fn filter_fields<T: utoipa::IntoParams>() -> Vec<String> {
+fn filter_fields<T: utoipa::IntoParams + 'static>() -> Vec<String> {
     const NOT_FILTERS: &[&str] = &["fields", "offset", "limit", "order", "with_deleted", "q", "$and", "$or"];
     crate::validate::query_specs::<T>()
-        .into_iter()
-        .map(|s| s.name)
+        .iter()
+        .map(|s| s.name.clone())
         .filter(|n| !NOT_FILTERS.contains(&n.as_str()))
         .collect()
 }

@@ -94,7 +94,7 @@ pub fn refuse_nul(value: &Value) -> ApiResult<()> {
 #[derive(Debug)]
 pub struct Typed<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned + PartialSchema> FromRequest<S> for Typed<T> {
+impl<S: Send + Sync, T: DeserializeOwned + PartialSchema + 'static> FromRequest<S> for Typed<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -124,7 +124,7 @@ pub struct TypedQuery<T> {
     pub raw: Map<String, Value>,
 }
 
-impl<S: Send + Sync, T: DeserializeOwned + IntoParams> FromRequestParts<S> for TypedQuery<T> {
+impl<S: Send + Sync, T: DeserializeOwned + IntoParams + 'static> FromRequestParts<S> for TypedQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {

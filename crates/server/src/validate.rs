@@ -4,6 +4,10 @@
 //! the enum), then unknown fields as one issue; the first three are joined by `; ` after
 //! `Invalid request: `, which is what Medusa clients and tests match on.
 
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -33,8 +37,27 @@ pub struct Spec {
     pub nullable: bool,
 }
 
+/// The specs of type `T`, derived once and kept: a type's schema cannot change while the
+/// process runs, so a request pays a map lookup, not a schema build.
+fn cached<T: 'static>(derive: impl FnOnce() -> Vec<Spec>) -> Arc<[Spec]> {
+    static CACHE: OnceLock<RwLock<HashMap<TypeId, Arc<[Spec]>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(specs) = cache.read().ok().and_then(|c| c.get(&TypeId::of::<T>()).cloned()) {
+        return specs;
+    }
+    let specs: Arc<[Spec]> = derive().into();
+    if let Ok(mut c) = cache.write() {
+        c.insert(TypeId::of::<T>(), Arc::clone(&specs));
+    }
+    specs
+}
+
 /// The fields of a request body type, read from its OpenAPI schema (in declaration order).
-pub fn body_specs<T: utoipa::PartialSchema>() -> Vec<Spec> {
+pub fn body_specs<T: utoipa::PartialSchema + 'static>() -> Arc<[Spec]> {
+    cached::<T>(derive_body_specs::<T>)
+}
+
+fn derive_body_specs<T: utoipa::PartialSchema>() -> Vec<Spec> {
     let schema = serde_json::to_value(T::schema()).unwrap_or_default();
     let required = |name: &str| {
         schema["required"]
@@ -51,7 +74,11 @@ pub fn body_specs<T: utoipa::PartialSchema>() -> Vec<Spec> {
 }
 
 /// The parameters of a query type, read from its OpenAPI parameters (in declaration order).
-pub fn query_specs<T: utoipa::IntoParams>() -> Vec<Spec> {
+pub fn query_specs<T: utoipa::IntoParams + 'static>() -> Arc<[Spec]> {
+    cached::<T>(derive_query_specs::<T>)
+}
+
+fn derive_query_specs<T: utoipa::IntoParams>() -> Vec<Spec> {
     T::into_params(|| None)
         .into_iter()
         .filter_map(|p| serde_json::to_value(p).ok())

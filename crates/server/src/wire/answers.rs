@@ -1,6 +1,10 @@
 //! The answers as the OpenAPI document describes them. The handlers build them (a record is
 //! shaped by the `fields` a request selects, so any attribute may be absent); a test checks the
 //! documented attributes against the lists the shaping uses.
+#![allow(
+    dead_code,
+    reason = "the fields describe answers for the OpenAPI document; nothing reads them"
+)]
 
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -11,7 +15,6 @@ use super::{KeyType, RunStateName};
 /// default all but `deleted_at`. A secret key's `token` is `""` except in the create and roll
 /// answers, which carry it once.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 #[schema(example = json!({"id": "apk_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "title": "Storefront", "token": "pk_2b8Lx0…", "redacted": "pk_2b8***x0k", "type": "publishable", "last_used_at": null, "updated_at": "2026-12-01T10:00:00.000Z", "created_at": "2026-12-01T10:00:00.000Z", "created_by": "user_01JD7Q3W2N", "revoked_at": null, "revoked_by": null}))]
 pub struct ApiKeyRecord {
     id: Option<String>,
@@ -41,7 +44,6 @@ pub struct ApiKeyRecord {
 
 /// A sales channel as the admin routes answer it; attributes follow `fields`.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 #[schema(example = json!({"id": "sc_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "name": "Webshop", "description": null, "is_disabled": false, "created_at": "2026-12-01T10:00:00.000Z", "updated_at": "2026-12-01T10:00:00.000Z", "deleted_at": null, "metadata": null}))]
 pub struct SalesChannelRecord {
     id: Option<String>,
@@ -65,14 +67,12 @@ pub struct SalesChannelRecord {
 
 /// `{api_key}`.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct ApiKeyAnswer {
     api_key: ApiKeyRecord,
 }
 
 /// A roll's answer: the new key (its token shown this once) and the old one.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct RolledAnswer {
     api_key: ApiKeyRecord,
     previous_api_key: ApiKeyRecord,
@@ -80,7 +80,6 @@ pub struct RolledAnswer {
 
 /// A page of keys: `count` matches overall.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct ApiKeyList {
     api_keys: Vec<ApiKeyRecord>,
     count: u64,
@@ -90,14 +89,12 @@ pub struct ApiKeyList {
 
 /// `{sales_channel}`.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct SalesChannelAnswer {
     sales_channel: SalesChannelRecord,
 }
 
 /// A page of sales channels: `count` matches overall.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct SalesChannelList {
     sales_channels: Vec<SalesChannelRecord>,
     count: u64,
@@ -107,7 +104,6 @@ pub struct SalesChannelList {
 
 /// A delete's answer (a delete of an unknown id answers the same).
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 #[schema(example = json!({"id": "apk_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "object": "api_key", "deleted": true}))]
 pub struct Deleted {
     id: String,
@@ -118,7 +114,6 @@ pub struct Deleted {
 
 /// An admin user.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct UserRecord {
     id: String,
     email: String,
@@ -134,7 +129,6 @@ pub struct UserRecord {
 
 /// `{user}`.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct UserAnswer {
     user: UserRecord,
 }
@@ -142,7 +136,6 @@ pub struct UserAnswer {
 /// Every refusal: `message` always; `type` (Medusa's `invalid_data`, `not_found`, `not_allowed`,
 /// `duplicate_error`, `unauthorized`, …) on all but a failed admin authentication.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 #[schema(example = json!({"type": "invalid_data", "message": "Invalid request: Field 'title' is required"}))]
 pub struct ErrorBody {
     #[serde(rename = "type")]
@@ -155,14 +148,12 @@ pub struct ErrorBody {
 
 /// A sign-in's answer: a login token (JWT) for `Authorization: Bearer` or `POST /auth/session`.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct LoginAnswer {
     token: String,
 }
 
 /// A verdict's code.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 #[schema(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VerifyCodeName {
     Valid,
@@ -174,7 +165,6 @@ pub enum VerifyCodeName {
 
 /// The key a verdict names (no token).
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct VerdictKeyRecord {
     id: String,
     #[serde(rename = "type")]
@@ -192,7 +182,6 @@ pub struct VerdictKeyRecord {
 
 /// `POST /v1/keys/verify`'s answer, always 200: whether the key works, why not, and the key.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 #[schema(example = json!({"valid": true, "code": "VALID", "sales_channel_ids": ["sc_01JD7Q4ZC5N7G8W6J2M3X0RB1T"], "api_key": {"id": "apk_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "type": "publishable", "title": "Storefront", "redacted": "pk_2b8***x0k", "revoked_at": null, "last_used_at": null, "created_at": "2026-12-01T10:00:00.000Z"}}))]
 pub struct VerifyAnswer {
     valid: bool,
@@ -205,14 +194,12 @@ pub struct VerifyAnswer {
 
 /// A store route's channels: the calling key's.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct StoreChannels {
     sales_channels: Vec<SalesChannelRecord>,
 }
 
 /// An empty page (keyward holds no regions or products).
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct EmptyPage {
     #[schema(nullable = false, value_type = Option<Vec<Object>>)]
     regions: Option<Vec<Value>>,
@@ -225,7 +212,6 @@ pub struct EmptyPage {
 
 /// A status: `ok`, `ready`, or `unavailable` with a message.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct Status {
     status: String,
     #[schema(nullable = false)]
@@ -234,7 +220,6 @@ pub struct Status {
 
 /// A session started (`{user: {id}}`) or ended (`{success: true}`).
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct SessionAnswer {
     #[schema(nullable = false, value_type = Option<Object>)]
     user: Option<Value>,
@@ -244,7 +229,6 @@ pub struct SessionAnswer {
 
 /// One step of a run.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct StepRecord {
     step: String,
     position: u32,
@@ -255,7 +239,6 @@ pub struct StepRecord {
 
 /// A workflow run, without its input, outputs or result (a create's result holds a token).
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct RunRecord {
     workflow: String,
     transaction_id: String,
@@ -276,7 +259,6 @@ pub struct RunRecord {
 
 /// `{workflow_runs, limit}`.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct RunList {
     workflow_runs: Vec<RunRecord>,
     limit: u32,
@@ -284,7 +266,6 @@ pub struct RunList {
 
 /// One subscriber's delivery of an event.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct DeliveryRecord {
     subscriber: String,
     state: String,
@@ -298,7 +279,6 @@ pub struct DeliveryRecord {
 
 /// An event with its deliveries.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct EventRecord {
     id: String,
     name: String,
@@ -313,7 +293,6 @@ pub struct EventRecord {
 
 /// `{events, limit}`.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer for the OpenAPI document")]
 pub struct EventList {
     events: Vec<EventRecord>,
     limit: u32,
