@@ -1,5 +1,5 @@
-//! Request extractors that fail the Medusa way: JSON bodies (an empty body is `{}`), and
-//! `qs`-style query strings, both as JSON for strict validation.
+//! Request extractors that fail the Medusa way: typed JSON bodies (an empty body is `{}`) and
+//! `qs`-style query strings, checked against their type's schema.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -10,21 +10,6 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, PartialSchema};
 
 use crate::error::{ApiError, ApiResult};
-
-/// A JSON body; no body at all reads as `{}`.
-#[derive(Debug)]
-pub struct Body(pub Value);
-
-impl<S: Send + Sync> FromRequest<S> for Body {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Some(bytes) = json_bytes(req, state).await? else {
-            return Ok(Body(Value::Object(Default::default())));
-        };
-        parse_value(&bytes).map(Body)
-    }
-}
 
 /// The body's bytes, checked as every JSON body is (size, Content-Type); `None` for no body.
 async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Bytes>, ApiError> {
