@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use keyward::{Error, Result, Store};
-use keyward_flow::{PostgresLog, RunLog, SqliteLog};
+use keyward_flow::{Clock, PostgresLog, RunLog, SqliteLog, SystemClock};
 use keyward_postgres::PostgresStore;
 use keyward_sqlite::SqliteStore;
 
@@ -41,15 +41,20 @@ pub async fn open(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn RunLog>)> {
 
 /// [`open`], with a verification cache of at most `capacity` keys.
 pub async fn open_with_cache(url: &str, capacity: usize) -> Result<(Arc<dyn Store>, Arc<dyn RunLog>)> {
+    open_on(url, capacity, Arc::new(SystemClock)).await
+}
+
+/// [`open_with_cache`], with the run log (and so every workflow engine on it) on `clock`.
+pub async fn open_on(url: &str, capacity: usize, clock: Arc<dyn Clock>) -> Result<(Arc<dyn Store>, Arc<dyn RunLog>)> {
     Ok(match backend_of(url)? {
         "sqlite" => {
             let store = SqliteStore::connect(url).await?.with_cache_capacity(capacity);
-            let log = SqliteLog::new(store.pool().clone());
+            let log = SqliteLog::new(store.pool().clone()).with_clock(clock);
             (Arc::new(store), Arc::new(log))
         }
         _ => {
             let store = PostgresStore::connect(url).await?.with_cache_capacity(capacity);
-            let log = PostgresLog::new(store.pool().clone());
+            let log = PostgresLog::new(store.pool().clone()).with_clock(clock);
             (Arc::new(store), Arc::new(log))
         }
     })

@@ -72,9 +72,10 @@ impl<C: Send + Sync + 'static> Engine<C> {
             async move {
                 let Some(sub) = sub else { return };
                 let (event_id, attempt) = (claim.event.id.clone(), claim.attempt);
-                let outcome = tokio::time::timeout(sub.timeout, (sub.handler)(claim.event, self.inner.container.clone()))
+                let handled = (sub.handler)(claim.event, self.inner.container.clone());
+                let outcome = crate::clock::timeout(self.inner.clock.as_ref(), sub.timeout, handled)
                     .await
-                    .unwrap_or_else(|_| Err(StepError::new(format!("timed out after {:?}", sub.timeout))));
+                    .unwrap_or_else(|| Err(StepError::new(format!("timed out after {:?}", sub.timeout))));
                 let log = &self.inner.log;
                 let written = match outcome {
                     Ok(()) => log.delivered(&self.inner.node, &event_id, &sub.id).await,
@@ -133,7 +134,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 if delivered == 0 {
                     tokio::select! {
                         _ = published.notified() => {}
-                        _ = tokio::time::sleep(options.poll) => {}
+                        () = crate::clock::sleep(engine.inner.clock.as_ref(), options.poll) => {}
                         _ = stop.changed() => break,
                     }
                 }

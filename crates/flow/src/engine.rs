@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::error::{FlowError, StepFailure};
 use crate::events::{NewEvent, Subscriber};
 use crate::fault::{Boundary, crash_point};
@@ -64,6 +65,8 @@ impl<C> Clone for Engine<C> {
 pub(crate) struct Inner<C> {
     pub(crate) container: Arc<C>,
     pub(crate) log: Arc<dyn RunLog>,
+    /// The log's clock: every wait and every "now" of the engine.
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) node: String,
     pub(crate) lease: Duration,
     pub(crate) workflows: RwLock<HashMap<String, Arc<WorkflowDef<C>>>>,
@@ -168,6 +171,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
         Self {
             inner: Arc::new(Inner {
                 container: Arc::new(container),
+                clock: log.clock(),
                 log,
                 node: format!("node-{}-{}", std::process::id(), crate::ids::new_ulid()),
                 lease: DEFAULT_LEASE,
@@ -195,6 +199,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
         let mut inner = Inner {
             container: self.inner.container.clone(),
             log: self.inner.log.clone(),
+            clock: self.inner.clock.clone(),
             node: self.inner.node.clone(),
             lease: self.inner.lease,
             workflows: RwLock::new(read(&self.inner.workflows).clone()),
@@ -220,6 +225,11 @@ impl<C: Send + Sync + 'static> Engine<C> {
 
     pub fn lease(&self) -> Duration {
         self.inner.lease
+    }
+
+    /// The clock the engine runs on: its log's.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     /// Creates the run log's tables.
@@ -358,15 +368,12 @@ impl<C: Send + Sync + 'static> Engine<C> {
         let engine = self.clone();
         let every = (self.inner.lease / 2).max(Duration::from_millis(100));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                if let Err(e) = engine.recover().await {
+                    tracing::warn!(task = "workflow-recovery", error = %e, "recovery pass failed; will retry");
+                }
                 tokio::select! {
-                    _ = tick.tick() => {
-                        if let Err(e) = engine.recover().await {
-                            tracing::warn!(task = "workflow-recovery", error = %e, "recovery pass failed; will retry");
-                        }
-                    }
+                    () = crate::clock::sleep(engine.inner.clock.as_ref(), every) => {}
                     _ = stop.changed() => break,
                 }
             }

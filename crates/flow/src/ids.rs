@@ -1,11 +1,14 @@
 //! ULIDs (48 bits of milliseconds and 80 random bits, in Crockford's base32, so ids sort by
 //! creation time), encoded by the `ulid` crate, and the one generator every id of keyward comes
 //! from: transaction, node and event ids here, key and channel ids in `keyward` (with its
-//! injected clock and entropy).
+//! injected clock and entropy). Their time part is the system's, whatever clock an engine runs
+//! on: it orders and separates ids, and nothing is decided by it.
 
 use std::sync::Mutex;
 
 use ulid::Ulid;
+
+use crate::clock::Clock;
 
 /// Makes ULIDs that always increase: an id from a later millisecond starts from fresh random
 /// bits; an id from the same millisecond — or from a clock that stepped back — is one past the
@@ -47,7 +50,7 @@ impl UlidGenerator {
 /// A fresh ULID from the system clock and the OS random source.
 pub fn new_ulid() -> String {
     static IDS: UlidGenerator = UlidGenerator::new();
-    let millis = u64::try_from(crate::log::now_millis()).unwrap_or(0);
+    let millis = u64::try_from(crate::clock::SystemClock.now_millis()).unwrap_or(0);
     IDS.next(millis, fresh_random()).to_string()
 }
 

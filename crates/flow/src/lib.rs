@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod clock;
 mod dispatch;
 mod engine;
 mod error;
@@ -40,11 +41,13 @@ mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod schedule;
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod step;
 mod workflow;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{DEFAULT_LEASE, Engine, RESULT_STEP, RunOptions, RunResult, WorkflowHandle};
 pub use error::{FlowError, StepFailure};
 pub use events::{Claimed, DeliveryOptions, DeliveryRecord, Event, NewEvent, Subscriber};
@@ -52,6 +55,7 @@ pub use jobs::{Concurrency, Job, JobOutcome, JobRunRecord, Schedule};
 pub use log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Started, StepRecord, StepState};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresLog;
+pub use sql::{Dialect, SqlLog};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteLog;
 pub use step::{Step, StepContext, StepError, StepOptions, StepResponse};

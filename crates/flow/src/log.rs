@@ -6,14 +6,13 @@
 //! cannot overwrite the new owner's progress; it gets [`LogError::LeaseLost`] and stops.
 
 use std::sync::Arc;
-
-use sqlx::FromRow;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
 use crate::jobs::{JobOutcome, JobRunRecord};
 
@@ -186,6 +185,10 @@ pub trait RunLog: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
+    /// The clock the log writes its instants with and its leases run out by; every engine on
+    /// the log reads and waits on it too.
+    fn clock(&self) -> Arc<dyn Clock>;
+
     /// Creates the log's tables (its own migration history, beside the application's).
     async fn migrate(&self) -> Result<(), LogError>;
 
@@ -315,28 +318,6 @@ pub trait RunLog: Send + Sync + 'static {
     async fn list_job_runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<JobRunRecord>, LogError>;
 }
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-/// Parses a stored state column.
-pub(crate) fn run_state(s: &str) -> Result<RunState, LogError> {
-    RunState::parse(s).ok_or_else(|| LogError::Other(format!("unknown run state {s:?} in the log")))
-}
-
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn step_state(s: &str) -> Result<StepState, LogError> {
-    StepState::parse(s).ok_or_else(|| LogError::Other(format!("unknown step state {s:?} in the log")))
-}
-
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn errors_json(errors: &[FailureRecord]) -> Result<Value, LogError> {
-    serde_json::to_value(errors).map_err(|e| LogError::Other(e.to_string()))
-}
-
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn errors_from(v: Value) -> Result<Vec<FailureRecord>, LogError> {
-    serde_json::from_value(v).map_err(|e| LogError::Other(format!("stored errors do not parse: {e}")))
-}
-
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 /// Maps a database error: connection trouble is `Unavailable`, the rest `Other`.
 pub(crate) fn db(e: sqlx::Error) -> LogError {
     match &e {
@@ -354,219 +335,4 @@ pub(crate) fn db(e: sqlx::Error) -> LogError {
         }
         _ => LogError::Other(e.to_string()),
     }
-}
-
-pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or(0)
-}
-
-// -- rows as both backends read them: `sqlx::FromRow`, one definition per table -------------------
-//
-// JSON columns decode as `Json<Value>` on both backends (TEXT on SQLite, JSONB on Postgres);
-// instants are milliseconds since the epoch (Postgres queries convert them in SQL). Each row
-// is then checked into its record (a state name the log does not know is an error, not a panic).
-
-type JsonColumn = Option<sqlx::types::Json<Value>>;
-
-fn value(column: JsonColumn) -> Option<Value> {
-    column.map(|j| j.0)
-}
-
-fn count(n: i64) -> u32 {
-    u32::try_from(n).unwrap_or(0)
-}
-
-/// A `flow_run` row.
-#[derive(FromRow)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) struct RunRow {
-    workflow: String,
-    transaction_id: String,
-    state: String,
-    input: JsonColumn,
-    result: JsonColumn,
-    errors: JsonColumn,
-    owner: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-/// A `flow_run` row as a record.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn run_from<'r, R: sqlx::Row>(r: &'r R) -> Result<RunRecord, LogError>
-where
-    RunRow: FromRow<'r, R>,
-{
-    let r = RunRow::from_row(r).map_err(db)?;
-    Ok(RunRecord {
-        state: run_state(&r.state)?,
-        input: value(r.input).unwrap_or(Value::Null),
-        result: value(r.result),
-        errors: errors_from(value(r.errors).unwrap_or(Value::Array(Vec::new())))?,
-        workflow: r.workflow,
-        transaction_id: r.transaction_id,
-        owner: r.owner,
-        created_at: r.created_at,
-        updated_at: r.updated_at,
-    })
-}
-
-/// A `flow_step` row.
-#[derive(FromRow)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) struct StepRow {
-    step: String,
-    position: i64,
-    state: String,
-    attempts: i64,
-    input: JsonColumn,
-    output: JsonColumn,
-    compensation_input: JsonColumn,
-    error: Option<String>,
-    events: JsonColumn,
-}
-
-/// A `flow_step` row as a record.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn step_from<'r, R: sqlx::Row>(r: &'r R) -> Result<StepRecord, LogError>
-where
-    StepRow: FromRow<'r, R>,
-{
-    let r = StepRow::from_row(r).map_err(db)?;
-    Ok(StepRecord {
-        state: step_state(&r.state)?,
-        position: count(r.position),
-        attempts: count(r.attempts),
-        input: value(r.input),
-        output: value(r.output),
-        compensation_input: value(r.compensation_input),
-        events: value(r.events),
-        step: r.step,
-        error: r.error,
-    })
-}
-
-/// A `flow_event` row.
-#[derive(FromRow)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) struct EventRow {
-    id: String,
-    name: String,
-    data: JsonColumn,
-    metadata: JsonColumn,
-    created_at: i64,
-}
-
-/// A `flow_event` row as an event.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn event_from<'r, R: sqlx::Row>(r: &'r R) -> Result<Event, LogError>
-where
-    EventRow: FromRow<'r, R>,
-{
-    let r = EventRow::from_row(r).map_err(db)?;
-    Ok(Event {
-        id: r.id,
-        name: r.name,
-        data: value(r.data).unwrap_or(Value::Null),
-        metadata: value(r.metadata).unwrap_or(Value::Null),
-        created_at: r.created_at,
-    })
-}
-
-/// A `flow_delivery` row.
-#[derive(FromRow)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) struct DeliveryRow {
-    subscriber: String,
-    state: String,
-    attempts: i64,
-    last_error: Option<String>,
-    next_attempt_at: i64,
-    delivered_at: Option<i64>,
-}
-
-/// A `flow_delivery` row as a record.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn delivery_from<'r, R: sqlx::Row>(r: &'r R) -> Result<DeliveryRecord, LogError>
-where
-    DeliveryRow: FromRow<'r, R>,
-{
-    let r = DeliveryRow::from_row(r).map_err(db)?;
-    Ok(DeliveryRecord {
-        attempts: count(r.attempts),
-        subscriber: r.subscriber,
-        state: r.state,
-        last_error: r.last_error,
-        next_attempt_at: r.next_attempt_at,
-        delivered_at: r.delivered_at,
-    })
-}
-
-/// A `flow_job_run` row.
-#[derive(FromRow)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) struct JobRunRow {
-    job: String,
-    tick: i64,
-    node: String,
-    outcome: String,
-    error: Option<String>,
-    started_at: i64,
-    finished_at: Option<i64>,
-}
-
-/// A `flow_job_run` row as a record.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn job_run_from<'r, R: sqlx::Row>(r: &'r R) -> Result<JobRunRecord, LogError>
-where
-    JobRunRow: FromRow<'r, R>,
-{
-    let r = JobRunRow::from_row(r).map_err(db)?;
-    Ok(JobRunRecord {
-        outcome: job_outcome(&r.outcome)?,
-        job: r.job,
-        tick: r.tick,
-        node: r.node,
-        error: r.error,
-        started_at: r.started_at,
-        finished_at: r.finished_at,
-    })
-}
-
-/// Turns an UPDATE's row count into "the writer no longer holds what it updated".
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn held(rows_affected: u64) -> Result<(), LogError> {
-    if rows_affected == 0 {
-        Err(LogError::LeaseLost)
-    } else {
-        Ok(())
-    }
-}
-
-/// Ids for new events.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn event_id() -> String {
-    format!("evt_{}", crate::ids::new_ulid())
-}
-
-/// Which subscribers (id, patterns) take an event named `name`.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn takers<'a>(subscribers: &'a [(String, Vec<String>)], name: &str) -> Vec<&'a str> {
-    subscribers
-        .iter()
-        .filter(|(_, p)| crate::events::takes(p, name))
-        .map(|(id, _)| id.as_str())
-        .collect()
-}
-
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn job_outcome(s: &str) -> Result<JobOutcome, LogError> {
-    JobOutcome::parse(s).ok_or_else(|| LogError::Other(format!("unknown job outcome {s:?} in the log")))
 }

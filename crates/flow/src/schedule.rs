@@ -44,11 +44,12 @@ impl<C: Send + Sync + 'static> Engine<C> {
 
     async fn job_loop(self, job: ScheduledJob<C>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let log = self.inner.log.clone();
+        let clock = self.inner.clock.clone();
         let node = self.inner.node.clone();
         // Ticks follow each other from the last one handled, so a late wake-up still handles
         // every tick. One that came while this node was running the job (`Forbid`), or that
         // passed long ago (the node stalled), is recorded as skipped rather than run late.
-        let mut after = crate::log::now_millis();
+        let mut after = clock.now_millis();
         let mut busy_until = 0;
         loop {
             let Some(tick) = job.schedule.next_after(after) else {
@@ -56,11 +57,10 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 return;
             };
             after = tick;
-            let now = crate::log::now_millis();
+            let now = clock.now_millis();
             if tick > now {
-                let wait = Duration::from_millis(u64::try_from(tick - now).unwrap_or(0));
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
+                    () = clock.sleep_until(tick) => {}
                     _ = stop.changed() => return,
                 }
             } else if tick < busy_until || now - tick > LATE_TICK_MS {
@@ -86,7 +86,7 @@ impl<C: Send + Sync + 'static> Engine<C> {
                     match job.concurrency {
                         Concurrency::Forbid => {
                             run.await;
-                            busy_until = crate::log::now_millis();
+                            busy_until = clock.now_millis();
                         }
                         Concurrency::Allow => {
                             tokio::spawn(run);

@@ -108,6 +108,13 @@ impl TestDb {
         keyward_connect::open(&self.url).await.expect("open the test database")
     }
 
+    /// [`TestDb::open`], with the run log (and every engine on it) on `clock`.
+    pub async fn open_on(&self, clock: &keyward_flow::ManualClock) -> (Arc<dyn Store>, Arc<dyn keyward_flow::RunLog>) {
+        keyward_connect::open_on(&self.url, keyward::cache::DEFAULT_CAPACITY, Arc::new(clock.clone()))
+            .await
+            .expect("open the test database")
+    }
+
     /// The module on this database with its workflows, migrated, with the system clock.
     pub async fn workflows(&self) -> Workflows {
         let (store, log) = self.open().await;

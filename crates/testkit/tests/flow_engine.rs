@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_flow::{
-    Engine, FlowError, Handler, Output, RunOptions, RunState, Started, Step, StepContext, StepError, StepRecord,
-    StepResponse, StepState, Workflow,
+    Clock, Engine, FlowError, Handler, ManualClock, Output, RunOptions, RunState, Started, Step, StepContext,
+    StepError, StepRecord, StepResponse, StepState, Workflow,
 };
 use keyward_testkit::TestDb;
 use serde_json::json;
@@ -34,6 +34,26 @@ async fn engine_on(db: &TestDb, journal: Journal) -> Engine<Journal> {
     let (_, log) = db.open().await;
     log.migrate().await.unwrap();
     Engine::new(journal, log).with_lease(Duration::from_millis(400))
+}
+
+/// An engine whose log runs on `clock`, with the default lease.
+async fn engine_at(db: &TestDb, journal: Journal, clock: &ManualClock) -> Engine<Journal> {
+    let (_, log) = db.open_on(clock).await;
+    log.migrate().await.unwrap();
+    Engine::new(journal, log)
+}
+
+/// Where manual clocks start.
+const T0: i64 = 1_700_000_000_000;
+
+/// Polls `done` until it holds (real time, briefly): for what other tasks do once the manual
+/// clock moved.
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(20), "gave up waiting");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn events(e: &Engine<Journal>) -> Vec<String> {
@@ -250,7 +270,8 @@ keyward_testkit::on_both_dbs! {
     }
 
     async fn a_retried_step_waits_between_attempts_and_then_succeeds(db) {
-        let e = engine_on(&db, Journal::default()).await;
+        let clock = ManualClock::new(T0);
+        let e = engine_at(&db, Journal::default(), &clock).await;
         let flaky = Step::new("flaky", |n: i64, cx: Cx| async move {
             let call = cx.container().calls.fetch_add(1, Ordering::SeqCst) + 1;
             assert_eq!(call, cx.attempt());
@@ -260,19 +281,50 @@ keyward_testkit::on_both_dbs! {
             Ok(StepResponse::new(n))
         })
         .max_retries(3)
-        .retry_interval(Duration::from_millis(60));
+        .retry_interval(Duration::from_secs(60));
         let wf = e
-            .register(Workflow::<Journal, i64, i64>::new("flaky").step(&flaky, |d| d.input()).returns({
-                let f = flaky.clone();
-                move |d| d.output(&f)
-            }))
+            .register(Workflow::<Journal, i64, i64>::new("flaky").step(&flaky, |d| d.input()).returns(move |d| d.output(&flaky)))
             .unwrap();
-        let started = Instant::now();
-        let run = e.run(&wf, 7, RunOptions::default()).await.unwrap();
+        let run = tokio::spawn({
+            let e = e.clone();
+            async move { e.run(&wf, 7, RunOptions::default()).await }
+        });
+        for call in 1..=2 {
+            // The try failed and the step waits out its interval (beside the lease's heartbeat).
+            wait_for(|| e.container().calls.load(Ordering::SeqCst) == call && clock.waiters() >= 2).await;
+            clock.advance(Duration::from_secs(59));
+            tokio::task::yield_now().await;
+            assert_eq!(e.container().calls.load(Ordering::SeqCst), call, "retried before its interval passed");
+            assert!(!run.is_finished());
+            clock.advance(Duration::from_secs(1));
+        }
+        let run = run.await.unwrap().unwrap();
         assert_eq!(run.result, Some(7));
-        assert!(started.elapsed() >= Duration::from_millis(120), "two pauses of the retry interval");
         let (_, steps) = e.log().load("flaky", &run.transaction_id).await.unwrap().unwrap();
         assert_eq!(steps[0].attempts, 3);
+    }
+
+    async fn a_lease_runs_out_on_the_clock_and_only_then_is_the_run_taken_over(db) {
+        let clock = ManualClock::new(T0);
+        let e = engine_at(&db, Journal::default(), &clock).await;
+        let a = counting("a");
+        e.register(chain("solo", &[&a])).unwrap();
+        let log = e.log().clone();
+        log.start("solo", "stalled", &json!(5), "node-stalled", Duration::from_secs(15), true).await.unwrap();
+        clock.advance(Duration::from_millis(14_999));
+        assert!(e.recover().await.unwrap().is_empty(), "taken over while its lease held");
+        log.renew("node-stalled", "solo", "stalled", Duration::from_secs(15)).await.unwrap();
+        clock.advance(Duration::from_secs(14));
+        assert!(e.recover().await.unwrap().is_empty(), "a renewal counts from the clock's now");
+        clock.advance(Duration::from_secs(1));
+        let recovered = e.recover().await.unwrap();
+        assert_eq!(recovered, [("solo".to_owned(), "stalled".to_owned(), RunState::Done)]);
+        let (run, _) = log.load("solo", "stalled").await.unwrap().unwrap();
+        assert_eq!((run.result, run.updated_at), (Some(json!(6)), clock.now_millis()), "written at the clock's now");
+        assert_eq!(
+            log.renew("node-stalled", "solo", "stalled", Duration::from_secs(15)).await,
+            Err(keyward_flow::LogError::LeaseLost)
+        );
     }
 
     async fn a_permanent_failure_is_not_retried(db) {
@@ -524,4 +576,60 @@ fn rec(
         error: None,
         events: None,
     }
+}
+
+/// A Postgres log written before instants were milliseconds (TIMESTAMPTZ columns) keeps its
+/// runs, events and job ticks through the migration that turns them into milliseconds.
+#[tokio::test]
+async fn a_postgres_log_from_before_the_millisecond_columns_keeps_its_rows_through_the_migration() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flow/migrations/postgres");
+    let mut old = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    old.dangerous_set_table_name("_flow_migrations");
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 2)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    old.run(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO flow_run (workflow, transaction_id, state, input, errors, owner, lease_until, created_at, updated_at)
+         VALUES ('solo', 'old', 'running', '5', '[]', 'node-gone', '2023-11-14 22:13:20.250+00',
+                 '2023-11-14 22:13:20+00', '2023-11-14 22:13:20.125+00');
+         INSERT INTO flow_step (workflow, transaction_id, step, position, state, attempts, input, updated_at)
+         VALUES ('solo', 'old', 'a', 0, 'invoking', 1, '5', '2023-11-14 22:13:20.125+00');
+         INSERT INTO flow_event (id, name, data, metadata, created_at)
+         VALUES ('evt_old', 'thing.made', '{}', '{}', '2023-11-14 22:13:21+00');
+         INSERT INTO flow_job_run (job, tick, node, outcome, started_at, finished_at)
+         VALUES ('tick', '2023-11-14 22:13:22+00', 'node-gone', 'succeeded', '2023-11-14 22:13:22.001+00',
+                 '2023-11-14 22:13:22.002+00');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let clock = ManualClock::new(T0 + 60_000);
+    let e = engine_at(&db, Journal::default(), &clock).await; // migrates to the current columns
+    let (run, steps) = e.log().load("solo", "old").await.unwrap().unwrap();
+    assert_eq!((run.created_at, run.updated_at), (T0, T0 + 125));
+    assert_eq!(
+        (steps.len(), steps[0].state, steps[0].input.clone()),
+        (1, StepState::Invoking, Some(json!(5)))
+    );
+    let (event, _) = e.log().list_events(1).await.unwrap().remove(0);
+    assert_eq!((event.id.as_str(), event.created_at), ("evt_old", T0 + 1_000));
+    let ticks = e.log().list_job_runs(Some("tick"), 10).await.unwrap();
+    assert_eq!(
+        (ticks[0].tick, ticks[0].started_at, ticks[0].finished_at),
+        (T0 + 2_000, T0 + 2_001, Some(T0 + 2_002))
+    );
+    // The dead node's run, its lease long run out, is finished by this engine.
+    let a = counting("a");
+    e.register(chain("solo", &[&a])).unwrap();
+    assert_eq!(
+        e.recover().await.unwrap(),
+        [("solo".to_owned(), "old".to_owned(), RunState::Done)]
+    );
 }

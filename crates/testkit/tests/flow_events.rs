@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_flow::{
-    Concurrency, DeliveryOptions, Engine, Event, Job, JobOutcome, NewEvent, RunOptions, RunState, Schedule, Step,
-    StepContext, StepError, StepResponse, Subscriber, Workflow,
+    Clock, Concurrency, DeliveryOptions, Engine, Event, Job, JobOutcome, JobRunRecord, ManualClock, NewEvent,
+    RunOptions, RunState, Schedule, Step, StepContext, StepError, StepResponse, Subscriber, Workflow,
 };
 use keyward_testkit::TestDb;
 use serde_json::json;
@@ -29,6 +29,47 @@ async fn engine(db: &TestDb, seen: Shared, node: &str) -> Engine<Shared> {
     let (_, log) = db.open().await;
     log.migrate().await.unwrap();
     Engine::new(seen, log).with_node_id(node)
+}
+
+/// An engine whose log, and so whose schedule, runs on `clock`.
+async fn engine_on(db: &TestDb, seen: Shared, node: &str, clock: &ManualClock) -> Engine<Shared> {
+    let (_, log) = db.open_on(clock).await;
+    log.migrate().await.unwrap();
+    Engine::new(seen, log).with_node_id(node)
+}
+
+/// An instant on a whole second, where the manual clock starts.
+const T0: i64 = 1_700_000_000_000;
+
+/// Waits until `waiters` tasks wait on the manual clock: the schedulers have read "now" and
+/// sleep until their first tick, so moving the clock cannot skip it.
+async fn asleep(clock: &ManualClock, waiters: usize) {
+    let start = Instant::now();
+    while clock.waiters() < waiters {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the schedulers never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits (on the real clock, briefly) until `job` has `n` recorded ticks that pass `ok`: what
+/// the schedulers do once the manual clock has moved past a tick.
+async fn settle(e: &Engine<Shared>, job: &str, n: usize, ok: impl Fn(&JobRunRecord) -> bool) {
+    let start = Instant::now();
+    loop {
+        let runs = e.log().list_job_runs(Some(job), 100).await.unwrap();
+        if runs.len() >= n && runs.iter().all(&ok) {
+            assert_eq!(runs.len(), n, "more ticks than the clock passed: {runs:?}");
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gave up waiting for {n} ticks of {job}: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn fast() -> DeliveryOptions {
@@ -88,9 +129,10 @@ keyward_testkit::on_both_dbs! {
     }
 
     async fn a_failing_subscriber_is_retried_with_backoff_until_it_succeeds(db) {
+        let clock = ManualClock::new(T0);
         let seen = Shared::default();
         seen.failures_left.store(2, Ordering::SeqCst);
-        let e = engine(&db, seen.clone(), "n1").await;
+        let e = engine_on(&db, seen.clone(), "n1", &clock).await;
         e.subscribe(Subscriber::new("flaky", &["*"], |event: Event, seen: Arc<Shared>| async move {
             if seen.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
                 return Err(StepError::new("receiver is down"));
@@ -103,7 +145,17 @@ keyward_testkit::on_both_dbs! {
         e.publish(&[NewEvent::new("a.b", json!({"id": 1}))]).await.unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = e.spawn_dispatcher(fast(), stopped);
-        wait_until("the delivery", Duration::from_secs(10), || seen.handled.lock().unwrap().len() == 1).await;
+        // Each failure puts the delivery off by the backoff on the clock; nothing moves until
+        // the clock does.
+        let mut moved = Duration::ZERO;
+        while seen.handled.lock().unwrap().is_empty() {
+            assert!(moved < Duration::from_secs(10), "never delivered");
+            clock.advance(Duration::from_millis(10));
+            moved += Duration::from_millis(10);
+            // Real time only for the dispatcher's database round trips.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(moved >= Duration::from_millis(150), "two backoffs (50 and 100 ms) passed on the clock first: {moved:?}");
         let _ = stop.send(true);
         task.await.unwrap();
         let (_, deliveries) = e.log().list_events(1).await.unwrap().remove(0);
@@ -155,8 +207,9 @@ keyward_testkit::on_both_dbs! {
     }
 
     async fn a_job_every_second_runs_once_per_tick_across_two_nodes_and_survives_one_dying(db) {
+        let clock = ManualClock::new(T0);
         let seen = Shared::default();
-        let (a, b) = (engine(&db, seen.clone(), "node-a").await, engine(&db, seen.clone(), "node-b").await);
+        let (a, b) = (engine_on(&db, seen.clone(), "node-a", &clock).await, engine_on(&db, seen.clone(), "node-b", &clock).await);
         for (e, node) in [(&a, "node-a"), (&b, "node-b")] {
             let job = Job::new("tick", Schedule::every(Duration::from_secs(1)).unwrap(), move |seen: Arc<Shared>| async move {
                 seen.job_runs.lock().unwrap().push(node.to_owned());
@@ -167,54 +220,67 @@ keyward_testkit::on_both_dbs! {
         let (stop_a, stopped_a) = tokio::sync::watch::channel(false);
         let (stop_b, stopped_b) = tokio::sync::watch::channel(false);
         let (ta, tb) = (a.spawn_scheduler(stopped_a), b.spawn_scheduler(stopped_b));
-        tokio::time::sleep(Duration::from_millis(5_200)).await;
+        asleep(&clock, 2).await;
+        for k in 1..=5 {
+            clock.advance(Duration::from_secs(1));
+            settle(&a, "tick", k, |r: &JobRunRecord| r.outcome == JobOutcome::Succeeded).await;
+        }
         ta.abort(); // node a dies
         let _ = stop_a.send(true);
-        let killed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        tokio::time::sleep(Duration::from_millis(5_000)).await;
+        let _ = ta.await;
+        let killed = clock.now_millis();
+        for k in 6..=10 {
+            clock.advance(Duration::from_secs(1));
+            settle(&b, "tick", k, |r: &JobRunRecord| r.outcome == JobOutcome::Succeeded).await;
+        }
         let _ = stop_b.send(true);
         tb.await.unwrap();
         let mut runs = a.log().list_job_runs(Some("tick"), 100).await.unwrap();
         runs.sort_by_key(|r| r.tick);
-        assert!(runs.len() >= 8, "{runs:?}");
-        for pair in runs.windows(2) {
-            assert_eq!(pair[1].tick - pair[0].tick, 1_000, "a tick was missed: {runs:?}");
-        }
-        assert!(runs.iter().all(|r| r.outcome == JobOutcome::Succeeded), "{runs:?}");
-        assert_eq!(seen.job_runs.lock().unwrap().len(), runs.len(), "each recorded tick ran once");
-        assert!(runs.iter().filter(|r| r.tick > killed + 200).all(|r| r.node == "node-b"));
-        assert!(runs.iter().filter(|r| r.tick > killed).count() >= 4, "the survivor kept the schedule: {runs:?}");
+        let ticks: Vec<i64> = runs.iter().map(|r| r.tick).collect();
+        assert_eq!(ticks, (1..=10).map(|k| T0 + k * 1_000).collect::<Vec<_>>(), "each tick once, none missed");
+        assert_eq!(seen.job_runs.lock().unwrap().len(), 10, "each recorded tick ran once");
+        assert!(runs.iter().filter(|r| r.tick > killed).all(|r| r.node == "node-b"), "the survivor kept the schedule: {runs:?}");
     }
 
     async fn a_job_stops_after_its_number_of_executions_and_skips_ticks_while_running(db) {
+        let clock = ManualClock::new(T0);
         let seen = Shared::default();
-        let e = engine(&db, seen.clone(), "n1").await;
-        let slow = Job::new("slow", Schedule::every(Duration::from_secs(1)).unwrap(), |seen: Arc<Shared>| async move {
-            seen.job_runs.lock().unwrap().push("slow".into());
-            tokio::time::sleep(Duration::from_millis(2_300)).await;
-            Ok(())
-        })
-        .concurrency(Concurrency::Forbid);
+        let e = engine_on(&db, seen.clone(), "n1", &clock).await;
+        let slow = |clock: &ManualClock| {
+            let clock = clock.clone();
+            move |seen: Arc<Shared>| {
+                let clock = clock.clone();
+                async move {
+                    seen.job_runs.lock().unwrap().push("slow".into());
+                    keyward_flow::clock::sleep(&clock, Duration::from_millis(2_300)).await;
+                    Ok(())
+                }
+            }
+        };
+        e.schedule(Job::new("slow", Schedule::every(Duration::from_secs(1)).unwrap(), slow(&clock)).concurrency(Concurrency::Forbid))
+            .unwrap();
         let twice = Job::new("twice", Schedule::every(Duration::from_secs(1)).unwrap(), |seen: Arc<Shared>| async move {
             seen.job_runs.lock().unwrap().push("twice".into());
             Err(StepError::new("fails, still counts"))
         })
         .number_of_executions(2);
-        e.schedule(slow).unwrap();
         e.schedule(twice).unwrap();
         // A second node with the same slow job: whichever node runs a tick, the other sees the
         // run going at the next tick and skips it.
-        let other = engine(&db, seen.clone(), "n2").await;
-        other
-            .schedule(Job::new("slow", Schedule::every(Duration::from_secs(1)).unwrap(), |_s: Arc<Shared>| async move {
-                tokio::time::sleep(Duration::from_millis(2_300)).await;
-                Ok(())
-            }))
-            .unwrap();
+        let other = engine_on(&db, seen.clone(), "n2", &clock).await;
+        other.schedule(Job::new("slow", Schedule::every(Duration::from_secs(1)).unwrap(), slow(&clock))).unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (t1, t2) = (e.spawn_scheduler(stopped.clone()), other.spawn_scheduler(stopped));
-        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        asleep(&clock, 3).await;
+        for k in 1..=5 {
+            clock.advance(Duration::from_secs(1));
+            settle(&e, "slow", k, |_: &JobRunRecord| true).await;
+            settle(&e, "twice", k.min(2), |r: &JobRunRecord| r.outcome == JobOutcome::Failed).await;
+        }
         let _ = stop.send(true);
+        // A stop lets a running job finish: let the slow one's time pass.
+        clock.advance(Duration::from_secs(3));
         let _ = (t1.await, t2.await);
         let twice_runs = e.log().list_job_runs(Some("twice"), 100).await.unwrap();
         assert_eq!(twice_runs.len(), 2, "{twice_runs:?}");
@@ -223,6 +289,7 @@ keyward_testkit::on_both_dbs! {
         assert!(slow_runs.iter().any(|r| r.outcome == JobOutcome::Skipped), "{slow_runs:?}");
         let mut ran: Vec<_> = slow_runs.iter().filter(|r| r.outcome != JobOutcome::Skipped).collect();
         ran.sort_by_key(|r| r.tick);
+        assert!(ran.len() >= 2, "{slow_runs:?}");
         for pair in ran.windows(2) {
             assert!(pair[1].started_at >= pair[0].finished_at.unwrap(), "runs overlapped: {slow_runs:?}");
         }

@@ -104,12 +104,11 @@ impl<C: Send + Sync + 'static> Engine<C> {
 
     fn heartbeat(&self, run: &Run<C>) -> Heartbeat {
         let (log, node, lease) = (self.inner.log.clone(), self.inner.node.clone(), self.inner.lease);
+        let clock = self.inner.clock.clone();
         let (workflow, tx) = (run.def.name.clone(), run.tx.clone());
         Heartbeat(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(lease / 3);
-            tick.tick().await;
             loop {
-                tick.tick().await;
+                crate::clock::sleep(clock.as_ref(), lease / 3).await;
                 match log.renew(&node, &workflow, &tx, lease).await {
                     Ok(()) => {}
                     Err(LogError::LeaseLost) => {
@@ -274,11 +273,17 @@ impl<C: Send + Sync + 'static> Engine<C> {
             resumed: job.resumed,
         });
         let options = &job.def.options;
-        let outcome = retrying(options, &meta, options.timeout, |attempt, after_unknown| {
-            let cx = StepContext::new(self.inner.container.clone(), meta.clone(), attempt)
-                .after_unknown_outcome(after_unknown);
-            (job.def.invoke)(job.input.clone(), cx)
-        })
+        let outcome = retrying(
+            self.inner.clock.as_ref(),
+            options,
+            &meta,
+            options.timeout,
+            |attempt, after_unknown| {
+                let cx = StepContext::new(self.inner.container.clone(), meta.clone(), attempt)
+                    .after_unknown_outcome(after_unknown);
+                (job.def.invoke)(job.input.clone(), cx)
+            },
+        )
         .await;
         if outcome.0.is_ok() {
             crash_point(workflow, &job.name, Boundary::After);
@@ -354,11 +359,17 @@ impl<C: Send + Sync + 'static> Engine<C> {
             return (Ok(()), Vec::new());
         };
         let conflicts: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-        let (outcome, _) = retrying(&undo.def.options, &undo.meta, None, |attempt, _| {
-            let cx = StepContext::new(self.inner.container.clone(), undo.meta.clone(), attempt)
-                .collecting(conflicts.clone());
-            compensate(undo.input.clone(), cx)
-        })
+        let (outcome, _) = retrying(
+            self.inner.clock.as_ref(),
+            &undo.def.options,
+            &undo.meta,
+            None,
+            |attempt, _| {
+                let cx = StepContext::new(self.inner.container.clone(), undo.meta.clone(), attempt)
+                    .collecting(conflicts.clone());
+                compensate(undo.input.clone(), cx)
+            },
+        )
         .await;
         let found = std::mem::take(&mut *conflicts.lock().unwrap_or_else(|p| p.into_inner()));
         (outcome, found)
@@ -503,6 +514,7 @@ fn record(step: &str, position: u32, state: StepState) -> StepRecord {
 /// each call is cut off after `timeout` (a permanent failure). Returns the outcome and the
 /// number of calls made.
 async fn retrying<T, F, Fut>(
+    clock: &dyn crate::clock::Clock,
     options: &StepOptions,
     meta: &StepMeta,
     timeout: Option<Duration>,
@@ -518,10 +530,10 @@ where
         attempt += 1;
         let fut = call(attempt, after_unknown);
         let outcome = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, fut).await {
-                Ok(outcome) => outcome,
+            Some(limit) => match crate::clock::timeout(clock, limit, fut).await {
+                Some(outcome) => outcome,
                 // Cut off mid-flight: its writes may or may not have happened.
-                Err(_) => {
+                None => {
                     Err(
                         StepError::permanent(format!("step {} timed out after {} ms", meta.step, limit.as_millis()))
                             .maybe_applied(),
@@ -534,7 +546,7 @@ where
             Err(e) if !e.is_permanent() && attempt <= options.max_retries => {
                 after_unknown = e.is_maybe_applied();
                 tracing::warn!(workflow = %meta.workflow, transaction_id = %meta.transaction_id, step = %meta.step, attempt, error = %e, "step attempt failed; retrying");
-                tokio::time::sleep(options.retry_interval).await;
+                crate::clock::sleep(clock, options.retry_interval).await;
             }
             other => return (other, attempt),
         }
