@@ -81,14 +81,15 @@ CREATE TABLE publishable_api_key_sales_channel (
     deleted_at timestamptz, PRIMARY KEY (publishable_key_id, sales_channel_id));
 "#;
 
-/// A key row of the fixture: id, type, state, title, linked channels, `revoked_at`.
+/// A key row of the fixture: id, type, state, title, linked channels, `revoked_at` (seconds
+/// from the fixture's now).
 type Row = (
     &'static str,
     ApiKeyType,
     State,
     &'static str,
-    Vec<&'static str>,
-    Option<Timestamp>,
+    &'static [&'static str],
+    Option<i64>,
 );
 
 /// A secret key as an import leaves it in keyward (Medusa's scrypt hash and salt), made from
@@ -210,213 +211,11 @@ impl MedusaDb {
     async fn fill(&mut self) {
         let now = self.now;
         let (hour_ago, created) = (now.plus_seconds(-3_600), now.plus_seconds(-86_400));
-        let mut sql = String::new();
-        let channels = [
-            (
-                "sc_01DEFAULT00000000000000000",
-                "Default Sales Channel",
-                Some("Created by Medusa"),
-                false,
-                None,
-                false,
-            ),
-            (
-                "sc_01WEB000000000000000000000",
-                "Web shop",
-                Some("the storefront"),
-                false,
-                None,
-                false,
-            ),
-            (
-                "sc_01APP000000000000000000000",
-                "Mobile app",
-                None,
-                false,
-                Some(r#"{"platform": "ios"}"#),
-                false,
-            ),
-            (
-                "sc_01CLOSED000000000000000000",
-                "Closed shop",
-                Some("disabled"),
-                true,
-                None,
-                false,
-            ),
-            ("sc_01GONE00000000000000000000", "Gone shop", None, false, None, true),
-        ];
-        for (id, name, description, disabled, metadata, deleted) in channels {
-            sql.push_str(&format!(
-                "INSERT INTO sales_channel (id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at)
-                 VALUES ('{id}', '{name}', {}, {disabled}, {}, '{c}', '{c}', {});\n",
-                description.map_or("NULL".to_owned(), |d| format!("'{d}'")),
-                metadata.map_or("NULL".to_owned(), |m| format!("'{m}'")),
-                if deleted { format!("'{}'", pg_time(hour_ago)) } else { "NULL".to_owned() },
-                c = pg_time(created),
-            ));
-        }
-        use ApiKeyType::{Publishable, Secret};
-        use State::*;
-        let user = "user_01FIXTURE0000000000000000";
-        let later = now.plus_seconds(365 * 86_400);
-        let rows: Vec<Row> = vec![
-            (
-                "apk_01PKDEFAULT00000000000000",
-                Publishable,
-                Active,
-                "Default Publishable API Key",
-                vec!["sc_01DEFAULT00000000000000000"],
-                None,
-            ),
-            (
-                "apk_01PKSTORE0000000000000000",
-                Publishable,
-                Active,
-                "storefront",
-                vec!["sc_01WEB000000000000000000000", "sc_01APP000000000000000000000"],
-                None,
-            ),
-            (
-                "apk_01PKCLOSED000000000000000",
-                Publishable,
-                Active,
-                "closed shop",
-                vec!["sc_01CLOSED000000000000000000"],
-                None,
-            ),
-            (
-                "apk_01PKLONELY000000000000000",
-                Publishable,
-                Active,
-                "no channel",
-                vec![],
-                None,
-            ),
-            (
-                "apk_01PKOLD000000000000000000",
-                Publishable,
-                Revoked,
-                "old storefront",
-                vec!["sc_01WEB000000000000000000000"],
-                Some(hour_ago),
-            ),
-            (
-                "apk_01PKDELETED00000000000000",
-                Publishable,
-                Deleted,
-                "deleted storefront",
-                vec![],
-                Some(hour_ago),
-            ),
-            (
-                "apk_01SKCI000000000000000000",
-                Secret,
-                Active,
-                "ci deploys",
-                vec![],
-                None,
-            ),
-            (
-                "apk_01SKBACKOFFICE0000000000",
-                Secret,
-                Active,
-                "backoffice",
-                vec![],
-                None,
-            ),
-            (
-                "apk_01SKLEAKED00000000000000",
-                Secret,
-                Revoked,
-                "leaked",
-                vec![],
-                Some(hour_ago),
-            ),
-            (
-                "apk_01SKRETIRING000000000000",
-                Secret,
-                RevokesLater,
-                "retiring next year",
-                vec![],
-                Some(later),
-            ),
-            (
-                "apk_01SKGRACEOVER00000000000",
-                Secret,
-                Revoked,
-                "grace period over",
-                vec![],
-                Some(now.plus_seconds(-60)),
-            ),
-            (
-                "apk_01SKDELETED0000000000000",
-                Secret,
-                Deleted,
-                "deleted secret",
-                vec![],
-                Some(hour_ago),
-            ),
-        ];
+        let mut sql = channels_sql(created, hour_ago);
         let mut vectors = MEDUSA_VECTORS.iter();
-        for (n, (id, kind, state, title, links, revoked_at)) in rows.into_iter().enumerate() {
-            let (token, salt, stored) = match kind {
-                Publishable => {
-                    let t = medusa_token(kind, n as u32);
-                    (t.clone(), String::new(), t)
-                }
-                Secret => match vectors.next() {
-                    Some((t, s, h)) => ((*t).to_owned(), (*s).to_owned(), (*h).to_owned()),
-                    None => {
-                        let t = medusa_token(kind, n as u32);
-                        let salt = keyward::token::digest_hex(&format!("salt-{n}"))[..32].to_owned();
-                        let hash = keyward::legacy::medusa_hash(&t, &salt).expect("scrypt");
-                        (t, salt, hash)
-                    }
-                },
-            };
-            let deleted_at = if state == Deleted {
-                format!("'{}'", pg_time(hour_ago))
-            } else {
-                "NULL".to_owned()
-            };
-            let (revoked_by, revoked_at) = match revoked_at {
-                Some(at) => (format!("'{user}'"), format!("'{}'", pg_time(at))),
-                None => ("NULL".to_owned(), "NULL".to_owned()),
-            };
-            // One key was used (Medusa itself never writes this; an older store might have).
-            let last_used = if id == "apk_01SKBACKOFFICE0000000000" {
-                format!("'{}'", pg_time(hour_ago))
-            } else {
-                "NULL".to_owned()
-            };
-            let created_by = if id == "apk_01PKDEFAULT00000000000000" {
-                ""
-            } else {
-                user
-            };
-            sql.push_str(&format!(
-                "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, created_at,
-                                      revoked_by, revoked_at, updated_at, deleted_at)
-                 VALUES ('{id}', '{stored}', '{salt}', '{redacted}', '{title}', '{kind}', {last_used}, '{created_by}',
-                         '{c}', {revoked_by}, {revoked_at}, '{c}', {deleted_at});\n",
-                redacted = keyward::token::redact(&token),
-                c = pg_time(created),
-            ));
-            for (i, channel) in links.iter().enumerate() {
-                sql.push_str(&format!(
-                    "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, id)
-                     VALUES ('{id}', '{channel}', 'pksc_{n}_{i}');\n"
-                ));
-            }
-            self.keys.push(FixtureKey {
-                id,
-                token,
-                kind,
-                state,
-                title,
-                channels: links,
-            });
+        for (n, row) in KEY_ROWS.into_iter().enumerate() {
+            let (token, salt, stored) = fixture_token(row.1, n, &mut vectors);
+            sql.push_str(&self.key_sql(n, row, (token, salt, stored), created, hour_ago));
         }
         // Rows Medusa leaves behind: a deleted key's link (deleted too), and a live link to a
         // deleted channel.
@@ -427,6 +226,66 @@ impl MedusaDb {
              VALUES ('apk_01PKSTORE0000000000000000', 'sc_01GONE00000000000000000000', 'pksc_y');\n",
         );
         self.execute(&sql).await;
+    }
+
+    /// The statements that insert one fixture key (and its links), noting it in `self.keys`.
+    fn key_sql(
+        &mut self,
+        n: usize,
+        (id, kind, state, title, links, revoked_at): Row,
+        (token, salt, stored): (String, String, String),
+        created: Timestamp,
+        hour_ago: Timestamp,
+    ) -> String {
+        use State::*;
+        let user = "user_01FIXTURE0000000000000000";
+        let mut sql = String::new();
+        let deleted_at = if state == Deleted {
+            format!("'{}'", pg_time(hour_ago))
+        } else {
+            "NULL".to_owned()
+        };
+        let (revoked_by, revoked_at) = match revoked_at {
+            Some(from_now) => (
+                format!("'{user}'"),
+                format!("'{}'", pg_time(self.now.plus_seconds(from_now))),
+            ),
+            None => ("NULL".to_owned(), "NULL".to_owned()),
+        };
+        // One key was used (Medusa itself never writes this; an older store might have).
+        let last_used = if id == "apk_01SKBACKOFFICE0000000000" {
+            format!("'{}'", pg_time(hour_ago))
+        } else {
+            "NULL".to_owned()
+        };
+        let created_by = if id == "apk_01PKDEFAULT00000000000000" {
+            ""
+        } else {
+            user
+        };
+        sql.push_str(&format!(
+            "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, created_at,
+                                  revoked_by, revoked_at, updated_at, deleted_at)
+             VALUES ('{id}', '{stored}', '{salt}', '{redacted}', '{title}', '{kind}', {last_used}, '{created_by}',
+                     '{c}', {revoked_by}, {revoked_at}, '{c}', {deleted_at});\n",
+            redacted = keyward::token::redact(&token),
+            c = pg_time(created),
+        ));
+        for (i, channel) in links.iter().enumerate() {
+            sql.push_str(&format!(
+                "INSERT INTO publishable_api_key_sales_channel (publishable_key_id, sales_channel_id, id)
+                 VALUES ('{id}', '{channel}', 'pksc_{n}_{i}');\n"
+            ));
+        }
+        self.keys.push(FixtureKey {
+            id,
+            token,
+            kind,
+            state,
+            title,
+            channels: links.to_vec(),
+        });
+        sql
     }
 
     /// The fixture's key with this id.
@@ -440,5 +299,171 @@ impl MedusaDb {
     /// The keys that are live rows (imported).
     pub fn live(&self) -> impl Iterator<Item = &FixtureKey> {
         self.keys.iter().filter(|k| k.state != State::Deleted)
+    }
+}
+
+/// The fixture's sales channels, as statements.
+fn channels_sql(created: Timestamp, hour_ago: Timestamp) -> String {
+    let mut sql = String::new();
+    let channels = [
+        (
+            "sc_01DEFAULT00000000000000000",
+            "Default Sales Channel",
+            Some("Created by Medusa"),
+            false,
+            None,
+            false,
+        ),
+        (
+            "sc_01WEB000000000000000000000",
+            "Web shop",
+            Some("the storefront"),
+            false,
+            None,
+            false,
+        ),
+        (
+            "sc_01APP000000000000000000000",
+            "Mobile app",
+            None,
+            false,
+            Some(r#"{"platform": "ios"}"#),
+            false,
+        ),
+        (
+            "sc_01CLOSED000000000000000000",
+            "Closed shop",
+            Some("disabled"),
+            true,
+            None,
+            false,
+        ),
+        ("sc_01GONE00000000000000000000", "Gone shop", None, false, None, true),
+    ];
+    for (id, name, description, disabled, metadata, deleted) in channels {
+        sql.push_str(&format!(
+            "INSERT INTO sales_channel (id, name, description, is_disabled, metadata, created_at, updated_at, deleted_at)
+             VALUES ('{id}', '{name}', {}, {disabled}, {}, '{c}', '{c}', {});\n",
+            description.map_or("NULL".to_owned(), |d| format!("'{d}'")),
+            metadata.map_or("NULL".to_owned(), |m| format!("'{m}'")),
+            if deleted { format!("'{}'", pg_time(hour_ago)) } else { "NULL".to_owned() },
+            c = pg_time(created),
+        ));
+    }
+    sql
+}
+
+/// The fixture's keys: id, type, state, title, linked channels, revocation (seconds from now).
+const KEY_ROWS: [Row; 12] = {
+    use ApiKeyType::{Publishable, Secret};
+    use State::*;
+    [
+        (
+            "apk_01PKDEFAULT00000000000000",
+            Publishable,
+            Active,
+            "Default Publishable API Key",
+            &["sc_01DEFAULT00000000000000000"],
+            None,
+        ),
+        (
+            "apk_01PKSTORE0000000000000000",
+            Publishable,
+            Active,
+            "storefront",
+            &["sc_01WEB000000000000000000000", "sc_01APP000000000000000000000"],
+            None,
+        ),
+        (
+            "apk_01PKCLOSED000000000000000",
+            Publishable,
+            Active,
+            "closed shop",
+            &["sc_01CLOSED000000000000000000"],
+            None,
+        ),
+        (
+            "apk_01PKLONELY000000000000000",
+            Publishable,
+            Active,
+            "no channel",
+            &[],
+            None,
+        ),
+        (
+            "apk_01PKOLD000000000000000000",
+            Publishable,
+            Revoked,
+            "old storefront",
+            &["sc_01WEB000000000000000000000"],
+            Some(-3_600),
+        ),
+        (
+            "apk_01PKDELETED00000000000000",
+            Publishable,
+            Deleted,
+            "deleted storefront",
+            &[],
+            Some(-3_600),
+        ),
+        ("apk_01SKCI000000000000000000", Secret, Active, "ci deploys", &[], None),
+        ("apk_01SKBACKOFFICE0000000000", Secret, Active, "backoffice", &[], None),
+        (
+            "apk_01SKLEAKED00000000000000",
+            Secret,
+            Revoked,
+            "leaked",
+            &[],
+            Some(-3_600),
+        ),
+        (
+            "apk_01SKRETIRING000000000000",
+            Secret,
+            RevokesLater,
+            "retiring next year",
+            &[],
+            Some(365 * 86_400),
+        ),
+        (
+            "apk_01SKGRACEOVER00000000000",
+            Secret,
+            Revoked,
+            "grace period over",
+            &[],
+            Some(-60),
+        ),
+        (
+            "apk_01SKDELETED0000000000000",
+            Secret,
+            Deleted,
+            "deleted secret",
+            &[],
+            Some(-3_600),
+        ),
+    ]
+};
+
+/// A fixture key's token, salt and stored form: Medusa's own vectors for the first secret
+/// keys, then tokens made here (hashed with Medusa's scrypt).
+fn fixture_token(
+    kind: ApiKeyType,
+    n: usize,
+    vectors: &mut std::slice::Iter<'_, (&str, &str, &str)>,
+) -> (String, String, String) {
+    use ApiKeyType::{Publishable, Secret};
+    match kind {
+        Publishable => {
+            let t = medusa_token(kind, n as u32);
+            (t.clone(), String::new(), t)
+        }
+        Secret => match vectors.next() {
+            Some((t, s, h)) => ((*t).to_owned(), (*s).to_owned(), (*h).to_owned()),
+            None => {
+                let t = medusa_token(kind, n as u32);
+                let salt = keyward::token::digest_hex(&format!("salt-{n}"))[..32].to_owned();
+                let hash = keyward::legacy::medusa_hash(&t, &salt).expect("scrypt");
+                (t, salt, hash)
+            }
+        },
     }
 }

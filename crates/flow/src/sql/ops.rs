@@ -26,24 +26,31 @@ impl<DB: Dialect> RunLog for SqlLog<DB> {
         replace_finished: bool,
     ) -> Result<Started, LogError> {
         let (now, until) = (self.now(), self.until(lease));
+        // The new run's values, for an insert or for restarting a finished run of the name.
+        let fresh = |sql: &str| {
+            stmt::<DB>(sql)
+                .bind(workflow)
+                .bind(transaction_id)
+                .bind(input)
+                .bind(owner)
+                .bind(until)
+                .bind(now)
+        };
         let mut tx = self.begin().await?;
-        let insert = stmt::<DB>(
+        let insert = fresh(
             "INSERT INTO flow_run (workflow, transaction_id, state, input, owner, lease_until, created_at, updated_at)
              VALUES ($1, $2, 'running', $3, $4, $5, $6, $6)
              ON CONFLICT (workflow, transaction_id) DO NOTHING",
-        )
-        .bind(workflow)
-        .bind(transaction_id)
-        .bind(input)
-        .bind(owner)
-        .bind(until)
-        .bind(now);
+        );
         if tx.run(insert).await? == 0 {
             let existing = stmt::<DB>(&format!("{RUN} FOR UPDATE"))
                 .bind(workflow)
                 .bind(transaction_id);
             let rows = tx.rows(existing).await?;
-            let run = rows.first().ok_or(LogError::LeaseLost)?.run()?;
+            let run = rows
+                .first()
+                .ok_or_else(|| LogError::Other(format!("run {transaction_id} of {workflow} vanished while starting")))?
+                .run()?;
             if !(replace_finished && run.state.is_finished()) {
                 tx.commit().await.map_err(db)?;
                 return Ok(Started::Existing(Box::new(run)));
@@ -53,17 +60,11 @@ impl<DB: Dialect> RunLog for SqlLog<DB> {
                 .bind(workflow)
                 .bind(transaction_id);
             tx.run(forget).await?;
-            let restart = stmt::<DB>(
+            let restart = fresh(
                 "UPDATE flow_run SET state = 'running', input = $3, result = NULL, errors = '[]', owner = $4,
                      lease_until = $5, created_at = $6, updated_at = $6
                  WHERE workflow = $1 AND transaction_id = $2",
-            )
-            .bind(workflow)
-            .bind(transaction_id)
-            .bind(input)
-            .bind(owner)
-            .bind(until)
-            .bind(now);
+            );
             tx.run(restart).await?;
         }
         tx.commit().await.map_err(db)?;
