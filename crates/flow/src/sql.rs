@@ -197,6 +197,7 @@ async fn publish_in<DB: Dialect>(conn: &mut DB::Connection, events: &[NewEvent],
 mod ops;
 
 /// A migration that did not apply.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn migration_failed(e: sqlx::migrate::MigrateError) -> LogError {
     LogError::Unavailable(format!("migrating the workflow log failed: {e}"))
 }
