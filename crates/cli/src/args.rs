@@ -256,6 +256,12 @@ pub enum KeysCommand {
         /// answer, new token included; the same key with other arguments is refused.
         #[arg(long, value_name = "KEY", conflicts_with = "count")]
         idempotency_key: Option<String>,
+        /// The key expires this many seconds from now (it never does unless told).
+        #[arg(long, value_name = "SECONDS", conflicts_with_all = ["count", "expires_at"])]
+        expires_in: Option<i64>,
+        /// The key expires at this instant (ISO 8601, e.g. 2027-01-01T00:00:00Z).
+        #[arg(long, value_name = "INSTANT", conflicts_with = "count", value_parser = instant)]
+        expires_at: Option<keyward::Timestamp>,
         /// Create this many keys, titled "TITLE 1" … "TITLE N", in batches of 1,000 (one
         /// workflow run each); prints one line per key (`id token`, or JSON lines with --json)
         /// and a progress bar on a terminal.
@@ -357,4 +363,9 @@ pub enum SalesChannelsCommand {
     },
     /// List sales channels.
     List,
+}
+
+/// An ISO 8601 instant on the command line.
+fn instant(text: &str) -> Result<keyward::Timestamp, String> {
+    keyward::Timestamp::parse(text).ok_or_else(|| format!("not an ISO 8601 date: '{text}'"))
 }

@@ -7,8 +7,8 @@ use keyward::{
 use serde_json::json;
 
 use crate::{
-    Failure, Idempotent, KeyTypeArg, KeysCommand, ListKeys, Outcome, create_many, describe_key, finish_idempotent,
-    idempotent, import, key_id, non_empty_title, released_on_error, show_key, status, table, usage, verification,
+    Failure, Idempotent, KeysCommand, ListKeys, Outcome, create_many, describe_key, finish_idempotent, idempotent,
+    import, key_id, non_empty_title, released_on_error, show_key, status, table, usage, verification,
 };
 
 pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome, Failure> {
@@ -20,12 +20,16 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             created_by,
             idempotency_key,
             count,
+            expires_in,
+            expires_at,
         } => {
             non_empty_title(&title)?;
             if let Some(count) = count {
                 return create_many(flows, &title, key_type.into(), &created_by, count, json).await;
             }
-            create(flows, title, key_type, created_by, idempotency_key, json).await
+            let mut key = CreateApiKey::new(title, key_type.into(), created_by);
+            (key.expires_in, key.expires_at) = (expires_in, expires_at);
+            create(flows, key, idempotency_key, json).await
         }
         KeysCommand::List(args) => list(flows, args, json).await,
         KeysCommand::Get { id } => {
@@ -83,20 +87,20 @@ async fn delete(flows: &Workflows, id: &str, json: bool) -> Result<Outcome, Fail
 /// `keys create` (one key): the token printed this once; at most once per idempotency key.
 async fn create(
     flows: &Workflows,
-    title: String,
-    key_type: KeyTypeArg,
-    created_by: String,
+    key: CreateApiKey,
     idempotency_key: Option<String>,
     json: bool,
 ) -> Result<Outcome, Failure> {
-    let request = json!(["keys create", title, ApiKeyType::from(key_type).as_str(), json]);
-    let claim = match idempotent(flows, idempotency_key.as_deref(), &created_by, &request).await? {
+    let mut request = json!(["keys create", key.title, key.key_type.as_str(), json]);
+    // A request without an expiry keeps the fingerprint it had before expiries existed.
+    if key.expires_in.is_some() || key.expires_at.is_some() {
+        request = json!([request, key.expires_in, key.expires_at]);
+    }
+    let claim = match idempotent(flows, idempotency_key.as_deref(), &key.created_by, &request).await? {
         Idempotent::Replay(outcome) => return Ok(outcome),
         Idempotent::Run(claim) => claim,
     };
-    let made = flows
-        .create_api_key(CreateApiKey::new(title, key_type.into(), created_by))
-        .await;
+    let made = flows.create_api_key(key).await;
     let created = released_on_error(flows, &claim, made).await?;
     let text = if json {
         format!("{}\n", json!({ "api_key": created }))

@@ -107,17 +107,19 @@ pub(crate) fn verification(v: &Verification, json: bool) -> Outcome {
 }
 
 pub(crate) fn status(k: &ApiKey, now: keyward::Timestamp) -> String {
-    match k.revoked_at {
-        None => "active".to_owned(),
-        Some(at) if at <= now => "revoked".to_owned(),
-        Some(at) => format!("revokes {at}"),
+    match (k.revoked_at, k.expires_at) {
+        (Some(at), _) if at <= now => "revoked".to_owned(),
+        (_, Some(at)) if at <= now => "expired".to_owned(),
+        (Some(at), _) => format!("revokes {at}"),
+        (None, Some(at)) => format!("expires {at}"),
+        (None, None) => "active".to_owned(),
     }
 }
 
 pub(crate) fn describe_key(k: &ApiKey) -> String {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     format!(
-        "id:           {}\ntitle:        {}\ntype:         {}\nredacted:     {}\ncreated_by:   {}\ncreated_at:   {}\nrevoked_at:   {}\nrevoked_by:   {}\nlast_used_at: {}\n",
+        "id:           {}\ntitle:        {}\ntype:         {}\nredacted:     {}\ncreated_by:   {}\ncreated_at:   {}\nrevoked_at:   {}\nrevoked_by:   {}\nexpires_at:   {}\nlast_used_at: {}\n",
         k.id,
         k.title,
         k.key_type,
@@ -126,6 +128,7 @@ pub(crate) fn describe_key(k: &ApiKey) -> String {
         k.created_at,
         or_dash(k.revoked_at.map(|t| t.to_string())),
         or_dash(k.revoked_by.clone()),
+        or_dash(k.expires_at.map(|t| t.to_string())),
         or_dash(k.last_used_at.map(|t| t.to_string())),
     )
 }

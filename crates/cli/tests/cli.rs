@@ -150,6 +150,93 @@ fn an_empty_title_is_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn a_key_created_with_an_expiry_shows_it_and_a_bad_expiry_writes_nothing() {
+    let db = TestDb::sqlite();
+    let (code, created) = json(
+        &db.url,
+        &[
+            "keys",
+            "create",
+            "--title",
+            "hour",
+            "--type",
+            "secret",
+            "--expires-in",
+            "3600",
+        ],
+    );
+    assert_eq!(code, 0, "{created}");
+    let at = created["api_key"]["expires_at"].as_str().unwrap().to_owned();
+    let out = keyward(&db.url, &["keys", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("expires {at}")),
+        "{out:?}"
+    );
+    let id = created["api_key"]["id"].as_str().unwrap();
+    let out = keyward(&db.url, &["keys", "get", id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("expires_at:   {at}\n")),
+        "{out:?}"
+    );
+    let before = key_count(&db.url);
+    let out = keyward(
+        &db.url,
+        &[
+            "keys",
+            "create",
+            "--title",
+            "x",
+            "--type",
+            "secret",
+            "--expires-in",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: expires_in must be between 1 and 3153600000 seconds, but got: 0"
+    );
+    let out = keyward(
+        &db.url,
+        &[
+            "keys",
+            "create",
+            "--title",
+            "x",
+            "--type",
+            "secret",
+            "--expires-at",
+            "2001-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: expires_at must be in the future, but got: 2001-01-01T00:00:00.000Z"
+    );
+    let out = keyward(
+        &db.url,
+        &[
+            "keys",
+            "create",
+            "--title",
+            "x",
+            "--type",
+            "secret",
+            "--expires-at",
+            "soon",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not an ISO 8601 date: 'soon'"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_count(&db.url), before, "nothing written");
+}
+
+#[test]
 fn an_unreachable_postgres_is_named_and_nothing_is_written() {
     let out = keyward(
         "postgres://postgres@127.0.0.1:1/keyward",

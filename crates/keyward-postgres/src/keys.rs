@@ -29,7 +29,7 @@ impl KeyStore for PostgresStore {
         let row = sqlx::query_as!(
             Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
                FROM api_key WHERE token = $1"#,
             stored_token
         )
@@ -43,7 +43,7 @@ impl KeyStore for PostgresStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
                FROM api_key WHERE redacted = $1 AND type = 'secret' AND salt <> ''"#,
             redacted
         )
@@ -188,7 +188,7 @@ impl KeyStore for PostgresStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
                FROM api_key WHERE id = ANY($1) ORDER BY id"#,
             &ids
         )
@@ -204,8 +204,8 @@ impl KeyStore for PostgresStore {
             let k = &s.key;
             sqlx::query!(
                 "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by,
-                                      revoked_at, created_at, updated_at, deleted_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                      revoked_at, created_at, updated_at, deleted_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                  ON CONFLICT (id) DO NOTHING",
                 k.id.as_str(),
                 s.stored_token,
@@ -219,7 +219,8 @@ impl KeyStore for PostgresStore {
                 k.revoked_at.map(|t| t.as_datetime()),
                 k.created_at.as_datetime(),
                 k.updated_at.as_datetime(),
-                k.deleted_at.map(|t| t.as_datetime())
+                k.deleted_at.map(|t| t.as_datetime()),
+                k.expires_at.map(|t| t.as_datetime())
             )
             .execute(&mut *tx)
             .await

@@ -343,8 +343,8 @@ impl Store for PostgresStore {
 
 async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, key: &NewApiKey) -> Result<()> {
     sqlx::query!(
-        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
         key.id.as_str(),
         key.token,
         key.salt,
@@ -352,7 +352,8 @@ async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, key: &N
         key.title,
         key.key_type.as_str(),
         key.created_by,
-        key.created_at.as_datetime()
+        key.created_at.as_datetime(),
+        key.expires_at.map(|t| t.as_datetime())
     )
     .execute(&mut **tx)
     .await

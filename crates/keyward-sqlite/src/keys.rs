@@ -29,7 +29,7 @@ impl KeyStore for SqliteStore {
         let row = sqlx::query_as!(
             Key,
             r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
                FROM api_key WHERE token = ?"#,
             stored_token
         )
@@ -43,7 +43,7 @@ impl KeyStore for SqliteStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
                FROM api_key WHERE redacted = ? AND type = 'secret' AND salt <> ''"#,
             redacted
         )
@@ -195,7 +195,7 @@ impl KeyStore for SqliteStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
                FROM api_key WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"#,
             ids
         )
@@ -216,10 +216,11 @@ impl KeyStore for SqliteStore {
                 k.updated_at.millis(),
                 k.deleted_at.map(|t| t.millis()),
             );
+            let expires = k.expires_at.map(|t| t.millis());
             sqlx::query!(
                 "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by,
-                                      revoked_at, created_at, updated_at, deleted_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      revoked_at, created_at, updated_at, deleted_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (id) DO NOTHING",
                 id,
                 s.stored_token,
@@ -233,7 +234,8 @@ impl KeyStore for SqliteStore {
                 revoked,
                 created,
                 updated,
-                deleted
+                deleted,
+                expires
             )
             .execute(&mut *tx)
             .await

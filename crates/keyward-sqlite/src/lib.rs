@@ -353,9 +353,10 @@ impl Store for SqliteStore {
 
 async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, key: &NewApiKey) -> Result<()> {
     let (id, kind, at) = (key.id.as_str(), key.key_type.as_str(), key.created_at.millis());
+    let expires = key.expires_at.map(|t| t.millis());
     sqlx::query!(
-        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         id,
         key.token,
         key.salt,
@@ -364,7 +365,8 @@ async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, key: &New
         kind,
         key.created_by,
         at,
-        at
+        at,
+        expires
     )
     .execute(&mut **tx)
     .await

@@ -52,6 +52,7 @@ pub enum ApiKeyField {
     CreatedAt,
     UpdatedAt,
     DeletedAt,
+    ExpiresAt,
 }
 
 impl Field for ApiKeyField {
@@ -63,7 +64,7 @@ impl Field for ApiKeyField {
         use ApiKeyField::*;
         match self {
             Id | Title | Token | Redacted | Type | CreatedBy | RevokedBy => FieldKind::Text,
-            LastUsedAt | RevokedAt | CreatedAt | UpdatedAt | DeletedAt => FieldKind::Time,
+            LastUsedAt | RevokedAt | CreatedAt | UpdatedAt | DeletedAt | ExpiresAt => FieldKind::Time,
         }
     }
 
@@ -82,6 +83,7 @@ impl Field for ApiKeyField {
             CreatedAt => "created_at",
             UpdatedAt => "updated_at",
             DeletedAt => "deleted_at",
+            ExpiresAt => "expires_at",
         }
     }
 
@@ -89,7 +91,7 @@ impl Field for ApiKeyField {
         use ApiKeyField::*;
         &[
             Id, Title, Token, Redacted, Type, CreatedBy, RevokedBy, LastUsedAt, RevokedAt, CreatedAt, UpdatedAt,
-            DeletedAt,
+            DeletedAt, ExpiresAt,
         ]
     }
 

@@ -44,7 +44,7 @@ pub use filter::{
 };
 pub use id::{ApiKeyId, SalesChannelId, UserId};
 pub use model::{
-    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel,
+    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, MAX_EXPIRES_IN, RevokeApiKey, SalesChannel,
     UpdateSalesChannel, User,
 };
 pub use service::{Keyward, UpdateApiKey, Verification, VerifyCode};

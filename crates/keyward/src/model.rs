@@ -75,6 +75,10 @@ pub struct ApiKey {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
+    /// When the key stops verifying on its own; absent (and left out of answers, as Medusa
+    /// has no such field) for a key that never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 impl ApiKey {
@@ -82,6 +86,11 @@ impl ApiKey {
     /// scheduled keeps working until then.
     pub fn is_revoked_at(&self, now: Timestamp) -> bool {
         self.revoked_at.is_some_and(|at| at <= now)
+    }
+
+    /// Expired at `now`: `expires_at` is set and not in the future.
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
     }
 }
 
@@ -110,9 +119,17 @@ impl Serialize for CreatedApiKey {
         st.serialize_field("created_at", &k.created_at)?;
         st.serialize_field("updated_at", &k.updated_at)?;
         st.serialize_field("deleted_at", &k.deleted_at)?;
+        if let Some(at) = &k.expires_at {
+            st.serialize_field("expires_at", at)?;
+        } else {
+            st.skip_field("expires_at")?;
+        }
         st.end()
     }
 }
+
+/// The longest `expires_in` a key is created with: a hundred years.
+pub const MAX_EXPIRES_IN: i64 = 100 * 365 * 86_400;
 
 /// What create takes for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +142,13 @@ pub struct CreateApiKey {
     /// Keep this id instead of generating one (imports, seeds).
     #[serde(default)]
     pub id: Option<ApiKeyId>,
+    /// When the key expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Seconds from now until the key expires, instead of `expires_at`: planning turns it into
+    /// that instant, so a resumed run acts on the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
 }
 
 impl CreateApiKey {
@@ -134,6 +158,8 @@ impl CreateApiKey {
             key_type,
             created_by: created_by.into(),
             id: None,
+            expires_at: None,
+            expires_in: None,
         }
     }
 }

@@ -140,6 +140,7 @@ impl Keyward {
                     created_at: now,
                     updated_at: now,
                     deleted_at: None,
+                    expires_at: row.expires_at,
                 },
                 token,
             });
@@ -173,6 +174,7 @@ impl Keyward {
             key_type: data.key_type,
             created_by: data.created_by.clone(),
             created_at: now,
+            expires_at: data.expires_at,
         };
         Ok((row, token))
     }

@@ -260,7 +260,7 @@ where
 
 /// The columns every store selects for a key, in [`crate::store::KeyRow`] order.
 pub const SELECT_KEYS: &str = "SELECT id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by, \
-                               revoked_at, created_at, updated_at, deleted_at FROM api_key";
+                               revoked_at, created_at, updated_at, deleted_at, expires_at FROM api_key";
 
 /// The columns every store selects for a sales channel.
 pub const SELECT_CHANNELS: &str =

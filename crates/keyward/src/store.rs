@@ -26,6 +26,7 @@ pub struct NewApiKey {
     pub key_type: ApiKeyType,
     pub created_by: String,
     pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A key as stored, with what verification needs beyond the public record. Also the snapshot a

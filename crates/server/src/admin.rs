@@ -162,6 +162,24 @@ fn push_conditions<F: Field>(
     }
 }
 
+/// A count of seconds given as a JSON number: whole, or refused.
+fn whole_seconds(n: f64) -> ApiResult<i64> {
+    if n.fract() != 0.0 || !n.is_finite() || n.abs() > 1e15 {
+        return Err(ApiError::invalid(format!(
+            "expires_in must be a whole number of seconds, but got: {n}"
+        )));
+    }
+    Ok(n as i64)
+}
+
+/// Parses the instant a field named `name` gives (ISO 8601).
+fn instant_of(name: &'static str) -> impl Fn(&str) -> ApiResult<Timestamp> {
+    move |text| {
+        Timestamp::parse(text)
+            .ok_or_else(|| ApiError::invalid(format!("{name} must be an ISO 8601 date, but got: '{text}'")))
+    }
+}
+
 fn invalid_filter(e: Error) -> ApiError {
     ApiError::invalid(format!("Invalid request: {}", e.message))
 }
@@ -262,10 +280,10 @@ pub async fn create_key(
     Extension(actor): Extension<Actor>,
     Typed(body): Typed<CreateKeyBody>,
 ) -> ApiResult<Json<Value>> {
-    let created = state
-        .flows
-        .create_api_key(CreateApiKey::new(body.title, body.key_type.into(), actor.id))
-        .await?;
+    let mut key = CreateApiKey::new(body.title, body.key_type.into(), actor.id);
+    key.expires_in = body.expires_in.map(whole_seconds).transpose()?;
+    key.expires_at = body.expires_at.as_deref().map(instant_of("expires_at")).transpose()?;
+    let created = state.flows.create_api_key(key).await?;
     Ok(Json(json!({ "api_key": created })))
 }
 

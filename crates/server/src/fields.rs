@@ -22,6 +22,7 @@ pub const KEY_FIELDS: &[&str] = &[
     "created_by",
     "revoked_at",
     "revoked_by",
+    "expires_at",
     "deleted_at",
 ];
 /// The defaults: every key attribute but `deleted_at` (the last).
@@ -212,9 +213,14 @@ pub fn shape<R, L, K: Ord>(
 pub fn project(full: &Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
     fields
         .iter()
+        .filter(|f| full.contains_key(**f) || !ONLY_WHEN_SET.contains(*f))
         .map(|f| ((*f).to_owned(), full.get(*f).cloned().unwrap_or(Value::Null)))
         .collect()
 }
+
+/// Attributes Medusa's records do not have: a record shows them only when they are set, so a
+/// key without them is answered exactly as Medusa answers it.
+const ONLY_WHEN_SET: &[&str] = &["expires_at"];
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,8 @@ impl From<KeyType> for keyward::ApiKeyType {
     }
 }
 
-/// `POST /admin/api-keys`.
+/// `POST /admin/api-keys`. A key expires when `expires_in` or `expires_at` (not both) says;
+/// without either it never does.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Storefront", "type": "publishable"}))]
@@ -39,6 +40,12 @@ pub struct CreateKeyBody {
     #[serde(rename = "type")]
     #[schema(inline)]
     pub key_type: KeyType,
+    /// Seconds from now until the key expires: a whole number, at least 1
+    #[schema(nullable = false, value_type = Option<u64>, minimum = 1)]
+    pub expires_in: Option<f64>,
+    /// When the key expires (ISO 8601, in the future)
+    #[schema(nullable = false, format = DateTime)]
+    pub expires_at: Option<String>,
 }
 
 /// `POST /admin/api-keys/{id}`: only the title can change.
@@ -206,6 +213,8 @@ list_query!(
         deleted_at,
         /// Filter on revoked_at (ISO 8601, or null)
         revoked_at,
+        /// Filter on expires_at (ISO 8601, or null for keys that never expire)
+        expires_at,
     }
 );
 

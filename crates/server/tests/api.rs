@@ -282,6 +282,63 @@ over_http! {
         assert_eq!(s, 401, "the verify API needs an admin credential");
     }
 
+    async fn keys_take_an_expiry_and_an_expired_key_is_refused_on_every_route(app) {
+        let (s, created) = app.post("/admin/api-keys", json!({"title": "an hour", "type": "secret", "expires_in": 3600})).await;
+        assert_eq!(s, 200, "{created}");
+        let at = keyward::Timestamp::parse(created["api_key"]["expires_at"].as_str().unwrap()).unwrap();
+        let now = keyward::Clock::now(&keyward::SystemClock);
+        assert!(at > now.plus_seconds(3_590) && at <= now.plus_seconds(3_600), "{at}");
+        let (_, listed) = app.get("/admin/api-keys?expires_at[$ne]=null&fields=id,expires_at").await;
+        assert_eq!(listed["api_keys"], json!([{"id": created["api_key"]["id"], "expires_at": created["api_key"]["expires_at"]}]));
+        let plain = app.create_key("forever", "publishable").await;
+        assert!(plain.get("expires_at").is_none(), "a key that never expires is answered as Medusa answers it: {plain}");
+        for (body, message) in [
+            (json!({"expires_in": 0}), "expires_in must be between 1 and 3153600000 seconds, but got: 0"),
+            (json!({"expires_in": 1.5}), "expires_in must be a whole number of seconds, but got: 1.5"),
+            (json!({"expires_at": "tomorrow"}), "expires_at must be an ISO 8601 date, but got: 'tomorrow'"),
+            (json!({"expires_at": "2001-01-01T00:00:00Z"}), "expires_at must be in the future, but got: 2001-01-01T00:00:00.000Z"),
+            (json!({"expires_in": 60, "expires_at": "2999-01-01T00:00:00Z"}), "Give expires_in or expires_at, not both"),
+        ] {
+            let mut body = body;
+            body["title"] = json!("bad");
+            body["type"] = json!("secret");
+            let (s, err) = app.post("/admin/api-keys", body.clone()).await;
+            assert_eq!((s, err), (400, json!({"type": "invalid_data", "message": message})), "{body}");
+        }
+        let (_, bad) = app.get("/admin/api-keys?title=bad").await;
+        assert_eq!(bad["count"], 0, "a refused key is not written");
+
+        // Keys whose instant has passed (written as a store would hold them a while later).
+        let past = now.plus_seconds(-1);
+        let (mut rows, mut tokens) = (Vec::new(), Vec::new());
+        for (n, kind) in [keyward::ApiKeyType::Secret, keyward::ApiKeyType::Publishable].into_iter().enumerate() {
+            let token = keyward::token::from_random_bytes(kind, &[n as u8 + 40; 32]);
+            rows.push(keyward::store::NewApiKey {
+                id: keyward::ApiKeyId::parse(&format!("apk_expired{n}")).unwrap(),
+                token: if kind == keyward::ApiKeyType::Secret { token.digest() } else { token.expose().to_owned() },
+                salt: String::new(),
+                redacted: token.redacted(),
+                title: "expired".into(),
+                key_type: kind,
+                created_by: app.user_id.clone(),
+                created_at: now.plus_seconds(-60),
+                expires_at: Some(past),
+            });
+            tokens.push(token.expose().to_owned());
+        }
+        app.kw.store().insert_api_keys(&rows).await.unwrap();
+        let (sk, pk) = (&tokens[0], &tokens[1]);
+        for token in [sk, pk] {
+            let (s, v) = app.post("/v1/keys/verify", json!({"key": token})).await;
+            assert_eq!((s, v["valid"].as_bool(), v["code"].as_str()), (200, Some(false), Some("EXPIRED")), "{v}");
+        }
+        let admin = app.anon(Method::GET, "/admin/api-keys").header("authorization", format!("Basic {}", STANDARD.encode(format!("{sk}:"))));
+        assert_eq!(admin.send().await.unwrap().status(), 401, "an expired secret key opens no admin route");
+        let invalid = json!({"type": "not_allowed", "message": "A valid publishable key is required to proceed with the request"});
+        let store = app.anon(Method::GET, "/store/sales-channels").header("x-publishable-api-key", pk.as_str());
+        assert_eq!(read(store.send().await.unwrap()).await, (400, invalid), "nor any store route");
+    }
+
     async fn rolling_a_key_replaces_it_with_the_same_title_type_and_channels(app) {
         let pk = app.create_key("rolled", "publishable").await;
         let id = pk["id"].as_str().unwrap();

@@ -443,6 +443,7 @@ pub async fn insert_secret_keys(store: &Arc<dyn Store>, prefix: &str, n: usize) 
             key_type: keyward::ApiKeyType::Secret,
             created_by: "bench".into(),
             created_at: now,
+            expires_at: None,
         });
         tokens.push(token.expose().to_owned());
     }

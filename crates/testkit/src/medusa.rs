@@ -110,6 +110,7 @@ pub fn legacy_secret(seed: &str, i: usize, at: Timestamp) -> (keyward::store::St
         created_at: at,
         updated_at: at,
         deleted_at: None,
+        expires_at: None,
     };
     let stored_token = keyward::legacy::medusa_hash(&token, &salt).expect("scrypt");
     (

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use keyward::{ApiKeyType, CreateApiKey, Keyward, RevokeApiKey, VerifyCode};
+use keyward::{ApiKeyType, Clock, CreateApiKey, Keyward, RevokeApiKey, VerifyCode};
 use keyward_testkit::{eventually, on_both_stores, watch};
 
 fn secret(title: &str) -> CreateApiKey {
@@ -68,6 +68,41 @@ on_both_stores! {
         h.clock.advance_seconds(1);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Revoked, "at its instant");
         assert_eq!(h.kw.store().cache().stats().misses, misses, "both answers came from the cached entry");
+    }
+
+    async fn an_expiring_key_is_refused_at_its_instant_from_a_cached_entry(h) {
+        let _w = watch(h.kw.store()).await;
+        let mut data = secret("expiring");
+        data.expires_in = Some(20);
+        let created = h.flows.create_api_key(data).await.unwrap();
+        assert_eq!(created.key.expires_at, Some(h.clock.now().plus_seconds(20)));
+        let token = created.token.expose().to_owned();
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid, "fills the cache");
+        let misses = h.kw.store().cache().stats().misses;
+        // Well within the entry's 30 s life, so the answers below come from it.
+        h.clock.advance_seconds(19);
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
+        assert!(h.kw.authenticate(&token).await.unwrap().is_some());
+        h.clock.advance_seconds(1);
+        let refused = h.kw.verify(&token).await.unwrap();
+        assert_eq!(refused.code, VerifyCode::Expired, "at its instant");
+        assert_eq!(refused.key().map(|k| k.id.clone()), Some(created.key.id.clone()), "the key is named");
+        assert!(h.kw.authenticate(&token).await.unwrap().is_none(), "an expired secret key opens nothing");
+        assert_eq!(h.kw.store().cache().stats().misses, misses, "every answer came from the cached entry");
+    }
+
+    async fn a_key_both_revoked_and_expired_is_refused_as_revoked(h) {
+        let mut data = secret("both");
+        data.expires_in = Some(10);
+        let created = h.flows.create_api_key(data).await.unwrap();
+        h.flows
+            .revoke_api_key(&created.key.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: Some(20) })
+            .await
+            .unwrap();
+        h.clock.advance_seconds(10);
+        assert_eq!(code(&h.kw, created.token.expose()).await, VerifyCode::Expired);
+        h.clock.advance_seconds(10);
+        assert_eq!(code(&h.kw, created.token.expose()).await, VerifyCode::Revoked, "revocation is the stronger word");
     }
 
     async fn a_key_created_after_its_token_was_refused_is_found(h) {

@@ -8,7 +8,7 @@ use keyward::filter::{ApiKeyField as F, Op, SalesChannelField};
 use keyward::store::NewApiKey;
 use keyward::token;
 use keyward::{
-    ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Direction, ErrorKind, Keyward,
+    ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyType, Clock, CreateApiKey, CreateSalesChannel, Direction, ErrorKind, Keyward,
     ListOptions, RevokeApiKey, SalesChannelFilter, SalesChannelId, ScriptedEntropy, Timestamp, UpdateApiKey,
     UpdateSalesChannel, Value, VerifyCode, Workflows,
 };
@@ -394,6 +394,60 @@ on_both_stores! {
         assert_eq!(run(and).await, want(&[a, &d]));
     }
 
+    async fn a_key_expires_in_seconds_or_at_an_instant_and_bad_expiries_are_refused(h) {
+        let now = h.clock.now();
+        let mut by_seconds = secret("in an hour");
+        by_seconds.expires_in = Some(3_600);
+        let mut at_instant = publishable("next year");
+        at_instant.expires_at = Some(now.plus_seconds(365 * 86_400));
+        let created = h.flows.create_api_keys(vec![by_seconds, at_instant, secret("forever")]).await.unwrap();
+        let expiries: Vec<_> = created.iter().map(|c| c.key.expires_at).collect();
+        assert_eq!(expiries, [Some(now.plus_seconds(3_600)), Some(now.plus_seconds(365 * 86_400)), None]);
+        let stored = h.kw.retrieve_api_key(&created[0].key.id).await.unwrap();
+        assert_eq!(stored.expires_at, Some(now.plus_seconds(3_600)), "kept in the store");
+        let refusals = [
+            (Some(0), None, "expires_in must be between 1 and 3153600000 seconds, but got: 0"),
+            (Some(-5), None, "expires_in must be between 1 and 3153600000 seconds, but got: -5"),
+            (Some(keyward::MAX_EXPIRES_IN + 1), None, "expires_in must be between 1 and 3153600000 seconds, but got: 3153600001"),
+            (None, Some(now), "expires_at must be in the future, but got: 2021-01-01T00:00:00.000Z"),
+            (Some(60), Some(now.plus_seconds(60)), "Give expires_in or expires_at, not both"),
+        ];
+        for (expires_in, expires_at, message) in refusals {
+            let mut bad = secret("bad");
+            (bad.expires_in, bad.expires_at) = (expires_in, expires_at);
+            let err = h.flows.create_api_key(bad).await.unwrap_err();
+            assert_eq!((err.kind, err.message.as_str()), (ErrorKind::InvalidData, message));
+        }
+        let mut all = ApiKeyFilter::new();
+        all.push(F::Title, Op::Eq, vec!["bad".into()]).unwrap();
+        assert_eq!(h.kw.count_api_keys(&all).await.unwrap(), 0, "a refused key is not written");
+        // Lists filter on the expiry: soon, never.
+        let cond = |op, values: Vec<Value>| {
+            let mut f = ApiKeyFilter::new();
+            f.push(F::ExpiresAt, op, values).unwrap();
+            f.push(F::CreatedBy, Op::Ne, vec!["".into()]).unwrap();
+            f
+        };
+        let soon = h.kw.list_api_keys(&cond(Op::Lt, vec![now.plus_seconds(86_400).into()]), &ListOptions::default()).await.unwrap();
+        assert_eq!(ids(&soon), [created[0].key.id.to_string()]);
+        let never = h.kw.list_api_keys(&cond(Op::Eq, vec![Value::Null]), &ListOptions::default()).await.unwrap();
+        assert_eq!(ids(&never), [created[2].key.id.to_string()]);
+    }
+
+    async fn a_rolled_key_keeps_its_expiry_and_an_expired_one_cannot_be_rolled(h) {
+        let mut data = secret("expiring");
+        data.expires_in = Some(600);
+        let old = h.flows.create_api_key(data).await.unwrap().key;
+        let (new, _) = h.flows.roll_api_key(&old.id, "user_test", Some(60)).await.unwrap();
+        assert_eq!(new.key.expires_at, old.expires_at, "the successor expires when the key it replaces does");
+        h.clock.advance_seconds(600);
+        let err = h.flows.roll_api_key(&new.key.id, "user_test", None).await.unwrap_err();
+        assert_eq!(
+            (err.kind, err.message),
+            (ErrorKind::InvalidData, format!("API key {} has expired; an expired key cannot be rolled", new.key.id))
+        );
+    }
+
     async fn q_searches_title_and_redacted_without_case(h) {
         let created = h.flows.create_api_keys(vec![publishable("Sample Key"), publishable("other"), secret("SAMPLE secret")]).await.unwrap();
         let q = |s: &str| {
@@ -613,6 +667,7 @@ on_both_stores! {
             key_type: ApiKeyType::Publishable,
             created_by: "t".into(),
             created_at: epoch(),
+            expires_at: None,
         };
         let err = h.kw.store().insert_api_keys(&[row]).await.unwrap_err();
         assert_eq!((err.kind, err.message.as_str()), (ErrorKind::Duplicate, "There already is an api key with this token"));

@@ -87,6 +87,7 @@ fn record(id: &str) -> Arc<KeyRecord> {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            expires_at: None,
         },
         Vec::new(),
     ))

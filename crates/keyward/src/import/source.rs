@@ -248,6 +248,8 @@ pub(super) fn checked_key(row: MedusaKey) -> Result<StoredKey> {
             created_at: row.created_at,
             updated_at: row.updated_at,
             deleted_at: None,
+            // Medusa's keys never expire.
+            expires_at: None,
         },
         stored_token: row.token,
         salt,

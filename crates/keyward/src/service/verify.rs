@@ -126,10 +126,21 @@ impl Keyward {
         let Some(record) = record.filter(|r| r.key.key_type == kind) else {
             return Ok(Verification::refused(VerifyCode::NotFound, None));
         };
-        if let Some(at) = record.key.revoked_at
-            && at <= self.now()
-        {
-            return Ok(Verification::refused(VerifyCode::Revoked, Some(record)));
+        // Only a key with a revocation or an expiry reads the precise clock; both are judged
+        // from the entry, so either takes effect at its instant from a cached entry.
+        let key = &record.key;
+        if key.revoked_at.is_some() || key.expires_at.is_some() {
+            let now = self.now();
+            let refused = if key.is_revoked_at(now) {
+                Some(VerifyCode::Revoked)
+            } else if key.is_expired_at(now) {
+                Some(VerifyCode::Expired)
+            } else {
+                None
+            };
+            if let Some(code) = refused {
+                return Ok(Verification::refused(code, Some(record)));
+            }
         }
         cache.record_use(&record, coarse);
         Ok(Verification {

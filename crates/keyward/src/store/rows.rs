@@ -54,6 +54,7 @@ pub struct KeyRow<T> {
     pub created_at: T,
     pub updated_at: T,
     pub deleted_at: Option<T>,
+    pub expires_at: Option<T>,
 }
 
 impl<T: StoredInstant> KeyRow<T> {
@@ -79,6 +80,7 @@ impl<T: StoredInstant> KeyRow<T> {
             created_at: self.created_at.into_timestamp()?,
             updated_at: self.updated_at.into_timestamp()?,
             deleted_at: opt_instant(self.deleted_at)?,
+            expires_at: opt_instant(self.expires_at)?,
         };
         Ok(StoredKey {
             key,

@@ -2,6 +2,8 @@
 //! written; the `api_keys_created` hook runs after.
 
 use super::*;
+use crate::Timestamp;
+use crate::model::MAX_EXPIRES_IN;
 
 /// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
 pub const API_KEYS_CREATED: &str = "api_keys_created";
@@ -122,8 +124,23 @@ impl Workflows {
     }
 }
 
+/// When a key to create expires, checked: in the future, given one way.
+fn planned_expiry(k: &CreateApiKey, now: Timestamp) -> Result<Option<Timestamp>> {
+    match (k.expires_in, k.expires_at) {
+        (Some(_), Some(_)) => Err(Error::invalid_data("Give expires_in or expires_at, not both")),
+        (Some(s), None) if !(1..=MAX_EXPIRES_IN).contains(&s) => Err(Error::invalid_data(format!(
+            "expires_in must be between 1 and {MAX_EXPIRES_IN} seconds, but got: {s}"
+        ))),
+        (Some(s), None) => Ok(Some(now.plus_seconds(s))),
+        (None, Some(at)) if at <= now => Err(Error::invalid_data(format!(
+            "expires_at must be in the future, but got: {at}"
+        ))),
+        (None, at) => Ok(at),
+    }
+}
+
 impl Keyward {
-    /// Gives each key to create an id (keeping ids already given).
+    /// Gives each key to create an id (keeping ids already given) and its expiry as an instant.
     pub(crate) fn plan_api_keys(&self, keys: Vec<CreateApiKey>) -> Result<Vec<CreateApiKey>> {
         let now = self.now();
         keys.into_iter()
@@ -134,6 +151,8 @@ impl Keyward {
                             .map_err(|e| Error::unexpected(e.to_string()))?,
                     );
                 }
+                k.expires_at = planned_expiry(&k, now)?;
+                k.expires_in = None;
                 Ok(k)
             })
             .collect()

@@ -147,12 +147,21 @@ impl Keyward {
         if old.is_revoked_at(self.now()) {
             return Err(crate::service::already_revoked_of(old.key_type, 1));
         }
+        // So does an expired one; the successor expires when the key it replaces does.
+        if old.is_expired_at(self.now()) {
+            return Err(Error::invalid_data(format!(
+                "API key {} has expired; an expired key cannot be rolled",
+                old.id
+            )));
+        }
         if rolled_by.is_empty() {
             return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
         }
         let channels = self.channel_ids_of(id).await?;
+        let mut successor = CreateApiKey::new(old.title.clone(), old.key_type, rolled_by);
+        successor.expires_at = old.expires_at;
         let new_key = self
-            .plan_api_keys(vec![CreateApiKey::new(old.title.clone(), old.key_type, rolled_by)])?
+            .plan_api_keys(vec![successor])?
             .pop()
             .ok_or_else(|| Error::unexpected("planning the new key gave nothing"))?;
         let mut revoke = self

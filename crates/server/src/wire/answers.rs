@@ -35,6 +35,9 @@ pub struct ApiKeyRecord {
     revoked_at: Option<Option<String>>,
     #[schema(value_type = Option<String>)]
     revoked_by: Option<Option<String>>,
+    /// When the key stops verifying on its own; present only for a key that expires
+    #[schema(format = DateTime, nullable = false)]
+    expires_at: Option<String>,
     #[schema(value_type = Option<String>, format = DateTime)]
     deleted_at: Option<Option<String>>,
     /// With `fields=*sales_channels`
