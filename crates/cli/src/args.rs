@@ -135,6 +135,15 @@ pub struct EventOptions {
     /// Delete keys revoked more than this many days ago (checked hourly); off when absent.
     #[arg(long, env = "KEYWARD_PURGE_REVOKED_AFTER_DAYS", value_name = "DAYS")]
     pub purge_revoked_after_days: Option<u32>,
+    /// Seconds before a key expires that `api_key.expiring` is published (checked every
+    /// minute; `api_key.expired` follows at the instant). 0 turns both notices off.
+    #[arg(
+        long,
+        env = "KEYWARD_EXPIRY_WARNING",
+        value_name = "SECONDS",
+        default_value_t = 604_800
+    )]
+    pub expiry_warning: u64,
     /// Seconds before the first retry of a failed event delivery; each next retry waits twice as
     /// long, up to 5 minutes.
     #[arg(
@@ -272,11 +281,21 @@ pub enum KeysCommand {
     List(ListKeys),
     /// Show one key.
     Get { id: String },
-    /// Change a key's title.
+    /// Change a key's title or expiry.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["title", "expires_in", "expires_at", "no_expiry"])))]
     Update {
         id: String,
         #[arg(long)]
-        title: String,
+        title: Option<String>,
+        /// The key expires this many seconds from now.
+        #[arg(long, value_name = "SECONDS", conflicts_with_all = ["expires_at", "no_expiry"])]
+        expires_in: Option<i64>,
+        /// The key expires at this instant (ISO 8601).
+        #[arg(long, value_name = "INSTANT", value_parser = instant, conflicts_with = "no_expiry")]
+        expires_at: Option<keyward::Timestamp>,
+        /// The key no longer expires.
+        #[arg(long)]
+        no_expiry: bool,
     },
     /// Revoke a key now, or schedule it.
     Revoke {

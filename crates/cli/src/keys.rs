@@ -1,8 +1,8 @@
 //! `keyward keys …`: one function per subcommand.
 
 use keyward::{
-    ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, ListOptions, Op, RevokeApiKey, SalesChannelId,
-    Value, Workflows,
+    ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, ListOptions, MAX_EXPIRES_IN, Op, RevokeApiKey,
+    SalesChannelId, Value, Workflows,
 };
 use serde_json::json;
 
@@ -36,9 +36,29 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             let key = kw.retrieve_api_key(&key_id(&id)?).await?;
             Ok(Outcome::ok(show_with_channels(flows, &key, json).await?))
         }
-        KeysCommand::Update { id, title } => {
-            non_empty_title(&title)?;
-            let key = flows.update_api_key(&key_id(&id)?, &title).await?;
+        KeysCommand::Update {
+            id,
+            title,
+            expires_in,
+            expires_at,
+            no_expiry,
+        } => {
+            if let Some(title) = &title {
+                non_empty_title(title)?;
+            }
+            let expiry = match (expires_in, expires_at, no_expiry) {
+                (Some(seconds), _, _) => Some(Some(
+                    kw.now().plus_seconds(seconds.clamp(-MAX_EXPIRES_IN, MAX_EXPIRES_IN)),
+                )),
+                (None, Some(at), _) => Some(Some(at)),
+                (None, None, true) => Some(None),
+                (None, None, false) => None,
+            };
+            let update = keyward::UpdateApiKey {
+                title,
+                expires_at: expiry,
+            };
+            let key = flows.update_api_key_with(&key_id(&id)?, &update).await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
         }
         KeysCommand::Revoke {

@@ -216,6 +216,11 @@ pub(crate) fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward
         let job = keyward::builtins::purge_revoked_keys(flows, days)?;
         flows.engine().schedule(job).map_err(|e| usage(e.to_string()))?;
     }
+    if o.expiry_warning > 0 {
+        let warning = std::time::Duration::from_secs(o.expiry_warning);
+        let job = keyward::builtins::notify_api_key_expiry(flows, warning)?;
+        flows.engine().schedule(job).map_err(|e| usage(e.to_string()))?;
+    }
     Ok(keyward_flow::DeliveryOptions {
         backoff: std::time::Duration::from_secs_f64(o.event_retry_base),
         ..keyward_flow::DeliveryOptions::default()

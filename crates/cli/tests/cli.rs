@@ -178,6 +178,16 @@ fn a_key_created_with_an_expiry_shows_it_and_a_bad_expiry_writes_nothing() {
         String::from_utf8_lossy(&out.stdout).contains(&format!("expires_at:   {at}\n")),
         "{out:?}"
     );
+    let (code, moved) = json(&db.url, &["keys", "update", id, "--expires-at", "2999-01-01T00:00:00Z"]);
+    assert_eq!(
+        (code, moved["api_key"]["expires_at"].as_str()),
+        (0, Some("2999-01-01T00:00:00.000Z")),
+        "{moved}"
+    );
+    let (code, cleared) = json(&db.url, &["keys", "update", id, "--no-expiry"]);
+    assert_eq!((code, cleared["api_key"].get("expires_at")), (0, None), "{cleared}");
+    let out = keyward(&db.url, &["keys", "update", id]);
+    assert_eq!(out.status.code(), Some(2), "an update changes something");
     let before = key_count(&db.url);
     let out = keyward(
         &db.url,

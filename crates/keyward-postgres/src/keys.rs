@@ -53,12 +53,16 @@ impl KeyStore for PostgresStore {
         rows.into_iter().map(Key::into_stored).collect()
     }
 
-    async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>> {
+    async fn update_api_keys(&self, ids: &[ApiKeyId], update: &UpdateApiKey, now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let ids = strings(ids);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let rows = sqlx::query_scalar!(
-            "UPDATE api_key SET title = $1, updated_at = $2 WHERE id = ANY($3) RETURNING id",
-            title,
+            "UPDATE api_key SET title = COALESCE($1, title), expires_at = CASE WHEN $2 THEN $3 ELSE expires_at END,
+                 updated_at = $4
+             WHERE id = ANY($5) RETURNING id",
+            update.title.as_deref(),
+            update.expires_at.is_some(),
+            update.expires_at.flatten().map(|t| t.as_datetime()),
             now.as_datetime(),
             &ids
         )
@@ -70,16 +74,19 @@ impl KeyStore for PostgresStore {
         keyward::store::stored_ids(rows)
     }
 
-    async fn restore_api_key_titles(&self, undo: &[TitleUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
+    async fn restore_api_key_updates(&self, undo: &[UpdateUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let mut restored = Vec::new();
         for u in undo {
             let done = sqlx::query!(
-                "UPDATE api_key SET title = $1, updated_at = $2 WHERE id = $3 AND title = $4",
+                "UPDATE api_key SET title = $1, expires_at = $2, updated_at = $3
+                 WHERE id = $4 AND title = $5 AND expires_at IS NOT DISTINCT FROM $6",
                 u.previous,
+                u.previous_expires_at.map(|t| t.as_datetime()),
                 now.as_datetime(),
                 u.id.as_str(),
-                u.written
+                u.written,
+                u.written_expires_at.map(|t| t.as_datetime())
             )
             .execute(&mut *tx)
             .await

@@ -19,11 +19,11 @@ use keyward::idempotency::{IdempotencyRecord, StoredResponse};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
     Blocked, ChannelRow, ChannelStore, Guarded, KeyRow, KeyShape, KeyStore, NewApiKey, RevocationUndo, RevokeOnce,
-    Store, StoredKey, StoredUser, TitleUndo, UserRow, UserStore, db_error, stored_pairs,
+    Store, StoredKey, StoredUser, UpdateUndo, UserRow, UserStore, db_error, stored_pairs,
 };
 use keyward::{
-    ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel,
-    User, UserId,
+    ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateApiKey,
+    UpdateSalesChannel, User, UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
@@ -166,6 +166,7 @@ type Admin = UserRow<DateTime<Utc>>;
 
 mod channels;
 mod keys;
+mod notices;
 mod users;
 
 #[async_trait]

@@ -53,13 +53,21 @@ impl KeyStore for SqliteStore {
         rows.into_iter().map(Key::into_stored).collect()
     }
 
-    async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>> {
+    async fn update_api_keys(&self, ids: &[ApiKeyId], update: &UpdateApiKey, now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let (ids, now) = (json_ids(ids), now.millis());
+        let (sets_expiry, expires) = (
+            update.expires_at.is_some(),
+            update.expires_at.flatten().map(|t| t.millis()),
+        );
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query!(
-            r#"UPDATE api_key SET title = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))
+            r#"UPDATE api_key SET title = COALESCE(?, title), expires_at = CASE WHEN ? THEN ? ELSE expires_at END,
+                   updated_at = ?
+               WHERE id IN (SELECT value FROM json_each(?))
                RETURNING id AS "id!""#,
-            title,
+            update.title,
+            sets_expiry,
+            expires,
             now,
             ids
         )
@@ -71,18 +79,25 @@ impl KeyStore for SqliteStore {
         keyward::store::stored_ids(rows.into_iter().map(|r| r.id))
     }
 
-    async fn restore_api_key_titles(&self, undo: &[TitleUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
+    async fn restore_api_key_updates(&self, undo: &[UpdateUndo], now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let now = now.millis();
         let mut tx = self.begin_write().await?;
         let mut restored = Vec::new();
         for u in undo {
             let id = u.id.as_str();
+            let (previous, written) = (
+                u.previous_expires_at.map(|t| t.millis()),
+                u.written_expires_at.map(|t| t.millis()),
+            );
             let done = sqlx::query!(
-                "UPDATE api_key SET title = ?, updated_at = ? WHERE id = ? AND title = ?",
+                "UPDATE api_key SET title = ?, expires_at = ?, updated_at = ?
+                 WHERE id = ? AND title = ? AND expires_at IS ?",
                 u.previous,
+                previous,
                 now,
                 id,
-                u.written
+                u.written,
+                written
             )
             .execute(&mut *tx)
             .await

@@ -17,11 +17,11 @@ use keyward::idempotency::{IdempotencyRecord, StoredResponse};
 use keyward::sql::{self, Dialect};
 use keyward::store::{
     Blocked, ChannelRow, ChannelStore, Guarded, KeyRow, KeyShape, KeyStore, NewApiKey, RevocationUndo, RevokeOnce,
-    Store, StoredKey, StoredUser, TitleUndo, UserRow, UserStore, db_error, stored_pairs,
+    Store, StoredKey, StoredUser, UpdateUndo, UserRow, UserStore, db_error, stored_pairs,
 };
 use keyward::{
-    ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel,
-    User, UserId,
+    ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateApiKey,
+    UpdateSalesChannel, User, UserId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, SqlitePool};
@@ -173,6 +173,7 @@ type Admin = UserRow<i64>;
 
 mod channels;
 mod keys;
+mod notices;
 mod users;
 
 #[async_trait]

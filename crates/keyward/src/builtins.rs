@@ -1,5 +1,5 @@
-//! keyward's built-in subscriber and job: a key for every new admin user (opt-in), and the purge
-//! of keys revoked long ago (opt-in).
+//! keyward's built-in subscriber and jobs: a key for every new admin user (opt-in), the purge
+//! of keys revoked long ago (opt-in), and the notices of keys' expiries (on by default).
 
 use std::time::Duration;
 
@@ -16,6 +16,9 @@ pub const KEY_ON_USER_CREATED: &str = "keyward:key-on-user-created";
 
 /// The job name of [`purge_revoked_keys`].
 pub const PURGE_REVOKED_KEYS: &str = "keyward:purge-revoked-keys";
+
+/// The job name of [`notify_api_key_expiry`].
+pub const EXPIRY_NOTICES: &str = "keyward:expiry-notices";
 
 /// On `user.created`, creates a key of `key_type` for the new user (`created_by` = their id).
 /// The run's transaction id comes from the event's id and `create-api-keys` is idempotent, so a
@@ -62,6 +65,23 @@ pub fn purge_revoked_keys(flows: &Workflows, days: u32) -> Result<Job<Keyward>, 
                 .map_err(step_error)?;
             if purged > 0 {
                 tracing::info!(purged, days, "purged keys revoked long ago");
+            }
+            Ok(())
+        }
+    }))
+}
+
+/// Every minute, sends the expiry notices due (`api_key.expiring` `warning` ahead of a key's
+/// expiry, `api_key.expired` after it), each once, through `notify-api-key-expiry`.
+pub fn notify_api_key_expiry(flows: &Workflows, warning: Duration) -> Result<Job<Keyward>, Error> {
+    let schedule = Schedule::every(Duration::from_secs(60)).map_err(from_flow)?;
+    let flows = flows.clone();
+    Ok(Job::new(EXPIRY_NOTICES, schedule, move |_kw| {
+        let flows = flows.clone();
+        async move {
+            let sent = flows.notify_api_key_expiry(warning).await.map_err(step_error)?;
+            if !sent.is_empty() {
+                tracing::info!(notices = sent.len(), "sent expiry notices");
             }
             Ok(())
         }

@@ -14,6 +14,10 @@ pub enum EventName {
     /// `{id, previous_id}`.
     ApiKeyRolled,
     ApiKeyDeleted,
+    /// `{id, expires_at}`, a set time before the key expires (7 days unless configured).
+    ApiKeyExpiring,
+    /// `{id, expires_at}`, once the key has expired.
+    ApiKeyExpired,
     SalesChannelCreated,
     SalesChannelUpdated,
     SalesChannelDeleted,
@@ -23,12 +27,14 @@ pub enum EventName {
 
 impl EventName {
     /// Every event, in the order the docs list them.
-    pub const ALL: [EventName; 9] = [
+    pub const ALL: [EventName; 11] = [
         EventName::ApiKeyCreated,
         EventName::ApiKeyUpdated,
         EventName::ApiKeyRevoked,
         EventName::ApiKeyRolled,
         EventName::ApiKeyDeleted,
+        EventName::ApiKeyExpiring,
+        EventName::ApiKeyExpired,
         EventName::SalesChannelCreated,
         EventName::SalesChannelUpdated,
         EventName::SalesChannelDeleted,
@@ -43,6 +49,8 @@ impl EventName {
             EventName::ApiKeyRevoked => "api_key.revoked",
             EventName::ApiKeyRolled => "api_key.rolled",
             EventName::ApiKeyDeleted => "api_key.deleted",
+            EventName::ApiKeyExpiring => "api_key.expiring",
+            EventName::ApiKeyExpired => "api_key.expired",
             EventName::SalesChannelCreated => "sales_channel.created",
             EventName::SalesChannelUpdated => "sales_channel.updated",
             EventName::SalesChannelDeleted => "sales_channel.deleted",

@@ -45,10 +45,10 @@ pub use filter::{
 pub use id::{ApiKeyId, SalesChannelId, UserId};
 pub use model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, MAX_EXPIRES_IN, RevokeApiKey, SalesChannel,
-    UpdateSalesChannel, User,
+    UpdateApiKey, UpdateSalesChannel, User,
 };
-pub use service::{Keyward, UpdateApiKey, Verification, VerifyCode};
-pub use store::{ChannelStore, KeyStore, Store, UserStore};
+pub use service::{Keyward, Verification, VerifyCode};
+pub use store::{ChannelStore, KeyStore, NoticeStore, Store, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use token::PlainToken;
 pub use workflows::Workflows;

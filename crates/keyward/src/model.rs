@@ -164,6 +164,26 @@ impl CreateApiKey {
     }
 }
 
+/// An update of keys: what is given changes, the rest stays. `expires_at: Some(None)` (JSON
+/// `null`) removes the expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UpdateApiKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<Timestamp>>,
+}
+
+impl UpdateApiKey {
+    /// A new title, nothing else.
+    pub fn title(title: impl Into<String>) -> Self {
+        Self {
+            title: Some(title.into()),
+            expires_at: None,
+        }
+    }
+}
+
 /// What revoke takes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RevokeApiKey {

@@ -50,12 +50,6 @@ impl std::fmt::Debug for Keyward {
     }
 }
 
-/// An update of keys: only the title can change.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct UpdateApiKey {
-    pub title: String,
-}
-
 impl Keyward {
     /// The module on `store` with the system clock and the OS CSPRNG.
     pub fn new(store: Arc<dyn Store>) -> Self {

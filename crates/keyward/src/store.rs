@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId, UserId};
-use crate::model::{ApiKey, ApiKeyType, SalesChannel, UpdateSalesChannel, User};
+use crate::model::{ApiKey, ApiKeyType, SalesChannel, UpdateApiKey, UpdateSalesChannel, User};
 use crate::time::{Clock, Timestamp};
 
 /// A key row as it is written. `token` is the stored form (digest for secret keys).
@@ -68,12 +68,18 @@ pub struct RevocationUndo {
     pub previous: Revocation,
 }
 
-/// A title this run wrote and the one to put back (only where the row still holds `written`).
+/// The title and expiry an update wrote to a key and the ones to put back (only where the row
+/// still holds both written ones). Runs recorded before expiries existed read with no expiry,
+/// which is what their keys had.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TitleUndo {
+pub struct UpdateUndo {
     pub id: ApiKeyId,
     pub written: String,
     pub previous: String,
+    #[serde(default)]
+    pub written_expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub previous_expires_at: Option<Timestamp>,
 }
 
 /// Which keys a revocation refuses to revoke again (those already revoked at `now`).
@@ -137,7 +143,7 @@ pub struct StoredUser {
 /// Persistence for keys, sales channels, their links and admin users: one room per kind of
 /// record ([`KeyStore`], [`ChannelStore`], [`UserStore`]), plus what the whole database does.
 #[async_trait]
-pub trait Store: KeyStore + ChannelStore + UserStore + Send + Sync + 'static {
+pub trait Store: KeyStore + ChannelStore + UserStore + NoticeStore + Send + Sync + 'static {
     /// Which backend this is (`sqlite`, `postgres`), for logs and `--help` output.
     fn backend(&self) -> &'static str;
 
@@ -207,12 +213,12 @@ pub trait KeyStore: Send + Sync {
     /// Secret keys imported from Medusa (non-empty salt) with this redacted form.
     async fn find_legacy_secret_keys(&self, redacted: &str) -> Result<Vec<StoredKey>>;
 
-    /// Sets the title of these keys; returns the ids that exist.
-    async fn update_api_key_titles(&self, ids: &[ApiKeyId], title: &str, now: Timestamp) -> Result<Vec<ApiKeyId>>;
+    /// Sets what `update` gives (title, expiry) on these keys; returns the ids that exist.
+    async fn update_api_keys(&self, ids: &[ApiKeyId], update: &UpdateApiKey, now: Timestamp) -> Result<Vec<ApiKeyId>>;
 
-    /// Puts each `previous` title back where the key's title is still `written`, in one
-    /// transaction; returns the ids it changed. Compensation of a title change.
-    async fn restore_api_key_titles(&self, undo: &[TitleUndo], now: Timestamp) -> Result<Vec<ApiKeyId>>;
+    /// Puts each `previous` title and expiry back where the key still holds the written ones,
+    /// in one transaction; returns the ids it changed. Compensation of an update.
+    async fn restore_api_key_updates(&self, undo: &[UpdateUndo], now: Timestamp) -> Result<Vec<ApiKeyId>>;
 
     /// Sets `revoked_at`/`revoked_by` on these keys unless one of them is already revoked and
     /// `once` covers its type (blocked: `AlreadyRevoked`). Unknown ids are skipped. Revocation
@@ -263,6 +269,73 @@ pub trait KeyStore: Send + Sync {
     /// Records when keys were last used (batched by the caller). Not a change the cache is
     /// told of: a cached key's `last_used_at` is the one read with it.
     async fn record_last_used(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<()>;
+}
+
+/// The notices of keys' expiries: which are due, and which a run has sent.
+#[async_trait]
+pub trait NoticeStore: Send + Sync {
+    /// The expiry notices due at `now`: `expiring` for keys that expire after `now` and by
+    /// `warn_until`, `expired` for keys expired by `now` — never one already sent for the key's
+    /// expiry instant, nor for a key revoked before it expires. Soonest first, at most `limit`.
+    async fn expiry_notices_due(&self, now: Timestamp, warn_until: Timestamp, limit: u32) -> Result<Vec<ExpiryNotice>>;
+
+    /// Records `notices` as sent by the run `transaction_id` at `now` (one another run sent
+    /// stays that run's); returns every notice this run holds, soonest first.
+    async fn record_expiry_notices(
+        &self,
+        notices: &[ExpiryNotice],
+        transaction_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<ExpiryNotice>>;
+
+    /// Forgets the notices of the run `transaction_id` (its compensation: they were not sent).
+    async fn forget_expiry_notices(&self, transaction_id: &str) -> Result<()>;
+}
+
+/// Which notice of a key's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKind {
+    /// A set time before the instant.
+    Expiring,
+    /// At the instant.
+    Expired,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Expiring => "expiring",
+            NoticeKind::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "expiring" => Ok(NoticeKind::Expiring),
+            "expired" => Ok(NoticeKind::Expired),
+            other => Err(crate::Error::unexpected(format!("stored notice kind {other:?}"))),
+        }
+    }
+}
+
+/// One notice of one key's expiry at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ExpiryNotice {
+    pub id: ApiKeyId,
+    pub kind: NoticeKind,
+    pub expires_at: Timestamp,
+}
+
+impl ExpiryNotice {
+    /// A notice as a store reads it back.
+    pub fn stored(id: String, kind: &str, expires_at: Timestamp) -> Result<Self> {
+        Ok(Self {
+            id: rows::stored_id(id)?,
+            kind: NoticeKind::parse(kind)?,
+            expires_at,
+        })
+    }
 }
 
 /// Sales channels and their links to publishable keys.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use keyward::{
     ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field, Filter,
     ListOptions, Op, Order, RevokeApiKey, SalesChannelField, SalesChannelFilter, SalesChannelId, Timestamp,
-    UpdateSalesChannel, Value as FilterValue,
+    UpdateApiKey, UpdateSalesChannel, Value as FilterValue,
 };
 
 use crate::AppState;
@@ -296,7 +296,7 @@ pub async fn get_key(
     one_key(&state, &key_id(&id)?, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateKeyBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title or expiry", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateKeyBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn update_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -304,9 +304,19 @@ pub async fn update_key(
     Typed(body): Typed<UpdateKeyBody>,
 ) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
+    if body.title.is_none() && body.expires_at.is_none() {
+        return Err(ApiError::invalid("Invalid request: Field 'title' is required"));
+    }
+    let update = UpdateApiKey {
+        title: body.title,
+        expires_at: body
+            .expires_at
+            .map(|at| at.as_deref().map(instant_of("expires_at")).transpose())
+            .transpose()?,
+    };
     state
         .flows
-        .update_api_key(&id, &body.title)
+        .update_api_key_with(&id, &update)
         .await
         .map_err(http_not_found)?;
     one_key(&state, &id, q.query.fields.as_deref()).await

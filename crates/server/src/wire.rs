@@ -48,12 +48,18 @@ pub struct CreateKeyBody {
     pub expires_at: Option<String>,
 }
 
-/// `POST /admin/api-keys/{id}`: only the title can change.
+/// `POST /admin/api-keys/{id}`: a new title, a new expiry, or both (one is required, as
+/// Medusa requires the title).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Storefront (EU)"}))]
 pub struct UpdateKeyBody {
-    pub title: String,
+    #[schema(nullable = false)]
+    pub title: Option<String>,
+    /// When the key expires (ISO 8601, in the future); null removes its expiry
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<String>>,
 }
 
 /// `POST /admin/api-keys/{id}/revoke` and `/roll`: revoke (the old key) now, or this many

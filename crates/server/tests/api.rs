@@ -307,6 +307,22 @@ over_http! {
         }
         let (_, bad) = app.get("/admin/api-keys?title=bad").await;
         assert_eq!(bad["count"], 0, "a refused key is not written");
+        // An update sets, moves or removes the expiry; a title alone keeps it.
+        let id = plain["id"].as_str().unwrap();
+        let (s, set) = app.post(&format!("/admin/api-keys/{id}"), json!({"expires_at": "2999-01-01T00:00:00Z"})).await;
+        assert_eq!((s, set["api_key"]["expires_at"].as_str(), set["api_key"]["title"].as_str()), (200, Some("2999-01-01T00:00:00.000Z"), Some("forever")));
+        let (_, renamed) = app.post(&format!("/admin/api-keys/{id}"), json!({"title": "renamed"})).await;
+        assert_eq!(renamed["api_key"]["expires_at"], "2999-01-01T00:00:00.000Z");
+        let (_, cleared) = app.post(&format!("/admin/api-keys/{id}"), json!({"expires_at": null})).await;
+        assert!(cleared["api_key"].get("expires_at").is_none(), "{cleared}");
+        for (body, message) in [
+            (json!({}), "Invalid request: Field 'title' is required"),
+            (json!({"expires_at": "later"}), "expires_at must be an ISO 8601 date, but got: 'later'"),
+            (json!({"expires_at": "2001-01-01T00:00:00Z"}), "expires_at must be in the future, but got: 2001-01-01T00:00:00.000Z"),
+        ] {
+            let (s, err) = app.post(&format!("/admin/api-keys/{id}"), body.clone()).await;
+            assert_eq!((s, err), (400, json!({"type": "invalid_data", "message": message})), "{body}");
+        }
 
         // Keys whose instant has passed (written as a store would hold them a while later).
         let past = now.plus_seconds(-1);

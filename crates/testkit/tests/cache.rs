@@ -91,6 +91,23 @@ on_both_stores! {
         assert_eq!(h.kw.store().cache().stats().misses, misses, "every answer came from the cached entry");
     }
 
+    async fn a_new_expiry_reaches_the_other_node_as_a_revocation_does(h) {
+        let _a = watch(h.kw.store()).await;
+        let (b, _) = h.node().await;
+        let _b = watch(b.store()).await;
+        let heard = b.store().cache().stats().invalidations;
+        let created = h.flows.create_api_key(secret("shortened")).await.unwrap();
+        let token = created.token.expose().to_owned();
+        eventually("node B hears of the new key", || async { b.store().cache().stats().invalidations > heard }).await;
+        assert_eq!(code(&b, &token).await, VerifyCode::Valid, "B caches the key without an expiry");
+        let soon = h.clock.now().plus_seconds(5);
+        let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(soon)) };
+        h.flows.update_api_key_with(&created.key.id, &update).await.unwrap();
+        h.clock.advance_seconds(5);
+        assert_eq!(code(&h.kw, &token).await, VerifyCode::Expired);
+        eventually("node B refuses the key at its new expiry", || async { code(&b, &token).await == VerifyCode::Expired }).await;
+    }
+
     async fn a_key_both_revoked_and_expired_is_refused_as_revoked(h) {
         let mut data = secret("both");
         data.expires_in = Some(10);

@@ -195,7 +195,7 @@ on_both_stores! {
 
     async fn update_by_selector_and_of_unknown_keys(h) {
         let k = h.flows.create_api_key(publishable("x")).await.unwrap().key;
-        let updated = h.flows.update_api_keys(&ApiKeyFilter::ids([&k.id]), &UpdateApiKey { title: "y".into() }).await.unwrap();
+        let updated = h.flows.update_api_keys(&ApiKeyFilter::ids([&k.id]), &UpdateApiKey::title("y")).await.unwrap();
         assert_eq!(updated[0].title, "y");
         let err = h.flows.update_api_key(&ApiKeyId::parse("apk_nope").unwrap(), "z").await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
@@ -432,6 +432,26 @@ on_both_stores! {
         assert_eq!(ids(&soon), [created[0].key.id.to_string()]);
         let never = h.kw.list_api_keys(&cond(Op::Eq, vec![Value::Null]), &ListOptions::default()).await.unwrap();
         assert_eq!(ids(&never), [created[2].key.id.to_string()]);
+    }
+
+    async fn an_update_sets_or_removes_an_expiry_and_an_expired_key_keeps_its_own(h) {
+        let now = h.clock.now();
+        let key = h.flows.create_api_key(secret("k")).await.unwrap().key;
+        let set = |at: Option<Timestamp>| UpdateApiKey { title: None, expires_at: Some(at) };
+        let updated = h.flows.update_api_key_with(&key.id, &set(Some(now.plus_seconds(60)))).await.unwrap();
+        assert_eq!((updated.title.as_str(), updated.expires_at), ("k", Some(now.plus_seconds(60))), "the title stays");
+        let renamed = h.flows.update_api_key(&key.id, "renamed").await.unwrap();
+        assert_eq!(renamed.expires_at, Some(now.plus_seconds(60)), "a new title keeps the expiry");
+        assert_eq!(h.flows.update_api_key_with(&key.id, &set(None)).await.unwrap().expires_at, None, "null removes it");
+        let err = h.flows.update_api_key_with(&key.id, &set(Some(now))).await.unwrap_err();
+        assert_eq!((err.kind, err.message.as_str()), (ErrorKind::InvalidData, "expires_at must be in the future, but got: 2021-01-01T00:00:00.000Z"));
+        h.flows.update_api_key_with(&key.id, &set(Some(now.plus_seconds(10)))).await.unwrap();
+        h.clock.advance_seconds(10);
+        for update in [set(Some(now.plus_seconds(3_600))), set(None)] {
+            let err = h.flows.update_api_key_with(&key.id, &update).await.unwrap_err();
+            assert_eq!((err.kind, err.message), (ErrorKind::InvalidData, format!("API key {} has expired; its expiry cannot change", key.id)));
+        }
+        assert_eq!(h.flows.update_api_key(&key.id, "still expired").await.unwrap().expires_at, Some(now.plus_seconds(10)));
     }
 
     async fn a_rolled_key_keeps_its_expiry_and_an_expired_one_cannot_be_rolled(h) {

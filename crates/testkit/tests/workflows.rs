@@ -225,8 +225,11 @@ on_both_stores! {
             .await
             .unwrap()
             .key;
-        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], title: "after".into() };
+        let later = keyward::Clock::now(&keyward::SystemClock).plus_seconds(3_600);
+        let update = keyward::UpdateApiKey { title: Some("after".into()), expires_at: Some(Some(later)) };
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update };
         run_then_fail(&flows, workflows::update_api_keys_workflow(), input).await;
+        assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().expires_at, None, "the expiry is put back too");
         let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: Some(60) };
         run_then_fail(&flows, workflows::revoke_api_keys_workflow(), input).await;
         let back = flows.kw().retrieve_api_key(&key.id).await.unwrap();
@@ -254,7 +257,7 @@ on_both_stores! {
             })
         };
         let handle = engine.register(workflows::update_api_keys_workflow().step(&rename, |_| Ok(()))).unwrap();
-        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], title: "mine".into() };
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update: keyward::UpdateApiKey::title("mine") };
         let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
         assert_eq!(run.state, RunState::Reverted);
         assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().title, "theirs", "not overwritten by the undo");
@@ -420,6 +423,19 @@ on_both_stores! {
         flows.delete_sales_channels(std::slice::from_ref(&ch)).await.unwrap();
         flows.create_user("events@test.local", "long enough").await.unwrap();
         import_twice(&flows).await;
+        // A key that expires within the warning, and one whose instant has passed.
+        let mut soon = CreateApiKey::new("soon", ApiKeyType::Secret, "t");
+        soon.expires_in = Some(3_600);
+        flows.create_api_key(soon).await.unwrap();
+        let past = keyward::Clock::now(&keyward::SystemClock).plus_seconds(-1);
+        let token = keyward::token::from_random_bytes(ApiKeyType::Secret, &[9; 32]);
+        let expired = keyward::store::NewApiKey {
+            id: ApiKeyId::parse("apk_expired").unwrap(), token: token.digest(), salt: String::new(),
+            redacted: token.redacted(), title: "expired".into(), key_type: ApiKeyType::Secret, created_by: "t".into(),
+            created_at: past.plus_seconds(-60), expires_at: Some(past),
+        };
+        flows.kw().store().insert_api_keys(&[expired]).await.unwrap();
+        flows.notify_api_key_expiry(workflows::DEFAULT_EXPIRY_WARNING).await.unwrap();
         let mut published: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
         for (event, _) in flows.engine().log().list_events(1000).await.unwrap() {
             let workflow = event.metadata["workflow"].as_str().unwrap().to_owned();

@@ -29,12 +29,13 @@ use crate::model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
 };
 use crate::service::Keyward;
-use crate::store::{Blocked, KeyShape, Revocation, RevocationUndo, RevokeOnce, StoredKey, TitleUndo};
+use crate::store::{Blocked, KeyShape, Revocation, RevocationUndo, RevokeOnce, StoredKey};
 use crate::token::PlainToken;
 
 mod activity;
 mod create;
 mod delete;
+mod expiry;
 mod link;
 mod revoke;
 mod roll;
@@ -45,6 +46,7 @@ mod users;
 pub use activity::*;
 pub use create::*;
 pub use delete::*;
+pub use expiry::*;
 pub use link::*;
 pub use revoke::*;
 pub use roll::*;
@@ -133,6 +135,7 @@ pub struct Workflows {
     delete_channels: WorkflowHandle<Vec<SalesChannelId>, Vec<SalesChannelId>>,
     create_user: WorkflowHandle<crate::users::NewUser, crate::model::User>,
     import: WorkflowHandle<crate::import::ImportInput, crate::import::ImportReport>,
+    expiry: WorkflowHandle<ExpiryNoticesInput, Vec<crate::store::ExpiryNotice>>,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -164,6 +167,7 @@ impl Workflows {
             delete_channels: engine.register(delete_sales_channels_workflow()).map_err(reg)?,
             create_user: engine.register(create_users_workflow()).map_err(reg)?,
             import: engine.register(crate::import::import_medusa_workflow()).map_err(reg)?,
+            expiry: engine.register(notify_api_key_expiry_workflow()).map_err(reg)?,
             engine,
         })
     }

@@ -1,20 +1,29 @@
-//! `update-api-keys`: a title change, put back where the key still has this run's title.
+//! `update-api-keys`: a new title or expiry, put back where the key still has this run's.
 
 use super::*;
+use crate::model::UpdateApiKey;
+use crate::store::UpdateUndo;
 
-/// `update-api-keys`: set the title of these keys.
+/// `update-api-keys`: set what is given (title, expiry) on these keys. Runs recorded before
+/// expiries existed (a title only) read as they were written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateApiKeysInput {
     pub ids: Vec<ApiKeyId>,
-    pub title: String,
+    #[serde(flatten)]
+    pub update: UpdateApiKey,
 }
 
-/// A title change, with the titles to put back.
+/// An update, checked, with what to put back: each key's title and expiry before it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TitlePlan {
+pub struct UpdatePlan {
     pub ids: Vec<ApiKeyId>,
-    pub title: String,
+    #[serde(flatten)]
+    pub update: UpdateApiKey,
+    /// (id, title) before the update.
     pub previous: Vec<(ApiKeyId, String)>,
+    /// (id, expiry) before the update.
+    #[serde(default)]
+    pub previous_expiry: Vec<(ApiKeyId, Option<crate::Timestamp>)>,
 }
 
 /// The keys as loaded before their update.
@@ -35,43 +44,43 @@ pub fn load_api_keys_step() -> Step<Keyward, Vec<ApiKeyId>, Vec<ApiKey>> {
 /// The keys as updated.
 const UPDATED_KEYS: Output<Vec<ApiKey>> = Output::named("update-api-keys");
 
-/// `update-api-keys`: sets the title; compensation puts the old titles back where the keys still
-/// hold this run's title.
-pub fn update_api_keys_step() -> Step<Keyward, TitlePlan, Vec<ApiKey>> {
-    retried(Step::named(UPDATED_KEYS, |plan: TitlePlan, cx: Cx| async move {
+/// `update-api-keys`: sets the title and expiry given; compensation puts the old ones back
+/// where the keys still hold this run's.
+pub fn update_api_keys_step() -> Step<Keyward, UpdatePlan, Vec<ApiKey>> {
+    retried(Step::named(UPDATED_KEYS, |plan: UpdatePlan, cx: Cx| async move {
         let kw = cx.container();
         let updated = kw
             .store()
-            .update_api_key_titles(&plan.ids, &plan.title, kw.now())
+            .update_api_keys(&plan.ids, &plan.update, kw.now())
             .await
             .map_err(step_error)?;
         let keys = kw.keys_by_ids(&plan.ids).await.map_err(step_error)?;
-        let undo = title_undo(&plan, Some(&updated));
+        let undo = update_undo(&plan, Some(&updated));
         Ok(events(
             StepResponse::new(keys).compensate_with(undo),
             EventName::ApiKeyUpdated,
             &plan.ids,
         ))
     }))
-    .compensate(|undo: Option<Vec<TitleUndo>>, cx: Cx| async move {
+    .compensate(|undo: Option<Vec<UpdateUndo>>, cx: Cx| async move {
         let undo = match undo {
             Some(u) => u,
-            None => title_undo(&cx.input::<TitlePlan>()?, None),
+            None => update_undo(&cx.input::<UpdatePlan>()?, None),
         };
         let kw = cx.container();
         let restored = kw
             .store()
-            .restore_api_key_titles(&undo, kw.now())
+            .restore_api_key_updates(&undo, kw.now())
             .await
             .map_err(step_error)?;
-        let left: Vec<&TitleUndo> = undo.iter().filter(|u| !restored.contains(&u.id)).collect();
+        let left: Vec<&UpdateUndo> = undo.iter().filter(|u| !restored.contains(&u.id)).collect();
         let ids: Vec<ApiKeyId> = left.iter().map(|u| u.id.clone()).collect();
         let now = kw.keys_by_ids(&ids).await.map_err(step_error)?;
         for u in left {
             match now.iter().find(|k| k.id == u.id) {
-                Some(k) if k.title != u.previous => cx.conflict(format!(
-                    "api key {} has the title {:?}, not the {:?} this run wrote; left as it is",
-                    u.id, k.title, u.written
+                Some(k) if k.title != u.previous || k.expires_at != u.previous_expires_at => cx.conflict(format!(
+                    "api key {} has the title {:?} and expiry {:?}, not the {:?} and {:?} this run wrote; left as it is",
+                    u.id, k.title, k.expires_at, u.written, u.written_expires_at
                 )),
                 _ => {}
             }
@@ -80,55 +89,129 @@ pub fn update_api_keys_step() -> Step<Keyward, TitlePlan, Vec<ApiKey>> {
     })
 }
 
-/// What a title change wrote (the keys `updated` names, or every planned key when unknown).
-pub(super) fn title_undo(plan: &TitlePlan, updated: Option<&[ApiKeyId]>) -> Vec<TitleUndo> {
+/// What an update wrote (to the keys `updated` names, or every planned key when unknown).
+pub(super) fn update_undo(plan: &UpdatePlan, updated: Option<&[ApiKeyId]>) -> Vec<UpdateUndo> {
     plan.previous
         .iter()
         .filter(|(id, _)| updated.is_none_or(|u| u.contains(id)))
-        .map(|(id, previous)| TitleUndo {
-            id: id.clone(),
-            written: plan.title.clone(),
-            previous: previous.clone(),
+        .map(|(id, previous)| {
+            let previous_expires_at = plan
+                .previous_expiry
+                .iter()
+                .find(|(k, _)| k == id)
+                .and_then(|(_, at)| *at);
+            UpdateUndo {
+                id: id.clone(),
+                written: plan.update.title.clone().unwrap_or_else(|| previous.clone()),
+                previous: previous.clone(),
+                written_expires_at: plan.update.expires_at.unwrap_or(previous_expires_at),
+                previous_expires_at,
+            }
         })
         .collect()
 }
 
-/// `update-api-keys`: load (404 for a missing key), then set the title.
+/// The update checked against the keys as loaded: an expiry must lie ahead, and an expired key
+/// keeps its expiry (as a revoked key stays revoked).
+fn plan_update(input: UpdateApiKeysInput, keys: Vec<ApiKey>, now: crate::Timestamp) -> Result<UpdatePlan> {
+    if let Some(expiry) = input.update.expires_at {
+        if let Some(at) = expiry
+            && at <= now
+        {
+            return Err(Error::invalid_data(format!(
+                "expires_at must be in the future, but got: {at}"
+            )));
+        }
+        if let Some(k) = keys.iter().find(|k| k.is_expired_at(now)) {
+            return Err(Error::invalid_data(format!(
+                "API key {} has expired; its expiry cannot change",
+                k.id
+            )));
+        }
+    }
+    Ok(UpdatePlan {
+        ids: input.ids,
+        update: input.update,
+        previous_expiry: keys.iter().map(|k| (k.id.clone(), k.expires_at)).collect(),
+        previous: keys.into_iter().map(|k| (k.id, k.title)).collect(),
+    })
+}
+
+/// The plan, as the update step reads it.
+const PLANNED_UPDATE: Output<UpdatePlan> = Output::named("plan-api-key-update");
+
+/// `plan-api-key-update`: checks the update against the loaded keys and records what to put back.
+pub fn plan_api_key_update_step() -> Step<Keyward, (UpdateApiKeysInput, Vec<ApiKey>), UpdatePlan> {
+    Step::named(
+        PLANNED_UPDATE,
+        |(input, keys): (UpdateApiKeysInput, Vec<ApiKey>), cx: Cx| async move {
+            let now = cx.container().now();
+            Ok(StepResponse::new(plan_update(input, keys, now).map_err(step_error)?))
+        },
+    )
+    .no_compensation()
+}
+
+/// `update-api-keys`: load (404 for a missing key), plan (the rules), then write.
 pub fn update_api_keys_workflow() -> Workflow<Keyward, UpdateApiKeysInput, Vec<ApiKey>> {
     Workflow::<Keyward, UpdateApiKeysInput, Vec<ApiKey>>::new(UPDATE_API_KEYS)
         .step(&load_api_keys_step(), |d| Ok(d.input()?.ids))
-        .step(&update_api_keys_step(), |d| {
-            let input = d.input()?;
-            let previous = d.output(LOADED_KEYS)?.into_iter().map(|k| (k.id, k.title)).collect();
-            Ok(TitlePlan {
-                ids: input.ids,
-                title: input.title,
-                previous,
-            })
+        .step(&plan_api_key_update_step(), |d| {
+            Ok((d.input()?, d.output(LOADED_KEYS)?))
         })
+        .step(&update_api_keys_step(), |d| d.output(PLANNED_UPDATE))
         .returns(|d| d.output(UPDATED_KEYS))
 }
 
 impl Workflows {
     /// Sets the title of one key (`not_found` when it does not exist).
     pub async fn update_api_key(&self, id: &ApiKeyId, title: &str) -> Result<ApiKey> {
+        self.update_api_key_with(id, &UpdateApiKey::title(title)).await
+    }
+
+    /// Sets what `update` gives (title, expiry) on one key (`not_found` when it does not exist).
+    pub async fn update_api_key_with(&self, id: &ApiKeyId, update: &UpdateApiKey) -> Result<ApiKey> {
         let input = UpdateApiKeysInput {
             ids: vec![id.clone()],
-            title: title.to_owned(),
+            update: update.clone(),
         };
         self.one(self.engine.run(&self.update, input, RunOptions::default()).await, id)
     }
 
-    /// Sets the title of every key `selector` matches (Medusa's `{ selector, update }`).
-    pub async fn update_api_keys(&self, selector: &ApiKeyFilter, data: &crate::UpdateApiKey) -> Result<Vec<ApiKey>> {
+    /// Sets what `data` gives on every key `selector` matches (Medusa's `{ selector, update }`).
+    pub async fn update_api_keys(&self, selector: &ApiKeyFilter, data: &UpdateApiKey) -> Result<Vec<ApiKey>> {
         let ids = self.kw().matching_ids(selector).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let input = UpdateApiKeysInput {
             ids,
-            title: data.title.clone(),
+            update: data.clone(),
         };
         self.all(self.engine.run(&self.update, input, RunOptions::default()).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn runs_recorded_before_expiries_existed_still_read() {
+        let id = "apk_01OLDRUN";
+        let input: UpdateApiKeysInput =
+            serde_json::from_value(serde_json::json!({"ids": [id], "title": "new"})).unwrap();
+        assert_eq!(input.update, UpdateApiKey::title("new"));
+        let plan: UpdatePlan =
+            serde_json::from_value(serde_json::json!({"ids": [id], "title": "new", "previous": [[id, "old"]]}))
+                .unwrap();
+        assert_eq!((plan.update.expires_at, plan.previous_expiry.len()), (None, 0));
+        let undo = update_undo(&plan, None);
+        assert_eq!((undo[0].written.as_str(), undo[0].previous.as_str()), ("new", "old"));
+        assert_eq!((undo[0].written_expires_at, undo[0].previous_expires_at), (None, None));
+        let old_undo: Vec<UpdateUndo> =
+            serde_json::from_value(serde_json::json!([{"id": id, "written": "new", "previous": "old"}])).unwrap();
+        assert_eq!(old_undo, undo);
     }
 }
