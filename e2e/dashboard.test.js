@@ -171,6 +171,24 @@ test("an admin manages publishable and secret keys, rolls, revokes and deletes t
   await accessible(page, "publishable keys");
   await shot(page, "publishable-keys");
 
+  // A key that expires: chosen at create, shown in the list and on its page.
+  await page.getByRole("button", { name: "Create" }).click();
+  const expiring = page.getByRole("dialog", { name: "Create an API key" });
+  await expiring.getByLabel("Title").fill("Campaign");
+  await expiring.getByLabel("Expires").selectOption({ label: "7 days" });
+  await expiring.getByRole("button", { name: "Create" }).click();
+  const campaign = page.getByRole("row").filter({ hasText: "Campaign" });
+  await campaign.waitFor();
+  assert.match(await campaign.textContent(), /expires at/);
+  const listed = await adminGet("/admin/api-keys?title=Campaign");
+  const lives = new Date(listed.api_keys[0].expires_at) - Date.now();
+  assert.ok(lives > 6.9 * 86400e3 && lives <= 7 * 86400e3, `expires in 7 days: ${listed.api_keys[0].expires_at}`);
+  await page.getByLabel("Status").selectOption("active");
+  await page.getByRole("row").filter({ hasText: "Campaign" }).waitFor();
+  await page.getByLabel("Status").selectOption("expired");
+  await page.getByText("No key matches these filters.").waitFor();
+  await page.getByLabel("Status").selectOption("");
+
   // A secret key: the token once, in the dialog; it authenticates.
   await page.getByRole("link", { name: "Secret API keys" }).click();
   await page.getByRole("heading", { name: "Secret API keys" }).waitFor();

@@ -54,6 +54,7 @@ const STATUS_FILTERS = [
   ["active", "Active"],
   ["revoking", "Revoking"],
   ["revoked", "Revoked"],
+  ["expired", "Expired"],
 ];
 const KEY_ORDERS = [
   ["-created_at", "Newest first"],
@@ -65,9 +66,10 @@ const KEY_ORDERS = [
 
 function statusQuery(status) {
   const now = new Date().toISOString();
-  if (status === "active") return { revoked_at: "null" };
+  if (status === "active") return { revoked_at: "null", "$or[0][expires_at]": "null", "$or[1][expires_at][$gt]": now };
   if (status === "revoking") return { "revoked_at[$gt]": now };
   if (status === "revoked") return { "revoked_at[$lte]": now };
+  if (status === "expired") return { "expires_at[$lte]": now };
   return {};
 }
 
@@ -151,13 +153,22 @@ function keyRow(key) {
     h("td", { "data-label": "Last used" }, when(key.last_used_at)));
 }
 
+/** How long a new key lives: never (the default), or a choice of spans in seconds. */
+const LIFETIMES = [["0", "Never"], ["86400", "1 day"], ["604800", "7 days"], ["2592000", "30 days"], ["7776000", "90 days"], ["31536000", "1 year"]];
+
 async function createKey(type) {
   const title = h("input", { name: "title", required: true, maxlength: 256 });
   const kind = select("type", [["publishable", "Publishable"], ["secret", "Secret"]], type);
+  const lifetime = select("expires_in", LIFETIMES, "0");
+  const body = () => {
+    const seconds = Number(lifetime.value);
+    return { title: title.value, type: kind.value, ...(seconds > 0 ? { expires_in: seconds } : {}) };
+  };
   const created = await modal("Create an API key", [field("Title", title), field("Type", kind,
-    "Publishable keys identify a storefront and are safe in a browser; secret keys authenticate a server and are shown once.")], {
+    "Publishable keys identify a storefront and are safe in a browser; secret keys authenticate a server and are shown once."),
+    field("Expires", lifetime, "After this the key stops working on its own.")], {
     confirm: "Create",
-    onConfirm: async () => (await api("POST", "/admin/api-keys", { title: title.value, type: kind.value })).api_key,
+    onConfirm: async () => (await api("POST", "/admin/api-keys", body())).api_key,
   });
   if (!created) return;
   if (created.type === "secret") await showToken("Your new secret key", created.token);
@@ -199,6 +210,7 @@ async function viewKey(id) {
     h("dt", {}, "Created"), h("dd", {}, when(key.created_at)),
     h("dt", {}, "Created by"), h("dd", {}, byWhom(key.created_by)),
     h("dt", {}, "Last used"), h("dd", {}, when(key.last_used_at)),
+    key.expires_at ? [h("dt", {}, "Expires"), h("dd", {}, when(key.expires_at))] : null,
     key.revoked_by ? [h("dt", {}, "Revoked by"), h("dd", {}, byWhom(key.revoked_by))] : null,
     h("dt", {}, "Id"), h("dd", {}, h("code", {}, key.id)));
   main.replaceChildren(

@@ -52,10 +52,14 @@ export function when(iso) {
 
 /** active, revoking (revoked_at in the future) or revoked. */
 export function keyStatus(key) {
-  if (!key.revoked_at) return ["active", "active"];
-  const at = new Date(key.revoked_at);
-  if (at > new Date()) return ["revoking", `revokes at ${at.toLocaleString()}`];
-  return ["revoked", "revoked"];
+  const now = new Date();
+  const revokes = key.revoked_at ? new Date(key.revoked_at) : null;
+  const expires = key.expires_at ? new Date(key.expires_at) : null;
+  if (revokes && revokes <= now) return ["revoked", "revoked"];
+  if (expires && expires <= now) return ["revoked", "expired"];
+  if (revokes) return ["revoking", `revokes at ${revokes.toLocaleString()}`];
+  if (expires) return ["active", `expires at ${expires.toLocaleString()}`];
+  return ["active", "active"];
 }
 
 export function statusBadge(kind, text = kind) {
