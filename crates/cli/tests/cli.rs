@@ -189,54 +189,24 @@ fn a_key_created_with_an_expiry_shows_it_and_a_bad_expiry_writes_nothing() {
     let out = keyward(&db.url, &["keys", "update", id]);
     assert_eq!(out.status.code(), Some(2), "an update changes something");
     let before = key_count(&db.url);
-    let out = keyward(
-        &db.url,
-        &[
-            "keys",
-            "create",
-            "--title",
-            "x",
-            "--type",
-            "secret",
-            "--expires-in",
-            "0",
-        ],
-    );
+    let create_with = |flag: &str, value: &str| {
+        keyward(
+            &db.url,
+            &["keys", "create", "--title", "x", "--type", "secret", flag, value],
+        )
+    };
+    let out = create_with("--expires-in", "0");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out).trim(),
         "error: expires_in must be between 1 and 3153600000 seconds, but got: 0"
     );
-    let out = keyward(
-        &db.url,
-        &[
-            "keys",
-            "create",
-            "--title",
-            "x",
-            "--type",
-            "secret",
-            "--expires-at",
-            "2001-01-01T00:00:00Z",
-        ],
-    );
+    let out = create_with("--expires-at", "2001-01-01T00:00:00Z");
     assert_eq!(
         stderr(&out).trim(),
         "error: expires_at must be in the future, but got: 2001-01-01T00:00:00.000Z"
     );
-    let out = keyward(
-        &db.url,
-        &[
-            "keys",
-            "create",
-            "--title",
-            "x",
-            "--type",
-            "secret",
-            "--expires-at",
-            "soon",
-        ],
-    );
+    let out = create_with("--expires-at", "soon");
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not an ISO 8601 date: 'soon'"),
