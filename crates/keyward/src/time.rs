@@ -109,9 +109,14 @@ impl Serialize for Timestamp {
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
+    /// RFC 3339, and also the signed, wider years [`Timestamp`]'s `Display` writes outside 0000
+    /// to 9999 (RFC 3339 has no form for them), so every instant survives a round trip through
+    /// JSON — a workflow's recorded plan among them.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 date"))
+        Timestamp::parse(&s)
+            .or_else(|| s.parse::<DateTime<Utc>>().ok().map(Self::from_datetime))
+            .ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 date"))
     }
 }
 
@@ -185,6 +190,22 @@ mod tests {
         fn the_digit_writer_prints_what_chrono_prints(ms in -100_000_000_000_000i64..300_000_000_000_000) {
             let t = Timestamp::from_millis(ms).unwrap();
             proptest::prop_assert_eq!(t.to_string(), t.as_datetime().to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+    }
+
+    #[test]
+    fn every_instant_survives_a_round_trip_through_json() {
+        for ms in [
+            -62_135_596_800_001,
+            -1,
+            0,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            7_000_000_000_000_000,
+        ] {
+            let t = Timestamp::from_millis(ms).unwrap();
+            let back: Timestamp = serde_json::from_value(serde_json::to_value(t).unwrap()).unwrap();
+            assert_eq!(back, t, "{t}");
         }
     }
 

@@ -355,6 +355,15 @@ over_http! {
         assert_eq!(read(store.send().await.unwrap()).await, (400, invalid), "nor any store route");
     }
 
+    async fn a_grace_period_reaching_past_the_year_9999_is_kept_not_a_server_error(app) {
+        // Found by schemathesis: such an instant is written in the wide-year form, which the
+        // roll's recorded plan must read back.
+        let sk = app.create_key("far", "secret").await;
+        let (s, rolled) = app.post(&format!("/admin/api-keys/{}/roll", sk["id"].as_str().unwrap()), json!({"revoke_in": 266573645177.66592})).await;
+        assert_eq!(s, 200, "{rolled}");
+        assert!(rolled["previous_api_key"]["revoked_at"].as_str().unwrap().starts_with("+1047"), "{rolled}");
+    }
+
     async fn rolling_a_key_replaces_it_with_the_same_title_type_and_channels(app) {
         let pk = app.create_key("rolled", "publishable").await;
         let id = pk["id"].as_str().unwrap();
