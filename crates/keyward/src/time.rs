@@ -46,10 +46,14 @@ impl Timestamp {
         DateTime::from_timestamp_millis(self.0).unwrap_or_default()
     }
 
-    /// `self + seconds`, saturating at the calendar's end instead of failing.
+    /// `self + seconds`, saturating at the ends of the years RFC 3339 can write (0000 to 9999),
+    /// so an instant keyward computes — a revocation a billion years ahead — still prints as an
+    /// RFC 3339 date (it becomes 9999-12-31T23:59:59.999Z).
     pub fn plus_seconds(self, seconds: i64) -> Self {
+        const FIRST: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+        const LAST: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
         let ms = self.millis().saturating_add(seconds.saturating_mul(1000));
-        Self::from_millis(ms).unwrap_or(self)
+        Timestamp(ms.clamp(FIRST.min(self.0), LAST.max(self.0)))
     }
 }
 
@@ -194,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn arithmetic_saturates_at_the_years_rfc_3339_can_write() {
+        let now = Timestamp::from_millis(1_700_000_000_000).unwrap();
+        assert_eq!(now.plus_seconds(i64::MAX).to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(
+            now.plus_seconds(266_573_645_177).to_string(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(now.plus_seconds(i64::MIN).to_string(), "0000-01-01T00:00:00.000Z");
+        assert_eq!(now.plus_seconds(60).millis(), 1_700_000_060_000);
+    }
+
+    #[test]
     fn every_instant_survives_a_round_trip_through_json() {
         for ms in [
             -62_135_596_800_001,
@@ -240,6 +256,6 @@ mod tests {
     fn adding_seconds_saturates_instead_of_overflowing() {
         let t = Timestamp::parse("2024-01-01T00:00:00Z").unwrap();
         assert_eq!(t.plus_seconds(3600).to_string(), "2024-01-01T01:00:00.000Z");
-        assert_eq!(t.plus_seconds(i64::MAX), t);
+        assert_eq!(t.plus_seconds(i64::MAX).to_string(), "9999-12-31T23:59:59.999Z", "never back to now");
     }
 }

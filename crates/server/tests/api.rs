@@ -356,12 +356,12 @@ over_http! {
     }
 
     async fn a_grace_period_reaching_past_the_year_9999_is_kept_not_a_server_error(app) {
-        // Found by schemathesis: such an instant is written in the wide-year form, which the
-        // roll's recorded plan must read back.
+        // Found by schemathesis: the instant once came out in a wide-year form that is no
+        // RFC 3339 date (and that the roll's recorded plan could not read back). It saturates.
         let sk = app.create_key("far", "secret").await;
         let (s, rolled) = app.post(&format!("/admin/api-keys/{}/roll", sk["id"].as_str().unwrap()), json!({"revoke_in": 266573645177.66592})).await;
         assert_eq!(s, 200, "{rolled}");
-        assert!(rolled["previous_api_key"]["revoked_at"].as_str().unwrap().starts_with("+1047"), "{rolled}");
+        assert_eq!(rolled["previous_api_key"]["revoked_at"], "9999-12-31T23:59:59.999Z", "{rolled}");
     }
 
     async fn rolling_a_key_replaces_it_with_the_same_title_type_and_channels(app) {
