@@ -256,6 +256,10 @@ mod tests {
     fn adding_seconds_saturates_instead_of_overflowing() {
         let t = Timestamp::parse("2024-01-01T00:00:00Z").unwrap();
         assert_eq!(t.plus_seconds(3600).to_string(), "2024-01-01T01:00:00.000Z");
-        assert_eq!(t.plus_seconds(i64::MAX).to_string(), "9999-12-31T23:59:59.999Z", "never back to now");
+        assert_eq!(
+            t.plus_seconds(i64::MAX).to_string(),
+            "9999-12-31T23:59:59.999Z",
+            "never back to now"
+        );
     }
 }
