@@ -1,8 +1,8 @@
 //! `keyward keys …`: one function per subcommand.
 
 use keyward::{
-    ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, ListOptions, MAX_EXPIRES_IN, Op, RevokeApiKey,
-    SalesChannelId, Value, Workflows,
+    ApiKeyField, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, ListOptions, Op, RevokeApiKey, SalesChannelId,
+    Value, Workflows,
 };
 use serde_json::json;
 
@@ -47,9 +47,7 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
                 non_empty_title(title)?;
             }
             let expiry = match (expires_in, expires_at, no_expiry) {
-                (Some(seconds), _, _) => Some(Some(
-                    kw.now().plus_seconds(seconds.clamp(-MAX_EXPIRES_IN, MAX_EXPIRES_IN)),
-                )),
+                (Some(seconds), _, _) => Some(Some(keyward::expiry_in(kw.now(), seconds)?)),
                 (None, Some(at), _) => Some(Some(at)),
                 (None, None, true) => Some(None),
                 (None, None, false) => None,

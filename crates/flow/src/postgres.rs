@@ -15,13 +15,19 @@ use crate::sql::{Dialect, SqlLog};
 /// The Postgres run log.
 pub type PostgresLog = SqlLog<Postgres>;
 
-/// The channel publications are announced on.
-const CHANNEL: &str = "keyward_flow_events";
+/// The channel publications are announced on (a macro, so the announcing statement is built
+/// from the same name at compile time).
+macro_rules! channel {
+    () => {
+        "keyward_flow_events"
+    };
+}
+const CHANNEL: &str = channel!();
 
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
     const BEGIN: &'static str = "BEGIN";
-    const ANNOUNCE: Option<&'static str> = Some("SELECT pg_notify('keyward_flow_events', '')");
+    const ANNOUNCE: Option<&'static str> = Some(concat!("SELECT pg_notify('", channel!(), "', '')"));
 
     /// The log's statements are written in Postgres's SQL.
     fn sql(sql: &str) -> String {

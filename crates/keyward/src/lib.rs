@@ -45,7 +45,7 @@ pub use filter::{
 pub use id::{ApiKeyId, SalesChannelId, UserId};
 pub use model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, MAX_EXPIRES_IN, RevokeApiKey, SalesChannel,
-    UpdateApiKey, UpdateSalesChannel, User,
+    UpdateApiKey, UpdateSalesChannel, User, expiry_in,
 };
 pub use service::{Keyward, Verification, VerifyCode};
 pub use store::{ChannelStore, KeyStore, NoticeStore, Store, UserStore};

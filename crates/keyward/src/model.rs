@@ -131,6 +131,17 @@ impl Serialize for CreatedApiKey {
 /// The longest `expires_in` a key is created with: a hundred years.
 pub const MAX_EXPIRES_IN: i64 = 100 * 365 * 86_400;
 
+/// When a key given `expires_in = seconds` at `now` expires: 1 s to [`MAX_EXPIRES_IN`] ahead,
+/// or refused. One rule for create and update, the API and the CLI.
+pub fn expiry_in(now: Timestamp, seconds: i64) -> crate::Result<Timestamp> {
+    if !(1..=MAX_EXPIRES_IN).contains(&seconds) {
+        return Err(crate::Error::invalid_data(format!(
+            "expires_in must be between 1 and {MAX_EXPIRES_IN} seconds, but got: {seconds}"
+        )));
+    }
+    Ok(now.plus_seconds(seconds))
+}
+
 /// What create takes for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateApiKey {

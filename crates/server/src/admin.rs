@@ -162,14 +162,15 @@ fn push_conditions<F: Field>(
     }
 }
 
-/// A count of seconds given as a JSON number: whole, or refused.
+/// A count of seconds given as a JSON number: whole (saturating, so the range is judged where
+/// the rule lives), or refused.
 fn whole_seconds(n: f64) -> ApiResult<i64> {
-    if n.fract() != 0.0 || !n.is_finite() || n.abs() > 1e15 {
+    if n.fract() != 0.0 || !n.is_finite() {
         return Err(ApiError::invalid(format!(
             "expires_in must be a whole number of seconds, but got: {n}"
         )));
     }
-    Ok(n as i64)
+    Ok(n.clamp(i64::MIN as f64, i64::MAX as f64) as i64)
 }
 
 /// Parses the instant a field named `name` gives (ISO 8601).

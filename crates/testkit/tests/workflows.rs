@@ -265,6 +265,32 @@ on_both_stores! {
         assert!(conflict.error.message().contains("theirs"), "{}", conflict.error.message());
     }
 
+    async fn an_undone_expiry_leaves_alone_the_expiry_another_change_wrote_since(flows) {
+        let key = flows.create_api_key(CreateApiKey::new("k", ApiKeyType::Secret, "t")).await.unwrap().key;
+        let now = keyward::Clock::now(&keyward::SystemClock);
+        let (ours, theirs) = (now.plus_seconds(3_600), now.plus_seconds(7_200));
+        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
+        let other_writer = {
+            let flows = flows.clone();
+            let id = key.id.clone();
+            Step::new("someone-else-moves-the-expiry", move |_: (), _cx: StepContext<Keyward>| {
+                let (flows, id) = (flows.clone(), id.clone());
+                async move {
+                    let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(theirs)) };
+                    flows.update_api_key_with(&id, &update).await.map_err(|e| StepError::permanent(e.message))?;
+                    Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
+                }
+            })
+        };
+        let handle = engine.register(workflows::update_api_keys_workflow().step(&other_writer, |_| Ok(()))).unwrap();
+        let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(ours)) };
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update };
+        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
+        assert_eq!(run.state, RunState::Reverted);
+        assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().expires_at, Some(theirs), "not overwritten by the undo");
+        assert!(run.errors.iter().any(|f| f.handler == keyward_flow::Handler::Conflict), "{:?}", run.errors);
+    }
+
     async fn the_module_rules_come_back_with_their_exact_messages(flows) {
         let key = flows.create_api_key(CreateApiKey::new("live", ApiKeyType::Secret, "t")).await.unwrap().key;
         let err = flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap_err();

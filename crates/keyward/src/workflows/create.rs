@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::Timestamp;
-use crate::model::MAX_EXPIRES_IN;
+use crate::model::expiry_in;
 
 /// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
 pub const API_KEYS_CREATED: &str = "api_keys_created";
@@ -128,10 +128,7 @@ impl Workflows {
 fn planned_expiry(k: &CreateApiKey, now: Timestamp) -> Result<Option<Timestamp>> {
     match (k.expires_in, k.expires_at) {
         (Some(_), Some(_)) => Err(Error::invalid_data("Give expires_in or expires_at, not both")),
-        (Some(s), None) if !(1..=MAX_EXPIRES_IN).contains(&s) => Err(Error::invalid_data(format!(
-            "expires_in must be between 1 and {MAX_EXPIRES_IN} seconds, but got: {s}"
-        ))),
-        (Some(s), None) => Ok(Some(now.plus_seconds(s))),
+        (Some(s), None) => expiry_in(now, s).map(Some),
         (None, Some(at)) if at <= now => Err(Error::invalid_data(format!(
             "expires_at must be in the future, but got: {at}"
         ))),
