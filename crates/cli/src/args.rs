@@ -271,6 +271,8 @@ pub enum KeysCommand {
         /// The key expires at this instant (ISO 8601, e.g. 2027-01-01T00:00:00Z).
         #[arg(long, value_name = "INSTANT", conflicts_with = "count", value_parser = instant)]
         expires_at: Option<keyward::Timestamp>,
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Create this many keys, titled "TITLE 1" … "TITLE N", in batches of 1,000 (one
         /// workflow run each); prints one line per key (`id token`, or JSON lines with --json)
         /// and a progress bar on a terminal.
@@ -281,8 +283,8 @@ pub enum KeysCommand {
     List(ListKeys),
     /// Show one key.
     Get { id: String },
-    /// Change a key's title or expiry.
-    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["title", "expires_in", "expires_at", "no_expiry"])))]
+    /// Change a key's title, expiry, metadata, allowed addresses or (a restricted key's) permissions.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["title", "expires_in", "expires_at", "no_expiry", "permission", "allow_ip", "metadata", "no_metadata", "any_ip"])))]
     Update {
         id: String,
         #[arg(long)]
@@ -296,6 +298,14 @@ pub enum KeysCommand {
         /// The key no longer expires.
         #[arg(long)]
         no_expiry: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Remove the key's metadata.
+        #[arg(long, conflicts_with = "metadata")]
+        no_metadata: bool,
+        /// Let the key work from every address again.
+        #[arg(long, conflicts_with = "allow_ip")]
+        any_ip: bool,
     },
     /// Revoke a key now, or schedule it.
     Revoke {
@@ -335,7 +345,13 @@ pub enum KeysCommand {
     /// Delete a revoked key and its sales-channel links.
     Delete { id: String },
     /// Check a token: exit 0 when valid, 1 otherwise, with the reason.
-    Verify { token: String },
+    Verify {
+        token: String,
+        /// The address the token is presented from (a key with allowed addresses is refused
+        /// without one).
+        #[arg(long = "from", value_name = "IP")]
+        from: Option<std::net::IpAddr>,
+    },
     /// Copy the API keys, sales channels and links of a Medusa v2 store (its live rows) into
     /// keyward, as one workflow run: all of it or nothing. Every key keeps working: publishable
     /// tokens as they are, secret keys under Medusa's scrypt hash until their first use, then
@@ -385,6 +401,41 @@ pub enum SalesChannelsCommand {
 }
 
 /// An ISO 8601 instant on the command line.
+/// What a key may carry beyond Medusa's fields.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PolicyArgs {
+    /// Make a restricted secret key (token rk_…) that may do only this (repeatable): api_keys:read,
+    /// api_keys:write, sales_channels:read, sales_channels:write, keys:verify, workflows:read,
+    /// users:read, metrics:read.
+    #[arg(long, value_name = "PERMISSION", value_parser = permission)]
+    pub permission: Vec<keyward::Permission>,
+    /// Let the key work only from this address or CIDR block (repeatable).
+    #[arg(long, value_name = "CIDR", value_parser = keyward::Cidr::parse)]
+    pub allow_ip: Vec<keyward::Cidr>,
+    /// A JSON object to keep on the key (at most 50 keys, 4 KiB), e.g. '{"team":"web"}'.
+    #[arg(long, value_name = "JSON", value_parser = metadata)]
+    pub metadata: Option<keyward::Metadata>,
+}
+
+impl PolicyArgs {
+    /// The policy these flags give a new key.
+    pub fn into_policy(self) -> keyward::KeyPolicy {
+        keyward::KeyPolicy {
+            metadata: self.metadata,
+            permissions: (!self.permission.is_empty()).then_some(self.permission),
+            allowed_ips: (!self.allow_ip.is_empty()).then_some(self.allow_ip),
+        }
+    }
+}
+
+fn permission(text: &str) -> Result<keyward::Permission, String> {
+    text.parse().map_err(|e: keyward::Error| e.message)
+}
+
+fn metadata(text: &str) -> Result<keyward::Metadata, String> {
+    serde_json::from_str(text).map_err(|e| format!("metadata must be a JSON object: {e}"))
+}
+
 fn instant(text: &str) -> Result<keyward::Timestamp, String> {
     keyward::Timestamp::parse(text).ok_or_else(|| format!("not an ISO 8601 date: '{text}'"))
 }

@@ -22,6 +22,7 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             count,
             expires_in,
             expires_at,
+            policy,
         } => {
             non_empty_title(&title)?;
             if let Some(count) = count {
@@ -29,6 +30,7 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             }
             let mut key = CreateApiKey::new(title, key_type.into(), created_by);
             (key.expires_in, key.expires_at) = (expires_in, expires_at);
+            key.policy = policy.into_policy();
             create(flows, key, idempotency_key, json).await
         }
         KeysCommand::List(args) => list(flows, args, json).await,
@@ -42,6 +44,9 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             expires_in,
             expires_at,
             no_expiry,
+            policy,
+            no_metadata,
+            any_ip,
         } => {
             if let Some(title) = &title {
                 non_empty_title(title)?;
@@ -52,9 +57,13 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
                 (None, None, true) => Some(None),
                 (None, None, false) => None,
             };
+            let set = policy.into_policy();
             let update = keyward::UpdateApiKey {
                 title,
                 expires_at: expiry,
+                metadata: if no_metadata { Some(None) } else { set.metadata.map(Some) },
+                permissions: set.permissions,
+                allowed_ips: if any_ip { Some(None) } else { set.allowed_ips.map(Some) },
             };
             let key = flows.update_api_key_with(&key_id(&id)?, &update).await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
@@ -76,8 +85,8 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
         } => roll(flows, id, grace, rolled_by, idempotency_key, json).await,
         KeysCommand::Link { id, add, remove } => link(flows, &id, &add, &remove, json).await,
         KeysCommand::Delete { id } => delete(flows, &id, json).await,
-        KeysCommand::Verify { token } => {
-            let verdict = kw.verify(&token).await?;
+        KeysCommand::Verify { token, from } => {
+            let verdict = kw.verify_from(&token, from).await?;
             // The use is stamped now: this process ends before a flush would come.
             kw.flush_usage().await?;
             Ok(verification(&verdict, json))

@@ -90,6 +90,10 @@ pub(crate) fn verification(v: &Verification, json: bool) -> Outcome {
                     .unwrap_or_default()
             ),
             keyward::VerifyCode::Expired => "invalid (EXPIRED)".to_owned(),
+            keyward::VerifyCode::ForbiddenOrigin => {
+                "invalid (FORBIDDEN_ORIGIN): the key works only from its allowed addresses (give one with --from)"
+                    .to_owned()
+            }
         };
         match v.key() {
             Some(k) => format!("{reason}: {} key {} \"{}\"\n", k.key_type, k.id, k.title),
@@ -118,7 +122,9 @@ pub(crate) fn status(k: &ApiKey, now: keyward::Timestamp) -> String {
 
 pub(crate) fn describe_key(k: &ApiKey) -> String {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
-    format!(
+    let list = |items: Option<Vec<String>>| items.map(|i| i.join(", "));
+    let p = &k.policy;
+    let mut text = format!(
         "id:           {}\ntitle:        {}\ntype:         {}\nredacted:     {}\ncreated_by:   {}\ncreated_at:   {}\nrevoked_at:   {}\nrevoked_by:   {}\nexpires_at:   {}\nlast_used_at: {}\n",
         k.id,
         k.title,
@@ -130,7 +136,19 @@ pub(crate) fn describe_key(k: &ApiKey) -> String {
         or_dash(k.revoked_by.clone()),
         or_dash(k.expires_at.map(|t| t.to_string())),
         or_dash(k.last_used_at.map(|t| t.to_string())),
-    )
+    );
+    // keyward's own fields, shown only when set (as in the API's answers).
+    let extra = [
+        ("permissions", list(p.permissions.as_ref().map(|ps| ps.iter().map(|x| x.to_string()).collect()))),
+        ("allowed_ips", list(p.allowed_ips.as_ref().map(|a| a.iter().map(|x| x.to_string()).collect()))),
+        ("metadata", p.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string())),
+    ];
+    for (name, value) in extra {
+        if let Some(value) = value {
+            text.push_str(&format!("{:<14}{value}\n", format!("{name}:")));
+        }
+    }
+    text
 }
 
 pub(crate) fn show_key(key: &ApiKey, channels: &[SalesChannel], json: bool) -> String {

@@ -29,7 +29,8 @@ impl KeyStore for PostgresStore {
         let row = sqlx::query_as!(
             Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
+                      metadata, permissions, allowed_ips
                FROM api_key WHERE token = $1"#,
             stored_token
         )
@@ -43,7 +44,8 @@ impl KeyStore for PostgresStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
+                      metadata, permissions, allowed_ips
                FROM api_key WHERE redacted = $1 AND type = 'secret' AND salt <> ''"#,
             redacted
         )
@@ -55,16 +57,26 @@ impl KeyStore for PostgresStore {
 
     async fn update_api_keys(&self, ids: &[ApiKeyId], update: &UpdateApiKey, now: Timestamp) -> Result<Vec<ApiKeyId>> {
         let ids = strings(ids);
+        let [(sets_meta, meta), (sets_perms, perms), (sets_ips, ips)] = update.policy_columns();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let rows = sqlx::query_scalar!(
             "UPDATE api_key SET title = COALESCE($1, title), expires_at = CASE WHEN $2 THEN $3 ELSE expires_at END,
+                 metadata = CASE WHEN $6 THEN $7 ELSE metadata END,
+                 permissions = CASE WHEN $8 THEN $9 ELSE permissions END,
+                 allowed_ips = CASE WHEN $10 THEN $11 ELSE allowed_ips END,
                  updated_at = $4
              WHERE id = ANY($5) RETURNING id",
             update.title.as_deref(),
             update.expires_at.is_some(),
             update.expires_at.flatten().map(|t| t.as_datetime()),
             now.as_datetime(),
-            &ids
+            &ids,
+            sets_meta,
+            meta,
+            sets_perms,
+            perms,
+            sets_ips,
+            ips
         )
         .fetch_all(&mut *tx)
         .await
@@ -78,15 +90,26 @@ impl KeyStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let mut restored = Vec::new();
         for u in undo {
+            let [old_meta, old_perms, old_ips] = u.previous_policy.columns();
+            let [new_meta, new_perms, new_ips] = u.written_policy.columns();
             let done = sqlx::query!(
-                "UPDATE api_key SET title = $1, expires_at = $2, updated_at = $3
-                 WHERE id = $4 AND title = $5 AND expires_at IS NOT DISTINCT FROM $6",
+                "UPDATE api_key SET title = $1, expires_at = $2, updated_at = $3, metadata = $7, permissions = $8,
+                        allowed_ips = $9
+                 WHERE id = $4 AND title = $5 AND expires_at IS NOT DISTINCT FROM $6
+                   AND metadata IS NOT DISTINCT FROM $10 AND permissions IS NOT DISTINCT FROM $11
+                   AND allowed_ips IS NOT DISTINCT FROM $12",
                 u.previous,
                 u.previous_expires_at.map(|t| t.as_datetime()),
                 now.as_datetime(),
                 u.id.as_str(),
                 u.written,
-                u.written_expires_at.map(|t| t.as_datetime())
+                u.written_expires_at.map(|t| t.as_datetime()),
+                old_meta,
+                old_perms,
+                old_ips,
+                new_meta,
+                new_perms,
+                new_ips
             )
             .execute(&mut *tx)
             .await
@@ -195,7 +218,8 @@ impl KeyStore for PostgresStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
+                      metadata, permissions, allowed_ips
                FROM api_key WHERE id = ANY($1) ORDER BY id"#,
             &ids
         )
@@ -209,10 +233,12 @@ impl KeyStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         for s in keys {
             let k = &s.key;
+            let [meta, perms, ips] = k.policy.columns();
             sqlx::query!(
                 "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by,
-                                      revoked_at, created_at, updated_at, deleted_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                                      revoked_at, created_at, updated_at, deleted_at, expires_at, metadata,
+                                      permissions, allowed_ips)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
                  ON CONFLICT (id) DO NOTHING",
                 k.id.as_str(),
                 s.stored_token,
@@ -227,7 +253,10 @@ impl KeyStore for PostgresStore {
                 k.created_at.as_datetime(),
                 k.updated_at.as_datetime(),
                 k.deleted_at.map(|t| t.as_datetime()),
-                k.expires_at.map(|t| t.as_datetime())
+                k.expires_at.map(|t| t.as_datetime()),
+                meta,
+                perms,
+                ips
             )
             .execute(&mut *tx)
             .await

@@ -149,6 +149,15 @@ impl Dialect for Postgres {
         }
         qb.push(" OFFSET ").push_bind(clamp(skip));
     }
+
+    fn push_metadata_eq(qb: &mut QueryBuilder<sqlx::Postgres>, name: &str, value: &str) {
+        // JSONB equality with the string: a number or boolean that prints the same is no match.
+        qb.push("(\"metadata\" -> ")
+            .push_bind(name.to_owned())
+            .push(") = to_jsonb(")
+            .push_bind(value.to_owned())
+            .push("::text)");
+    }
 }
 
 fn clamp(n: u64) -> i64 {
@@ -343,9 +352,11 @@ impl Store for PostgresStore {
 }
 
 async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, key: &NewApiKey) -> Result<()> {
+    let [meta, perms, ips] = key.policy.columns();
     sqlx::query!(
-        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at, expires_at,
+                              metadata, permissions, allowed_ips)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12)",
         key.id.as_str(),
         key.token,
         key.salt,
@@ -354,7 +365,10 @@ async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, key: &N
         key.key_type.as_str(),
         key.created_by,
         key.created_at.as_datetime(),
-        key.expires_at.map(|t| t.as_datetime())
+        key.expires_at.map(|t| t.as_datetime()),
+        meta,
+        perms,
+        ips
     )
     .execute(&mut **tx)
     .await

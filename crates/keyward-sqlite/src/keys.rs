@@ -29,7 +29,9 @@ impl KeyStore for SqliteStore {
         let row = sqlx::query_as!(
             Key,
             r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
+                      metadata AS "metadata: serde_json::Value", permissions AS "permissions: serde_json::Value",
+                      allowed_ips AS "allowed_ips: serde_json::Value"
                FROM api_key WHERE token = ?"#,
             stored_token
         )
@@ -43,7 +45,9 @@ impl KeyStore for SqliteStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
+                      metadata AS "metadata: serde_json::Value", permissions AS "permissions: serde_json::Value",
+                      allowed_ips AS "allowed_ips: serde_json::Value"
                FROM api_key WHERE redacted = ? AND type = 'secret' AND salt <> ''"#,
             redacted
         )
@@ -59,15 +63,25 @@ impl KeyStore for SqliteStore {
             update.expires_at.is_some(),
             update.expires_at.flatten().map(|t| t.millis()),
         );
+        let [(sets_meta, meta), (sets_perms, perms), (sets_ips, ips)] = update.policy_columns();
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query!(
             r#"UPDATE api_key SET title = COALESCE(?, title), expires_at = CASE WHEN ? THEN ? ELSE expires_at END,
+                   metadata = CASE WHEN ? THEN ? ELSE metadata END,
+                   permissions = CASE WHEN ? THEN ? ELSE permissions END,
+                   allowed_ips = CASE WHEN ? THEN ? ELSE allowed_ips END,
                    updated_at = ?
                WHERE id IN (SELECT value FROM json_each(?))
                RETURNING id AS "id!""#,
             update.title,
             sets_expiry,
             expires,
+            sets_meta,
+            meta,
+            sets_perms,
+            perms,
+            sets_ips,
+            ips,
             now,
             ids
         )
@@ -89,15 +103,25 @@ impl KeyStore for SqliteStore {
                 u.previous_expires_at.map(|t| t.millis()),
                 u.written_expires_at.map(|t| t.millis()),
             );
+            let [old_meta, old_perms, old_ips] = u.previous_policy.columns();
+            let [new_meta, new_perms, new_ips] = u.written_policy.columns();
             let done = sqlx::query!(
-                "UPDATE api_key SET title = ?, expires_at = ?, updated_at = ?
-                 WHERE id = ? AND title = ? AND expires_at IS ?",
+                "UPDATE api_key SET title = ?, expires_at = ?, metadata = ?, permissions = ?, allowed_ips = ?,
+                        updated_at = ?
+                 WHERE id = ? AND title = ? AND expires_at IS ? AND metadata IS ? AND permissions IS ?
+                   AND allowed_ips IS ?",
                 u.previous,
                 previous,
+                old_meta,
+                old_perms,
+                old_ips,
                 now,
                 id,
                 u.written,
-                written
+                written,
+                new_meta,
+                new_perms,
+                new_ips
             )
             .execute(&mut *tx)
             .await
@@ -210,7 +234,9 @@ impl KeyStore for SqliteStore {
         let rows = sqlx::query_as!(
             Key,
             r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at
+                      revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
+                      metadata AS "metadata: serde_json::Value", permissions AS "permissions: serde_json::Value",
+                      allowed_ips AS "allowed_ips: serde_json::Value"
                FROM api_key WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"#,
             ids
         )
@@ -232,10 +258,12 @@ impl KeyStore for SqliteStore {
                 k.deleted_at.map(|t| t.millis()),
             );
             let expires = k.expires_at.map(|t| t.millis());
+            let [meta, perms, ips] = k.policy.columns();
             sqlx::query!(
                 "INSERT INTO api_key (id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by,
-                                      revoked_at, created_at, updated_at, deleted_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      revoked_at, created_at, updated_at, deleted_at, expires_at, metadata,
+                                      permissions, allowed_ips)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (id) DO NOTHING",
                 id,
                 s.stored_token,
@@ -250,7 +278,10 @@ impl KeyStore for SqliteStore {
                 created,
                 updated,
                 deleted,
-                expires
+                expires,
+                meta,
+                perms,
+                ips
             )
             .execute(&mut *tx)
             .await

@@ -156,6 +156,16 @@ impl Dialect for Sqlite {
             .push(" OFFSET ")
             .push_bind(clamp(skip));
     }
+
+    fn push_metadata_eq(qb: &mut QueryBuilder<sqlx::Sqlite>, name: &str, value: &str) {
+        // The member's JSON text against the value's, so a string matches a string only (as on
+        // Postgres). The path quotes the name, so `.` and `:` in it are taken literally.
+        qb.push("(\"metadata\" -> ")
+            .push_bind(format!("$.\"{name}\""))
+            .push(") = json_quote(")
+            .push_bind(value.to_owned())
+            .push(")");
+    }
 }
 
 fn clamp(n: u64) -> i64 {
@@ -355,9 +365,11 @@ impl Store for SqliteStore {
 async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, key: &NewApiKey) -> Result<()> {
     let (id, kind, at) = (key.id.as_str(), key.key_type.as_str(), key.created_at.millis());
     let expires = key.expires_at.map(|t| t.millis());
+    let [meta, perms, ips] = key.policy.columns();
     sqlx::query!(
-        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO api_key (id, token, salt, redacted, title, type, created_by, created_at, updated_at, expires_at,
+                              metadata, permissions, allowed_ips)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         id,
         key.token,
         key.salt,
@@ -367,7 +379,10 @@ async fn insert_key(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, key: &New
         key.created_by,
         at,
         at,
-        expires
+        expires,
+        meta,
+        perms,
+        ips
     )
     .execute(&mut **tx)
     .await

@@ -10,6 +10,9 @@ pub enum ErrorKind {
     NotAllowed,
     NotFound,
     Unauthorized,
+    /// Authenticated, but the credential may not do this (a restricted key, an address outside
+    /// a key's allowed list): 403.
+    Forbidden,
     Duplicate,
     Conflict,
     /// The database could not be reached or answered with an error: retryable, never the caller's fault.
@@ -26,6 +29,7 @@ impl ErrorKind {
             ErrorKind::NotAllowed => "not_allowed",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Duplicate => "duplicate_error",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unavailable => "database_unavailable",
@@ -75,6 +79,10 @@ impl Error {
 
     pub fn invalid_data(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidData, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
     }
 
     pub fn not_allowed(message: impl Into<String>) -> Self {

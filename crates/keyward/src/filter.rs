@@ -265,6 +265,9 @@ pub struct Filter<F> {
     pub and: Vec<Filter<F>>,
     /// At least one group must match (when there are any).
     pub or: Vec<Filter<F>>,
+    /// `(name, value)`: the record's metadata holds the string `value` under the top-level key
+    /// `name` (`metadata[plan]=pro`).
+    pub metadata: Vec<(String, String)>,
 }
 
 impl<F> Default for Filter<F> {
@@ -274,6 +277,7 @@ impl<F> Default for Filter<F> {
             conditions: Vec::new(),
             and: Vec::new(),
             or: Vec::new(),
+            metadata: Vec::new(),
         }
     }
 }
@@ -331,13 +335,29 @@ impl<F: Field> Filter<F> {
         Ok(self)
     }
 
+    /// Records whose metadata holds the string `value` under `name` (a name metadata may have).
+    pub fn push_metadata(&mut self, name: &str, value: impl Into<String>) -> Result<()> {
+        if !crate::policy::metadata_key_ok(name) {
+            return Err(Error::invalid_data(format!(
+                "Cannot filter on metadata key {name:?}: a metadata key is 1 to {} letters, digits or _ - . :",
+                crate::policy::MAX_METADATA_KEY_LEN
+            )));
+        }
+        self.metadata.push((name.to_owned(), value.into()));
+        Ok(())
+    }
+
     pub fn with_q(mut self, q: impl Into<String>) -> Self {
         self.q = Some(q.into());
         self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.q.is_none() && self.conditions.is_empty() && self.and.is_empty() && self.or.is_empty()
+        self.q.is_none()
+            && self.conditions.is_empty()
+            && self.and.is_empty()
+            && self.or.is_empty()
+            && self.metadata.is_empty()
     }
 
     /// Rewrites every value of `field`, recursively (used to turn raw secret tokens into digests).

@@ -27,6 +27,7 @@ pub mod idempotency;
 pub mod import;
 pub mod legacy;
 pub mod model;
+pub mod policy;
 pub mod service;
 pub mod sql;
 pub mod store;
@@ -44,9 +45,10 @@ pub use filter::{
 };
 pub use id::{ApiKeyId, SalesChannelId, UserId};
 pub use model::{
-    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, MAX_EXPIRES_IN, RevokeApiKey, SalesChannel,
+    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, KeyPolicy, MAX_EXPIRES_IN, RevokeApiKey, SalesChannel,
     UpdateApiKey, UpdateSalesChannel, User, expiry_in,
 };
+pub use policy::{Cidr, Holds, Metadata, Permission};
 pub use service::{Keyward, Verification, VerifyCode};
 pub use store::{ChannelStore, KeyStore, NoticeStore, Store, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ApiKeyId, SalesChannelId, UserId};
+use crate::policy::{Cidr, Holds, Metadata, Permission};
 use crate::time::Timestamp;
 use crate::token::PlainToken;
 
@@ -79,6 +80,88 @@ pub struct ApiKey {
     /// has no such field) for a key that never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// Metadata, permissions and allowed addresses; each left out of answers when unset.
+    #[serde(flatten)]
+    pub policy: KeyPolicy,
+}
+
+/// What a key may carry beyond Medusa's fields (see [`crate::policy`]). Unset fields change
+/// nothing: such a key behaves as Medusa's.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KeyPolicy {
+    /// A JSON object of the owner's (at most 50 keys, 4 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// A restricted secret key's permissions; none is an unrestricted key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<Permission>>,
+    /// The addresses the key works from; none is every address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ips: Option<Vec<Cidr>>,
+}
+
+impl KeyPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.metadata.is_none() && self.permissions.is_none() && self.allowed_ips.is_none()
+    }
+
+    /// What the key holds: everything, or its permissions.
+    pub fn holds(&self) -> Holds<'_> {
+        Holds::of(self.permissions.as_deref())
+    }
+
+    /// Whether the key may be used from `origin`.
+    pub fn allows_origin(&self, origin: Option<std::net::IpAddr>) -> bool {
+        crate::policy::origin_allowed(self.allowed_ips.as_deref(), origin)
+    }
+
+    /// The three columns as JSON (none stays SQL NULL), in the order metadata, permissions,
+    /// allowed_ips.
+    pub fn columns(&self) -> [Option<serde_json::Value>; 3] {
+        let json = |v: serde_json::Result<serde_json::Value>| v.ok();
+        [
+            self.metadata.clone().map(serde_json::Value::Object),
+            self.permissions.as_ref().and_then(|p| json(serde_json::to_value(p))),
+            self.allowed_ips.as_ref().and_then(|a| json(serde_json::to_value(a))),
+        ]
+    }
+
+    /// Reads the three columns back.
+    pub fn from_columns(
+        metadata: Option<serde_json::Value>,
+        permissions: Option<serde_json::Value>,
+        allowed_ips: Option<serde_json::Value>,
+    ) -> crate::Result<Self> {
+        fn read<T: serde::de::DeserializeOwned>(column: &str, v: Option<serde_json::Value>) -> crate::Result<Option<T>> {
+            v.filter(|v| !v.is_null())
+                .map(|v| serde_json::from_value(v))
+                .transpose()
+                .map_err(|e| crate::Error::unexpected(format!("stored {column} does not read: {e}")))
+        }
+        Ok(Self {
+            metadata: read("metadata", metadata)?,
+            permissions: read("permissions", permissions)?,
+            allowed_ips: read("allowed_ips", allowed_ips)?,
+        })
+    }
+
+    /// Checks what a key is created with: metadata within bounds, permissions only on a secret
+    /// key and at least one, an address list of one block at least.
+    pub fn checked(mut self, key_type: ApiKeyType) -> crate::Result<Self> {
+        if let Some(m) = &self.metadata {
+            crate::policy::check_metadata(m)?;
+        }
+        if let Some(p) = self.permissions.take() {
+            if key_type != ApiKeyType::Secret {
+                return Err(crate::Error::invalid_data("Only secret keys carry permissions"));
+            }
+            self.permissions = Some(crate::policy::checked_permissions(p)?);
+        }
+        if let Some(a) = self.allowed_ips.take() {
+            self.allowed_ips = Some(crate::policy::checked_allowed_ips(a)?);
+        }
+        Ok(self)
+    }
 }
 
 impl ApiKey {
@@ -119,12 +202,23 @@ impl Serialize for CreatedApiKey {
         st.serialize_field("created_at", &k.created_at)?;
         st.serialize_field("updated_at", &k.updated_at)?;
         st.serialize_field("deleted_at", &k.deleted_at)?;
-        if let Some(at) = &k.expires_at {
-            st.serialize_field("expires_at", at)?;
-        } else {
-            st.skip_field("expires_at")?;
-        }
+        optional_field(&mut st, "expires_at", &k.expires_at)?;
+        optional_field(&mut st, "metadata", &k.policy.metadata)?;
+        optional_field(&mut st, "permissions", &k.policy.permissions)?;
+        optional_field(&mut st, "allowed_ips", &k.policy.allowed_ips)?;
         st.end()
+    }
+}
+
+/// Writes a field only when it is set (keyward's own fields, absent from Medusa's answers).
+fn optional_field<S: serde::ser::SerializeStruct, T: Serialize>(
+    st: &mut S,
+    name: &'static str,
+    value: &Option<T>,
+) -> Result<(), S::Error> {
+    match value {
+        Some(v) => st.serialize_field(name, v),
+        None => st.skip_field(name),
     }
 }
 
@@ -160,6 +254,9 @@ pub struct CreateApiKey {
     /// that instant, so a resumed run acts on the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<i64>,
+    /// Metadata, permissions (a restricted secret key) and allowed addresses.
+    #[serde(flatten)]
+    pub policy: KeyPolicy,
 }
 
 impl CreateApiKey {
@@ -171,6 +268,7 @@ impl CreateApiKey {
             id: None,
             expires_at: None,
             expires_in: None,
+            policy: KeyPolicy::default(),
         }
     }
 }
@@ -183,6 +281,15 @@ pub struct UpdateApiKey {
     pub title: Option<String>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Option<Timestamp>>,
+    /// New metadata (replacing the old whole); `null` removes it.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Option<Metadata>>,
+    /// New permissions of a restricted key (it stays restricted: a list, never `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<Permission>>,
+    /// New allowed addresses; `null` allows every address again.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub allowed_ips: Option<Option<Vec<Cidr>>>,
 }
 
 impl UpdateApiKey {
@@ -190,7 +297,41 @@ impl UpdateApiKey {
     pub fn title(title: impl Into<String>) -> Self {
         Self {
             title: Some(title.into()),
-            expires_at: None,
+            ..Self::default()
+        }
+    }
+
+    /// Whether it changes any of the policy fields.
+    pub fn touches_policy(&self) -> bool {
+        self.metadata.is_some() || self.permissions.is_some() || self.allowed_ips.is_some()
+    }
+
+    /// For each policy column (metadata, permissions, allowed_ips): whether this update sets it,
+    /// and to what (none: NULL).
+    pub fn policy_columns(&self) -> [(bool, Option<serde_json::Value>); 3] {
+        let json = |v: serde_json::Result<serde_json::Value>| v.ok();
+        [
+            (
+                self.metadata.is_some(),
+                self.metadata.clone().flatten().map(serde_json::Value::Object),
+            ),
+            (
+                self.permissions.is_some(),
+                self.permissions.as_ref().and_then(|p| json(serde_json::to_value(p))),
+            ),
+            (
+                self.allowed_ips.is_some(),
+                self.allowed_ips.as_ref().and_then(|a| a.as_ref()).and_then(|a| json(serde_json::to_value(a))),
+            ),
+        ]
+    }
+
+    /// The policy a key has after this update, given the one it had.
+    pub fn applied_to(&self, before: &KeyPolicy) -> KeyPolicy {
+        KeyPolicy {
+            metadata: self.metadata.clone().unwrap_or_else(|| before.metadata.clone()),
+            permissions: self.permissions.clone().or_else(|| before.permissions.clone()),
+            allowed_ips: self.allowed_ips.clone().unwrap_or_else(|| before.allowed_ips.clone()),
         }
     }
 }

@@ -135,6 +135,7 @@ impl Keyward {
                     updated_at: now,
                     deleted_at: None,
                     expires_at: row.expires_at,
+                    policy: row.policy.clone(),
                 },
                 token,
             });
@@ -150,7 +151,11 @@ impl Keyward {
     }
 
     fn new_key_row(&self, data: &CreateApiKey, now: Timestamp) -> Result<(NewApiKey, token::PlainToken)> {
-        let token = token::generate(data.key_type, self.entropy.as_ref())?;
+        let token = if data.policy.permissions.is_some() {
+            token::generate_restricted(self.entropy.as_ref())?
+        } else {
+            token::generate(data.key_type, self.entropy.as_ref())?
+        };
         let id = match &data.id {
             Some(id) => id.clone(),
             None => ApiKeyId::generate(&self.ids, now, self.entropy.as_ref())?,
@@ -169,6 +174,7 @@ impl Keyward {
             created_by: data.created_by.clone(),
             created_at: now,
             expires_at: data.expires_at,
+            policy: data.policy.clone(),
         };
         Ok((row, token))
     }

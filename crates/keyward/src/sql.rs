@@ -17,6 +17,9 @@ pub trait Dialect {
     fn push_time(qb: &mut QueryBuilder<Self::DB>, t: Timestamp);
     /// `LIMIT`/`OFFSET` for a page; `take: None` means no limit.
     fn push_page(qb: &mut QueryBuilder<Self::DB>, skip: u64, take: Option<u64>);
+    /// A test that the `metadata` column holds the string `value` under the top-level key
+    /// `name` (a name [`crate::policy::metadata_key_ok`] accepts).
+    fn push_metadata_eq(qb: &mut QueryBuilder<Self::DB>, name: &str, value: &str);
 }
 
 /// Appends ` WHERE …` for `filter`.
@@ -93,6 +96,10 @@ where
     for c in &filter.conditions {
         qb.push(" AND ");
         push_condition::<D, F>(qb, c);
+    }
+    for (name, value) in &filter.metadata {
+        qb.push(" AND ");
+        D::push_metadata_eq(qb, name, value);
     }
     for group in &filter.and {
         qb.push(" AND ");
@@ -260,7 +267,8 @@ where
 
 /// The columns every store selects for a key, in [`crate::store::KeyRow`] order.
 pub const SELECT_KEYS: &str = "SELECT id, token, salt, redacted, title, type, last_used_at, created_by, revoked_by, \
-                               revoked_at, created_at, updated_at, deleted_at, expires_at FROM api_key";
+                               revoked_at, created_at, updated_at, deleted_at, expires_at, metadata, permissions, \
+                               allowed_ips FROM api_key";
 
 /// The columns every store selects for a sales channel.
 pub const SELECT_CHANNELS: &str =

@@ -27,6 +27,7 @@ pub struct NewApiKey {
     pub created_by: String,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
+    pub policy: crate::model::KeyPolicy,
 }
 
 /// A key as stored, with what verification needs beyond the public record. Also the snapshot a
@@ -80,6 +81,12 @@ pub struct UpdateUndo {
     pub written_expires_at: Option<Timestamp>,
     #[serde(default)]
     pub previous_expires_at: Option<Timestamp>,
+    /// The metadata, permissions and allowed addresses written and the ones to put back (runs
+    /// recorded before these existed read as keys without them, which is what they had).
+    #[serde(default)]
+    pub written_policy: crate::model::KeyPolicy,
+    #[serde(default)]
+    pub previous_policy: crate::model::KeyPolicy,
 }
 
 /// Which keys a revocation refuses to revoke again (those already revoked at `now`).

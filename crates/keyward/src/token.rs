@@ -1,6 +1,6 @@
 //! The token format, redaction and the secret-key digest.
 //!
-//! A token is `pk_` or `sk_`, then 43 base62 characters carrying 32 random bytes, then 6 base62
+//! A token is `pk_`, `sk_` or `rk_` (a restricted secret key: one with permissions), then 43 base62 characters carrying 32 random bytes, then 6 base62
 //! characters of CRC32 over everything before them: 52 characters. The checksum lets a verifier
 //! throw out typos and garbage without a database round trip, and lets secret scanners recognise
 //! a leaked key. Medusa's format (`pk_`/`sk_` + 64 lower-case hex) stays well-formed, so keys
@@ -81,7 +81,7 @@ impl fmt::Debug for ParsedToken<'_> {
 /// Why a string is not a token. Says nothing about the input beyond its shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedToken {
-    #[error("a token starts with pk_ or sk_")]
+    #[error("a token starts with pk_, sk_ or rk_")]
     Prefix,
     #[error("a token is 52 characters (or 67 for a Medusa token)")]
     Length,
@@ -96,11 +96,13 @@ pub fn parse(raw: &str) -> Result<ParsedToken<'_>, MalformedToken> {
     let bytes = raw.as_bytes();
     let kind = match bytes.get(..3) {
         Some(b"pk_") => ApiKeyType::Publishable,
-        Some(b"sk_") => ApiKeyType::Secret,
+        Some(b"sk_" | RESTRICTED_PREFIX_BYTES) => ApiKeyType::Secret,
         _ => return Err(MalformedToken::Prefix),
     };
     let rest = &bytes[3..];
     let format = match rest.len() {
+        // Restricted keys exist only in keyward's format.
+        64 if is_restricted(raw) => return Err(MalformedToken::Length),
         n if n == BODY_LEN + CHECKSUM_LEN => {
             if !rest.iter().all(u8::is_ascii_alphanumeric) {
                 return Err(MalformedToken::Alphabet);
@@ -148,17 +150,40 @@ impl fmt::Debug for PlainToken {
     }
 }
 
+/// The prefix of a restricted secret key's token (one with permissions), as Stripe marks its
+/// restricted keys: recognisable at a glance and by secret scanners.
+pub const RESTRICTED_PREFIX: &str = "rk_";
+const RESTRICTED_PREFIX_BYTES: &[u8] = RESTRICTED_PREFIX.as_bytes();
+
+/// Whether a token is a restricted key's (by its prefix).
+pub fn is_restricted(raw: &str) -> bool {
+    raw.starts_with(RESTRICTED_PREFIX)
+}
+
 /// Makes a new token of the given type from 32 random bytes.
 pub fn generate(kind: ApiKeyType, entropy: &dyn Entropy) -> Result<PlainToken, EntropyError> {
+    generate_with_prefix(kind.token_prefix(), entropy)
+}
+
+/// Makes a new restricted secret key's token (`rk_…`).
+pub fn generate_restricted(entropy: &dyn Entropy) -> Result<PlainToken, EntropyError> {
+    generate_with_prefix(RESTRICTED_PREFIX, entropy)
+}
+
+fn generate_with_prefix(prefix: &str, entropy: &dyn Entropy) -> Result<PlainToken, EntropyError> {
     let mut random = Zeroizing::new([0u8; 32]);
     entropy.fill(random.as_mut())?;
-    Ok(from_random_bytes(kind, &random))
+    Ok(with_prefix(prefix, &random))
 }
 
 /// The token carrying exactly these 32 bytes. Deterministic; used by `generate` and by tests.
 pub fn from_random_bytes(kind: ApiKeyType, random: &[u8; 32]) -> PlainToken {
+    with_prefix(kind.token_prefix(), random)
+}
+
+fn with_prefix(prefix: &str, random: &[u8; 32]) -> PlainToken {
     let mut out = Zeroizing::new(String::with_capacity(TOKEN_LEN));
-    out.push_str(kind.token_prefix());
+    out.push_str(prefix);
     let body = base62_fixed::<BODY_LEN>(random);
     out.extend(body.iter().map(|&b| char::from(b)));
     let sum = checksum(out.as_bytes());
@@ -220,6 +245,7 @@ pub fn claimed_kind(raw: &str) -> Option<ApiKeyType> {
     match raw.as_bytes().get(..3) {
         Some(b"pk_") => Some(ApiKeyType::Publishable),
         Some(b"sk_") => Some(ApiKeyType::Secret),
+        Some(RESTRICTED_PREFIX_BYTES) if raw.len() == TOKEN_LEN => Some(ApiKeyType::Secret),
         _ => None,
     }
 }
@@ -246,6 +272,21 @@ mod tests {
     use super::*;
     use crate::entropy::SeededEntropy;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_restricted_token_is_a_checked_secret_token_with_its_own_prefix() {
+        let rk = generate_restricted(&SeededEntropy::new(5)).unwrap();
+        assert!(rk.expose().starts_with("rk_") && rk.expose().len() == TOKEN_LEN);
+        let parsed = parse(rk.expose()).unwrap();
+        assert_eq!((parsed.kind(), parsed.format()), (ApiKeyType::Secret, TokenFormat::Current));
+        assert_eq!(claimed_kind(rk.expose()), Some(ApiKeyType::Secret));
+        // The prefix is under the checksum: an sk_ token relabelled rk_ is refused.
+        let sk = generate(ApiKeyType::Secret, &SeededEntropy::new(5)).unwrap();
+        let relabelled = format!("rk_{}", &sk.expose()[3..]);
+        assert_eq!(parse(&relabelled).unwrap_err(), MalformedToken::Checksum);
+        let legacy = format!("rk_{}", "a".repeat(64));
+        assert!(parse(&legacy).is_err() && claimed_kind(&legacy).is_none());
+    }
 
     #[test]
     fn a_new_token_is_52_characters_with_its_type_prefix() {

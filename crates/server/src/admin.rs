@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
 
 use keyward::{
-    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field, Filter,
-    ListOptions, Op, Order, RevokeApiKey, SalesChannelField, SalesChannelFilter, SalesChannelId, Timestamp,
+    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, Cidr, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field,
+    Filter, KeyPolicy, ListOptions, Op, Order, Permission, RevokeApiKey, SalesChannelField, SalesChannelFilter, SalesChannelId, Timestamp,
     UpdateApiKey, UpdateSalesChannel, Value as FilterValue,
 };
 
@@ -116,6 +116,7 @@ fn filter_from<F: Field>(
                     }
                 }
             }
+            "metadata" if allowed.iter().any(|a| a == "metadata") => push_metadata(&mut f, value)?,
             field if allowed.iter().any(|a| a == field) => {
                 let Some(field) = F::from_name(field) else { continue };
                 push_conditions(&mut f, field, value, check)?;
@@ -124,6 +125,21 @@ fn filter_from<F: Field>(
         }
     }
     Ok(f)
+}
+
+/// `metadata[name]=value` (several names may be given): the metadata holds that string.
+fn push_metadata<F: Field>(f: &mut Filter<F>, value: &Value) -> ApiResult<()> {
+    let refused = || ApiError::invalid("Invalid request: metadata filters take metadata[key]=value");
+    let Value::Object(pairs) = value else {
+        return Err(refused());
+    };
+    for (name, v) in pairs {
+        let Value::String(text) = v else {
+            return Err(refused());
+        };
+        f.push_metadata(name, text.clone()).map_err(invalid_filter)?;
+    }
+    Ok(())
 }
 
 fn push_conditions<F: Field>(
@@ -230,6 +246,35 @@ fn check_key_field(field: ApiKeyField, text: &str) -> ApiResult<()> {
 
 // -- API keys -------------------------------------------------------------------------------
 
+/// A request's permission names, parsed.
+fn permissions(names: &[String]) -> ApiResult<Vec<Permission>> {
+    names
+        .iter()
+        .map(|n| n.parse().map_err(|e: Error| ApiError::invalid(format!("Invalid request: {}", e.message))))
+        .collect()
+}
+
+/// A request's addresses and blocks, parsed.
+fn blocks(items: &[String]) -> ApiResult<Vec<Cidr>> {
+    items
+        .iter()
+        .map(|s| Cidr::parse(s).map_err(|e| ApiError::invalid(format!("Invalid request: allowed_ips: {e}"))))
+        .collect()
+}
+
+/// A restricted caller may change or roll only a key it could have made: one whose permissions
+/// it holds (a roll would hand it the token of a stronger key). Others are not read here.
+async fn may_change(state: &AppState, actor: &Actor, id: &ApiKeyId) -> ApiResult<()> {
+    if actor.permissions.is_none() {
+        return Ok(());
+    }
+    let key = state.kw.retrieve_api_key(id).await.map_err(http_not_found)?;
+    if key.key_type == keyward::ApiKeyType::Secret {
+        actor.require_covers(key.policy.permissions.as_deref())?;
+    }
+    Ok(())
+}
+
 /// Shapes keys for a selection, loading their channels when the relation is selected.
 async fn shape_keys(state: &AppState, keys: &[ApiKey], sel: &Selection) -> ApiResult<Vec<Value>> {
     let channels = match &sel.relation {
@@ -281,9 +326,17 @@ pub async fn create_key(
     Extension(actor): Extension<Actor>,
     Typed(body): Typed<CreateKeyBody>,
 ) -> ApiResult<Json<Value>> {
-    let mut key = CreateApiKey::new(body.title, body.key_type.into(), actor.id);
+    let mut key = CreateApiKey::new(body.title, body.key_type.into(), actor.id.clone());
     key.expires_in = body.expires_in.map(whole_seconds).transpose()?;
     key.expires_at = body.expires_at.as_deref().map(instant_of("expires_at")).transpose()?;
+    key.policy = KeyPolicy {
+        metadata: body.metadata,
+        permissions: body.permissions.as_deref().map(permissions).transpose()?,
+        allowed_ips: body.allowed_ips.as_deref().map(blocks).transpose()?,
+    };
+    if key.key_type == keyward::ApiKeyType::Secret {
+        actor.require_covers(key.policy.permissions.as_deref())?;
+    }
     let created = state.flows.create_api_key(key).await?;
     Ok(Json(json!({ "api_key": created })))
 }
@@ -300,21 +353,32 @@ pub async fn get_key(
 #[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title or expiry", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateKeyBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
 pub async fn update_key(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<UpdateKeyBody>,
 ) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
-    if body.title.is_none() && body.expires_at.is_none() {
-        return Err(ApiError::invalid("Invalid request: Field 'title' is required"));
-    }
     let update = UpdateApiKey {
         title: body.title,
         expires_at: body
             .expires_at
             .map(|at| at.as_deref().map(instant_of("expires_at")).transpose())
             .transpose()?,
+        metadata: body.metadata,
+        permissions: body.permissions.as_deref().map(permissions).transpose()?,
+        allowed_ips: body
+            .allowed_ips
+            .map(|list| list.as_deref().map(blocks).transpose())
+            .transpose()?,
     };
+    if update.title.is_none() && update.expires_at.is_none() && !update.touches_policy() {
+        return Err(ApiError::invalid("Invalid request: Field 'title' is required"));
+    }
+    may_change(&state, &actor, &id).await?;
+    if let Some(wanted) = &update.permissions {
+        actor.require_covers(Some(wanted))?;
+    }
     state
         .flows
         .update_api_key_with(&id, &update)
@@ -355,6 +419,7 @@ pub async fn roll_key(
     Typed(body): Typed<RevokeBody>,
 ) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
+    may_change(&state, &actor, &id).await?;
     let (created, previous) = state
         .flows
         .roll_api_key(&id, &actor.id, body.seconds())

@@ -1,6 +1,14 @@
 //! Admin authentication. Any one method is enough; a failing one falls through to the next:
 //! `Authorization: Bearer <jwt>`, `Authorization: Basic <secret key>` (base64 of `sk_…:` or
-//! `sk_…`, or the raw `sk_…`; scheme case-insensitive), then the session cookie.
+//! `sk_…`, or the raw `sk_…`; a restricted key's `rk_…` alike; scheme case-insensitive), then the
+//! session cookie.
+//!
+//! A restricted key (one with `permissions`) then reaches only the routes whose permission it
+//! holds: [`crate::admin_routes`] names one permission per route and method, and a path that
+//! names none (an unknown one) is refused too. A key with `allowed_ips` authenticates only from
+//! an address inside them (403 from elsewhere).
+
+use std::net::IpAddr;
 
 use axum::extract::Request;
 use axum::http::HeaderMap;
@@ -9,7 +17,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use keyward::{Holds, Permission};
+
 use crate::AppState;
+use crate::client::ClientAddr;
 use crate::error::{ApiError, UNAUTHORIZED};
 
 /// Who is calling the admin API.
@@ -21,7 +32,50 @@ pub struct Actor {
     pub actor_type: &'static str,
     /// Authenticated by the session cookie (which a browser sends by itself: CSRF rules apply).
     pub by_cookie: bool,
+    /// A restricted key's permissions; `None` for a user or an unrestricted key (everything).
+    pub permissions: Option<Vec<Permission>>,
 }
+
+impl Actor {
+    /// What the caller holds.
+    pub fn holds(&self) -> Holds<'_> {
+        Holds::of(self.permissions.as_deref())
+    }
+
+    /// Refuses with 403 unless the caller holds `needed`.
+    pub fn require(&self, needed: Permission) -> Result<(), ApiError> {
+        if self.holds().allows(needed) {
+            return Ok(());
+        }
+        Err(forbidden(format!(
+            "This API key does not have the permission {needed}; it holds {}",
+            self.permissions
+                .iter()
+                .flatten()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// Refuses with 403 unless the caller holds every permission a key with `wanted` (none: an
+    /// unrestricted key) would: nobody makes, changes or rolls a key into more than it holds.
+    pub fn require_covers(&self, wanted: Option<&[Permission]>) -> Result<(), ApiError> {
+        if self.holds().covers(wanted) {
+            return Ok(());
+        }
+        Err(forbidden(
+            "A restricted API key cannot create, change or roll a key with permissions it does not hold itself",
+        ))
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::Module(keyward::Error::forbidden(message))
+}
+
+/// The refusal of a key with `allowed_ips` used from elsewhere.
+pub const FORBIDDEN_ORIGIN: &str = "This API key may not be used from this address";
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "keyward_session";
@@ -52,12 +106,23 @@ where
     if !is_protected(req.uri().path()) {
         return next(req).await;
     }
-    match authenticate(state, req.headers()).await {
+    let origin = req.extensions().get::<ClientAddr>().and_then(|c| c.ip);
+    match authenticate(state, req.headers(), origin).await {
         Ok(actor) => {
             if actor.by_cookie
                 && let Err(refused) = crate::csrf::check(state, req.method(), req.headers())
             {
                 return refused;
+            }
+            if actor.permissions.is_some() {
+                let needed = crate::route_permission(req.method(), req.uri().path());
+                let allowed = match needed {
+                    Some(p) => actor.require(p),
+                    None => Err(forbidden("A restricted API key may use only the routes its permissions name")),
+                };
+                if let Err(refused) = allowed {
+                    return refused.into_response();
+                }
             }
             req.extensions_mut().insert(actor);
             next(req).await
@@ -66,12 +131,12 @@ where
     }
 }
 
-/// Tries every method in turn.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
+/// Tries every method in turn, for a request from `origin`.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<Actor, ApiError> {
     let mut secret_as_bearer = false;
     if let Some((scheme, credential)) = authorization(headers) {
         if scheme.eq_ignore_ascii_case("bearer") {
-            if credential.starts_with("sk_") {
+            if is_secret_token(credential) {
                 secret_as_bearer = true;
             } else if let Some(actor) = state.actor_from_jwt(credential).await? {
                 return Ok(actor);
@@ -79,17 +144,20 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Actor
         } else if scheme.eq_ignore_ascii_case("basic")
             && let Some(token) = basic_secret(credential)
         {
-            let v = state.kw.verify(&token).await?;
+            let v = state.kw.verify_from(&token, origin).await?;
             state.metrics.verification("admin_basic", v.code.as_str());
-            if let Some(key) = v
-                .key()
-                .filter(|k| v.is_valid() && k.key_type == keyward::ApiKeyType::Secret)
-            {
-                return Ok(Actor {
-                    id: key.id.to_string(),
-                    actor_type: "api-key",
-                    by_cookie: false,
-                });
+            if let Some(key) = v.key().filter(|k| k.key_type == keyward::ApiKeyType::Secret) {
+                if v.is_valid() {
+                    return Ok(Actor {
+                        id: key.id.to_string(),
+                        actor_type: "api-key",
+                        by_cookie: false,
+                        permissions: key.policy.permissions.clone(),
+                    });
+                }
+                if v.code == keyward::VerifyCode::ForbiddenOrigin {
+                    return Err(forbidden(FORBIDDEN_ORIGIN));
+                }
             }
         }
     }
@@ -121,14 +189,20 @@ pub fn basic_secret_of(headers: &HeaderMap) -> Option<String> {
         .flatten()
 }
 
-/// The secret token in a Basic credential: raw `sk_…`, or base64 of `sk_…` / `sk_…:`.
+/// Whether a string looks like a secret key's token: `sk_…`, or a restricted key's `rk_…`.
+fn is_secret_token(s: &str) -> bool {
+    s.starts_with("sk_") || keyward::token::is_restricted(s)
+}
+
+/// The secret token in a Basic credential: raw `sk_…`/`rk_…`, or base64 of it (with or
+/// without a trailing `:`).
 fn basic_secret(credential: &str) -> Option<String> {
-    if credential.starts_with("sk_") {
+    if is_secret_token(credential) {
         return Some(credential.to_owned());
     }
     let decoded = String::from_utf8(STANDARD.decode(credential).ok()?).ok()?;
     let user = decoded.split(':').next()?;
-    user.starts_with("sk_").then(|| user.to_owned())
+    is_secret_token(user).then(|| user.to_owned())
 }
 
 /// The session cookie's token, if the request carries one.
@@ -170,6 +244,7 @@ mod tests {
         assert_eq!(basic_secret(sk).as_deref(), Some(sk));
         assert_eq!(basic_secret(&STANDARD.encode("sk_abc:")).as_deref(), Some(sk));
         assert_eq!(basic_secret(&STANDARD.encode("sk_abc")).as_deref(), Some(sk));
+        assert_eq!(basic_secret(&STANDARD.encode("rk_abc:")).as_deref(), Some("rk_abc"));
         assert_eq!(basic_secret(&STANDARD.encode("user:pass")), None);
         assert_eq!(basic_secret("%%%"), None);
     }

@@ -23,6 +23,9 @@ pub const KEY_FIELDS: &[&str] = &[
     "revoked_at",
     "revoked_by",
     "expires_at",
+    "metadata",
+    "permissions",
+    "allowed_ips",
     "deleted_at",
 ];
 /// The defaults: every key attribute but `deleted_at` (the last).
@@ -220,7 +223,7 @@ pub fn project(full: &Map<String, Value>, fields: &[&str]) -> Map<String, Value>
 
 /// Attributes Medusa's records do not have: a record shows them only when they are set, so a
 /// key without them is answered exactly as Medusa answers it.
-const ONLY_WHEN_SET: &[&str] = &["expires_at"];
+const ONLY_WHEN_SET: &[&str] = &["expires_at", "metadata", "permissions", "allowed_ips"];
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@
 //! ```
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -29,9 +30,14 @@ pub use crate::store::PublishableKey;
 const MISSING: &str = "Publishable API key required in the request header: x-publishable-api-key. You can manage your keys in settings in the dashboard.";
 const INVALID: &str = "A valid publishable key is required to proceed with the request";
 
-/// Checks `x-publishable-api-key` exactly as keyward's store routes do.
-pub async fn check_publishable(kw: &Keyward, headers: &HeaderMap) -> Result<PublishableKey, ApiError> {
-    check_publishable_recorded(kw, headers, &|_| {}).await
+/// Checks `x-publishable-api-key` exactly as keyward's store routes do, for a request from
+/// `origin` (the client's address, when known: a key with `allowed_ips` needs it).
+pub async fn check_publishable(
+    kw: &Keyward,
+    headers: &HeaderMap,
+    origin: Option<IpAddr>,
+) -> Result<PublishableKey, ApiError> {
+    check_publishable_recorded(kw, headers, origin, &|_| {}).await
 }
 
 /// [`check_publishable`], reporting the outcome code (`MISSING`, `AMBIGUOUS` or a verification
@@ -39,6 +45,7 @@ pub async fn check_publishable(kw: &Keyward, headers: &HeaderMap) -> Result<Publ
 pub async fn check_publishable_recorded(
     kw: &Keyward,
     headers: &HeaderMap,
+    origin: Option<IpAddr>,
     record: &(dyn Fn(&'static str) + Send + Sync),
 ) -> Result<PublishableKey, ApiError> {
     let values: Vec<_> = headers.get_all(crate::store::HEADER).iter().collect();
@@ -56,7 +63,7 @@ pub async fn check_publishable_recorded(
         // Sent twice: ambiguous, so refused.
         _ => return refuse("AMBIGUOUS", INVALID),
     };
-    let verification = kw.verify_publishable(&token).await?;
+    let verification = kw.verify_publishable_from(&token, origin).await?;
     record(verification.code.as_str());
     if verification.is_valid() {
         Ok(PublishableKey { verification })
@@ -69,10 +76,11 @@ pub async fn check_publishable_recorded(
 #[derive(Debug, Clone)]
 pub struct SecretKey(pub std::sync::Arc<ApiKey>);
 
-/// Checks `Authorization: Basic <secret key>` exactly as keyward's admin API does.
-pub async fn check_secret(kw: &Keyward, headers: &HeaderMap) -> Result<SecretKey, ApiError> {
+/// Checks `Authorization: Basic <secret key>` exactly as keyward's admin API does, for a request
+/// from `origin`.
+pub async fn check_secret(kw: &Keyward, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<SecretKey, ApiError> {
     let token = crate::auth::basic_secret_of(headers).ok_or(ApiError::Unauthorized(UNAUTHORIZED))?;
-    kw.authenticate(&token)
+    kw.authenticate_from(&token, origin)
         .await?
         .map(SecretKey)
         .ok_or(ApiError::Unauthorized(UNAUTHORIZED))
@@ -138,6 +146,16 @@ impl<S> Layer<S> for RequireSecretKey {
     }
 }
 
+/// The client's address: keyward's own (which heeds `KEYWARD_TRUSTED_PROXIES`) when the request
+/// passed it, else the TCP peer when the service was served with connect info. A key with
+/// `allowed_ips` is refused where neither is known.
+fn origin_of(req: &Request<Body>) -> Option<IpAddr> {
+    let ext = req.extensions();
+    ext.get::<crate::client::ClientAddr>()
+        .and_then(|c| c.ip)
+        .or_else(|| ext.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A check that runs before the inner service and may answer instead of it.
@@ -148,7 +166,7 @@ trait Check: Clone + Send + Sync + 'static {
 impl Check for Publishable {
     fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
         Box::pin(async move {
-            let key = check_publishable(&kw, req.headers())
+            let key = check_publishable(&kw, req.headers(), origin_of(&req))
                 .await
                 .map_err(IntoResponse::into_response)?;
             req.extensions_mut().insert(key);
@@ -160,7 +178,7 @@ impl Check for Publishable {
 impl Check for Secret {
     fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
         Box::pin(async move {
-            let key = check_secret(&kw, req.headers())
+            let key = check_secret(&kw, req.headers(), origin_of(&req))
                 .await
                 .map_err(IntoResponse::into_response)?;
             req.extensions_mut().insert(key);

@@ -34,9 +34,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{HeaderValue, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router, middleware};
-use keyward::{Keyward, Workflows};
+use keyward::{Keyward, Permission, Workflows};
 use serde_json::{Value, json};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -170,38 +171,92 @@ impl AppState {
             id,
             actor_type: "user",
             by_cookie: false,
+            permissions: None,
         }))
     }
 }
 
-/// Every authenticated route, with its handlers: `/admin/*` and the verification API. The
-/// router is built from this table and the auth test walks it. Protection itself does not
-/// depend on the table: [`auth::guard_admin_paths`] covers every path under `/admin` and `/v1`.
-pub fn admin_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+/// One authenticated route and method: its handler and the permission a restricted key needs
+/// for it.
+pub struct AdminRoute {
+    pub path: &'static str,
+    pub method: Method,
+    pub permission: Permission,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route(path: &'static str, method: Method, permission: Permission, handler: MethodRouter<AppState>) -> AdminRoute {
+    AdminRoute {
+        path,
+        method,
+        permission,
+        handler,
+    }
+}
+
+/// Every authenticated route (`/admin/*` and the verification API), each method with its
+/// handler and permission. The router is built from this table, restricted keys are checked
+/// against it ([`route_permission`]), and the tests walk it. Protection itself does not depend
+/// on the table: [`auth::guard_admin_paths`] covers every path under `/admin` and `/v1`.
+pub fn admin_routes() -> Vec<AdminRoute> {
+    use Permission::*;
+    const KEY: &str = "/admin/api-keys/{id}";
+    const CHANNEL: &str = "/admin/sales-channels/{id}";
     vec![
-        ("/admin/api-keys", get(admin::list_keys).post(admin::create_key)),
-        (
-            "/admin/api-keys/{id}",
-            get(admin::get_key).post(admin::update_key).delete(admin::delete_key),
-        ),
-        ("/admin/api-keys/{id}/revoke", post(admin::revoke_key)),
-        ("/admin/api-keys/{id}/roll", post(admin::roll_key)),
-        ("/admin/api-keys/{id}/sales-channels", post(admin::link_channels)),
-        (
-            "/admin/sales-channels",
-            get(admin::list_channels).post(admin::create_channel),
-        ),
-        (
-            "/admin/sales-channels/{id}",
-            get(admin::get_channel)
-                .post(admin::update_channel)
-                .delete(admin::delete_channel),
-        ),
-        ("/admin/users/me", get(admin::me)),
-        ("/admin/workflow-runs", get(activity::workflow_runs)),
-        ("/admin/events", get(activity::events)),
-        ("/v1/keys/verify", post(store::verify_key)),
+        route("/admin/api-keys", Method::GET, ApiKeysRead, get(admin::list_keys)),
+        route("/admin/api-keys", Method::POST, ApiKeysWrite, post(admin::create_key)),
+        route(KEY, Method::GET, ApiKeysRead, get(admin::get_key)),
+        route(KEY, Method::POST, ApiKeysWrite, post(admin::update_key)),
+        route(KEY, Method::DELETE, ApiKeysWrite, delete(admin::delete_key)),
+        route("/admin/api-keys/{id}/revoke", Method::POST, ApiKeysWrite, post(admin::revoke_key)),
+        route("/admin/api-keys/{id}/roll", Method::POST, ApiKeysWrite, post(admin::roll_key)),
+        route("/admin/api-keys/{id}/sales-channels", Method::POST, ApiKeysWrite, post(admin::link_channels)),
+        route("/admin/sales-channels", Method::GET, SalesChannelsRead, get(admin::list_channels)),
+        route("/admin/sales-channels", Method::POST, SalesChannelsWrite, post(admin::create_channel)),
+        route(CHANNEL, Method::GET, SalesChannelsRead, get(admin::get_channel)),
+        route(CHANNEL, Method::POST, SalesChannelsWrite, post(admin::update_channel)),
+        route(CHANNEL, Method::DELETE, SalesChannelsWrite, delete(admin::delete_channel)),
+        route("/admin/users/me", Method::GET, UsersRead, get(admin::me)),
+        route("/admin/workflow-runs", Method::GET, WorkflowsRead, get(activity::workflow_runs)),
+        route("/admin/events", Method::GET, WorkflowsRead, get(activity::events)),
+        route("/v1/keys/verify", Method::POST, KeysVerify, post(store::verify_key)),
     ]
+}
+
+/// The permission a request needs, from [`admin_routes`]; `None` for a path and method it does
+/// not name. Read only for restricted keys.
+pub fn route_permission(method: &Method, path: &str) -> Option<Permission> {
+    static TABLE: std::sync::OnceLock<Vec<(Method, &'static str, Permission)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        admin_routes()
+            .into_iter()
+            .map(|r| (r.method, r.path, r.permission))
+            .collect()
+    });
+    // HEAD is answered by the GET handler, so it needs what GET needs.
+    let method = if method == Method::HEAD { &Method::GET } else { method };
+    table
+        .iter()
+        .find(|(m, pattern, _)| m == method && path_matches(pattern, path))
+        .map(|(_, _, p)| *p)
+}
+
+/// Whether `path` fits a route pattern whose `{name}` segments match any one segment.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let (mut want, mut got) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('{') => {
+                if g.is_empty() {
+                    return false;
+                }
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
+    }
 }
 
 /// The whole router.
@@ -211,8 +266,15 @@ pub fn admin_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 /// instead of being applied to each route: a layer applied per route boxes that route again,
 /// and a request clones every box on its way in.
 pub fn app(state: AppState) -> Router {
+    let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for r in admin_routes() {
+        match by_path.iter_mut().find(|(p, _)| *p == r.path) {
+            Some((_, handlers)) => *handlers = std::mem::take(handlers).merge(r.handler),
+            None => by_path.push((r.path, r.handler)),
+        }
+    }
     let mut routes = Router::new();
-    for (path, handlers) in admin_routes() {
+    for (path, handlers) in by_path {
         routes = routes.route(path, handlers);
     }
     let storefront = Router::new()
@@ -301,15 +363,25 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics: an admin credential, or the KEYWARD_METRICS_TOKEN as Bearer", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
-async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn metrics_text(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<client::ClientAddr>>,
+    headers: HeaderMap,
+) -> Response {
     let scraper = state.metrics_token.as_deref().is_some_and(|want| {
         auth::authorization(&headers)
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .is_some_and(|(_, got)| constant_time_eq(got.as_bytes(), want.as_bytes()))
     });
     // Verification outcomes by code are not for anonymous callers.
-    if !scraper && let Err(e) = auth::authenticate(&state, &headers).await {
-        return e.into_response();
+    if !scraper {
+        let origin = client.and_then(|c| c.ip);
+        if let Err(e) = auth::authenticate(&state, &headers, origin)
+            .await
+            .and_then(|actor| actor.require(Permission::MetricsRead))
+        {
+            return e.into_response();
+        }
     }
     (
         [(

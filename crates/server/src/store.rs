@@ -2,7 +2,7 @@
 //! `x-publishable-api-key`, and the verification API for other services. Both use the module's
 //! one verification path.
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -10,6 +10,7 @@ use keyward::{SalesChannelId, Verification};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::client::ClientAddr;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Typed;
 use crate::wire::VerifyBody;
@@ -30,7 +31,8 @@ impl PublishableKey {
 
 pub async fn require_publishable_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let record = |code| state.metrics.verification("store", code);
-    match crate::layers::check_publishable_recorded(&state.kw, req.headers(), &record).await {
+    let origin = req.extensions().get::<ClientAddr>().and_then(|c| c.ip);
+    match crate::layers::check_publishable_recorded(&state.kw, req.headers(), origin, &record).await {
         Ok(key) => {
             req.extensions_mut().insert(key);
             next.run(req).await
@@ -112,12 +114,28 @@ struct VerdictKey<'a> {
     revoked_at: Option<keyward::Timestamp>,
     last_used_at: Option<keyward::Timestamp>,
     created_at: keyward::Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<keyward::Timestamp>,
+    #[serde(flatten)]
+    policy: &'a keyward::KeyPolicy,
 }
 
-/// `POST /v1/keys/verify {key}` → always 200 with the verdict.
-#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED) and the key", request_body = crate::wire::VerifyBody, responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = crate::wire::VerifyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
-pub async fn verify_key(State(state): State<AppState>, Typed(body): Typed<VerifyBody>) -> ApiResult<Response> {
-    let v = state.kw.verify(&body.key).await?;
+/// `POST /v1/keys/verify {key, ip?}` → always 200 with the verdict. A key with `allowed_ips`
+/// is judged from `ip` when given (the address the key was presented from, for a service that
+/// verifies on its clients' behalf), else from the caller's own address.
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED FORBIDDEN_ORIGIN) and the key", request_body = crate::wire::VerifyBody, responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = crate::wire::VerifyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
+pub async fn verify_key(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientAddr>,
+    Typed(body): Typed<VerifyBody>,
+) -> ApiResult<Response> {
+    let origin = match body.ip.as_deref() {
+        Some(text) => Some(text.trim().parse::<std::net::IpAddr>().map_err(|_| {
+            ApiError::invalid(format!("ip must be an IPv4 or IPv6 address, but got: '{text}'"))
+        })?),
+        None => client.ip,
+    };
+    let v = state.kw.verify_from(&body.key, origin).await?;
     state.metrics.verification("verify_api", v.code.as_str());
     let verdict = Verdict {
         valid: v.is_valid(),
@@ -131,6 +149,8 @@ pub async fn verify_key(State(state): State<AppState>, Typed(body): Typed<Verify
             revoked_at: k.revoked_at,
             last_used_at: k.last_used_at,
             created_at: k.created_at,
+            expires_at: k.expires_at,
+            policy: &k.policy,
         }),
     };
     Ok(Json(verdict).into_response())

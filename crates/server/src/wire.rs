@@ -46,10 +46,20 @@ pub struct CreateKeyBody {
     /// When the key expires (ISO 8601, in the future)
     #[schema(nullable = false, format = DateTime)]
     pub expires_at: Option<String>,
+    /// A JSON object of yours: at most 50 keys (1–40 letters, digits or _ - . :), 4 KiB
+    #[schema(nullable = false, value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// A restricted secret key (its token starts rk_): what it may do, e.g. ["keys:verify"].
+    /// Never more than the caller holds. Without it a secret key may do everything.
+    #[schema(nullable = false, example = json!(["api_keys:read"]))]
+    pub permissions: Option<Vec<String>>,
+    /// The addresses and CIDR blocks the key works from, e.g. ["203.0.113.0/24"]
+    #[schema(nullable = false, example = json!(["203.0.113.0/24"]))]
+    pub allowed_ips: Option<Vec<String>>,
 }
 
-/// `POST /admin/api-keys/{id}`: a new title, a new expiry, or both (one is required, as
-/// Medusa requires the title).
+/// `POST /admin/api-keys/{id}`: a new title, expiry, metadata, permissions (of a restricted
+/// key) or allowed addresses (one is required, as Medusa requires the title).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Storefront (EU)"}))]
@@ -60,6 +70,17 @@ pub struct UpdateKeyBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<String>>,
+    /// New metadata, replacing the old; null removes it
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Option<Map<String, Value>>>,
+    /// New permissions of a restricted key (never more than the caller holds)
+    #[schema(nullable = false)]
+    pub permissions: Option<Vec<String>>,
+    /// New allowed addresses; null allows every address again
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_ips: Option<Option<Vec<String>>>,
 }
 
 /// `POST /admin/api-keys/{id}/revoke` and `/roll`: revoke (the old key) now, or this many
@@ -145,6 +166,10 @@ pub struct LoginBody {
 #[schema(example = json!({"key": "pk_2b8Lx0…"}))]
 pub struct VerifyBody {
     pub key: String,
+    /// The address the key was presented from, for keys with allowed_ips; without it, the
+    /// address of the caller of this route
+    #[schema(nullable = false, example = "203.0.113.7")]
+    pub ip: Option<String>,
 }
 
 // -- queries -------------------------------------------------------------------------------------
@@ -221,6 +246,8 @@ list_query!(
         revoked_at,
         /// Filter on expires_at (ISO 8601, or null for keys that never expire)
         expires_at,
+        /// Filter on top-level metadata keys holding a string: metadata[plan]=pro
+        metadata,
     }
 );
 

@@ -339,6 +339,7 @@ over_http! {
                 created_by: app.user_id.clone(),
                 created_at: now.plus_seconds(-60),
                 expires_at: Some(past),
+                policy: Default::default(),
             });
             tokens.push(token.expose().to_owned());
         }

@@ -444,6 +444,7 @@ pub async fn insert_secret_keys(store: &Arc<dyn Store>, prefix: &str, n: usize) 
             created_by: "bench".into(),
             created_at: now,
             expires_at: None,
+            policy: Default::default(),
         });
         tokens.push(token.expose().to_owned());
     }

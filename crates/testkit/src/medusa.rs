@@ -111,6 +111,7 @@ pub fn legacy_secret(seed: &str, i: usize, at: Timestamp) -> (keyward::store::St
         updated_at: at,
         deleted_at: None,
         expires_at: None,
+        policy: Default::default(),
     };
     let stored_token = keyward::legacy::medusa_hash(&token, &salt).expect("scrypt");
     (

@@ -101,7 +101,7 @@ on_both_stores! {
         eventually("node B hears of the new key", || async { b.store().cache().stats().invalidations > heard }).await;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid, "B caches the key without an expiry");
         let soon = h.clock.now().plus_seconds(5);
-        let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(soon)) };
+        let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(soon)), ..Default::default() };
         h.flows.update_api_key_with(&created.key.id, &update).await.unwrap();
         h.clock.advance_seconds(5);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Expired);

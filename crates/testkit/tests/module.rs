@@ -437,7 +437,7 @@ on_both_stores! {
     async fn an_update_sets_or_removes_an_expiry_and_an_expired_key_keeps_its_own(h) {
         let now = h.clock.now();
         let key = h.flows.create_api_key(secret("k")).await.unwrap().key;
-        let set = |at: Option<Timestamp>| UpdateApiKey { title: None, expires_at: Some(at) };
+        let set = |at: Option<Timestamp>| UpdateApiKey { title: None, expires_at: Some(at), ..Default::default() };
         let updated = h.flows.update_api_key_with(&key.id, &set(Some(now.plus_seconds(60)))).await.unwrap();
         assert_eq!((updated.title.as_str(), updated.expires_at), ("k", Some(now.plus_seconds(60))), "the title stays");
         let renamed = h.flows.update_api_key(&key.id, "renamed").await.unwrap();
@@ -688,6 +688,7 @@ on_both_stores! {
             created_by: "t".into(),
             created_at: epoch(),
             expires_at: None,
+            policy: Default::default(),
         };
         let err = h.kw.store().insert_api_keys(&[row]).await.unwrap_err();
         assert_eq!((err.kind, err.message.as_str()), (ErrorKind::Duplicate, "There already is an api key with this token"));

@@ -226,7 +226,7 @@ on_both_stores! {
             .unwrap()
             .key;
         let later = keyward::Clock::now(&keyward::SystemClock).plus_seconds(3_600);
-        let update = keyward::UpdateApiKey { title: Some("after".into()), expires_at: Some(Some(later)) };
+        let update = keyward::UpdateApiKey { title: Some("after".into()), expires_at: Some(Some(later)), ..Default::default() };
         let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update };
         run_then_fail(&flows, workflows::update_api_keys_workflow(), input).await;
         assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().expires_at, None, "the expiry is put back too");
@@ -276,14 +276,14 @@ on_both_stores! {
             Step::new("someone-else-moves-the-expiry", move |_: (), _cx: StepContext<Keyward>| {
                 let (flows, id) = (flows.clone(), id.clone());
                 async move {
-                    let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(theirs)) };
+                    let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(theirs)), ..Default::default() };
                     flows.update_api_key_with(&id, &update).await.map_err(|e| StepError::permanent(e.message))?;
                     Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
                 }
             })
         };
         let handle = engine.register(workflows::update_api_keys_workflow().step(&other_writer, |_| Ok(()))).unwrap();
-        let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(ours)) };
+        let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(ours)), ..Default::default() };
         let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update };
         let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
         assert_eq!(run.state, RunState::Reverted);
@@ -458,7 +458,7 @@ on_both_stores! {
         let expired = keyward::store::NewApiKey {
             id: ApiKeyId::parse("apk_expired").unwrap(), token: token.digest(), salt: String::new(),
             redacted: token.redacted(), title: "expired".into(), key_type: ApiKeyType::Secret, created_by: "t".into(),
-            created_at: past.plus_seconds(-60), expires_at: Some(past),
+            created_at: past.plus_seconds(-60), expires_at: Some(past), policy: Default::default(),
         };
         flows.kw().store().insert_api_keys(&[expired]).await.unwrap();
         flows.notify_api_key_expiry(workflows::DEFAULT_EXPIRY_WARNING).await.unwrap();

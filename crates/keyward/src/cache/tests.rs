@@ -88,6 +88,7 @@ fn record(id: &str) -> Arc<KeyRecord> {
             updated_at: now,
             deleted_at: None,
             expires_at: None,
+            policy: Default::default(),
         },
         Vec::new(),
     ))

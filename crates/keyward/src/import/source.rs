@@ -250,6 +250,7 @@ pub(super) fn checked_key(row: MedusaKey) -> Result<StoredKey> {
             deleted_at: None,
             // Medusa's keys never expire.
             expires_at: None,
+            policy: Default::default(),
         },
         stored_token: row.token,
         salt,

@@ -2,6 +2,8 @@
 //! read (after the checksum), Medusa's scrypt form upgraded on first use; `last_used_at` stamped
 //! and flushed in batches.
 
+use std::net::IpAddr;
+
 use super::*;
 
 /// The answer to "is this token good?", for every caller (store check, admin auth, verify API).
@@ -74,6 +76,9 @@ pub enum VerifyCode {
     Revoked,
     Expired,
     Malformed,
+    /// The key is good, but has an `allowed_ips` list the request's address is not in (or the
+    /// address is unknown).
+    ForbiddenOrigin,
 }
 
 impl VerifyCode {
@@ -84,6 +89,7 @@ impl VerifyCode {
             VerifyCode::Revoked => "REVOKED",
             VerifyCode::Expired => "EXPIRED",
             VerifyCode::Malformed => "MALFORMED",
+            VerifyCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
         }
     }
 }
@@ -92,7 +98,12 @@ impl Keyward {
     /// The secret key this token belongs to, if it is valid now. Publishable tokens, unknown
     /// tokens, revoked keys and garbage all give `None`.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Arc<ApiKey>>> {
-        let v = self.verify(token).await?;
+        self.authenticate_from(token, None).await
+    }
+
+    /// [`Keyward::authenticate`] for a request from `origin` (see [`Keyward::verify_from`]).
+    pub async fn authenticate_from(&self, token: &str, origin: Option<IpAddr>) -> Result<Option<Arc<ApiKey>>> {
+        let v = self.verify_from(token, origin).await?;
         Ok(match v.key() {
             Some(key) if v.is_valid() && key.key_type == ApiKeyType::Secret => Some(Arc::clone(key)),
             _ => None,
@@ -104,7 +115,16 @@ impl Keyward {
     /// tokens that passed the checksum are ever cached, so a hit needs no checksum. The decision
     /// is made from the entry against the clock, so a scheduled revocation takes effect at its
     /// instant from a cached entry.
+    ///
+    /// The request's address is not known here: a key with an `allowed_ips` list is refused as
+    /// `FORBIDDEN_ORIGIN` (use [`Keyward::verify_from`]).
     pub async fn verify(&self, raw: &str) -> Result<Verification> {
+        self.verify_from(raw, None).await
+    }
+
+    /// [`Keyward::verify`] for a request from `origin`: a key with an `allowed_ips` list is
+    /// valid only from an address inside it.
+    pub async fn verify_from(&self, raw: &str, origin: Option<IpAddr>) -> Result<Verification> {
         let Some(kind) = token::claimed_kind(raw) else {
             return Ok(Verification::refused(VerifyCode::Malformed, None));
         };
@@ -141,6 +161,9 @@ impl Keyward {
             if let Some(code) = refused {
                 return Ok(Verification::refused(code, Some(record)));
             }
+        }
+        if !key.policy.allows_origin(origin) {
+            return Ok(Verification::refused(VerifyCode::ForbiddenOrigin, Some(record)));
         }
         cache.record_use(&record, coarse);
         Ok(Verification {
@@ -209,7 +232,12 @@ impl Keyward {
     /// Verifies a token as a publishable key (the storefront check): a valid secret token is
     /// refused as `NOT_FOUND`, so a secret can never open a store route.
     pub async fn verify_publishable(&self, raw: &str) -> Result<Verification> {
-        let v = self.verify(raw).await?;
+        self.verify_publishable_from(raw, None).await
+    }
+
+    /// [`Keyward::verify_publishable`] for a request from `origin`.
+    pub async fn verify_publishable_from(&self, raw: &str, origin: Option<IpAddr>) -> Result<Verification> {
+        let v = self.verify_from(raw, origin).await?;
         Ok(match v.key() {
             Some(k) if k.key_type == ApiKeyType::Secret => Verification::refused(VerifyCode::NotFound, None),
             _ => v,

@@ -55,6 +55,9 @@ pub struct KeyRow<T> {
     pub updated_at: T,
     pub deleted_at: Option<T>,
     pub expires_at: Option<T>,
+    pub metadata: Option<serde_json::Value>,
+    pub permissions: Option<serde_json::Value>,
+    pub allowed_ips: Option<serde_json::Value>,
 }
 
 impl<T: StoredInstant> KeyRow<T> {
@@ -81,6 +84,7 @@ impl<T: StoredInstant> KeyRow<T> {
             updated_at: self.updated_at.into_timestamp()?,
             deleted_at: opt_instant(self.deleted_at)?,
             expires_at: opt_instant(self.expires_at)?,
+            policy: crate::model::KeyPolicy::from_columns(self.metadata, self.permissions, self.allowed_ips)?,
         };
         Ok(StoredKey {
             key,

@@ -150,6 +150,7 @@ impl Keyward {
                 }
                 k.expires_at = planned_expiry(&k, now)?;
                 k.expires_in = None;
+                k.policy = std::mem::take(&mut k.policy).checked(k.key_type)?;
                 Ok(k)
             })
             .collect()

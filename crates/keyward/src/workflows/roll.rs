@@ -160,6 +160,7 @@ impl Keyward {
         let channels = self.channel_ids_of(id).await?;
         let mut successor = CreateApiKey::new(old.title.clone(), old.key_type, rolled_by);
         successor.expires_at = old.expires_at;
+        successor.policy = old.policy.clone();
         let new_key = self
             .plan_api_keys(vec![successor])?
             .pop()

@@ -1,7 +1,7 @@
 //! `update-api-keys`: a new title or expiry, put back where the key still has this run's.
 
 use super::*;
-use crate::model::UpdateApiKey;
+use crate::model::{KeyPolicy, UpdateApiKey};
 use crate::store::UpdateUndo;
 
 /// `update-api-keys`: set what is given (title, expiry) on these keys. Runs recorded before
@@ -24,6 +24,9 @@ pub struct UpdatePlan {
     /// (id, expiry) before the update.
     #[serde(default)]
     pub previous_expiry: Vec<(ApiKeyId, Option<crate::Timestamp>)>,
+    /// (id, metadata, permissions and allowed addresses) before the update.
+    #[serde(default)]
+    pub previous_policy: Vec<(ApiKeyId, KeyPolicy)>,
 }
 
 /// The keys as loaded before their update.
@@ -78,10 +81,16 @@ pub fn update_api_keys_step() -> Step<Keyward, UpdatePlan, Vec<ApiKey>> {
         let now = kw.keys_by_ids(&ids).await.map_err(step_error)?;
         for u in left {
             match now.iter().find(|k| k.id == u.id) {
-                Some(k) if k.title != u.previous || k.expires_at != u.previous_expires_at => cx.conflict(format!(
-                    "api key {} has the title {:?} and expiry {:?}, not the {:?} and {:?} this run wrote; left as it is",
-                    u.id, k.title, k.expires_at, u.written, u.written_expires_at
-                )),
+                Some(k)
+                    if k.title != u.previous
+                        || k.expires_at != u.previous_expires_at
+                        || k.policy != u.previous_policy =>
+                {
+                    cx.conflict(format!(
+                        "api key {} no longer holds the title {:?}, expiry {:?} and policy this run wrote; left as it is",
+                        u.id, u.written, u.written_expires_at
+                    ))
+                }
                 _ => {}
             }
         }
@@ -100,20 +109,51 @@ pub(super) fn update_undo(plan: &UpdatePlan, updated: Option<&[ApiKeyId]>) -> Ve
                 .iter()
                 .find(|(k, _)| k == id)
                 .and_then(|(_, at)| *at);
+            let previous_policy = plan
+                .previous_policy
+                .iter()
+                .find(|(k, _)| k == id)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
             UpdateUndo {
                 id: id.clone(),
                 written: plan.update.title.clone().unwrap_or_else(|| previous.clone()),
                 previous: previous.clone(),
                 written_expires_at: plan.update.expires_at.unwrap_or(previous_expires_at),
                 previous_expires_at,
+                written_policy: plan.update.applied_to(&previous_policy),
+                previous_policy,
             }
         })
         .collect()
 }
 
+/// The policy fields of an update, checked: metadata within bounds, an address list of one
+/// block at least, and permissions only for keys that are restricted already (a key's token
+/// prefix says whether it is restricted, so an unrestricted key stays so, and the reverse).
+fn check_policy_update(update: &mut UpdateApiKey, keys: &[ApiKey]) -> Result<()> {
+    if let Some(Some(m)) = &update.metadata {
+        crate::policy::check_metadata(m)?;
+    }
+    if let Some(Some(a)) = update.allowed_ips.take() {
+        update.allowed_ips = Some(Some(crate::policy::checked_allowed_ips(a)?));
+    }
+    if let Some(p) = update.permissions.take() {
+        if let Some(k) = keys.iter().find(|k| k.policy.permissions.is_none()) {
+            return Err(Error::invalid_data(format!(
+                "API key {} is not a restricted key; permissions are given when a restricted key is created",
+                k.id
+            )));
+        }
+        update.permissions = Some(crate::policy::checked_permissions(p)?);
+    }
+    Ok(())
+}
+
 /// The update checked against the keys as loaded: an expiry must lie ahead, and an expired key
 /// keeps its expiry (as a revoked key stays revoked).
-fn plan_update(input: UpdateApiKeysInput, keys: Vec<ApiKey>, now: crate::Timestamp) -> Result<UpdatePlan> {
+fn plan_update(mut input: UpdateApiKeysInput, keys: Vec<ApiKey>, now: crate::Timestamp) -> Result<UpdatePlan> {
+    check_policy_update(&mut input.update, &keys)?;
     if let Some(expiry) = input.update.expires_at {
         if let Some(at) = expiry
             && at <= now
@@ -133,6 +173,7 @@ fn plan_update(input: UpdateApiKeysInput, keys: Vec<ApiKey>, now: crate::Timesta
         ids: input.ids,
         update: input.update,
         previous_expiry: keys.iter().map(|k| (k.id.clone(), k.expires_at)).collect(),
+        previous_policy: keys.iter().map(|k| (k.id.clone(), k.policy.clone())).collect(),
         previous: keys.into_iter().map(|k| (k.id, k.title)).collect(),
     })
 }

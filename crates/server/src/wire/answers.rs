@@ -38,6 +38,15 @@ pub struct ApiKeyRecord {
     /// When the key stops verifying on its own; present only for a key that expires
     #[schema(format = DateTime, nullable = false)]
     expires_at: Option<String>,
+    /// The owner's JSON object; present only when set
+    #[schema(nullable = false, value_type = Option<Object>)]
+    metadata: Option<Value>,
+    /// A restricted secret key's permissions; present only for a restricted key
+    #[schema(nullable = false)]
+    permissions: Option<Vec<String>>,
+    /// The addresses the key works from; present only when limited
+    #[schema(nullable = false)]
+    allowed_ips: Option<Vec<String>>,
     #[schema(value_type = Option<String>, format = DateTime)]
     deleted_at: Option<Option<String>>,
     /// With `fields=*sales_channels`
@@ -164,6 +173,7 @@ pub enum VerifyCodeName {
     Revoked,
     Expired,
     Malformed,
+    ForbiddenOrigin,
 }
 
 /// The key a verdict names (no token).
@@ -181,6 +191,18 @@ pub struct VerdictKeyRecord {
     last_used_at: Option<String>,
     #[schema(format = DateTime)]
     created_at: String,
+    /// Present only for a key that expires
+    #[schema(format = DateTime, nullable = false)]
+    expires_at: Option<String>,
+    /// Present only when set
+    #[schema(nullable = false, value_type = Option<Object>)]
+    metadata: Option<Value>,
+    /// Present only for a restricted key
+    #[schema(nullable = false)]
+    permissions: Option<Vec<String>>,
+    /// Present only for a key limited to some addresses
+    #[schema(nullable = false)]
+    allowed_ips: Option<Vec<String>>,
 }
 
 /// `POST /v1/keys/verify`'s answer, always 200: whether the key works, why not, and the key.

@@ -1,0 +1,353 @@
+//! What a key may carry beyond Medusa's fields: `permissions` (a restricted secret key), an
+//! `allowed_ips` list, and `metadata`. A key without them behaves exactly as a Medusa key.
+//!
+//! The rules live here once: which permission grants which, whether one holder covers what
+//! another asks for (nobody mints a key with more than it holds), whether an address is
+//! allowed, and what metadata is acceptable.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One thing a restricted secret key may do: a resource and an access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// List and read keys.
+    ApiKeysRead,
+    /// Create, update, revoke, roll, delete keys and link their channels (and read them).
+    ApiKeysWrite,
+    SalesChannelsRead,
+    SalesChannelsWrite,
+    /// `POST /v1/keys/verify` only.
+    KeysVerify,
+    /// The activity views: workflow runs and events.
+    WorkflowsRead,
+    /// `GET /admin/users/me`.
+    UsersRead,
+    /// `GET /metrics`.
+    MetricsRead,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 8] = [
+        Permission::ApiKeysRead,
+        Permission::ApiKeysWrite,
+        Permission::SalesChannelsRead,
+        Permission::SalesChannelsWrite,
+        Permission::KeysVerify,
+        Permission::WorkflowsRead,
+        Permission::UsersRead,
+        Permission::MetricsRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::ApiKeysRead => "api_keys:read",
+            Permission::ApiKeysWrite => "api_keys:write",
+            Permission::SalesChannelsRead => "sales_channels:read",
+            Permission::SalesChannelsWrite => "sales_channels:write",
+            Permission::KeysVerify => "keys:verify",
+            Permission::WorkflowsRead => "workflows:read",
+            Permission::UsersRead => "users:read",
+            Permission::MetricsRead => "metrics:read",
+        }
+    }
+
+    /// Whether holding `self` allows what `needed` allows: itself, and a write grants the read
+    /// of its resource.
+    pub fn grants(self, needed: Permission) -> bool {
+        self == needed
+            || matches!(
+                (self, needed),
+                (Permission::ApiKeysWrite, Permission::ApiKeysRead)
+                    | (Permission::SalesChannelsWrite, Permission::SalesChannelsRead)
+            )
+    }
+
+    /// Every permission's name, for messages and help texts.
+    pub fn names() -> String {
+        Permission::ALL.map(Permission::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Permission {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            Error::invalid_data(format!("Unknown permission '{s}': expected one of {}", Permission::names()))
+        })
+    }
+}
+
+impl Serialize for Permission {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Permission {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: Error| serde::de::Error::custom(e.message))
+    }
+}
+
+/// What a caller holds: everything (a user, an unrestricted secret key) or a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds<'a> {
+    Everything,
+    Only(&'a [Permission]),
+}
+
+impl<'a> Holds<'a> {
+    /// What a key's `permissions` field means: none is everything.
+    pub fn of(permissions: Option<&'a [Permission]>) -> Self {
+        permissions.map_or(Holds::Everything, Holds::Only)
+    }
+
+    pub fn allows(self, needed: Permission) -> bool {
+        match self {
+            Holds::Everything => true,
+            Holds::Only(held) => held.iter().any(|h| h.grants(needed)),
+        }
+    }
+
+    /// Whether a key with `wanted` (none: unrestricted) would hold nothing beyond this.
+    pub fn covers(self, wanted: Option<&[Permission]>) -> bool {
+        match (self, wanted) {
+            (Holds::Everything, _) => true,
+            (Holds::Only(_), None) => false,
+            (Holds::Only(_), Some(w)) => w.iter().all(|p| self.allows(*p)),
+        }
+    }
+}
+
+/// A restricted key's permissions, checked: at least one, each named once, in a fixed order.
+pub fn checked_permissions(mut permissions: Vec<Permission>) -> Result<Vec<Permission>> {
+    if permissions.is_empty() {
+        return Err(Error::invalid_data(format!(
+            "permissions must name at least one of {}; leave the field out for an unrestricted key",
+            Permission::names()
+        )));
+    }
+    permissions.sort();
+    permissions.dedup();
+    Ok(permissions)
+}
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address. An IPv4-mapped IPv6
+/// address is matched as the IPv4 address it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is not an address or CIDR block (like 10.0.0.0/8 or 2001:db8::/32)");
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let len = len.unwrap_or(max);
+        if len > max {
+            return Err(bad());
+        }
+        Ok(Self { net, len })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.len),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.len),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (full, rest) = (usize::from(bits / 8), bits % 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        (a[full] & mask) == (b[full] & mask)
+    }
+}
+
+impl fmt::Display for Cidr {
+    /// `net/len`, the form it is stored and answered in.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Cidr::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The most blocks one key's `allowed_ips` holds.
+pub const MAX_ALLOWED_IPS: usize = 100;
+
+/// An `allowed_ips` list, checked: one block at least (leave it out to allow every address),
+/// at most [`MAX_ALLOWED_IPS`].
+pub fn checked_allowed_ips(blocks: Vec<Cidr>) -> Result<Vec<Cidr>> {
+    if blocks.is_empty() {
+        return Err(Error::invalid_data(
+            "allowed_ips must name at least one address or block; leave it out (or set it to null) to allow every address",
+        ));
+    }
+    if blocks.len() > MAX_ALLOWED_IPS {
+        return Err(Error::invalid_data(format!(
+            "allowed_ips holds at most {MAX_ALLOWED_IPS} blocks, but got {}",
+            blocks.len()
+        )));
+    }
+    Ok(blocks)
+}
+
+/// Whether a request from `origin` may use a key with this `allowed_ips`. A key without a list
+/// is allowed from anywhere; a key with one only from a known address inside it.
+pub fn origin_allowed(allowed: Option<&[Cidr]>, origin: Option<IpAddr>) -> bool {
+    match allowed {
+        None => true,
+        Some(blocks) => origin.is_some_and(|ip| blocks.iter().any(|b| b.contains(ip))),
+    }
+}
+
+/// A key's metadata: a JSON object.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// The most top-level keys metadata holds.
+pub const MAX_METADATA_KEYS: usize = 50;
+/// The longest name of a metadata key.
+pub const MAX_METADATA_KEY_LEN: usize = 40;
+/// The most bytes metadata takes as JSON.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// Metadata, checked: at most 50 keys, each 1–40 letters, digits or `_ - . :`, and 4 KiB of
+/// JSON in all. The names are limited so every key can be filtered on (`metadata[plan]=pro`).
+pub fn check_metadata(metadata: &Metadata) -> Result<()> {
+    if metadata.len() > MAX_METADATA_KEYS {
+        return Err(Error::invalid_data(format!(
+            "metadata holds at most {MAX_METADATA_KEYS} keys, but got {}",
+            metadata.len()
+        )));
+    }
+    if let Some(name) = metadata.keys().find(|k| !metadata_key_ok(k)) {
+        return Err(Error::invalid_data(format!(
+            "metadata key {name:?} must be 1 to {MAX_METADATA_KEY_LEN} letters, digits or _ - . :"
+        )));
+    }
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::invalid_data(format!(
+            "metadata takes at most {MAX_METADATA_BYTES} bytes as JSON, but got {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `name` can be a metadata key (and so a filter's).
+pub fn metadata_key_ok(name: &str) -> bool {
+    (1..=MAX_METADATA_KEY_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_write_grants_its_read_and_nothing_else() {
+        use Permission::*;
+        assert!(ApiKeysWrite.grants(ApiKeysRead));
+        assert!(!ApiKeysRead.grants(ApiKeysWrite));
+        assert!(!ApiKeysWrite.grants(SalesChannelsRead));
+        let held = Holds::Only(&[ApiKeysWrite]);
+        assert!(held.covers(Some(&[ApiKeysRead, ApiKeysWrite])));
+        assert!(!held.covers(Some(&[KeysVerify])));
+        assert!(!held.covers(None), "a restricted holder cannot mint an unrestricted key");
+        assert!(Holds::Everything.covers(None));
+    }
+
+    #[test]
+    fn permissions_parse_by_name_and_refuse_unknown_ones() {
+        for p in Permission::ALL {
+            assert_eq!(p.as_str().parse::<Permission>().unwrap(), p);
+        }
+        let err = "api_keys:admin".parse::<Permission>().unwrap_err();
+        assert!(err.message.starts_with("Unknown permission 'api_keys:admin'"), "{}", err.message);
+        assert!(checked_permissions(vec![]).is_err());
+        let checked = checked_permissions(vec![Permission::KeysVerify, Permission::ApiKeysRead, Permission::KeysVerify]);
+        assert_eq!(checked.unwrap(), vec![Permission::ApiKeysRead, Permission::KeysVerify]);
+    }
+
+    #[test]
+    fn blocks_parse_contain_and_print() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains(ip("10.1.200.3")) && !c.contains(ip("10.2.0.1")));
+        assert!(c.contains(ip("::ffff:10.1.0.9")));
+        let v6 = Cidr::parse("2001:db8::/33").unwrap();
+        assert!(v6.contains(ip("2001:db8:7fff::1")) && !v6.contains(ip("2001:db8:8000::1")));
+        assert!(Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
+        assert_eq!(Cidr::parse("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        let list = [Cidr::parse("192.0.2.0/24").unwrap()];
+        assert!(origin_allowed(Some(&list), Some(ip("192.0.2.7"))));
+        assert!(!origin_allowed(Some(&list), Some(ip("198.51.100.1"))));
+        assert!(!origin_allowed(Some(&list), None), "an unknown origin is refused");
+        assert!(origin_allowed(None, None));
+    }
+
+    #[test]
+    fn metadata_is_bounded_in_keys_names_and_size() {
+        let mut m = Metadata::new();
+        m.insert("plan".into(), "pro".into());
+        assert!(check_metadata(&m).is_ok());
+        m.insert("bad name".into(), 1.into());
+        assert!(check_metadata(&m).unwrap_err().message.contains("\"bad name\""));
+        let many: Metadata = (0..51).map(|i| (format!("k{i}"), 1.into())).collect();
+        assert!(check_metadata(&many).unwrap_err().message.contains("at most 50 keys"));
+        let mut big = Metadata::new();
+        big.insert("blob".into(), "x".repeat(5000).into());
+        assert!(check_metadata(&big).unwrap_err().message.contains("at most 4096 bytes"));
+    }
+}
