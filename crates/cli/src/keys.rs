@@ -61,7 +61,11 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             let update = keyward::UpdateApiKey {
                 title,
                 expires_at: expiry,
-                metadata: if no_metadata { Some(None) } else { set.metadata.map(Some) },
+                metadata: if no_metadata {
+                    Some(None)
+                } else {
+                    set.metadata.map(Some)
+                },
                 permissions: set.permissions,
                 allowed_ips: if any_ip { Some(None) } else { set.allowed_ips.map(Some) },
             };

@@ -139,9 +139,28 @@ pub(crate) fn describe_key(k: &ApiKey) -> String {
     );
     // keyward's own fields, shown only when set (as in the API's answers).
     let extra = [
-        ("permissions", list(p.permissions.as_ref().map(|ps| ps.iter().map(|x| x.to_string()).collect()))),
-        ("allowed_ips", list(p.allowed_ips.as_ref().map(|a| a.iter().map(|x| x.to_string()).collect()))),
-        ("metadata", p.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string())),
+        (
+            "permissions",
+            list(
+                p.permissions
+                    .as_ref()
+                    .map(|ps| ps.iter().map(|x| x.to_string()).collect()),
+            ),
+        ),
+        (
+            "allowed_ips",
+            list(
+                p.allowed_ips
+                    .as_ref()
+                    .map(|a| a.iter().map(|x| x.to_string()).collect()),
+            ),
+        ),
+        (
+            "metadata",
+            p.metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        ),
     ];
     for (name, value) in extra {
         if let Some(value) = value {

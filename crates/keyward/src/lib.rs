@@ -45,8 +45,8 @@ pub use filter::{
 };
 pub use id::{ApiKeyId, SalesChannelId, UserId};
 pub use model::{
-    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, KeyPolicy, MAX_EXPIRES_IN, RevokeApiKey, SalesChannel,
-    UpdateApiKey, UpdateSalesChannel, User, expiry_in,
+    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, KeyPolicy, MAX_EXPIRES_IN, RevokeApiKey,
+    SalesChannel, UpdateApiKey, UpdateSalesChannel, User, expiry_in,
 };
 pub use policy::{Cidr, Holds, Metadata, Permission};
 pub use service::{Keyward, Verification, VerifyCode};

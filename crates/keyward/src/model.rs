@@ -132,7 +132,10 @@ impl KeyPolicy {
         permissions: Option<serde_json::Value>,
         allowed_ips: Option<serde_json::Value>,
     ) -> crate::Result<Self> {
-        fn read<T: serde::de::DeserializeOwned>(column: &str, v: Option<serde_json::Value>) -> crate::Result<Option<T>> {
+        fn read<T: serde::de::DeserializeOwned>(
+            column: &str,
+            v: Option<serde_json::Value>,
+        ) -> crate::Result<Option<T>> {
             v.filter(|v| !v.is_null())
                 .map(|v| serde_json::from_value(v))
                 .transpose()
@@ -321,7 +324,10 @@ impl UpdateApiKey {
             ),
             (
                 self.allowed_ips.is_some(),
-                self.allowed_ips.as_ref().and_then(|a| a.as_ref()).and_then(|a| json(serde_json::to_value(a))),
+                self.allowed_ips
+                    .as_ref()
+                    .and_then(|a| a.as_ref())
+                    .and_then(|a| json(serde_json::to_value(a))),
             ),
         ]
     }

@@ -84,7 +84,10 @@ impl FromStr for Permission {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Permission::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            Error::invalid_data(format!("Unknown permission '{s}': expected one of {}", Permission::names()))
+            Error::invalid_data(format!(
+                "Unknown permission '{s}': expected one of {}",
+                Permission::names()
+            ))
         })
     }
 }
@@ -302,7 +305,10 @@ mod tests {
         let held = Holds::Only(&[ApiKeysWrite]);
         assert!(held.covers(Some(&[ApiKeysRead, ApiKeysWrite])));
         assert!(!held.covers(Some(&[KeysVerify])));
-        assert!(!held.covers(None), "a restricted holder cannot mint an unrestricted key");
+        assert!(
+            !held.covers(None),
+            "a restricted holder cannot mint an unrestricted key"
+        );
         assert!(Holds::Everything.covers(None));
     }
 
@@ -312,9 +318,17 @@ mod tests {
             assert_eq!(p.as_str().parse::<Permission>().unwrap(), p);
         }
         let err = "api_keys:admin".parse::<Permission>().unwrap_err();
-        assert!(err.message.starts_with("Unknown permission 'api_keys:admin'"), "{}", err.message);
+        assert!(
+            err.message.starts_with("Unknown permission 'api_keys:admin'"),
+            "{}",
+            err.message
+        );
         assert!(checked_permissions(vec![]).is_err());
-        let checked = checked_permissions(vec![Permission::KeysVerify, Permission::ApiKeysRead, Permission::KeysVerify]);
+        let checked = checked_permissions(vec![
+            Permission::KeysVerify,
+            Permission::ApiKeysRead,
+            Permission::KeysVerify,
+        ]);
         assert_eq!(checked.unwrap(), vec![Permission::ApiKeysRead, Permission::KeysVerify]);
     }
 

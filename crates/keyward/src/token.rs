@@ -278,7 +278,10 @@ mod tests {
         let rk = generate_restricted(&SeededEntropy::new(5)).unwrap();
         assert!(rk.expose().starts_with("rk_") && rk.expose().len() == TOKEN_LEN);
         let parsed = parse(rk.expose()).unwrap();
-        assert_eq!((parsed.kind(), parsed.format()), (ApiKeyType::Secret, TokenFormat::Current));
+        assert_eq!(
+            (parsed.kind(), parsed.format()),
+            (ApiKeyType::Secret, TokenFormat::Current)
+        );
         assert_eq!(claimed_kind(rk.expose()), Some(ApiKeyType::Secret));
         // The prefix is under the checksum: an sk_ token relabelled rk_ is refused.
         let sk = generate(ApiKeyType::Secret, &SeededEntropy::new(5)).unwrap();

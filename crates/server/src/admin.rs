@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 
 use keyward::{
     ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, Cidr, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field,
-    Filter, KeyPolicy, ListOptions, Op, Order, Permission, RevokeApiKey, SalesChannelField, SalesChannelFilter, SalesChannelId, Timestamp,
-    UpdateApiKey, UpdateSalesChannel, Value as FilterValue,
+    Filter, KeyPolicy, ListOptions, Op, Order, Permission, RevokeApiKey, SalesChannelField, SalesChannelFilter,
+    SalesChannelId, Timestamp, UpdateApiKey, UpdateSalesChannel, Value as FilterValue,
 };
 
 use crate::AppState;
@@ -250,7 +250,10 @@ fn check_key_field(field: ApiKeyField, text: &str) -> ApiResult<()> {
 fn permissions(names: &[String]) -> ApiResult<Vec<Permission>> {
     names
         .iter()
-        .map(|n| n.parse().map_err(|e: Error| ApiError::invalid(format!("Invalid request: {}", e.message))))
+        .map(|n| {
+            n.parse()
+                .map_err(|e: Error| ApiError::invalid(format!("Invalid request: {}", e.message)))
+        })
         .collect()
 }
 

@@ -118,7 +118,9 @@ where
                 let needed = crate::route_permission(req.method(), req.uri().path());
                 let allowed = match needed {
                     Some(p) => actor.require(p),
-                    None => Err(forbidden("A restricted API key may use only the routes its permissions name")),
+                    None => Err(forbidden(
+                        "A restricted API key may use only the routes its permissions name",
+                    )),
                 };
                 if let Err(refused) = allowed {
                     return refused.into_response();

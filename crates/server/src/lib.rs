@@ -31,10 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::Method;
 use axum::http::header::{HeaderValue, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router, middleware};
 use keyward::{Keyward, Permission, Workflows};
@@ -208,16 +208,51 @@ pub fn admin_routes() -> Vec<AdminRoute> {
         route(KEY, Method::GET, ApiKeysRead, get(admin::get_key)),
         route(KEY, Method::POST, ApiKeysWrite, post(admin::update_key)),
         route(KEY, Method::DELETE, ApiKeysWrite, delete(admin::delete_key)),
-        route("/admin/api-keys/{id}/revoke", Method::POST, ApiKeysWrite, post(admin::revoke_key)),
-        route("/admin/api-keys/{id}/roll", Method::POST, ApiKeysWrite, post(admin::roll_key)),
-        route("/admin/api-keys/{id}/sales-channels", Method::POST, ApiKeysWrite, post(admin::link_channels)),
-        route("/admin/sales-channels", Method::GET, SalesChannelsRead, get(admin::list_channels)),
-        route("/admin/sales-channels", Method::POST, SalesChannelsWrite, post(admin::create_channel)),
+        route(
+            "/admin/api-keys/{id}/revoke",
+            Method::POST,
+            ApiKeysWrite,
+            post(admin::revoke_key),
+        ),
+        route(
+            "/admin/api-keys/{id}/roll",
+            Method::POST,
+            ApiKeysWrite,
+            post(admin::roll_key),
+        ),
+        route(
+            "/admin/api-keys/{id}/sales-channels",
+            Method::POST,
+            ApiKeysWrite,
+            post(admin::link_channels),
+        ),
+        route(
+            "/admin/sales-channels",
+            Method::GET,
+            SalesChannelsRead,
+            get(admin::list_channels),
+        ),
+        route(
+            "/admin/sales-channels",
+            Method::POST,
+            SalesChannelsWrite,
+            post(admin::create_channel),
+        ),
         route(CHANNEL, Method::GET, SalesChannelsRead, get(admin::get_channel)),
         route(CHANNEL, Method::POST, SalesChannelsWrite, post(admin::update_channel)),
-        route(CHANNEL, Method::DELETE, SalesChannelsWrite, delete(admin::delete_channel)),
+        route(
+            CHANNEL,
+            Method::DELETE,
+            SalesChannelsWrite,
+            delete(admin::delete_channel),
+        ),
         route("/admin/users/me", Method::GET, UsersRead, get(admin::me)),
-        route("/admin/workflow-runs", Method::GET, WorkflowsRead, get(activity::workflow_runs)),
+        route(
+            "/admin/workflow-runs",
+            Method::GET,
+            WorkflowsRead,
+            get(activity::workflow_runs),
+        ),
         route("/admin/events", Method::GET, WorkflowsRead, get(activity::events)),
         route("/v1/keys/verify", Method::POST, KeysVerify, post(store::verify_key)),
     ]

@@ -2,10 +2,10 @@
 //! `x-publishable-api-key`, and the verification API for other services. Both use the module's
 //! one verification path.
 
-use axum::{Extension, Json};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use keyward::{SalesChannelId, Verification};
 use serde_json::{Value, json};
 
@@ -130,9 +130,11 @@ pub async fn verify_key(
     Typed(body): Typed<VerifyBody>,
 ) -> ApiResult<Response> {
     let origin = match body.ip.as_deref() {
-        Some(text) => Some(text.trim().parse::<std::net::IpAddr>().map_err(|_| {
-            ApiError::invalid(format!("ip must be an IPv4 or IPv6 address, but got: '{text}'"))
-        })?),
+        Some(text) => Some(
+            text.trim()
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| ApiError::invalid(format!("ip must be an IPv4 or IPv6 address, but got: '{text}'")))?,
+        ),
         None => client.ip,
     };
     let v = state.kw.verify_from(&body.key, origin).await?;

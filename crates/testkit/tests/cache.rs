@@ -108,6 +108,33 @@ on_both_stores! {
         eventually("node B refuses the key at its new expiry", || async { code(&b, &token).await == VerifyCode::Expired }).await;
     }
 
+    async fn an_address_limit_set_on_one_node_holds_on_the_other_from_its_cache(h) {
+        let _a = watch(h.kw.store()).await;
+        let (b, _) = h.node().await;
+        let _b = watch(b.store()).await;
+        let heard = b.store().cache().stats().invalidations;
+        let created = h.flows.create_api_key(secret("limited later")).await.unwrap();
+        let token = created.token.expose().to_owned();
+        eventually("node B hears of the new key", || async { b.store().cache().stats().invalidations > heard }).await;
+        let office: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+        let elsewhere: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(b.verify_from(&token, Some(elsewhere)).await.unwrap().is_valid(), "B caches the unlimited key");
+        let hits = b.store().cache().stats().hits;
+        assert!(b.verify_from(&token, Some(elsewhere)).await.unwrap().is_valid());
+        assert!(b.store().cache().stats().hits > hits, "answered from B's cache");
+        let limit = keyward::UpdateApiKey {
+            allowed_ips: Some(Some(vec![keyward::Cidr::parse("192.0.2.0/24").unwrap()])),
+            ..Default::default()
+        };
+        h.flows.update_api_key_with(&created.key.id, &limit).await.unwrap();
+        eventually("node B refuses the key from elsewhere", || async {
+            b.verify_from(&token, Some(elsewhere)).await.unwrap().code == VerifyCode::ForbiddenOrigin
+        })
+        .await;
+        assert!(b.verify_from(&token, Some(office)).await.unwrap().is_valid());
+        assert_eq!(code(&b, &token).await, VerifyCode::ForbiddenOrigin, "no address known: refused");
+    }
+
     async fn a_key_both_revoked_and_expired_is_refused_as_revoked(h) {
         let mut data = secret("both");
         data.expires_in = Some(10);

@@ -87,8 +87,9 @@ pub fn update_api_keys_step() -> Step<Keyward, UpdatePlan, Vec<ApiKey>> {
                         || k.policy != u.previous_policy =>
                 {
                     cx.conflict(format!(
-                        "api key {} no longer holds the title {:?}, expiry {:?} and policy this run wrote; left as it is",
-                        u.id, u.written, u.written_expires_at
+                        "api key {} has the title {:?} and expiry {:?}, not the {:?} and {:?} this run wrote (or \
+                         other metadata, permissions or allowed addresses); left as it is",
+                        u.id, k.title, k.expires_at, u.written, u.written_expires_at
                     ))
                 }
                 _ => {}
@@ -135,8 +136,8 @@ fn check_policy_update(update: &mut UpdateApiKey, keys: &[ApiKey]) -> Result<()>
     if let Some(Some(m)) = &update.metadata {
         crate::policy::check_metadata(m)?;
     }
-    if let Some(Some(a)) = update.allowed_ips.take() {
-        update.allowed_ips = Some(Some(crate::policy::checked_allowed_ips(a)?));
+    if let Some(Some(a)) = &mut update.allowed_ips {
+        *a = crate::policy::checked_allowed_ips(std::mem::take(a))?;
     }
     if let Some(p) = update.permissions.take() {
         if let Some(k) = keys.iter().find(|k| k.policy.permissions.is_none()) {
