@@ -414,10 +414,18 @@ async fn end_sessions_of(
 /// The cache changes of the keys with these ids, read inside `tx`.
 /// Whether the key's title or live links differ from `shape` (read in the writing transaction).
 async fn shape_changed(tx: &mut Tx, key: &ApiKeyId, shape: &KeyShape) -> Result<bool> {
-    let title = sqlx::query_scalar!("SELECT title FROM api_key WHERE id = $1", key.as_str())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_error)?;
+    let row = sqlx::query_as!(
+        Key,
+        r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
+                  revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
+                  metadata, permissions, allowed_ips
+           FROM api_key WHERE id = $1"#,
+        key.as_str()
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let found = row.map(Key::into_key).transpose()?;
     let channels = sqlx::query_scalar!(
         "SELECT sales_channel_id FROM publishable_api_key_sales_channel
          WHERE publishable_key_id = $1 AND deleted_at IS NULL ORDER BY sales_channel_id",
@@ -426,7 +434,7 @@ async fn shape_changed(tx: &mut Tx, key: &ApiKeyId, shape: &KeyShape) -> Result<
     .fetch_all(&mut **tx)
     .await
     .map_err(db_error)?;
-    Ok(shape.changed(title.as_deref(), &channels))
+    Ok(shape.changed(found.as_ref(), &channels))
 }
 
 async fn key_changes(tx: &mut Tx, ids: &[String]) -> Result<Vec<Change>> {

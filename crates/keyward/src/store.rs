@@ -100,23 +100,41 @@ pub enum RevokeOnce {
     Any,
 }
 
-/// What a key must still look like when a roll revokes it: the title and channels its
-/// successor copied. A roll whose key changed meanwhile is refused (`Blocked::Changed`), so it
-/// is never half before and half after a concurrent rename or link change.
+/// What a key must still look like when a roll revokes it: the title, channels, expiry and
+/// policy its successor copied. A roll whose key changed meanwhile is refused
+/// (`Blocked::Changed`), so it is never half before and half after a concurrent change (a
+/// successor never keeps permissions or addresses that were narrowed while it was made).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyShape {
     pub title: String,
     /// Ordered by id.
     pub channels: Vec<SalesChannelId>,
+    /// The expiry and policy copied; none in plans recorded before they were (not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<KeyTerms>,
+}
+
+/// A key's expiry and policy, as a roll copies them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyTerms {
+    pub expires_at: Option<Timestamp>,
+    pub policy: crate::model::KeyPolicy,
 }
 
 impl KeyShape {
-    /// Whether a key read as `title` (none: the row is gone) with `channels` (ordered by id) no
+    /// Whether a key read as `key` (none: the row is gone) with `channels` (ordered by id) no
     /// longer has this shape.
-    pub fn changed(&self, title: Option<&str>, channels: &[String]) -> bool {
+    pub fn changed(&self, key: Option<&ApiKey>, channels: &[String]) -> bool {
         let same_channels =
             channels.len() == self.channels.len() && channels.iter().zip(&self.channels).all(|(a, b)| a == b.as_str());
-        title.is_some_and(|t| t != self.title) || !same_channels
+        let differs = key.is_some_and(|k| {
+            k.title != self.title
+                || self
+                    .terms
+                    .as_ref()
+                    .is_some_and(|t| t.expires_at != k.expires_at || t.policy != k.policy)
+        });
+        differs || !same_channels
     }
 }
 

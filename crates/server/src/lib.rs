@@ -397,7 +397,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics: an admin credential, or the KEYWARD_METRICS_TOKEN as Bearer", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics: an admin credential, or the KEYWARD_METRICS_TOKEN as Bearer", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without metrics:read, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
 async fn metrics_text(
     State(state): State<AppState>,
     client: Option<axum::Extension<client::ClientAddr>>,

@@ -67,7 +67,7 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Basic)
                     .description(Some(
-                        "A secret key as the user name: base64(\"sk_…:\"), or the raw sk_… token",
+                        "A secret key as the user name: base64(\"sk_…:\"), or the raw sk_… token; a restricted key (rk_…) alike, limited to its permissions",
                     ))
                     .build(),
             ),

@@ -181,6 +181,7 @@ on_both_stores! {
         let shape = |title: &str, channels: &[&SalesChannelId]| KeyShape {
             title: title.to_owned(),
             channels: channels.iter().map(|c| (*c).clone()).collect(),
+            terms: None,
         };
         // Renamed since: refused, nothing written.
         let changed = Err(Blocked::Changed(key.id.clone()));
@@ -190,6 +191,12 @@ on_both_stores! {
         both.sort();
         assert_eq!(revoke(&flows, &key.id, shape("rolling", &both)).await, changed);
         assert_eq!(revoke(&flows, &key.id, shape("rolling", &[])).await, changed);
+        // Its expiry or policy changed since (the successor would carry the old ones): refused.
+        let mut stale = shape("rolling", &[&eu]);
+        let meta: keyward::Metadata = [("team".to_owned(), serde_json::json!("web"))].into_iter().collect();
+        let policy = keyward::KeyPolicy { metadata: Some(meta), ..Default::default() };
+        stale.terms = Some(keyward::store::KeyTerms { expires_at: None, policy });
+        assert_eq!(revoke(&flows, &key.id, stale).await, changed);
         assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Valid, "nothing was revoked");
         // The shape as it is: revoked.
         assert_eq!(revoke(&flows, &key.id, shape("rolling", &[&eu])).await, Ok(()));

@@ -29,7 +29,7 @@ use crate::model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
 };
 use crate::service::Keyward;
-use crate::store::{Blocked, KeyShape, Revocation, RevocationUndo, RevokeOnce, StoredKey};
+use crate::store::{Blocked, KeyShape, KeyTerms, Revocation, RevocationUndo, RevokeOnce, StoredKey};
 use crate::token::PlainToken;
 
 mod activity;

@@ -169,7 +169,7 @@ impl Keyward {
             .plan_revocation(std::slice::from_ref(id), rolled_by, grace_seconds)
             .await?;
         // Checked again where the old key is revoked: of two rolls that race, one replaces it,
-        // and a rename or link change that came after this plan refuses the roll.
+        // and a rename, link, expiry or policy change that came after this plan refuses the roll.
         revoke.once = RevokeOnce::Any;
         revoke.unchanged = Some(KeyShape {
             title: old.title.clone(),
@@ -178,6 +178,10 @@ impl Keyward {
                 c.sort();
                 c
             },
+            terms: Some(KeyTerms {
+                expires_at: old.expires_at,
+                policy: old.policy.clone(),
+            }),
         });
         Ok(RollPlan {
             new_key,
