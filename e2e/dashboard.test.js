@@ -201,6 +201,23 @@ test("an admin manages publishable and secret keys, rolls, revokes and deletes t
   assert.equal(await authenticates(secret), 200, "the token from the dialog authenticates");
   assert.equal(await authenticates(`${secret.slice(0, -1)}x`), 401);
 
+  // A restricted key: permissions chosen at create, its token rk_…, its access shown in the list.
+  await page.getByRole("button", { name: "Create" }).click();
+  const restrictedDialog = page.getByRole("dialog", { name: "Create an API key" });
+  await restrictedDialog.getByLabel("Title").fill("Verifier");
+  await restrictedDialog.getByLabel("Type").selectOption("secret");
+  await restrictedDialog.getByLabel(/Verify keys/).check();
+  await accessible(page, "create dialog with permissions");
+  await shot(page, "create-restricted-key");
+  await restrictedDialog.getByRole("button", { name: "Create" }).click();
+  const restricted = await tokenFromDialog(page);
+  assert.match(restricted.token, /^rk_/);
+  await restricted.dialog.getByRole("button", { name: "Done" }).click();
+  assert.equal(await authenticates(restricted.token), 403, "a verify-only key cannot list keys");
+  const verifierRow = page.getByRole("row").filter({ hasText: "Verifier" });
+  await verifierRow.waitFor();
+  assert.match(await verifierRow.textContent(), /Only: keys:verify/);
+
   // After a reload only its redacted form is left.
   await page.reload();
   const secretRow = page.getByRole("row").filter({ hasText: "Billing service" });

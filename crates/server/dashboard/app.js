@@ -142,10 +142,15 @@ function tokenCell(key) {
   return h("code", {}, key.redacted);
 }
 
+/** A restricted key's permissions, listed under its title. */
+function accessNote(key) {
+  return key.permissions ? h("div", { class: "muted note" }, `Only: ${key.permissions.join(", ")}`) : null;
+}
+
 function keyRow(key) {
   const [kind, text] = keyStatus(key);
   return h("tr", {},
-    h("td", { "data-label": "Title" }, h("a", { href: `#/keys/${key.id}` }, key.title || "(untitled)")),
+    h("td", { "data-label": "Title" }, h("a", { href: `#/keys/${key.id}` }, key.title || "(untitled)"), accessNote(key)),
     h("td", { "data-label": "Token" }, tokenCell(key)),
     h("td", { "data-label": "Status" }, statusBadge(kind, text)),
     h("td", { "data-label": "Created" }, when(key.created_at)),
@@ -156,17 +161,54 @@ function keyRow(key) {
 /** How long a new key lives: never (the default), or a choice of spans in seconds. */
 const LIFETIMES = [["0", "Never"], ["86400", "1 day"], ["604800", "7 days"], ["2592000", "30 days"], ["7776000", "90 days"], ["31536000", "1 year"]];
 
+/** What a restricted secret key may be allowed to do. */
+const PERMISSIONS = [
+  ["keys:verify", "Verify keys (POST /v1/keys/verify)"],
+  ["api_keys:read", "Read API keys"],
+  ["api_keys:write", "Create, change and revoke API keys"],
+  ["sales_channels:read", "Read sales channels"],
+  ["sales_channels:write", "Change sales channels"],
+  ["workflows:read", "Read activity"],
+  ["users:read", "Read the signed-in identity"],
+  ["metrics:read", "Read metrics"],
+];
+
+/** The permission checkboxes of a new secret key: none checked is full access. */
+function permissionChoice() {
+  const boxes = PERMISSIONS.map(([name, text]) => {
+    const box = h("input", { type: "checkbox", name: "permission", value: name, id: `perm-${name.replace(":", "-")}` });
+    return h("div", { class: "check" }, box, h("label", { for: box.id }, text, " ", h("code", {}, name)));
+  });
+  const set = h("fieldset", { class: "field" },
+    h("legend", {}, "Permissions"),
+    h("p", { class: "muted" }, "Leave all unchecked for full access. With any checked the key is restricted (rk_…) to those."),
+    boxes);
+  const chosen = () => [...set.querySelectorAll("input:checked")].map((b) => b.value);
+  return [set, chosen];
+}
+
 async function createKey(type) {
   const title = h("input", { name: "title", required: true, maxlength: 256 });
   const kind = select("type", [["publishable", "Publishable"], ["secret", "Secret"]], type);
   const lifetime = select("expires_in", LIFETIMES, "0");
+  const [permissions, chosen] = permissionChoice();
+  const showPermissions = () => (permissions.hidden = kind.value !== "secret");
+  kind.addEventListener("change", showPermissions);
+  showPermissions();
+  const addresses = h("input", { name: "allowed_ips", placeholder: "203.0.113.0/24, 198.51.100.7" });
   const body = () => {
     const seconds = Number(lifetime.value);
-    return { title: title.value, type: kind.value, ...(seconds > 0 ? { expires_in: seconds } : {}) };
+    const allowed = addresses.value.split(",").map((a) => a.trim()).filter(Boolean);
+    const perms = kind.value === "secret" ? chosen() : [];
+    return {
+      title: title.value, type: kind.value, ...(seconds > 0 ? { expires_in: seconds } : {}),
+      ...(perms.length ? { permissions: perms } : {}), ...(allowed.length ? { allowed_ips: allowed } : {}),
+    };
   };
   const created = await modal("Create an API key", [field("Title", title), field("Type", kind,
     "Publishable keys identify a storefront and are safe in a browser; secret keys authenticate a server and are shown once."),
-    field("Expires", lifetime, "After this the key stops working on its own.")], {
+    field("Expires", lifetime, "After this the key stops working on its own."), permissions,
+    field("Allowed addresses", addresses, "Optional: addresses or CIDR blocks, comma-separated. The key works only from these.")], {
     confirm: "Create",
     onConfirm: async () => (await api("POST", "/admin/api-keys", body())).api_key,
   });
@@ -211,6 +253,9 @@ async function viewKey(id) {
     h("dt", {}, "Created by"), h("dd", {}, byWhom(key.created_by)),
     h("dt", {}, "Last used"), h("dd", {}, when(key.last_used_at)),
     key.expires_at ? [h("dt", {}, "Expires"), h("dd", {}, when(key.expires_at))] : null,
+    key.permissions ? [h("dt", {}, "Permissions"), h("dd", {}, key.permissions.join(", "))] : null,
+    key.allowed_ips ? [h("dt", {}, "Allowed addresses"), h("dd", {}, key.allowed_ips.join(", "))] : null,
+    key.metadata ? [h("dt", {}, "Metadata"), h("dd", {}, h("code", {}, JSON.stringify(key.metadata)))] : null,
     key.revoked_by ? [h("dt", {}, "Revoked by"), h("dd", {}, byWhom(key.revoked_by))] : null,
     h("dt", {}, "Id"), h("dd", {}, h("code", {}, key.id)));
   main.replaceChildren(
