@@ -421,7 +421,7 @@ impl PolicyArgs {
     /// The policy these flags give a new key.
     pub fn into_policy(self) -> keyward::KeyPolicy {
         keyward::KeyPolicy {
-            metadata: self.metadata,
+            metadata: self.metadata.map(Box::new),
             permissions: (!self.permission.is_empty()).then_some(self.permission),
             allowed_ips: (!self.allow_ip.is_empty()).then_some(self.allow_ip),
         }

@@ -64,7 +64,7 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
                 metadata: if no_metadata {
                     Some(None)
                 } else {
-                    set.metadata.map(Some)
+                    set.metadata.map(|m| Some(*m))
                 },
                 permissions: set.permissions,
                 allowed_ips: if any_ip { Some(None) } else { set.allowed_ips.map(Some) },

@@ -158,7 +158,7 @@ pub(crate) fn describe_key(k: &ApiKey) -> String {
         (
             "metadata",
             p.metadata
-                .as_ref()
+                .as_deref()
                 .map(|m| serde_json::Value::Object(m.clone()).to_string()),
         ),
     ];

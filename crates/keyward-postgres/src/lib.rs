@@ -414,17 +414,14 @@ async fn end_sessions_of(
 /// The cache changes of the keys with these ids, read inside `tx`.
 /// Whether the key's title or live links differ from `shape` (read in the writing transaction).
 async fn shape_changed(tx: &mut Tx, key: &ApiKeyId, shape: &KeyShape) -> Result<bool> {
-    let row = sqlx::query_as!(
-        Key,
-        r#"SELECT id, token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                  revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
-                  metadata, permissions, allowed_ips
-           FROM api_key WHERE id = $1"#,
-        key.as_str()
-    )
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    // The columns every read of a key takes (`SELECT_KEYS`), in the writing transaction.
+    let mut read = sqlx::QueryBuilder::new(keyward::sql::SELECT_KEYS);
+    read.push(" WHERE id = ").push_bind(key.as_str());
+    let row: Option<Key> = read
+        .build_query_as()
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
     let found = row.map(Key::into_key).transpose()?;
     let channels = sqlx::query_scalar!(
         "SELECT sales_channel_id FROM publishable_api_key_sales_channel

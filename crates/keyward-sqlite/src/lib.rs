@@ -426,18 +426,14 @@ async fn end_sessions_of(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, user
 /// Whether the key's title or live links differ from `shape` (read in the writing transaction).
 async fn shape_changed(tx: &mut Tx, key: &ApiKeyId, shape: &KeyShape) -> Result<bool> {
     let kid = key.as_str();
-    let row = sqlx::query_as!(
-        Key,
-        r#"SELECT id AS "id!", token, salt, redacted, title, type AS key_type, last_used_at, created_by,
-                  revoked_by, revoked_at, created_at, updated_at, deleted_at, expires_at,
-                  metadata AS "metadata: serde_json::Value", permissions AS "permissions: serde_json::Value",
-                  allowed_ips AS "allowed_ips: serde_json::Value"
-           FROM api_key WHERE id = ?"#,
-        kid
-    )
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    // The columns every read of a key takes (`SELECT_KEYS`), in the writing transaction.
+    let mut read = sqlx::QueryBuilder::new(keyward::sql::SELECT_KEYS);
+    read.push(" WHERE id = ").push_bind(kid);
+    let row: Option<Key> = read
+        .build_query_as()
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
     let key = row.map(Key::into_key).transpose()?;
     let channels = sqlx::query_scalar!(
         r#"SELECT sales_channel_id AS "id!" FROM publishable_api_key_sales_channel

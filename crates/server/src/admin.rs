@@ -333,7 +333,7 @@ pub async fn create_key(
     key.expires_in = body.expires_in.map(whole_seconds).transpose()?;
     key.expires_at = body.expires_at.as_deref().map(instant_of("expires_at")).transpose()?;
     key.policy = KeyPolicy {
-        metadata: body.metadata,
+        metadata: body.metadata.map(Box::new),
         permissions: body.permissions.as_deref().map(permissions).transpose()?,
         allowed_ips: body.allowed_ips.as_deref().map(blocks).transpose()?,
     };

@@ -194,7 +194,7 @@ on_both_stores! {
         // Its expiry or policy changed since (the successor would carry the old ones): refused.
         let mut stale = shape("rolling", &[&eu]);
         let meta: keyward::Metadata = [("team".to_owned(), serde_json::json!("web"))].into_iter().collect();
-        let policy = keyward::KeyPolicy { metadata: Some(meta), ..Default::default() };
+        let policy = keyward::KeyPolicy { metadata: Some(Box::new(meta)), ..Default::default() };
         stale.terms = Some(keyward::store::KeyTerms { expires_at: None, policy });
         assert_eq!(revoke(&flows, &key.id, stale).await, changed);
         assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Valid, "nothing was revoked");
