@@ -94,6 +94,10 @@ impl VerifyCode {
     }
 }
 
+/// How close (ms) to the coarse clock a revocation or expiry must be for a verification to read
+/// the precise clock; far more than the coarse clock's lag (one kernel tick).
+const NEAR_MS: i64 = 1_000;
+
 impl Keyward {
     /// The secret key this token belongs to, if it is valid now. Publishable tokens, unknown
     /// tokens, revoked keys and garbage all give `None`.
@@ -146,10 +150,13 @@ impl Keyward {
         let Some(record) = record.filter(|r| r.key.key_type == kind) else {
             return Ok(Verification::refused(VerifyCode::NotFound, None));
         };
-        // Only a key with a revocation or an expiry reads the precise clock; both are judged
-        // from the entry, so either takes effect at its instant from a cached entry.
+        // Revocation and expiry are judged from the entry, so either takes effect at its instant
+        // from a cached entry. The coarse clock trails the precise one by a tick at most, so an
+        // instant more than a second past it is ahead of both: only a key whose revocation or
+        // expiry is past or near reads the precise clock.
         let key = &record.key;
-        if key.revoked_at.is_some() || key.expires_at.is_some() {
+        let near = |at: Option<Timestamp>| at.is_some_and(|t| t.millis() <= coarse.millis().saturating_add(NEAR_MS));
+        if near(key.revoked_at) || near(key.expires_at) {
             let now = self.now();
             let refused = if key.is_revoked_at(now) {
                 Some(VerifyCode::Revoked)
