@@ -130,7 +130,9 @@ pub trait Clock: Send + Sync + 'static {
 
     /// "Now" to within a few milliseconds, never ahead of [`Clock::now`]: for what tolerates
     /// that (the age of a cache entry, a key's last use), read where every nanosecond counts.
-    /// Decisions at an instant (a revocation taking effect) use [`Clock::now`].
+    /// Decisions at an instant (a revocation taking effect) use [`Clock::now`]; verification
+    /// skips that read only for instants more than a second past this one, so an implementation
+    /// must never trail [`Clock::now`] by a second or more.
     fn coarse_now(&self) -> Timestamp {
         self.now()
     }

@@ -1,7 +1,7 @@
 //! Requests that race over a real socket: whatever interleaving happens, an answered revoke holds.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

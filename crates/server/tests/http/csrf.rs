@@ -2,7 +2,7 @@
 //! from the server's own origin and send JSON; Bearer and Basic requests are not affected.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use support::{App, read};

@@ -2,7 +2,7 @@
 //! test walks the same table the router is built from, so a new route cannot be forgotten.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! (`openapi-spec-validator`, installed by .ci/run; required when CI is set).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 

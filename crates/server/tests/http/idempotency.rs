@@ -3,7 +3,7 @@
 //! duplicates are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

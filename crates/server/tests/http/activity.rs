@@ -2,7 +2,7 @@
 //! stores: what they show, what they never show (a token), and what they refuse.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use keyward_flow::{DeliveryOptions, StepError, Subscriber};
 use reqwest::Method;

@@ -2,7 +2,7 @@
 //! publishable-key suites, the store-side header check, validation messages and bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

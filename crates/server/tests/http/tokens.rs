@@ -2,8 +2,6 @@
 //! only full tokens by equality, and cannot order them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
-
 over_http! {
     async fn token_ranges_patterns_and_order_are_refused_unless_publishable_only(app) {
         let sk = app.create_key("hidden", "secret").await;

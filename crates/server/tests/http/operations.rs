@@ -1,7 +1,7 @@
 //! What an operator relies on: metrics, the failed-authentication limit, CORS, readiness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

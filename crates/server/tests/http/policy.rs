@@ -4,7 +4,7 @@
 //! (through a trusted proxy too), and metadata round-trips, filters and is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,7 +1,7 @@
 //! The dashboard's files as the binary serves them (the browser tests in `e2e/` drive the page).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use support::App;

@@ -2,7 +2,7 @@
 //! one whose password changed) is logged out everywhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use support::read;
