@@ -298,6 +298,50 @@ on_both_stores! {
         assert!(run.errors.iter().any(|f| f.handler == keyward_flow::Handler::Conflict), "{:?}", run.errors);
     }
 
+    async fn an_undone_policy_change_puts_back_the_old_one_unless_another_change_wrote_since(flows) {
+        let block = |s: &str| vec![keyward::Cidr::parse(s).unwrap()];
+        let meta = |team: &str| -> keyward::Metadata { [("team".to_owned(), serde_json::json!(team))].into_iter().collect() };
+        let mut data = CreateApiKey::new("k", ApiKeyType::Secret, "t");
+        data.policy = keyward::KeyPolicy { metadata: Some(Box::new(meta("before"))), allowed_ips: Some(block("192.0.2.0/24")), permissions: None };
+        let key = flows.create_api_key(data).await.unwrap().key;
+        let ours = keyward::UpdateApiKey {
+            metadata: Some(Some(meta("ours"))),
+            allowed_ips: Some(Some(block("198.51.100.0/24"))),
+            ..Default::default()
+        };
+        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
+        // A run that fails on its own puts the old policy back.
+        let failing = Step::new("a-later-step-fails", |_: (), _cx: StepContext<Keyward>| async move {
+            Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
+        });
+        let handle = engine.register(workflows::update_api_keys_workflow().step(&failing, |_| Ok(()))).unwrap();
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update: ours.clone() };
+        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
+        assert_eq!(run.state, RunState::Reverted);
+        assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().policy, key.policy, "put back");
+        // One whose key another writer changed meanwhile leaves that writer's addresses alone.
+        let other_writer = {
+            let flows = flows.clone();
+            let id = key.id.clone();
+            Step::new("someone-else-limits-the-key", move |_: (), _cx: StepContext<Keyward>| {
+                let (flows, id) = (flows.clone(), id.clone());
+                async move {
+                    let theirs = keyward::UpdateApiKey { allowed_ips: Some(Some(vec![keyward::Cidr::parse("203.0.113.0/24").unwrap()])), ..Default::default() };
+                    flows.update_api_key_with(&id, &theirs).await.map_err(|e| StepError::permanent(e.message))?;
+                    Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
+                }
+            })
+        };
+        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
+        let handle = engine.register(workflows::update_api_keys_workflow().step(&other_writer, |_| Ok(()))).unwrap();
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update: ours };
+        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
+        assert_eq!(run.state, RunState::Reverted);
+        let now = flows.kw().retrieve_api_key(&key.id).await.unwrap();
+        assert_eq!(now.policy.allowed_ips, Some(block("203.0.113.0/24")), "not overwritten by the undo");
+        assert!(run.errors.iter().any(|f| f.handler == keyward_flow::Handler::Conflict), "{:?}", run.errors);
+    }
+
     async fn the_module_rules_come_back_with_their_exact_messages(flows) {
         let key = flows.create_api_key(CreateApiKey::new("live", ApiKeyType::Secret, "t")).await.unwrap().key;
         let err = flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap_err();
