@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod request_id;
+pub mod routes;
 pub mod store;
 pub mod validate;
 pub mod webhooks;
@@ -31,11 +32,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::Method;
 use axum::http::header::{HeaderValue, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router, middleware};
 use keyward::{Keyward, Permission, Workflows};
 use serde_json::{Value, json};
@@ -48,6 +48,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Typed;
 use crate::jwt::Jwt;
 use crate::wire::LoginBody;
+pub use routes::{AdminRoute, admin_routes, route_permission};
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -173,124 +174,6 @@ impl AppState {
             by_cookie: false,
             permissions: None,
         }))
-    }
-}
-
-/// One authenticated route and method: its handler and the permission a restricted key needs
-/// for it.
-pub struct AdminRoute {
-    pub path: &'static str,
-    pub method: Method,
-    pub permission: Permission,
-    pub handler: MethodRouter<AppState>,
-}
-
-fn route(path: &'static str, method: Method, permission: Permission, handler: MethodRouter<AppState>) -> AdminRoute {
-    AdminRoute {
-        path,
-        method,
-        permission,
-        handler,
-    }
-}
-
-/// Every authenticated route (`/admin/*` and the verification API), each method with its
-/// handler and permission. The router is built from this table, restricted keys are checked
-/// against it ([`route_permission`]), and the tests walk it. Protection itself does not depend
-/// on the table: [`auth::guard_admin_paths`] covers every path under `/admin` and `/v1`.
-pub fn admin_routes() -> Vec<AdminRoute> {
-    use Permission::*;
-    const KEY: &str = "/admin/api-keys/{id}";
-    const CHANNEL: &str = "/admin/sales-channels/{id}";
-    vec![
-        route("/admin/api-keys", Method::GET, ApiKeysRead, get(admin::list_keys)),
-        route("/admin/api-keys", Method::POST, ApiKeysWrite, post(admin::create_key)),
-        route(KEY, Method::GET, ApiKeysRead, get(admin::get_key)),
-        route(KEY, Method::POST, ApiKeysWrite, post(admin::update_key)),
-        route(KEY, Method::DELETE, ApiKeysWrite, delete(admin::delete_key)),
-        route(
-            "/admin/api-keys/{id}/revoke",
-            Method::POST,
-            ApiKeysWrite,
-            post(admin::revoke_key),
-        ),
-        route(
-            "/admin/api-keys/{id}/roll",
-            Method::POST,
-            ApiKeysWrite,
-            post(admin::roll_key),
-        ),
-        route(
-            "/admin/api-keys/{id}/sales-channels",
-            Method::POST,
-            ApiKeysWrite,
-            post(admin::link_channels),
-        ),
-        route(
-            "/admin/sales-channels",
-            Method::GET,
-            SalesChannelsRead,
-            get(admin::list_channels),
-        ),
-        route(
-            "/admin/sales-channels",
-            Method::POST,
-            SalesChannelsWrite,
-            post(admin::create_channel),
-        ),
-        route(CHANNEL, Method::GET, SalesChannelsRead, get(admin::get_channel)),
-        route(CHANNEL, Method::POST, SalesChannelsWrite, post(admin::update_channel)),
-        route(
-            CHANNEL,
-            Method::DELETE,
-            SalesChannelsWrite,
-            delete(admin::delete_channel),
-        ),
-        route("/admin/users/me", Method::GET, UsersRead, get(admin::me)),
-        route(
-            "/admin/workflow-runs",
-            Method::GET,
-            WorkflowsRead,
-            get(activity::workflow_runs),
-        ),
-        route("/admin/events", Method::GET, WorkflowsRead, get(activity::events)),
-        route("/v1/keys/verify", Method::POST, KeysVerify, post(store::verify_key)),
-    ]
-}
-
-/// The permission a request needs, from [`admin_routes`]; `None` for a path and method it does
-/// not name. Read only for restricted keys.
-pub fn route_permission(method: &Method, path: &str) -> Option<Permission> {
-    static TABLE: std::sync::OnceLock<Vec<(Method, &'static str, Permission)>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        admin_routes()
-            .into_iter()
-            .map(|r| (r.method, r.path, r.permission))
-            .collect()
-    });
-    // HEAD is answered by the GET handler, so it needs what GET needs.
-    let method = if method == Method::HEAD { &Method::GET } else { method };
-    table
-        .iter()
-        .find(|(m, pattern, _)| m == method && path_matches(pattern, path))
-        .map(|(_, _, p)| *p)
-}
-
-/// Whether `path` fits a route pattern whose `{name}` segments match any one segment.
-fn path_matches(pattern: &str, path: &str) -> bool {
-    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-    let (mut want, mut got) = (pattern.split('/'), path.split('/'));
-    loop {
-        match (want.next(), got.next()) {
-            (None, None) => return true,
-            (Some(w), Some(g)) if w.starts_with('{') => {
-                if g.is_empty() {
-                    return false;
-                }
-            }
-            (Some(w), Some(g)) if w == g => {}
-            _ => return false,
-        }
     }
 }
 
