@@ -381,6 +381,9 @@ pub struct ListKeys {
     /// Only revoked keys (revoked_at set).
     #[arg(long)]
     pub revoked: bool,
+    /// Only keys whose metadata holds this string under this top-level key (repeatable).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = metadata_pair)]
+    pub metadata: Vec<(String, String)>,
     #[arg(long, default_value_t = 50)]
     pub limit: u64,
     #[arg(long, default_value_t = 0)]
@@ -400,7 +403,6 @@ pub enum SalesChannelsCommand {
     List,
 }
 
-/// An ISO 8601 instant on the command line.
 /// What a key may carry beyond Medusa's fields.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct PolicyArgs {
@@ -428,6 +430,12 @@ impl PolicyArgs {
     }
 }
 
+fn metadata_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, but got: '{text}'"))
+}
+
 fn permission(text: &str) -> Result<keyward::Permission, String> {
     text.parse().map_err(|e: keyward::Error| e.message)
 }
@@ -436,6 +444,7 @@ fn metadata(text: &str) -> Result<keyward::Metadata, String> {
     serde_json::from_str(text).map_err(|e| format!("metadata must be a JSON object: {e}"))
 }
 
+/// An ISO 8601 instant on the command line.
 fn instant(text: &str) -> Result<keyward::Timestamp, String> {
     keyward::Timestamp::parse(text).ok_or_else(|| format!("not an ISO 8601 date: '{text}'"))
 }

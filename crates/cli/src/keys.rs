@@ -159,6 +159,9 @@ async fn list(flows: &Workflows, args: ListKeys, json: bool) -> Result<Outcome, 
     if let Some(q) = args.q {
         filter = filter.with_q(q);
     }
+    for (name, value) in &args.metadata {
+        filter.push_metadata(name, value.as_str())?;
+    }
     let (list, count) = kw
         .list_and_count_api_keys(&filter, &ListOptions::page(args.offset, args.limit))
         .await?;

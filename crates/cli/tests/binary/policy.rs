@@ -95,6 +95,10 @@ fn a_restricted_limited_key_with_metadata_from_the_cli() {
     assert_eq!(updated["api_key"]["metadata"], json!({"team": "ops"}));
     assert_eq!(updated["api_key"]["permissions"], json!(["keys:verify"]));
     assert_eq!(keyward(&db.url, &["keys", "verify", &token]).status.code(), Some(0));
+    let (_, listed) = json_of(&db.url, &["keys", "list", "--metadata", "team=ops"]);
+    assert_eq!(listed["count"], 1, "{listed}");
+    let (_, listed) = json_of(&db.url, &["keys", "list", "--metadata", "team=web"]);
+    assert_eq!(listed["count"], 0, "{listed}");
     let (code, cleared) = json_of(&db.url, &["keys", "update", id, "--no-metadata"]);
     assert_eq!((code, cleared["api_key"].get("metadata")), (0, None), "{cleared}");
 }
