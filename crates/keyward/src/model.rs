@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ApiKeyId, SalesChannelId, UserId};
-use crate::policy::{Cidr, Holds, Metadata, Permission};
+use crate::policy::{Cidr, Metadata, Permission};
 use crate::time::Timestamp;
 use crate::token::PlainToken;
 
@@ -102,15 +102,6 @@ pub struct KeyPolicy {
 }
 
 impl KeyPolicy {
-    pub fn is_empty(&self) -> bool {
-        self.metadata.is_none() && self.permissions.is_none() && self.allowed_ips.is_none()
-    }
-
-    /// What the key holds: everything, or its permissions.
-    pub fn holds(&self) -> Holds<'_> {
-        Holds::of(self.permissions.as_deref())
-    }
-
     /// Whether the key may be used from `origin`.
     pub fn allows_origin(&self, origin: Option<std::net::IpAddr>) -> bool {
         crate::policy::origin_allowed(self.allowed_ips.as_deref(), origin)
