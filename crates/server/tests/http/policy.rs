@@ -113,6 +113,10 @@ over_http! {
         assert_eq!(s, 200, "{rolled}");
         assert!(rolled["api_key"]["token"].as_str().unwrap().starts_with("rk_"));
         assert_eq!(rolled["api_key"]["permissions"], json!(["api_keys:read"]), "the successor keeps the permissions");
+        // Revoking only removes access: a writer may revoke a key stronger than itself.
+        let (s, revoked) = as_key(&app, wk, Method::POST, &format!("{victim_path}/revoke"), Some(json!({}))).await;
+        assert_eq!(s, 200, "{revoked}");
+        assert_eq!(revoked["api_key"]["revoked_by"], writer["id"]);
         // An admin may narrow a restricted key; an unrestricted key cannot be given permissions.
         let (s, changed) = app.post(&format!("/admin/api-keys/{}", writer["id"].as_str().unwrap()), json!({"permissions": ["api_keys:read"]})).await;
         assert_eq!((s, &changed["api_key"]["permissions"]), (200, &json!(["api_keys:read"])));
