@@ -304,23 +304,16 @@ impl UpdateApiKey {
     /// For each policy column (metadata, permissions, allowed_ips): whether this update sets it,
     /// and to what (none: NULL).
     pub fn policy_columns(&self) -> [(bool, Option<serde_json::Value>); 3] {
-        let json = |v: serde_json::Result<serde_json::Value>| v.ok();
+        let set = KeyPolicy {
+            metadata: self.metadata.clone().flatten().map(Box::new),
+            permissions: self.permissions.clone(),
+            allowed_ips: self.allowed_ips.clone().flatten(),
+        };
+        let [metadata, permissions, allowed_ips] = set.columns();
         [
-            (
-                self.metadata.is_some(),
-                self.metadata.clone().flatten().map(serde_json::Value::Object),
-            ),
-            (
-                self.permissions.is_some(),
-                self.permissions.as_ref().and_then(|p| json(serde_json::to_value(p))),
-            ),
-            (
-                self.allowed_ips.is_some(),
-                self.allowed_ips
-                    .as_ref()
-                    .and_then(|a| a.as_ref())
-                    .and_then(|a| json(serde_json::to_value(a))),
-            ),
+            (self.metadata.is_some(), metadata),
+            (self.permissions.is_some(), permissions),
+            (self.allowed_ips.is_some(), allowed_ips),
         ]
     }
 

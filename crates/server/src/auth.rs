@@ -20,7 +20,6 @@ use base64::engine::general_purpose::STANDARD;
 use keyward::{Holds, Permission};
 
 use crate::AppState;
-use crate::client::ClientAddr;
 use crate::error::{ApiError, UNAUTHORIZED};
 
 /// Who is calling the admin API.
@@ -106,7 +105,7 @@ where
     if !is_protected(req.uri().path()) {
         return next(req).await;
     }
-    let origin = req.extensions().get::<ClientAddr>().and_then(|c| c.ip);
+    let origin = crate::client::origin(req.extensions());
     match authenticate(state, req.headers(), origin).await {
         Ok(actor) => {
             if actor.by_cookie

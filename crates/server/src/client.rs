@@ -93,6 +93,16 @@ pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
     client
 }
 
+/// A request's client address: the [`ClientAddr`] keyward's front layer put there (which heeds
+/// `KEYWARD_TRUSTED_PROXIES`), else the TCP peer when the service was served with connect info
+/// (the tower layers in another app). `None` when neither is known: a key with `allowed_ips` is
+/// then refused.
+pub fn origin(ext: &axum::http::Extensions) -> Option<IpAddr> {
+    ext.get::<ClientAddr>()
+        .and_then(|c| c.ip)
+        .or_else(|| ext.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()))
+}
+
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Middleware: puts the [`ClientAddr`] in the request's extensions.

@@ -14,7 +14,7 @@
 //! ```
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -146,16 +146,6 @@ impl<S> Layer<S> for RequireSecretKey {
     }
 }
 
-/// The client's address: keyward's own (which heeds `KEYWARD_TRUSTED_PROXIES`) when the request
-/// passed it, else the TCP peer when the service was served with connect info. A key with
-/// `allowed_ips` is refused where neither is known.
-fn origin_of(req: &Request<Body>) -> Option<IpAddr> {
-    let ext = req.extensions();
-    ext.get::<crate::client::ClientAddr>()
-        .and_then(|c| c.ip)
-        .or_else(|| ext.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A check that runs before the inner service and may answer instead of it.
@@ -166,7 +156,7 @@ trait Check: Clone + Send + Sync + 'static {
 impl Check for Publishable {
     fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
         Box::pin(async move {
-            let key = check_publishable(&kw, req.headers(), origin_of(&req))
+            let key = check_publishable(&kw, req.headers(), crate::client::origin(req.extensions()))
                 .await
                 .map_err(IntoResponse::into_response)?;
             req.extensions_mut().insert(key);
@@ -178,7 +168,7 @@ impl Check for Publishable {
 impl Check for Secret {
     fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
         Box::pin(async move {
-            let key = check_secret(&kw, req.headers(), origin_of(&req))
+            let key = check_secret(&kw, req.headers(), crate::client::origin(req.extensions()))
                 .await
                 .map_err(IntoResponse::into_response)?;
             req.extensions_mut().insert(key);

@@ -31,7 +31,7 @@ impl PublishableKey {
 
 pub async fn require_publishable_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let record = |code| state.metrics.verification("store", code);
-    let origin = req.extensions().get::<ClientAddr>().and_then(|c| c.ip);
+    let origin = crate::client::origin(req.extensions());
     match crate::layers::check_publishable_recorded(&state.kw, req.headers(), origin, &record).await {
         Ok(key) => {
             req.extensions_mut().insert(key);
