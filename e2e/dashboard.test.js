@@ -4,43 +4,31 @@
 // writes the screenshots shown in the README.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+import { startKeyward } from "../scripts/js/serve.mjs";
 
 const require = createRequire(import.meta.url);
 const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const BIN = process.env.KEYWARD_BIN ?? resolve(import.meta.dirname, "../target/debug/keyward");
 const CHROMIUM = process.env.KEYWARD_CHROMIUM ?? "/usr/bin/chromium";
 // Relative to where npm was started (INIT_CWD), so `npm test --prefix e2e` from the root works.
 const SHOTS = process.env.KEYWARD_SCREENSHOTS ? resolve(process.env.INIT_CWD ?? process.cwd(), process.env.KEYWARD_SCREENSHOTS) : null;
 const EMAIL = "admin@test.local";
 const PASSWORD = "supersecret";
 
-let dir, server, base, browser;
+let base, stop, browser;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "keyward-dashboard-"));
-  const env = { ...process.env, KEYWARD_DATABASE_URL: `sqlite://${join(dir, "keyward.db")}`, KEYWARD_JWT_SECRET: "dashboard-test-secret-0123456789abcdef" };
-  execFileSync(BIN, ["user", "create", "--email", EMAIL, "--password", PASSWORD], { env });
-  server = spawn(BIN, ["serve", "--listen", "127.0.0.1:0"], { env, stdio: ["ignore", "pipe", "inherit"] });
-  const first = await new Promise((ok, fail) => {
-    server.once("exit", (code) => fail(new Error(`keyward serve exited with ${code}`)));
-    createInterface({ input: server.stdout }).once("line", ok);
-  });
-  base = first.match(/http:\/\/\S+/)[0].replace(/\/$/, "");
+  ({ base, stop } = await startKeyward({ name: "dashboard", email: EMAIL, password: PASSWORD, jwtSecret: "dashboard-test-secret-0123456789abcdef" }));
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
   if (SHOTS) mkdirSync(SHOTS, { recursive: true });
 });
 
 after(async () => {
   await browser?.close();
-  server?.kill("SIGTERM");
-  rmSync(dir, { recursive: true, force: true });
+  stop?.();
 });
 
 /** A fresh browser context and page; every request it makes and every console error is kept. */

@@ -2,38 +2,22 @@
 // Run by scripts/test after the Rust tests have built target/debug/keyward (or KEYWARD_BIN).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import Medusa from "@medusajs/js-sdk";
+import { startKeyward } from "../../scripts/js/serve.mjs";
 
-const BIN = process.env.KEYWARD_BIN ?? resolve(import.meta.dirname, "../../target/debug/keyward");
 const EMAIL = "admin@test.local";
 const PASSWORD = "supersecret";
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 const KEY_FIELDS = ["id", "title", "token", "redacted", "type", "last_used_at", "updated_at", "created_at",
   "created_by", "revoked_at", "revoked_by", "sales_channels"];
 
-let dir, server, baseUrl;
+let baseUrl, stop;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "keyward-sdk-"));
-  const env = { ...process.env, KEYWARD_DATABASE_URL: `sqlite://${join(dir, "keyward.db")}`, KEYWARD_JWT_SECRET: "sdk-test-secret-sdk-test-secret-0001" };
-  execFileSync(BIN, ["user", "create", "--email", EMAIL, "--password", PASSWORD], { env });
-  server = spawn(BIN, ["serve", "--listen", "127.0.0.1:0"], { env, stdio: ["ignore", "pipe", "inherit"] });
-  const first = await new Promise((ok, fail) => {
-    server.once("exit", (code) => fail(new Error(`keyward serve exited with ${code}`)));
-    createInterface({ input: server.stdout }).once("line", ok);
-  });
-  baseUrl = first.match(/http:\/\/\S+/)[0];
+  ({ base: baseUrl, stop } = await startKeyward({ name: "sdk", email: EMAIL, password: PASSWORD, jwtSecret: "sdk-test-secret-sdk-test-secret-0001" }));
 });
 
-after(() => {
-  server?.kill("SIGTERM");
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => stop?.());
 
 const jwtClient = () => new Medusa({ baseUrl, auth: { type: "jwt", jwtTokenStorageMethod: "memory" } });
 

@@ -65,28 +65,6 @@ async fn the_second_step_failing_leaves_no_key(db: TestDb) {
     );
 }
 
-#[tokio::test]
-async fn the_custom_route_runs_the_create_api_key_workflow_on_sqlite() {
-    the_route_runs_the_workflow(TestDb::sqlite()).await;
-}
-
-#[tokio::test]
-async fn the_custom_route_runs_the_create_api_key_workflow_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    the_route_runs_the_workflow(db).await;
-}
-
-#[tokio::test]
-async fn a_workflow_whose_second_step_fails_leaves_no_key_on_sqlite() {
-    the_second_step_failing_leaves_no_key(TestDb::sqlite()).await;
-}
-
-#[tokio::test]
-async fn a_workflow_whose_second_step_fails_leaves_no_key_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    the_second_step_failing_leaves_no_key(db).await;
-}
-
 async fn the_subscriber_and_the_job_run_the_workflow(db: TestDb) {
     let flows = db.workflows().await;
     let create = flows
@@ -129,13 +107,8 @@ async fn the_subscriber_and_the_job_run_the_workflow(db: TestDb) {
     scheduler.await.unwrap();
 }
 
-#[tokio::test]
-async fn the_seed_subscriber_and_job_run_the_workflow_on_sqlite() {
-    the_subscriber_and_the_job_run_the_workflow(TestDb::sqlite()).await;
-}
-
-#[tokio::test]
-async fn the_seed_subscriber_and_job_run_the_workflow_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    the_subscriber_and_the_job_run_the_workflow(db).await;
+keyward_testkit::on_both_dbs! {
+    async fn the_custom_route_runs_the_create_api_key_workflow(db) { the_route_runs_the_workflow(db).await; }
+    async fn a_workflow_whose_second_step_fails_leaves_no_key(db) { the_second_step_failing_leaves_no_key(db).await; }
+    async fn the_seed_subscriber_and_job_run_the_workflow(db) { the_subscriber_and_the_job_run_the_workflow(db).await; }
 }

@@ -284,29 +284,7 @@ pub enum KeysCommand {
     /// Show one key.
     Get { id: String },
     /// Change a key's title, expiry, metadata, allowed addresses or (a restricted key's) permissions.
-    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["title", "expires_in", "expires_at", "no_expiry", "permission", "allow_ip", "metadata", "no_metadata", "any_ip"])))]
-    Update {
-        id: String,
-        #[arg(long)]
-        title: Option<String>,
-        /// The key expires this many seconds from now.
-        #[arg(long, value_name = "SECONDS", conflicts_with_all = ["expires_at", "no_expiry"])]
-        expires_in: Option<i64>,
-        /// The key expires at this instant (ISO 8601).
-        #[arg(long, value_name = "INSTANT", value_parser = instant, conflicts_with = "no_expiry")]
-        expires_at: Option<keyward::Timestamp>,
-        /// The key no longer expires.
-        #[arg(long)]
-        no_expiry: bool,
-        #[command(flatten)]
-        policy: PolicyArgs,
-        /// Remove the key's metadata.
-        #[arg(long, conflicts_with = "metadata")]
-        no_metadata: bool,
-        /// Let the key work from every address again.
-        #[arg(long, conflicts_with = "allow_ip")]
-        any_ip: bool,
-    },
+    Update(UpdateKey),
     /// Revoke a key now, or schedule it.
     Revoke {
         id: String,
@@ -369,6 +347,32 @@ pub enum KeysCommand {
         #[arg(long)]
         update: bool,
     },
+}
+
+/// `keys update`'s arguments: at least one change.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["title", "expires_in", "expires_at", "no_expiry", "permission", "allow_ip", "metadata", "no_metadata", "any_ip"])))]
+pub struct UpdateKey {
+    pub id: String,
+    #[arg(long)]
+    pub title: Option<String>,
+    /// The key expires this many seconds from now.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["expires_at", "no_expiry"])]
+    pub expires_in: Option<i64>,
+    /// The key expires at this instant (ISO 8601).
+    #[arg(long, value_name = "INSTANT", value_parser = instant, conflicts_with = "no_expiry")]
+    pub expires_at: Option<keyward::Timestamp>,
+    /// The key no longer expires.
+    #[arg(long)]
+    pub no_expiry: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Remove the key's metadata.
+    #[arg(long, conflicts_with = "metadata")]
+    pub no_metadata: bool,
+    /// Let the key work from every address again.
+    #[arg(long, conflicts_with = "allow_ip")]
+    pub any_ip: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,8 +7,8 @@ use keyward::{
 use serde_json::json;
 
 use crate::{
-    Failure, Idempotent, KeysCommand, ListKeys, Outcome, create_many, describe_key, finish_idempotent, idempotent,
-    import, key_id, non_empty_title, released_on_error, show_key, status, table, usage, verification,
+    Failure, Idempotent, KeysCommand, ListKeys, Outcome, UpdateKey, create_many, describe_key, finish_idempotent,
+    idempotent, import, key_id, non_empty_title, released_on_error, show_key, status, table, usage, verification,
 };
 
 pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Result<Outcome, Failure> {
@@ -38,40 +38,7 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             let key = kw.retrieve_api_key(&key_id(&id)?).await?;
             Ok(Outcome::ok(show_with_channels(flows, &key, json).await?))
         }
-        KeysCommand::Update {
-            id,
-            title,
-            expires_in,
-            expires_at,
-            no_expiry,
-            policy,
-            no_metadata,
-            any_ip,
-        } => {
-            if let Some(title) = &title {
-                non_empty_title(title)?;
-            }
-            let expiry = match (expires_in, expires_at, no_expiry) {
-                (Some(seconds), _, _) => Some(Some(keyward::expiry_in(kw.now(), seconds)?)),
-                (None, Some(at), _) => Some(Some(at)),
-                (None, None, true) => Some(None),
-                (None, None, false) => None,
-            };
-            let set = policy.into_policy();
-            let update = keyward::UpdateApiKey {
-                title,
-                expires_at: expiry,
-                metadata: if no_metadata {
-                    Some(None)
-                } else {
-                    set.metadata.map(|m| Some(*m))
-                },
-                permissions: set.permissions,
-                allowed_ips: if any_ip { Some(None) } else { set.allowed_ips.map(Some) },
-            };
-            let key = flows.update_api_key_with(&key_id(&id)?, &update).await?;
-            Ok(Outcome::ok(show_key(&key, &[], json)))
-        }
+        KeysCommand::Update(args) => update(flows, args, json).await,
         KeysCommand::Revoke {
             id,
             revoke_in,
@@ -101,6 +68,37 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             update,
         } => import::import(flows, import::ImportArgs::new(from_medusa, dry_run, update, json)).await,
     }
+}
+
+/// `keys update`: the flags as one change of the key.
+async fn update(flows: &Workflows, args: UpdateKey, json: bool) -> Result<Outcome, Failure> {
+    if let Some(title) = &args.title {
+        non_empty_title(title)?;
+    }
+    let expires_at = match (args.expires_in, args.expires_at, args.no_expiry) {
+        (Some(seconds), _, _) => Some(Some(keyward::expiry_in(flows.kw().now(), seconds)?)),
+        (None, Some(at), _) => Some(Some(at)),
+        (None, None, true) => Some(None),
+        (None, None, false) => None,
+    };
+    let set = args.policy.into_policy();
+    let update = keyward::UpdateApiKey {
+        title: args.title,
+        expires_at,
+        metadata: if args.no_metadata {
+            Some(None)
+        } else {
+            set.metadata.map(|m| Some(*m))
+        },
+        permissions: set.permissions,
+        allowed_ips: if args.any_ip {
+            Some(None)
+        } else {
+            set.allowed_ips.map(Some)
+        },
+    };
+    let key = flows.update_api_key_with(&key_id(&args.id)?, &update).await?;
+    Ok(Outcome::ok(show_key(&key, &[], json)))
 }
 
 /// `keys delete`: an unknown id is a no-op in the module; from a terminal it is a typo, refused.

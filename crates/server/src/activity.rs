@@ -27,7 +27,7 @@ fn limit(q: &serde_json::Map<String, Value>) -> ApiResult<u32> {
     }
 }
 
-#[utoipa::path(get, path = "/admin/workflow-runs", tag = "activity", summary = "The newest workflow runs with their steps, errors and conflicts (never their inputs or results)", params(crate::wire::RunsQuery), responses((status = 200, description = "{workflow_runs, limit}", body = crate::wire::RunList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/workflow-runs", tag = "activity", summary = "The newest workflow runs with their steps, errors and conflicts (never their inputs or results)", params(crate::wire::RunsQuery), responses((status = 200, description = "{workflow_runs, limit}", body = crate::wire::RunList), crate::wire::Refusals))]
 pub async fn workflow_runs(State(state): State<AppState>, q: TypedQuery<RunsQuery>) -> ApiResult<Json<Value>> {
     let limit = limit(&q.raw)?;
     let run_state = q.query.state.map(|s| match s {
@@ -41,7 +41,7 @@ pub async fn workflow_runs(State(state): State<AppState>, q: TypedQuery<RunsQuer
     Ok(Json(json!({ "workflow_runs": runs, "limit": limit })))
 }
 
-#[utoipa::path(get, path = "/admin/events", tag = "activity", summary = "The newest events with each subscriber's delivery (attempts, last error, next retry)", params(crate::wire::EventsQuery), responses((status = 200, description = "{events, limit}", body = crate::wire::EventList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/events", tag = "activity", summary = "The newest events with each subscriber's delivery (attempts, last error, next retry)", params(crate::wire::EventsQuery), responses((status = 200, description = "{events, limit}", body = crate::wire::EventList), crate::wire::Refusals))]
 pub async fn events(State(state): State<AppState>, q: TypedQuery<EventsQuery>) -> ApiResult<Json<Value>> {
     let limit = limit(&q.raw)?;
     let events = state.flows.recent_events(limit).await?;

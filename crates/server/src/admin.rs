@@ -312,7 +312,7 @@ fn http_not_found(e: Error) -> ApiError {
     }
 }
 
-#[utoipa::path(get, path = "/admin/api-keys", tag = "api keys", summary = "List API keys", params(crate::wire::KeyListQuery), responses((status = 200, description = "{api_keys, count, offset, limit}", body = crate::wire::ApiKeyList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/api-keys", tag = "api keys", summary = "List API keys", params(crate::wire::KeyListQuery), responses((status = 200, description = "{api_keys, count, offset, limit}", body = crate::wire::ApiKeyList), crate::wire::Refusals))]
 pub async fn list_keys(State(state): State<AppState>, q: TypedQuery<KeyListQuery>) -> ApiResult<Json<Value>> {
     let (options, offset, limit) = page::<ApiKeyField>(&q.raw)?;
     let filter: ApiKeyFilter = filter_from(&q.raw, &filter_fields::<KeyListQuery>(), &check_key_field)?;
@@ -323,7 +323,7 @@ pub async fn list_keys(State(state): State<AppState>, q: TypedQuery<KeyListQuery
     ))
 }
 
-#[utoipa::path(post, path = "/admin/api-keys", tag = "api keys", summary = "Create an API key; the only response that carries a secret token", request_body = crate::wire::CreateKeyBody, responses((status = 200, description = "{api_key} with the raw token", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/api-keys", tag = "api keys", summary = "Create an API key; the only response that carries a secret token", request_body = crate::wire::CreateKeyBody, responses((status = 200, description = "{api_key} with the raw token", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals))]
 pub async fn create_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -344,7 +344,7 @@ pub async fn create_key(
     Ok(Json(json!({ "api_key": created })))
 }
 
-#[utoipa::path(get, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Retrieve an API key", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Retrieve an API key", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn get_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -353,7 +353,7 @@ pub async fn get_key(
     one_key(&state, &key_id(&id)?, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title or expiry", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateKeyBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title or expiry", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateKeyBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn update_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -390,14 +390,14 @@ pub async fn update_key(
     one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Delete a revoked API key", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Delete a revoked API key", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), crate::wire::Refusals))]
 pub async fn delete_key(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
     state.flows.delete_api_keys(std::slice::from_ref(&id)).await?;
     Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::RevokeBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::RevokeBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -414,7 +414,7 @@ pub async fn revoke_key(
     one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}/roll", tag = "api keys", summary = "Replace an API key; the old one is revoked after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body = crate::wire::RevokeBody, responses((status = 200, description = "{api_key, previous_api_key}", body = crate::wire::RolledAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}/roll", tag = "api keys", summary = "Replace an API key; the old one is revoked after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body = crate::wire::RevokeBody, responses((status = 200, description = "{api_key, previous_api_key}", body = crate::wire::RolledAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn roll_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -434,7 +434,7 @@ pub async fn roll_key(
     ))
 }
 
-#[utoipa::path(post, path = "/admin/api-keys/{id}/sales-channels", tag = "api keys", summary = "Add and remove a publishable key's sales channels", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::LinkChannelsBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/api-keys/{id}/sales-channels", tag = "api keys", summary = "Add and remove a publishable key's sales channels", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::LinkChannelsBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn link_channels(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -490,7 +490,7 @@ async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option
     Ok(Json(json!({ "sales_channel": shaped.into_iter().next() })))
 }
 
-#[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(crate::wire::ChannelListQuery), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = crate::wire::SalesChannelList), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(crate::wire::ChannelListQuery), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = crate::wire::SalesChannelList), crate::wire::Refusals))]
 pub async fn list_channels(State(state): State<AppState>, q: TypedQuery<ChannelListQuery>) -> ApiResult<Json<Value>> {
     let (options, offset, limit) = page::<SalesChannelField>(&q.raw)?;
     let filter: SalesChannelFilter = filter_from(&q.raw, &filter_fields::<ChannelListQuery>(), &|_, _| Ok(()))?;
@@ -501,7 +501,7 @@ pub async fn list_channels(State(state): State<AppState>, q: TypedQuery<ChannelL
     ))
 }
 
-#[utoipa::path(post, path = "/admin/sales-channels", tag = "sales channels", summary = "Create a sales channel", request_body = crate::wire::CreateChannelBody, params(crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/sales-channels", tag = "sales channels", summary = "Create a sales channel", request_body = crate::wire::CreateChannelBody, params(crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), crate::wire::Refusals))]
 pub async fn create_channel(
     State(state): State<AppState>,
     q: TypedQuery<FieldsQuery>,
@@ -520,7 +520,7 @@ pub async fn create_channel(
     one_channel(&state, &c.id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(get, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Retrieve a sales channel", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Retrieve a sales channel", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn get_channel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -529,7 +529,7 @@ pub async fn get_channel(
     one_channel(&state, &channel_id(&id)?, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Update a sales channel", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateChannelBody, responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Update a sales channel", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateChannelBody, responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn update_channel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -547,7 +547,7 @@ pub async fn update_channel(
     one_channel(&state, &id, q.query.fields.as_deref()).await
 }
 
-#[utoipa::path(delete, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Delete a sales channel and its key links", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(delete, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Delete a sales channel and its key links", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), crate::wire::Refusals))]
 pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = channel_id(&id)?;
     state.flows.delete_sales_channels(std::slice::from_ref(&id)).await?;
@@ -556,7 +556,7 @@ pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String
 
 // -- users ----------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/admin/users/me", tag = "users", summary = "The signed-in user", responses((status = 200, description = "The result", body = crate::wire::UserAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody), (status = 404, description = "Not found", body = crate::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/admin/users/me", tag = "users", summary = "The signed-in user", responses((status = 200, description = "The result", body = crate::wire::UserAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn me(State(state): State<AppState>, Extension(actor): Extension<Actor>) -> ApiResult<Json<Value>> {
     let id = keyward::UserId::parse(&actor.id)
         .map_err(|_| ApiError::not_found(format!("User with id: {} was not found", actor.id)))?;

@@ -3,8 +3,9 @@
 //! checked against it ([`route_permission`], from [`crate::auth::guard_admin_paths`]), and the
 //! tests walk it, so no route can be added without naming its permission.
 
+use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use keyward::Permission;
 
 use crate::{AppState, activity, admin, store};
@@ -18,7 +19,18 @@ pub struct AdminRoute {
     pub handler: MethodRouter<AppState>,
 }
 
-fn route(path: &'static str, method: Method, permission: Permission, handler: MethodRouter<AppState>) -> AdminRoute {
+/// `handler` answering `method` on `path`, for restricted keys holding `permission`.
+fn route<H, T>(method: Method, path: &'static str, permission: Permission, handler: H) -> AdminRoute
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    // The table names GET, POST and DELETE, each a method filter of its own; a method that is
+    // not one would route nothing (405), never another method.
+    let handler = match MethodFilter::try_from(method.clone()) {
+        Ok(filter) => on(filter, handler),
+        Err(_) => MethodRouter::new(),
+    };
     AdminRoute {
         path,
         method,
@@ -33,61 +45,30 @@ fn route(path: &'static str, method: Method, permission: Permission, handler: Me
 /// on the table: [`auth::guard_admin_paths`] covers every path under `/admin` and `/v1`.
 pub fn admin_routes() -> Vec<AdminRoute> {
     use Permission::*;
+    const GET: Method = Method::GET;
+    const POST: Method = Method::POST;
+    const DELETE: Method = Method::DELETE;
     const KEY: &str = "/admin/api-keys/{id}";
+    const KEY_CHANNELS: &str = "/admin/api-keys/{id}/sales-channels";
     const CHANNEL: &str = "/admin/sales-channels/{id}";
     vec![
-        route("/admin/api-keys", Method::GET, ApiKeysRead, get(admin::list_keys)),
-        route("/admin/api-keys", Method::POST, ApiKeysWrite, post(admin::create_key)),
-        route(KEY, Method::GET, ApiKeysRead, get(admin::get_key)),
-        route(KEY, Method::POST, ApiKeysWrite, post(admin::update_key)),
-        route(KEY, Method::DELETE, ApiKeysWrite, delete(admin::delete_key)),
-        route(
-            "/admin/api-keys/{id}/revoke",
-            Method::POST,
-            ApiKeysWrite,
-            post(admin::revoke_key),
-        ),
-        route(
-            "/admin/api-keys/{id}/roll",
-            Method::POST,
-            ApiKeysWrite,
-            post(admin::roll_key),
-        ),
-        route(
-            "/admin/api-keys/{id}/sales-channels",
-            Method::POST,
-            ApiKeysWrite,
-            post(admin::link_channels),
-        ),
-        route(
-            "/admin/sales-channels",
-            Method::GET,
-            SalesChannelsRead,
-            get(admin::list_channels),
-        ),
-        route(
-            "/admin/sales-channels",
-            Method::POST,
-            SalesChannelsWrite,
-            post(admin::create_channel),
-        ),
-        route(CHANNEL, Method::GET, SalesChannelsRead, get(admin::get_channel)),
-        route(CHANNEL, Method::POST, SalesChannelsWrite, post(admin::update_channel)),
-        route(
-            CHANNEL,
-            Method::DELETE,
-            SalesChannelsWrite,
-            delete(admin::delete_channel),
-        ),
-        route("/admin/users/me", Method::GET, UsersRead, get(admin::me)),
-        route(
-            "/admin/workflow-runs",
-            Method::GET,
-            WorkflowsRead,
-            get(activity::workflow_runs),
-        ),
-        route("/admin/events", Method::GET, WorkflowsRead, get(activity::events)),
-        route("/v1/keys/verify", Method::POST, KeysVerify, post(store::verify_key)),
+        route(GET, "/admin/api-keys", ApiKeysRead, admin::list_keys),
+        route(POST, "/admin/api-keys", ApiKeysWrite, admin::create_key),
+        route(GET, KEY, ApiKeysRead, admin::get_key),
+        route(POST, KEY, ApiKeysWrite, admin::update_key),
+        route(DELETE, KEY, ApiKeysWrite, admin::delete_key),
+        route(POST, "/admin/api-keys/{id}/revoke", ApiKeysWrite, admin::revoke_key),
+        route(POST, "/admin/api-keys/{id}/roll", ApiKeysWrite, admin::roll_key),
+        route(POST, KEY_CHANNELS, ApiKeysWrite, admin::link_channels),
+        route(GET, "/admin/sales-channels", SalesChannelsRead, admin::list_channels),
+        route(POST, "/admin/sales-channels", SalesChannelsWrite, admin::create_channel),
+        route(GET, CHANNEL, SalesChannelsRead, admin::get_channel),
+        route(POST, CHANNEL, SalesChannelsWrite, admin::update_channel),
+        route(DELETE, CHANNEL, SalesChannelsWrite, admin::delete_channel),
+        route(GET, "/admin/users/me", UsersRead, admin::me),
+        route(GET, "/admin/workflow-runs", WorkflowsRead, activity::workflow_runs),
+        route(GET, "/admin/events", WorkflowsRead, activity::events),
+        route(POST, "/v1/keys/verify", KeysVerify, store::verify_key),
     ]
 }
 

@@ -123,7 +123,7 @@ struct VerdictKey<'a> {
 /// `POST /v1/keys/verify {key, ip?}` → always 200 with the verdict. A key with `allowed_ips`
 /// is judged from `ip` when given (the address the key was presented from, for a service that
 /// verifies on its clients' behalf), else from the caller's own address.
-#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED FORBIDDEN_ORIGIN) and the key", request_body = crate::wire::VerifyBody, responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = crate::wire::VerifyAnswer), (status = 400, description = "Invalid request", body = crate::wire::ErrorBody), (status = 401, description = "Unauthorized", body = crate::wire::ErrorBody), (status = 403, description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED FORBIDDEN_ORIGIN) and the key", request_body = crate::wire::VerifyBody, responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = crate::wire::VerifyAnswer), crate::wire::Refusals))]
 pub async fn verify_key(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,

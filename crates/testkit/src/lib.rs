@@ -49,6 +49,15 @@ impl TestDb {
         }
     }
 
+    /// Runs `test` (given this database's URL) on a blocking thread: for tests that drive the
+    /// `keyward` binary and wait for it.
+    pub async fn blocking(&self, test: fn(&str)) {
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || test(&url))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
+
     /// The SQLite file's path.
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
         self.dir.as_ref().map(|d| d.path().join("keyward.db"))
@@ -236,17 +245,35 @@ where
     }
 }
 
-/// Declares each test twice, `sqlite::name` and `postgres::name`, with one body. The body sees
-/// `h: Harness`.
+/// What a test body is given, made from a fresh [`TestDb`] on either store.
+pub trait FromTestDb: Sized {
+    fn from_test_db(db: TestDb) -> impl std::future::Future<Output = Self> + Send;
+}
+
+impl FromTestDb for TestDb {
+    async fn from_test_db(db: TestDb) -> Self {
+        db
+    }
+}
+
+impl FromTestDb for Harness {
+    async fn from_test_db(db: TestDb) -> Self {
+        Self::on(db).await
+    }
+}
+
+/// Declares each test twice, `sqlite::name` and `postgres::name`, with one body that sees a
+/// `$ty` (any [`FromTestDb`]) made on a fresh database of that store. The Postgres half skips
+/// loudly where Postgres is unreachable outside CI (see [`TestDb::postgres`]).
 #[macro_export]
-macro_rules! on_both_stores {
-    ($( $(#[$meta:meta])* async fn $name:ident($h:ident) $body:block )*) => {
+macro_rules! on_both {
+    ($ty:ty; $( $(#[$meta:meta])* async fn $name:ident($x:ident) $body:block )*) => {
         mod sqlite {
             #[allow(unused_imports)]
             use super::*;
             $( $(#[$meta])* #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let $h = $crate::Harness::sqlite().await;
+                let $x = <$ty as $crate::FromTestDb>::from_test_db($crate::TestDb::sqlite()).await;
                 $body
             } )*
         }
@@ -255,36 +282,31 @@ macro_rules! on_both_stores {
             use super::*;
             $( $(#[$meta])* #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let Some($h) = $crate::Harness::postgres().await else { return };
+                let Some(db) = $crate::TestDb::postgres().await else { return };
+                let $x = <$ty as $crate::FromTestDb>::from_test_db(db).await;
                 $body
             } )*
         }
     };
 }
 
-/// Declares each test twice, `sqlite::name` and `postgres::name`, with one body that gets a fresh
-/// `TestDb` (for tests that open what they need themselves).
+/// [`on_both!`] with a [`Harness`] (`h`): the module and its workflows on a manual clock.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($tests:tt)*) => { $crate::on_both! { $crate::Harness; $($tests)* } };
+}
+
+/// [`on_both!`] with a bare [`TestDb`], for tests that open what they need themselves.
 #[macro_export]
 macro_rules! on_both_dbs {
-    ($( async fn $name:ident($db:ident) $body:block )*) => {
-        mod sqlite {
-            #[allow(unused_imports)]
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let $db = $crate::TestDb::sqlite();
-                $body
-            } )*
-        }
-        mod postgres {
-            #[allow(unused_imports)]
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some($db) = $crate::TestDb::postgres().await else { return };
-                $body
-            } )*
-        }
+    ($($tests:tt)*) => { $crate::on_both! { $crate::TestDb; $($tests)* } };
+}
+
+/// [`on_both_dbs!`] for tests written as a blocking `fn(url: &str)`: `name => test, …`.
+#[macro_export]
+macro_rules! blocking_on_both_dbs {
+    ($($name:ident => $test:path),* $(,)?) => {
+        $crate::on_both_dbs! { $( async fn $name(db) { db.blocking($test).await; } )* }
     };
 }
 

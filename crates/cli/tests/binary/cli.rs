@@ -69,17 +69,9 @@ fn walkthrough(db: &str) {
     assert_eq!(code, 1);
 }
 
-#[test]
-fn create_verify_revoke_verify_on_sqlite() {
-    let db = TestDb::sqlite();
-    walkthrough(&db.url);
-}
-
-#[tokio::test]
-async fn create_verify_revoke_verify_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    let url = db.url.clone();
-    tokio::task::spawn_blocking(move || walkthrough(&url)).await.unwrap();
+keyward_testkit::blocking_on_both_dbs! {
+    create_verify_revoke_verify => walkthrough,
+    idempotency_keys_make_create_and_roll_run_once => idempotent_create_and_roll,
 }
 
 #[test]
@@ -529,20 +521,6 @@ fn idempotent_create_and_roll(db: &str) {
         ],
     );
     assert_eq!(code, 2, "a malformed key is a usage error");
-}
-
-#[test]
-fn idempotency_keys_make_create_and_roll_run_once_on_sqlite() {
-    idempotent_create_and_roll(&TestDb::sqlite().url);
-}
-
-#[tokio::test]
-async fn idempotency_keys_make_create_and_roll_run_once_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    let url = db.url.clone();
-    tokio::task::spawn_blocking(move || idempotent_create_and_roll(&url))
-        .await
-        .unwrap();
 }
 
 #[test]

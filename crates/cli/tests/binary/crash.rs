@@ -8,7 +8,6 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use keyward_testkit::TestDb;
 use serde_json::Value;
 
 /// The lease a crashed process held; the next process takes its runs over after it.
@@ -185,46 +184,11 @@ fn delete_at_every_boundary(db: &str) {
     }
 }
 
-#[test]
-fn roll_is_all_or_nothing_after_a_crash_at_any_step_on_sqlite() {
-    roll_at_every_boundary(&TestDb::sqlite().url);
-}
-
-#[test]
-fn link_is_all_or_nothing_after_a_crash_at_any_step_on_sqlite() {
-    link_at_every_boundary(&TestDb::sqlite().url);
-}
-
-#[test]
-fn delete_is_all_or_nothing_after_a_crash_at_any_step_on_sqlite() {
-    delete_at_every_boundary(&TestDb::sqlite().url);
-}
-
-#[tokio::test]
-async fn roll_is_all_or_nothing_after_a_crash_at_any_step_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    let url = db.url.clone();
-    tokio::task::spawn_blocking(move || roll_at_every_boundary(&url))
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn link_is_all_or_nothing_after_a_crash_at_any_step_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    let url = db.url.clone();
-    tokio::task::spawn_blocking(move || link_at_every_boundary(&url))
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn delete_is_all_or_nothing_after_a_crash_at_any_step_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    let url = db.url.clone();
-    tokio::task::spawn_blocking(move || delete_at_every_boundary(&url))
-        .await
-        .unwrap();
+keyward_testkit::blocking_on_both_dbs! {
+    roll_is_all_or_nothing_after_a_crash_at_any_step => roll_at_every_boundary,
+    link_is_all_or_nothing_after_a_crash_at_any_step => link_at_every_boundary,
+    delete_is_all_or_nothing_after_a_crash_at_any_step => delete_at_every_boundary,
+    a_crashed_revoke_or_roll_never_undoes_a_concurrent_revoke => revoke_and_roll_crash_beside_a_concurrent_revoke,
 }
 
 /// A crash at `fault` in one process while another revokes the same secret key: once the
@@ -295,18 +259,4 @@ fn revoke_and_roll_crash_beside_a_concurrent_revoke(db: &str) {
                 .to_vec()
         });
     }
-}
-
-#[test]
-fn a_crashed_revoke_or_roll_never_undoes_a_concurrent_revoke_on_sqlite() {
-    revoke_and_roll_crash_beside_a_concurrent_revoke(&TestDb::sqlite().url);
-}
-
-#[tokio::test]
-async fn a_crashed_revoke_or_roll_never_undoes_a_concurrent_revoke_on_postgres() {
-    let Some(db) = TestDb::postgres().await else { return };
-    let url = db.url.clone();
-    tokio::task::spawn_blocking(move || revoke_and_roll_crash_beside_a_concurrent_revoke(&url))
-        .await
-        .unwrap();
 }

@@ -7,7 +7,7 @@
 )]
 
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::{KeyType, RunStateName};
 
@@ -157,6 +157,25 @@ pub struct ErrorBody {
     #[schema(nullable = false)]
     code: Option<String>,
 }
+
+/// The refusals every authenticated admin route documents.
+#[derive(IntoResponses)]
+pub enum Refusals {
+    #[response(status = 400, description = "Invalid request")]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "Unauthorized")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "Forbidden: a restricted key without the permission, or a key used from outside its allowed addresses"
+    )]
+    Forbidden(ErrorBody),
+}
+
+/// A route's record does not exist (listed beside [`Refusals`] by routes that name one).
+#[derive(IntoResponses)]
+#[response(status = 404, description = "Not found")]
+pub struct NotFound(ErrorBody);
 
 /// A sign-in's answer: a login token (JWT) for `Authorization: Bearer` or `POST /auth/session`.
 #[derive(ToSchema)]

@@ -14,30 +14,13 @@ use keyward_flow::{
     DeliveryOptions, Engine, Event, RunOptions, RunState, Step, StepContext, StepError, StepResponse, Subscriber,
     Workflow,
 };
-use keyward_testkit::TestDb;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Each test on both stores, its body seeing the workflows (`flows`) on a fresh database.
 macro_rules! on_both_stores {
     ($( async fn $name:ident($flows:ident) $body:block )*) => {
-        mod sqlite {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = TestDb::sqlite();
-                let $flows = db.workflows().await;
-                $body
-            } )*
-        }
-        mod postgres {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some(db) = TestDb::postgres().await else { return };
-                let $flows = db.workflows().await;
-                $body
-            } )*
-        }
+        keyward_testkit::on_both_dbs! { $( async fn $name(db) { let $flows = db.workflows().await; $body } )* }
     };
 }
 

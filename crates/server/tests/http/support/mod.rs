@@ -107,27 +107,14 @@ pub async fn read(res: Response) -> (u16, Value) {
     (status, body)
 }
 
+impl keyward_testkit::FromTestDb for App {
+    async fn from_test_db(db: TestDb) -> Self {
+        Self::on(db).await
+    }
+}
+
 /// Declares each test twice, on SQLite and on Postgres, with one body seeing `app: App`.
 #[macro_export]
 macro_rules! over_http {
-    ($( async fn $name:ident($app:ident) $body:block )*) => {
-        mod sqlite {
-            #[allow(unused_imports)]
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let $app = $crate::support::App::sqlite().await;
-                $body
-            } )*
-        }
-        mod postgres {
-            #[allow(unused_imports)]
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some($app) = $crate::support::App::postgres().await else { return };
-                $body
-            } )*
-        }
-    };
+    ($($tests:tt)*) => { keyward_testkit::on_both! { $crate::support::App; $($tests)* } };
 }
