@@ -18,12 +18,7 @@ async fn serve(flows: &Workflows) -> String {
 }
 
 async fn keys_titled(flows: &Workflows, title: &str) -> usize {
-    let all = flows
-        .kw()
-        .list_api_keys(&Default::default(), &Default::default())
-        .await
-        .unwrap();
-    all.iter().filter(|k| k.title == title).count()
+    keyward_testkit::keys_titled(flows.kw(), title).await.len()
 }
 
 async fn the_route_runs_the_workflow(db: TestDb) {

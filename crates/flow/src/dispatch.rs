@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::engine::{Engine, read, write};
+use crate::engine::{Engine, add_named, read};
 use crate::error::FlowError;
 use crate::events::{DeliveryOptions, NewEvent, Subscriber};
 use crate::step::StepError;
@@ -19,15 +19,12 @@ impl<C: Send + Sync + 'static> Engine<C> {
                 "a subscriber needs an id and at least one event name".to_owned(),
             ));
         }
-        let mut subs = write(&self.inner.subscribers);
-        if subs.iter().any(|s| s.id == subscriber.id) {
-            return Err(FlowError::Definition(format!(
-                "a subscriber with id {} is already registered",
-                subscriber.id
-            )));
-        }
-        subs.push(subscriber);
-        Ok(())
+        add_named(
+            &self.inner.subscribers,
+            subscriber,
+            |s| &s.id,
+            |id| format!("a subscriber with id {id} is already registered"),
+        )
     }
 
     /// The subscribers registered on this node.

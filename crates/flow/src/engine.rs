@@ -401,3 +401,18 @@ pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Adds `item` to `list` unless it holds one with the same `name`: then `taken` is the error.
+pub(crate) fn add_named<T>(
+    list: &RwLock<Vec<T>>,
+    item: T,
+    name: impl Fn(&T) -> &str,
+    taken: impl FnOnce(&str) -> String,
+) -> Result<(), FlowError> {
+    let mut list = write(list);
+    if list.iter().any(|other| name(other) == name(&item)) {
+        return Err(FlowError::Definition(taken(name(&item))));
+    }
+    list.push(item);
+    Ok(())
+}

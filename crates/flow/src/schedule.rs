@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::engine::{Engine, read, write};
+use crate::engine::{Engine, add_named, read};
 use crate::error::FlowError;
 use crate::jobs::{Concurrency, Job as ScheduledJob, JobOutcome};
 use crate::log::RunLog;
@@ -13,15 +13,12 @@ use crate::log::RunLog;
 impl<C: Send + Sync + 'static> Engine<C> {
     /// Registers a scheduled job on this node (names are unique).
     pub fn schedule(&self, job: ScheduledJob<C>) -> Result<(), FlowError> {
-        let mut jobs = write(&self.inner.jobs);
-        if jobs.iter().any(|j| j.name == job.name) {
-            return Err(FlowError::Definition(format!(
-                "a job named {} is already scheduled",
-                job.name
-            )));
-        }
-        jobs.push(job);
-        Ok(())
+        add_named(
+            &self.inner.jobs,
+            job,
+            |j| &j.name,
+            |name| format!("a job named {name} is already scheduled"),
+        )
     }
 
     /// The jobs registered on this node, with their schedules.

@@ -56,6 +56,18 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `Error::<name>(message)`: an error of that kind, one constructor per kind.
+macro_rules! kinds {
+    ($($name:ident => $kind:ident,)*) => {
+        $(
+            #[doc = concat!("An error of kind [`ErrorKind::", stringify!($kind), "`].")]
+            pub fn $name(message: impl Into<String>) -> Self {
+                Self::new(ErrorKind::$kind, message)
+            }
+        )*
+    };
+}
+
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
@@ -77,32 +89,14 @@ impl Error {
         self.outcome_unknown
     }
 
-    pub fn invalid_data(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::InvalidData, message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Forbidden, message)
-    }
-
-    pub fn not_allowed(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotAllowed, message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotFound, message)
-    }
-
-    pub fn duplicate(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Duplicate, message)
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unavailable, message)
-    }
-
-    pub fn unexpected(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unexpected, message)
+    kinds! {
+        invalid_data => InvalidData,
+        forbidden => Forbidden,
+        not_allowed => NotAllowed,
+        not_found => NotFound,
+        duplicate => Duplicate,
+        unavailable => Unavailable,
+        unexpected => Unexpected,
     }
 
     pub fn kind(&self) -> ErrorKind {

@@ -20,20 +20,22 @@ pub enum FieldKind {
 
 /// A filterable, orderable column of some record.
 pub trait Field: Copy + fmt::Debug + PartialEq + Send + Sync + 'static {
-    /// The column in SQL. Static strings only: never user input.
-    fn column(self) -> &'static str;
+    /// The column in SQL (named as the API names it). Static strings only: never user input.
+    fn column(self) -> &'static str {
+        self.name()
+    }
     fn kind(self) -> FieldKind;
     /// The field's name in the API (`created_at`).
     fn name(self) -> &'static str;
     /// Every field, for parsing names.
-    fn all() -> &'static [Self];
+    const ALL: &'static [Self];
     /// The columns `q` searches.
-    fn searched() -> &'static [Self];
+    const SEARCHED: &'static [Self];
     /// The default order and the tie-breaker.
-    fn id() -> Self;
+    const ID: Self;
 
     fn from_name(name: &str) -> Option<Self> {
-        Self::all().iter().copied().find(|f| f.name() == name)
+        Self::ALL.iter().copied().find(|f| f.name() == name)
     }
 }
 
@@ -56,10 +58,6 @@ pub enum ApiKeyField {
 }
 
 impl Field for ApiKeyField {
-    fn column(self) -> &'static str {
-        self.name()
-    }
-
     fn kind(self) -> FieldKind {
         use ApiKeyField::*;
         match self {
@@ -87,21 +85,15 @@ impl Field for ApiKeyField {
         }
     }
 
-    fn all() -> &'static [Self] {
+    const ALL: &'static [Self] = {
         use ApiKeyField::*;
         &[
             Id, Title, Token, Redacted, Type, CreatedBy, RevokedBy, LastUsedAt, RevokedAt, CreatedAt, UpdatedAt,
             DeletedAt, ExpiresAt,
         ]
-    }
-
-    fn searched() -> &'static [Self] {
-        &[ApiKeyField::Title, ApiKeyField::Redacted]
-    }
-
-    fn id() -> Self {
-        ApiKeyField::Id
-    }
+    };
+    const SEARCHED: &'static [Self] = &[Self::Title, Self::Redacted];
+    const ID: Self = Self::Id;
 }
 
 /// The columns of a sales channel that lists filter and order on.
@@ -117,10 +109,6 @@ pub enum SalesChannelField {
 }
 
 impl Field for SalesChannelField {
-    fn column(self) -> &'static str {
-        self.name()
-    }
-
     fn kind(self) -> FieldKind {
         use SalesChannelField::*;
         match self {
@@ -143,18 +131,12 @@ impl Field for SalesChannelField {
         }
     }
 
-    fn all() -> &'static [Self] {
+    const ALL: &'static [Self] = {
         use SalesChannelField::*;
         &[Id, Name, Description, IsDisabled, CreatedAt, UpdatedAt, DeletedAt]
-    }
-
-    fn searched() -> &'static [Self] {
-        &[SalesChannelField::Name, SalesChannelField::Description]
-    }
-
-    fn id() -> Self {
-        SalesChannelField::Id
-    }
+    };
+    const SEARCHED: &'static [Self] = &[Self::Name, Self::Description];
+    const ID: Self = Self::Id;
 }
 
 /// A comparison operator (`$eq`, `$in`, …).
@@ -424,7 +406,7 @@ impl<F: Field> Order<F> {
             None => (Direction::Asc, s.strip_prefix('+').unwrap_or(s)),
         };
         let field = F::from_name(name).ok_or_else(|| {
-            let names: Vec<&str> = F::all().iter().map(|f| f.name()).collect();
+            let names: Vec<&str> = F::ALL.iter().map(|f| f.name()).collect();
             Error::invalid_data(format!(
                 "Cannot order by '{name}': expected one of {}",
                 names.join(", ")

@@ -51,11 +51,11 @@ pub fn push_order_and_page<D: Dialect, F: Field>(qb: &mut QueryBuilder<D::DB>, o
             Direction::Desc => " DESC NULLS FIRST",
         });
     }
-    if !options.order.iter().any(|o| o.field == F::id()) {
+    if !options.order.iter().any(|o| o.field == F::ID) {
         if !first {
             qb.push(", ");
         }
-        push_column(qb, F::id());
+        push_column(qb, F::ID);
         // Ties follow the primary direction: ids are creation-ordered, so `-created_at` stays
         // newest first even for rows made in the same millisecond.
         qb.push(match options.order.first().map(|o| o.direction) {
@@ -81,7 +81,7 @@ where
     if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
         let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
         qb.push(" AND (");
-        for (i, field) in F::searched().iter().enumerate() {
+        for (i, field) in F::SEARCHED.iter().enumerate() {
             if i > 0 {
                 qb.push(" OR ");
             }

@@ -148,15 +148,21 @@ impl<S> Layer<S> for RequireSecretKey {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// A check that runs before the inner service and may answer instead of it.
+/// A check that runs before the inner service and may answer instead of it: it finds the key
+/// the request carries and leaves it in the request's extensions for the handler.
 trait Check: Clone + Send + Sync + 'static {
-    fn run(kw: Keyward, req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>>;
-}
+    type Key: Clone + Send + Sync + 'static;
 
-impl Check for Publishable {
+    fn key(
+        kw: &Keyward,
+        headers: &HeaderMap,
+        origin: Option<IpAddr>,
+    ) -> impl Future<Output = Result<Self::Key, ApiError>> + Send;
+
     fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
         Box::pin(async move {
-            let key = check_publishable(&kw, req.headers(), crate::client::origin(req.extensions()))
+            let origin = crate::client::origin(req.extensions());
+            let key = Self::key(&kw, req.headers(), origin)
                 .await
                 .map_err(IntoResponse::into_response)?;
             req.extensions_mut().insert(key);
@@ -165,15 +171,19 @@ impl Check for Publishable {
     }
 }
 
+impl Check for Publishable {
+    type Key = PublishableKey;
+
+    async fn key(kw: &Keyward, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<PublishableKey, ApiError> {
+        check_publishable(kw, headers, origin).await
+    }
+}
+
 impl Check for Secret {
-    fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
-        Box::pin(async move {
-            let key = check_secret(&kw, req.headers(), crate::client::origin(req.extensions()))
-                .await
-                .map_err(IntoResponse::into_response)?;
-            req.extensions_mut().insert(key);
-            Ok(req)
-        })
+    type Key = SecretKey;
+
+    async fn key(kw: &Keyward, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<SecretKey, ApiError> {
+        check_secret(kw, headers, origin).await
     }
 }
 

@@ -202,6 +202,15 @@ impl Harness {
     }
 }
 
+/// Every key titled `title`, oldest first.
+pub async fn keys_titled(kw: &Keyward, title: &str) -> Vec<keyward::ApiKey> {
+    let all = kw
+        .list_api_keys(&Default::default(), &Default::default())
+        .await
+        .expect("list the keys");
+    all.into_iter().filter(|k| k.title == title).collect()
+}
+
 /// A store's change watcher, running until dropped.
 pub struct Watched(tokio::task::JoinHandle<()>);
 

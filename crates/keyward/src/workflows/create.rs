@@ -95,11 +95,7 @@ impl Workflows {
         if input.is_empty() {
             return Ok(Vec::new());
         }
-        let run = self
-            .engine
-            .run(&self.create, input, RunOptions::default())
-            .await
-            .map_err(from_flow)?;
+        let run = self.run(&self.create, input).await?;
         let tokens: Vec<PlainToken> = run
             .private("create-api-keys")
             .ok_or_else(|| Error::unexpected("the new keys' tokens did not come back from the create step"))?;

@@ -108,10 +108,7 @@ impl Workflows {
             return Ok(());
         }
         let input = DeleteApiKeysInput { ids: ids.to_vec() };
-        self.engine
-            .run(&self.delete, input, RunOptions::default())
-            .await
-            .map_err(from_flow)?;
+        self.run(&self.delete, input).await?;
         Ok(())
     }
 }

@@ -97,11 +97,7 @@ impl Workflows {
         let input = ExpiryNoticesInput {
             warn_before: i64::try_from(warn_before.as_secs()).unwrap_or(i64::MAX),
         };
-        let run = self
-            .engine
-            .run(&self.expiry, input, RunOptions::default())
-            .await
-            .map_err(from_flow)?;
+        let run = self.run(&self.expiry, input).await?;
         Ok(run.result.unwrap_or_default())
     }
 }

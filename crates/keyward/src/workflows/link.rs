@@ -157,10 +157,7 @@ impl Workflows {
             add: add.to_vec(),
             remove: remove.to_vec(),
         };
-        self.engine
-            .run(&self.link, input, RunOptions::default())
-            .await
-            .map_err(from_flow)?;
+        self.run(&self.link, input).await?;
         Ok(())
     }
 }

@@ -212,19 +212,36 @@ impl Workflows {
             .ok_or_else(|| Error::unexpected("the import finished without a report"))
     }
 
-    fn one(
+    /// Runs `workflow` on `input` (a new transaction id), its failure as the module's error.
+    async fn run<I: Serialize, O: serde::de::DeserializeOwned>(
         &self,
-        run: std::result::Result<keyward_flow::RunResult<Vec<ApiKey>>, FlowError>,
-        id: &ApiKeyId,
-    ) -> Result<ApiKey> {
-        run.map_err(from_flow)?
-            .result
-            .and_then(|keys| keys.into_iter().find(|k| &k.id == id))
-            .ok_or_else(|| crate::service::not_found(id))
+        workflow: &WorkflowHandle<I, O>,
+        input: I,
+    ) -> Result<keyward_flow::RunResult<O>> {
+        self.engine
+            .run(workflow, input, RunOptions::default())
+            .await
+            .map_err(from_flow)
     }
 
-    fn all(&self, run: std::result::Result<keyward_flow::RunResult<Vec<ApiKey>>, FlowError>) -> Result<Vec<ApiKey>> {
-        Ok(run.map_err(from_flow)?.result.unwrap_or_default())
+    /// [`Workflows::run`], answering the workflow's result (`what` names it should it be missing).
+    async fn answer<I: Serialize, O: serde::de::DeserializeOwned>(
+        &self,
+        workflow: &WorkflowHandle<I, O>,
+        input: I,
+        what: &str,
+    ) -> Result<O> {
+        self.run(workflow, input)
+            .await?
+            .result
+            .ok_or_else(|| Error::unexpected(format!("the workflow returned no {what}")))
+    }
+
+    /// The key `id` among those a key workflow answered.
+    fn one(&self, keys: Vec<ApiKey>, id: &ApiKeyId) -> Result<ApiKey> {
+        keys.into_iter()
+            .find(|k| &k.id == id)
+            .ok_or_else(|| crate::service::not_found(id))
     }
 }
 

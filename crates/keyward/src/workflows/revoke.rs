@@ -104,7 +104,8 @@ impl Workflows {
             revoked_by: data.revoked_by.clone(),
             revoke_in: data.revoke_in,
         };
-        self.one(self.engine.run(&self.revoke, input, RunOptions::default()).await, id)
+        let keys = self.run(&self.revoke, input).await?.result.unwrap_or_default();
+        self.one(keys, id)
     }
 
     /// Revokes every key `selector` matches (Medusa's `{ selector, revoke }`); a selector that
@@ -119,7 +120,7 @@ impl Workflows {
             revoked_by: data.revoked_by.clone(),
             revoke_in: data.revoke_in,
         };
-        self.all(self.engine.run(&self.revoke, input, RunOptions::default()).await)
+        Ok(self.run(&self.revoke, input).await?.result.unwrap_or_default())
     }
 }
 

@@ -112,11 +112,7 @@ impl Workflows {
             rolled_by: rolled_by.to_owned(),
             revoke_in: grace_seconds,
         };
-        let run = self
-            .engine
-            .run(&self.roll, input, RunOptions::default())
-            .await
-            .map_err(from_flow)?;
+        let run = self.run(&self.roll, input).await?;
         let token = run
             .private::<Vec<PlainToken>>("create-api-keys")
             .and_then(|t| t.into_iter().next())

@@ -256,13 +256,10 @@ impl Workflows {
         if input.name.trim().is_empty() {
             return Err(Error::invalid_data("A sales channel needs a name"));
         }
-        self.engine
-            .run(&self.create_channels, vec![input], RunOptions::default())
-            .await
-            .map_err(from_flow)?
-            .result
-            .and_then(|mut c| c.pop())
-            .ok_or_else(|| Error::unexpected("create returned no sales channel"))
+        self.answer(&self.create_channels, vec![input], "sales channel")
+            .await?
+            .pop()
+            .ok_or_else(|| Error::unexpected("the workflow returned no sales channel"))
     }
 
     /// Applies a partial update to a sales channel (`not_found` when missing).
@@ -274,12 +271,7 @@ impl Workflows {
             id: id.clone(),
             patch: patch.clone(),
         };
-        self.engine
-            .run(&self.update_channel, input, RunOptions::default())
-            .await
-            .map_err(from_flow)?
-            .result
-            .ok_or_else(|| Error::unexpected("update returned no sales channel"))
+        self.answer(&self.update_channel, input, "sales channel").await
     }
 
     /// Deletes sales channels and their links to keys; unknown ids are ignored.
@@ -287,10 +279,7 @@ impl Workflows {
         if ids.is_empty() {
             return Ok(());
         }
-        self.engine
-            .run(&self.delete_channels, ids.to_vec(), RunOptions::default())
-            .await
-            .map_err(from_flow)?;
+        self.run(&self.delete_channels, ids.to_vec()).await?;
         Ok(())
     }
 }

@@ -217,7 +217,8 @@ impl Workflows {
             ids: vec![id.clone()],
             update: update.clone(),
         };
-        self.one(self.engine.run(&self.update, input, RunOptions::default()).await, id)
+        let keys = self.run(&self.update, input).await?.result.unwrap_or_default();
+        self.one(keys, id)
     }
 
     /// Sets what `data` gives on every key `selector` matches (Medusa's `{ selector, update }`).
@@ -230,7 +231,7 @@ impl Workflows {
             ids,
             update: data.clone(),
         };
-        self.all(self.engine.run(&self.update, input, RunOptions::default()).await)
+        Ok(self.run(&self.update, input).await?.result.unwrap_or_default())
     }
 }
 

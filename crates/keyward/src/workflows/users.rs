@@ -28,11 +28,6 @@ impl Workflows {
     /// Creates an admin user (the password is hashed before anything is recorded).
     pub async fn create_user(&self, email: &str, password: &str) -> Result<crate::model::User> {
         let new = self.kw().prepare_user(email, password).await?;
-        self.engine
-            .run(&self.create_user, new, RunOptions::default())
-            .await
-            .map_err(from_flow)?
-            .result
-            .ok_or_else(|| Error::unexpected("create returned no user"))
+        self.answer(&self.create_user, new, "user").await
     }
 }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use keyward::{ApiKeyType, Clock, CreateApiKey, Keyward, RevokeApiKey, VerifyCode};
-use keyward_testkit::{eventually, on_both_stores, watch};
+use keyward::{ApiKeyType, Clock, CreateApiKey, CreatedApiKey, Keyward, RevokeApiKey, VerifyCode};
+use keyward_testkit::{Harness, Watched, eventually, on_both_stores, watch};
 
 fn secret(title: &str) -> CreateApiKey {
     CreateApiKey::new(title, ApiKeyType::Secret, "user_test")
@@ -23,19 +23,31 @@ async fn code(kw: &Keyward, token: &str) -> VerifyCode {
     kw.verify(token).await.unwrap().code
 }
 
+/// Node B beside `h` (node A), both following changes while the guards are kept.
+async fn second_node(h: &Harness) -> (Keyward, [Watched; 2]) {
+    let a = watch(h.kw.store()).await;
+    let (b, _) = h.node().await;
+    let watching_b = watch(b.store()).await;
+    (b, [a, watching_b])
+}
+
+/// A secret key titled `title` made on node A, returned once node B has heard of it (so
+/// nothing empties the entry B fills next), with its token.
+async fn made_and_heard(h: &Harness, b: &Keyward, title: &str) -> (CreatedApiKey, String) {
+    let heard = b.store().cache().stats().invalidations;
+    let created = h.flows.create_api_key(secret(title)).await.unwrap();
+    let token = created.token.expose().to_owned();
+    eventually("node B hears of the new key", || async {
+        b.store().cache().stats().invalidations > heard
+    })
+    .await;
+    (created, token)
+}
+
 on_both_stores! {
     async fn a_key_revoked_on_one_node_is_refused_by_the_other(h) {
-        let _a = watch(h.kw.store()).await;
-        let (b, _) = h.node().await;
-        let _b = watch(b.store()).await;
-        let heard = b.store().cache().stats().invalidations;
-        let created = h.flows.create_api_key(secret("shared")).await.unwrap();
-        let token = created.token.expose().to_owned();
-        // Once B has applied the create's notice, nothing empties the entry it fills next.
-        eventually("node B hears of the new key", || async {
-            b.store().cache().stats().invalidations > heard
-        })
-        .await;
+        let (b, _watching) = second_node(&h).await;
+        let (created, token) = made_and_heard(&h, &b, "shared").await;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid);
         let hits = b.store().cache().stats().hits;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid);
@@ -92,13 +104,8 @@ on_both_stores! {
     }
 
     async fn a_new_expiry_reaches_the_other_node_as_a_revocation_does(h) {
-        let _a = watch(h.kw.store()).await;
-        let (b, _) = h.node().await;
-        let _b = watch(b.store()).await;
-        let heard = b.store().cache().stats().invalidations;
-        let created = h.flows.create_api_key(secret("shortened")).await.unwrap();
-        let token = created.token.expose().to_owned();
-        eventually("node B hears of the new key", || async { b.store().cache().stats().invalidations > heard }).await;
+        let (b, _watching) = second_node(&h).await;
+        let (created, token) = made_and_heard(&h, &b, "shortened").await;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid, "B caches the key without an expiry");
         let soon = h.clock.now().plus_seconds(5);
         let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(soon)), ..Default::default() };
@@ -109,13 +116,8 @@ on_both_stores! {
     }
 
     async fn an_address_limit_set_on_one_node_holds_on_the_other_from_its_cache(h) {
-        let _a = watch(h.kw.store()).await;
-        let (b, _) = h.node().await;
-        let _b = watch(b.store()).await;
-        let heard = b.store().cache().stats().invalidations;
-        let created = h.flows.create_api_key(secret("limited later")).await.unwrap();
-        let token = created.token.expose().to_owned();
-        eventually("node B hears of the new key", || async { b.store().cache().stats().invalidations > heard }).await;
+        let (b, _watching) = second_node(&h).await;
+        let (created, token) = made_and_heard(&h, &b, "limited later").await;
         let office: std::net::IpAddr = "192.0.2.10".parse().unwrap();
         let elsewhere: std::net::IpAddr = "198.51.100.1".parse().unwrap();
         assert!(b.verify_from(&token, Some(elsewhere)).await.unwrap().is_valid(), "B caches the unlimited key");
@@ -172,9 +174,7 @@ on_both_stores! {
         // notice it must refuse for good.
         // (The exact interleaving is forced in the cache's unit tests; this is the end-to-end
         // invariant under real concurrency.)
-        let _a = watch(h.kw.store()).await;
-        let (b, _) = h.node().await;
-        let _b = watch(b.store()).await;
+        let (b, _watching) = second_node(&h).await;
         let applied = || b.store().cache().stats().invalidations;
         for round in 0..30 {
             // Node B applies two notices this round: the create's and the revoke's.
@@ -216,9 +216,7 @@ on_both_stores! {
     }
 
     async fn channel_changes_reach_the_store_view_of_every_node(h) {
-        let _a = watch(h.kw.store()).await;
-        let (b, _) = h.node().await;
-        let _b = watch(b.store()).await;
+        let (b, _watching) = second_node(&h).await;
         let channel = h.flows.create_sales_channel(keyward::CreateSalesChannel { name: "Web".into(), ..Default::default() }).await.unwrap();
         let pk = h.flows.create_api_key(CreateApiKey::new("shop", ApiKeyType::Publishable, "user_test")).await.unwrap();
         h.flows.link_sales_channels(&pk.key.id, std::slice::from_ref(&channel.id), &[]).await.unwrap();

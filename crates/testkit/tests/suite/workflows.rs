@@ -80,12 +80,7 @@ async fn channels_of(flows: &Workflows, id: &ApiKeyId) -> Vec<SalesChannelId> {
 }
 
 async fn titled(flows: &Workflows, title: &str) -> Vec<ApiKey> {
-    let all = flows
-        .kw()
-        .list_api_keys(&Default::default(), &Default::default())
-        .await
-        .unwrap();
-    all.into_iter().filter(|k| k.title == title).collect()
+    keyward_testkit::keys_titled(flows.kw(), title).await
 }
 
 on_both_stores! {
