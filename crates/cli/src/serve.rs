@@ -127,14 +127,14 @@ fn init_logging() -> Result<(), Failure> {
     Ok(())
 }
 
+/// The entries of a comma-separated setting, trimmed, empty ones left out.
+fn listed(entries: &[String]) -> Vec<&str> {
+    entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()).collect()
+}
+
 /// One subscriber per `KEYWARD_WEBHOOK_URL`, taking the named events.
 fn subscribe_webhooks(flows: &Workflows, o: &EventOptions, names: &[&str]) -> Result<(), Failure> {
-    let urls: Vec<&str> = o
-        .webhook_urls
-        .iter()
-        .map(|u| u.trim())
-        .filter(|u| !u.is_empty())
-        .collect();
+    let urls = listed(&o.webhook_urls);
     if urls.is_empty() {
         return Ok(());
     }
@@ -185,12 +185,7 @@ pub(crate) async fn signing_secret(kw: &keyward::Keyward, configured: Option<Str
 /// Registers the configured webhooks, the key-on-user-created subscriber and the purge job,
 /// refusing bad configuration before anything starts.
 pub(crate) fn wire_events(flows: &Workflows, o: &EventOptions) -> Result<keyward_flow::DeliveryOptions, Failure> {
-    let names: Vec<&str> = o
-        .webhook_events
-        .iter()
-        .map(|e| e.trim())
-        .filter(|e| !e.is_empty())
-        .collect();
+    let names = listed(&o.webhook_events);
     for name in &names {
         if *name != "*" && keyward::EventName::parse(name).is_none() {
             return Err(usage(format!(

@@ -110,6 +110,15 @@ impl<DB: Dialect> SqlLog<DB> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         conn.rows(stmt).await
     }
+
+    /// Every row `stmt` returns, each read by `read`.
+    async fn rows_as<T>(
+        &self,
+        stmt: Stmt<'_>,
+        read: impl Fn(&DB::Row) -> Result<T, LogError>,
+    ) -> Result<Vec<T>, LogError> {
+        self.rows(stmt).await?.iter().map(read).collect()
+    }
 }
 
 /// A statement in `DB`'s SQL.

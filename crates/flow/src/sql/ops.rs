@@ -86,12 +86,7 @@ impl<DB: Dialect> RunLog for SqlLog<DB> {
         )
         .bind(workflow)
         .bind(transaction_id);
-        let steps = self
-            .rows(steps)
-            .await?
-            .iter()
-            .map(LogRows::step)
-            .collect::<Result<_, _>>()?;
+        let steps = self.rows_as(steps, LogRows::step).await?;
         Ok(Some((row.run()?, steps)))
     }
 
@@ -225,7 +220,7 @@ impl<DB: Dialect> RunLog for SqlLog<DB> {
         )
         .bind(state.map(RunState::as_str))
         .bind(i64::from(limit));
-        self.rows(list).await?.iter().map(LogRows::run).collect()
+        self.rows_as(list, LogRows::run).await
     }
 
     async fn register_subscriber(&self, id: &str, events: &[String]) -> Result<(), LogError> {
@@ -350,12 +345,7 @@ impl<DB: Dialect> RunLog for SqlLog<DB> {
                  FROM flow_delivery WHERE event_id = $1 ORDER BY subscriber",
             )
             .bind(&event.id);
-            let deliveries = self
-                .rows(deliveries)
-                .await?
-                .iter()
-                .map(LogRows::delivery)
-                .collect::<Result<_, _>>()?;
+            let deliveries = self.rows_as(deliveries, LogRows::delivery).await?;
             out.push((event, deliveries));
         }
         Ok(out)
@@ -443,6 +433,6 @@ impl<DB: Dialect> RunLog for SqlLog<DB> {
         )
         .bind(job)
         .bind(i64::from(limit));
-        self.rows(list).await?.iter().map(LogRows::job_run).collect()
+        self.rows_as(list, LogRows::job_run).await
     }
 }

@@ -33,8 +33,8 @@ pub use plan::{Conflict, ImportInput, ImportPlan, ImportReport, KeyWrites, Kind,
 pub use progress::{Progress, ProgressWatch};
 pub use source::{ImportSet, MedusaChannel, MedusaKey, MedusaLink, MedusaSnapshot, Skipped};
 pub use steps::{
-    ChannelsWritten, KeysWritten, import_channels_step, import_keys_step, import_links_step, import_medusa_workflow,
-    plan_import_step,
+    ChannelsWritten, KeysWritten, Written, import_channels_step, import_keys_step, import_links_step,
+    import_medusa_workflow, plan_import_step,
 };
 
 /// The workflow's name.

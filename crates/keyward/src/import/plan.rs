@@ -190,11 +190,7 @@ pub(super) fn key_differences(a: &StoredKey, b: &StoredKey) -> Vec<String> {
         ("revoked_at", x.revoked_at != y.revoked_at),
         ("revoked_by", x.revoked_by != y.revoked_by),
     ];
-    fields
-        .into_iter()
-        .filter(|(_, differs)| *differs)
-        .map(|(f, _)| f.to_owned())
-        .collect()
+    differing(fields)
 }
 
 fn channel_differences(a: &SalesChannel, b: &SalesChannel) -> Vec<String> {
@@ -204,6 +200,11 @@ fn channel_differences(a: &SalesChannel, b: &SalesChannel) -> Vec<String> {
         ("is_disabled", a.is_disabled != b.is_disabled),
         ("metadata", a.metadata != b.metadata),
     ];
+    differing(fields)
+}
+
+/// The names of the fields that differ.
+fn differing<const N: usize>(fields: [(&str, bool); N]) -> Vec<String> {
     fields
         .into_iter()
         .filter(|(_, differs)| *differs)

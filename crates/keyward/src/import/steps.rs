@@ -45,13 +45,27 @@ pub fn plan_import_step() -> Step<Keyward, ImportInput, ImportPlan> {
     .no_compensation()
 }
 
-/// What the channel step wrote.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ChannelsWritten {
-    pub inserted: Vec<SalesChannelId>,
+/// What an import step wrote: the ids it inserted, and the rows it changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Written<Id, Row> {
+    pub inserted: Vec<Id>,
     /// `(as written, as it was)`.
-    pub updated: Vec<(SalesChannel, SalesChannel)>,
+    pub updated: Vec<(Row, Row)>,
 }
+
+impl<Id, Row> Written<Id, Row> {
+    fn inserted(inserted: Vec<Id>) -> Self {
+        Self {
+            inserted,
+            updated: Vec::new(),
+        }
+    }
+}
+
+/// What the channel step wrote.
+pub type ChannelsWritten = Written<SalesChannelId, SalesChannel>;
+/// What the key step wrote.
+pub type KeysWritten = Written<ApiKeyId, StoredKey>;
 
 /// `import-sales-channels`: inserts the new channels and applies the changed ones where they
 /// still hold what the plan read. `sales_channel.created` / `.updated`. Compensation deletes what
@@ -81,10 +95,7 @@ async fn write_channels(plan: ImportPlan, cx: Cx) -> Result<StepResponse<Channel
     for chunk in fresh.chunks(CHUNK) {
         kw.store.insert_sales_channels(chunk).await.map_err(step_error)?;
     }
-    let mut written = ChannelsWritten {
-        inserted: ids,
-        updated: Vec::new(),
-    };
+    let mut written = ChannelsWritten::inserted(ids);
     for (current, merged) in &plan.changed_channels {
         if kw
             .store
@@ -108,15 +119,13 @@ async fn write_channels(plan: ImportPlan, cx: Cx) -> Result<StepResponse<Channel
 async fn unwrite_channels(written: Option<ChannelsWritten>, cx: Cx) -> Result<(), StepError> {
     let written = match written {
         Some(w) => w,
-        None => ChannelsWritten {
-            inserted: cx
-                .input::<ImportPlan>()?
+        None => ChannelsWritten::inserted(
+            cx.input::<ImportPlan>()?
                 .new_channels
                 .into_iter()
                 .map(|c| c.id)
                 .collect(),
-            updated: Vec::new(),
-        },
+        ),
     };
     let kw = cx.container();
     for (as_written, previous) in &written.updated {
@@ -138,14 +147,6 @@ async fn unwrite_channels(written: Option<ChannelsWritten>, cx: Cx) -> Result<()
     Ok(())
 }
 
-/// What the key step wrote.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct KeysWritten {
-    pub inserted: Vec<ApiKeyId>,
-    /// `(as written, as it was)`.
-    pub updated: Vec<(StoredKey, StoredKey)>,
-}
-
 /// `import-api-keys`: inserts the new keys (a thousand per transaction) and applies the changed
 /// ones where they still hold what the plan read. `api_key.created` (with `sales_channel_ids`
 /// for a publishable key the links step will link), `.updated`, and `.revoked` where the source
@@ -163,10 +164,7 @@ async fn write_keys(plan: KeyWrites, cx: Cx) -> Result<StepResponse<KeysWritten>
         kw.store.restore_api_keys(chunk).await.map_err(step_error)?;
         kw.progress.advance(cx.transaction_id(), chunk.len());
     }
-    let mut written = KeysWritten {
-        inserted: plan.new_keys.iter().map(|k| k.key.id.clone()).collect(),
-        updated: Vec::new(),
-    };
+    let mut written = KeysWritten::inserted(plan.new_keys.iter().map(|k| k.key.id.clone()).collect());
     let mut revoked = Vec::new();
     for chunk in plan.changed_keys.chunks(CHUNK) {
         let replaced = kw.store.replace_api_keys(chunk).await.map_err(step_error)?;
@@ -205,15 +203,13 @@ async fn write_keys(plan: KeyWrites, cx: Cx) -> Result<StepResponse<KeysWritten>
 async fn unwrite_keys(written: Option<KeysWritten>, cx: Cx) -> Result<(), StepError> {
     let written = match written {
         Some(w) => w,
-        None => KeysWritten {
-            inserted: cx
-                .input::<KeyWrites>()?
+        None => KeysWritten::inserted(
+            cx.input::<KeyWrites>()?
                 .new_keys
                 .into_iter()
                 .map(|k| k.key.id)
                 .collect(),
-            updated: Vec::new(),
-        },
+        ),
     };
     let kw = cx.container();
     // Back to what keyward had, but a revocation the source brought stays: undoing an

@@ -237,11 +237,33 @@ impl Workflows {
             .ok_or_else(|| Error::unexpected(format!("the workflow returned no {what}")))
     }
 
-    /// The key `id` among those a key workflow answered.
-    fn one(&self, keys: Vec<ApiKey>, id: &ApiKeyId) -> Result<ApiKey> {
+    /// Runs a key workflow on `input` for the one key `id`: that key as it answered
+    /// (`not_found` when it did not).
+    async fn on_key<I: Serialize>(
+        &self,
+        workflow: &WorkflowHandle<I, Vec<ApiKey>>,
+        input: I,
+        id: &ApiKeyId,
+    ) -> Result<ApiKey> {
+        let keys = self.run(workflow, input).await?.result.unwrap_or_default();
         keys.into_iter()
             .find(|k| &k.id == id)
             .ok_or_else(|| crate::service::not_found(id))
+    }
+
+    /// Runs a key workflow on the keys `selector` matches (Medusa's `{ selector, … }`), its
+    /// input made from their ids; a selector that matches nothing runs nothing.
+    async fn on_matching<I: Serialize>(
+        &self,
+        workflow: &WorkflowHandle<I, Vec<ApiKey>>,
+        selector: &ApiKeyFilter,
+        input: impl FnOnce(Vec<ApiKeyId>) -> I,
+    ) -> Result<Vec<ApiKey>> {
+        let ids = self.kw().matching_ids(selector).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.run(workflow, input(ids)).await?.result.unwrap_or_default())
     }
 }
 

@@ -99,28 +99,22 @@ pub fn revoke_api_keys_workflow() -> Workflow<Keyward, RevokeApiKeysInput, Vec<A
 impl Workflows {
     /// Revokes one key now or after `revoke_in` seconds.
     pub async fn revoke_api_key(&self, id: &ApiKeyId, data: &RevokeApiKey) -> Result<ApiKey> {
-        let input = RevokeApiKeysInput {
-            ids: vec![id.clone()],
-            revoked_by: data.revoked_by.clone(),
-            revoke_in: data.revoke_in,
-        };
-        let keys = self.run(&self.revoke, input).await?.result.unwrap_or_default();
-        self.one(keys, id)
+        self.on_key(&self.revoke, revocation(vec![id.clone()], data), id).await
     }
 
     /// Revokes every key `selector` matches (Medusa's `{ selector, revoke }`); a selector that
     /// matches nothing revokes nothing.
     pub async fn revoke_api_keys(&self, selector: &ApiKeyFilter, data: &RevokeApiKey) -> Result<Vec<ApiKey>> {
-        let ids = self.kw().matching_ids(selector).await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let input = RevokeApiKeysInput {
-            ids,
-            revoked_by: data.revoked_by.clone(),
-            revoke_in: data.revoke_in,
-        };
-        Ok(self.run(&self.revoke, input).await?.result.unwrap_or_default())
+        self.on_matching(&self.revoke, selector, |ids| revocation(ids, data))
+            .await
+    }
+}
+
+fn revocation(ids: Vec<ApiKeyId>, data: &RevokeApiKey) -> RevokeApiKeysInput {
+    RevokeApiKeysInput {
+        ids,
+        revoked_by: data.revoked_by.clone(),
+        revoke_in: data.revoke_in,
     }
 }
 

@@ -217,21 +217,16 @@ impl Workflows {
             ids: vec![id.clone()],
             update: update.clone(),
         };
-        let keys = self.run(&self.update, input).await?.result.unwrap_or_default();
-        self.one(keys, id)
+        self.on_key(&self.update, input, id).await
     }
 
     /// Sets what `data` gives on every key `selector` matches (Medusa's `{ selector, update }`).
     pub async fn update_api_keys(&self, selector: &ApiKeyFilter, data: &UpdateApiKey) -> Result<Vec<ApiKey>> {
-        let ids = self.kw().matching_ids(selector).await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let input = UpdateApiKeysInput {
+        self.on_matching(&self.update, selector, |ids| UpdateApiKeysInput {
             ids,
             update: data.clone(),
-        };
-        Ok(self.run(&self.update, input).await?.result.unwrap_or_default())
+        })
+        .await
     }
 }
 

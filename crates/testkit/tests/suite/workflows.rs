@@ -49,6 +49,43 @@ async fn run_then_fail<I: Serialize + DeserializeOwned + 'static, O: Serialize +
         .collect()
 }
 
+/// Runs the update workflow writing `ours` to `id` on an engine of its own, with a last step in
+/// which another writer applies `theirs` (if any) to the key before the step fails: the run is
+/// reverted, its conflicts reported.
+async fn update_undone_after(
+    flows: &Workflows,
+    id: &ApiKeyId,
+    ours: keyward::UpdateApiKey,
+    theirs: Option<keyward::UpdateApiKey>,
+) -> keyward_flow::RunResult<Vec<ApiKey>> {
+    let other_writer = {
+        let (flows, id) = (flows.clone(), id.clone());
+        Step::new("someone-else-writes-then-a-step-fails", move |_: (), _cx: StepContext<Keyward>| {
+            let (flows, id, theirs) = (flows.clone(), id.clone(), theirs.clone());
+            async move {
+                if let Some(theirs) = theirs {
+                    flows.update_api_key_with(&id, &theirs).await.map_err(|e| StepError::permanent(e.message))?;
+                }
+                Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
+            }
+        })
+    };
+    let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
+    let handle = engine
+        .register(workflows::update_api_keys_workflow().step(&other_writer, |_| Ok(())))
+        .unwrap();
+    let input = UpdateApiKeysInput {
+        ids: vec![id.clone()],
+        update: ours,
+    };
+    let run = engine
+        .run(&handle, input, RunOptions::default().throw_on_error(false))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Reverted);
+    run
+}
+
 async fn channel(flows: &Workflows, name: &str) -> SalesChannelId {
     flows
         .create_sales_channel(CreateSalesChannel {
@@ -229,22 +266,8 @@ on_both_stores! {
     async fn a_compensation_leaves_alone_what_another_change_wrote_since(flows) {
         let key = flows.create_api_key(CreateApiKey::new("first", ApiKeyType::Secret, "t")).await.unwrap().key;
         // A title change whose later step fails after someone else renamed the key meanwhile.
-        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
-        let rename = {
-            let flows = flows.clone();
-            let id = key.id.clone();
-            Step::new("someone-else-renames", move |_: (), _cx: StepContext<Keyward>| {
-                let (flows, id) = (flows.clone(), id.clone());
-                async move {
-                    flows.update_api_key(&id, "theirs").await.map_err(|e| StepError::permanent(e.message))?;
-                    Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
-                }
-            })
-        };
-        let handle = engine.register(workflows::update_api_keys_workflow().step(&rename, |_| Ok(()))).unwrap();
-        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update: keyward::UpdateApiKey::title("mine") };
-        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
-        assert_eq!(run.state, RunState::Reverted);
+        let (ours, theirs) = (keyward::UpdateApiKey::title("mine"), keyward::UpdateApiKey::title("theirs"));
+        let run = update_undone_after(&flows, &key.id, ours, Some(theirs)).await;
         assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().title, "theirs", "not overwritten by the undo");
         let conflict = run.errors.iter().find(|f| f.handler == keyward_flow::Handler::Conflict).expect("a conflict");
         assert!(conflict.error.message().contains("theirs"), "{}", conflict.error.message());
@@ -254,24 +277,8 @@ on_both_stores! {
         let key = flows.create_api_key(CreateApiKey::new("k", ApiKeyType::Secret, "t")).await.unwrap().key;
         let now = keyward::Clock::now(&keyward::SystemClock);
         let (ours, theirs) = (now.plus_seconds(3_600), now.plus_seconds(7_200));
-        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
-        let other_writer = {
-            let flows = flows.clone();
-            let id = key.id.clone();
-            Step::new("someone-else-moves-the-expiry", move |_: (), _cx: StepContext<Keyward>| {
-                let (flows, id) = (flows.clone(), id.clone());
-                async move {
-                    let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(theirs)), ..Default::default() };
-                    flows.update_api_key_with(&id, &update).await.map_err(|e| StepError::permanent(e.message))?;
-                    Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
-                }
-            })
-        };
-        let handle = engine.register(workflows::update_api_keys_workflow().step(&other_writer, |_| Ok(()))).unwrap();
-        let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(ours)), ..Default::default() };
-        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update };
-        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
-        assert_eq!(run.state, RunState::Reverted);
+        let at = |t| keyward::UpdateApiKey { expires_at: Some(Some(t)), ..Default::default() };
+        let run = update_undone_after(&flows, &key.id, at(ours), Some(at(theirs))).await;
         assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().expires_at, Some(theirs), "not overwritten by the undo");
         assert!(run.errors.iter().any(|f| f.handler == keyward_flow::Handler::Conflict), "{:?}", run.errors);
     }
@@ -287,34 +294,12 @@ on_both_stores! {
             allowed_ips: Some(Some(block("198.51.100.0/24"))),
             ..Default::default()
         };
-        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
         // A run that fails on its own puts the old policy back.
-        let failing = Step::new("a-later-step-fails", |_: (), _cx: StepContext<Keyward>| async move {
-            Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
-        });
-        let handle = engine.register(workflows::update_api_keys_workflow().step(&failing, |_| Ok(()))).unwrap();
-        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update: ours.clone() };
-        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
-        assert_eq!(run.state, RunState::Reverted);
+        update_undone_after(&flows, &key.id, ours.clone(), None).await;
         assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().policy, key.policy, "put back");
         // One whose key another writer changed meanwhile leaves that writer's addresses alone.
-        let other_writer = {
-            let flows = flows.clone();
-            let id = key.id.clone();
-            Step::new("someone-else-limits-the-key", move |_: (), _cx: StepContext<Keyward>| {
-                let (flows, id) = (flows.clone(), id.clone());
-                async move {
-                    let theirs = keyward::UpdateApiKey { allowed_ips: Some(Some(vec![keyward::Cidr::parse("203.0.113.0/24").unwrap()])), ..Default::default() };
-                    flows.update_api_key_with(&id, &theirs).await.map_err(|e| StepError::permanent(e.message))?;
-                    Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
-                }
-            })
-        };
-        let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
-        let handle = engine.register(workflows::update_api_keys_workflow().step(&other_writer, |_| Ok(()))).unwrap();
-        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update: ours };
-        let run = engine.run(&handle, input, RunOptions::default().throw_on_error(false)).await.unwrap();
-        assert_eq!(run.state, RunState::Reverted);
+        let theirs = keyward::UpdateApiKey { allowed_ips: Some(Some(block("203.0.113.0/24"))), ..Default::default() };
+        let run = update_undone_after(&flows, &key.id, ours, Some(theirs)).await;
         let now = flows.kw().retrieve_api_key(&key.id).await.unwrap();
         assert_eq!(now.policy.allowed_ips, Some(block("203.0.113.0/24")), "not overwritten by the undo");
         assert!(run.errors.iter().any(|f| f.handler == keyward_flow::Handler::Conflict), "{:?}", run.errors);
