@@ -4,36 +4,8 @@
 use std::process::{Command, Output};
 
 use keyward_testkit::TestDb;
-use serde_json::Value;
 
-fn keyward(db: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .env("KEYWARD_DATABASE_URL", db)
-        .env_remove("KEYWARD_USER_PASSWORD")
-        .output()
-        .expect("run keyward")
-}
-
-fn json(db: &str, args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = keyward(db, &all);
-    // Results go to stdout (also a clean "invalid" verdict); errors to stderr.
-    let body = if out.stdout.is_empty() {
-        &out.stderr
-    } else {
-        &out.stdout
-    };
-    let v = serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), v)
-}
+use crate::run::{json, keyward};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -468,16 +440,9 @@ async fn jobs_list_shows_each_run_of_a_scheduled_job() {
 }
 
 fn idempotent_create_and_roll(db: &str) {
-    let create = [
-        "keys",
-        "create",
-        "--title",
-        "once",
-        "--type",
-        "secret",
-        "--idempotency-key",
-        "ci-42",
-    ];
+    let create: Vec<&str> = "keys create --title once --type secret --idempotency-key ci-42"
+        .split(' ')
+        .collect();
     let (code, first) = json(db, &create);
     assert_eq!(code, 0, "{first}");
     let (code, again) = json(db, &create);
@@ -487,16 +452,9 @@ fn idempotent_create_and_roll(db: &str) {
         "a repeat prints the first answer, token included"
     );
     assert_eq!(key_count(db), 2, "the seed's key and this one");
-    let other = [
-        "keys",
-        "create",
-        "--title",
-        "twice",
-        "--type",
-        "secret",
-        "--idempotency-key",
-        "ci-42",
-    ];
+    let other: Vec<&str> = "keys create --title twice --type secret --idempotency-key ci-42"
+        .split(' ')
+        .collect();
     let (code, err) = json(db, &other);
     assert_eq!(code, 1, "{err}");
     assert_eq!(err["message"], keyward::idempotency::MISMATCH);

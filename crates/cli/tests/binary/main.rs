@@ -8,6 +8,7 @@ mod medusa_import;
 mod policy;
 mod propagation;
 mod races;
+mod run;
 mod serve;
 mod takeover;
 mod webhooks;

@@ -3,29 +3,12 @@
 //! refused with nothing written.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use keyward_testkit::TestDb;
-use serde_json::{Value, json};
 
-fn keyward(db: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .env("KEYWARD_DATABASE_URL", db)
-        .output()
-        .expect("run keyward")
-}
-
-fn json_of(db: &str, args: &[&str]) -> (i32, Value) {
-    let out = keyward(db, &[&["--json"], args].concat());
-    let body = if out.stdout.is_empty() {
-        &out.stderr
-    } else {
-        &out.stdout
-    };
-    let v = serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
-    (out.status.code().unwrap(), v)
-}
+use crate::run::{json, keyward};
+use serde_json::json;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -34,7 +17,7 @@ fn stdout(out: &Output) -> String {
 #[test]
 fn a_restricted_limited_key_with_metadata_from_the_cli() {
     let db = TestDb::sqlite();
-    let (code, created) = json_of(
+    let (code, created) = json(
         &db.url,
         &[
             "keys",
@@ -77,7 +60,7 @@ fn a_restricted_limited_key_with_metadata_from_the_cli() {
     assert!(stdout(&out).starts_with("invalid (FORBIDDEN_ORIGIN)"), "{out:?}");
     assert_eq!(keyward(&db.url, &["keys", "verify", &token]).status.code(), Some(1));
     // Updated: the limit lifted, the metadata replaced, the permissions narrowed.
-    let (code, updated) = json_of(
+    let (code, updated) = json(
         &db.url,
         &[
             "keys",
@@ -95,18 +78,18 @@ fn a_restricted_limited_key_with_metadata_from_the_cli() {
     assert_eq!(updated["api_key"]["metadata"], json!({"team": "ops"}));
     assert_eq!(updated["api_key"]["permissions"], json!(["keys:verify"]));
     assert_eq!(keyward(&db.url, &["keys", "verify", &token]).status.code(), Some(0));
-    let (_, listed) = json_of(&db.url, &["keys", "list", "--metadata", "team=ops"]);
+    let (_, listed) = json(&db.url, &["keys", "list", "--metadata", "team=ops"]);
     assert_eq!(listed["count"], 1, "{listed}");
-    let (_, listed) = json_of(&db.url, &["keys", "list", "--metadata", "team=web"]);
+    let (_, listed) = json(&db.url, &["keys", "list", "--metadata", "team=web"]);
     assert_eq!(listed["count"], 0, "{listed}");
-    let (code, cleared) = json_of(&db.url, &["keys", "update", id, "--no-metadata"]);
+    let (code, cleared) = json(&db.url, &["keys", "update", id, "--no-metadata"]);
     assert_eq!((code, cleared["api_key"].get("metadata")), (0, None), "{cleared}");
 }
 
 #[test]
 fn bad_policy_flags_are_refused_and_nothing_is_written() {
     let db = TestDb::sqlite();
-    let count = || json_of(&db.url, &["keys", "list"]).1["count"].as_u64().unwrap();
+    let count = || json(&db.url, &["keys", "list"]).1["count"].as_u64().unwrap();
     let before = count();
     let create = |flag: &str, value: &str| {
         keyward(

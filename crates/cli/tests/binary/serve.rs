@@ -40,28 +40,22 @@ async fn a_created_secret_token_appears_in_no_log_line_and_sigterm_stops_cleanly
     .await;
     let token = created["api_key"]["token"].as_str().unwrap().to_owned();
     // Use the secret in every place it can travel: Basic auth, the verify API, a bad Bearer.
-    let basic = http
-        .get(format!("{base}/admin/api-keys"))
-        .basic_auth(&token, Some(""))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(basic.status(), 200);
-    let verify = http
-        .post(format!("{base}/v1/keys/verify"))
-        .bearer_auth(jwt)
-        .json(&json!({"key": token}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verify.status(), 200);
-    let wrong = http
-        .get(format!("{base}/admin/api-keys"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
+    let uses = [
+        (
+            http.get(format!("{base}/admin/api-keys")).basic_auth(&token, Some("")),
+            200,
+        ),
+        (
+            http.post(format!("{base}/v1/keys/verify"))
+                .bearer_auth(jwt)
+                .json(&json!({"key": token})),
+            200,
+        ),
+        (http.get(format!("{base}/admin/api-keys")).bearer_auth(&token), 401),
+    ];
+    for (request, status) in uses {
+        assert_eq!(request.send().await.unwrap().status(), status);
+    }
 
     let pid = server.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

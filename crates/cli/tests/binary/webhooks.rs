@@ -47,6 +47,13 @@ async fn receive(State(inbox): State<Shared>, headers: HeaderMap, body: Bytes) -
     StatusCode::OK
 }
 
+/// A receiver on a free port (returned) that refuses the first `refuse` deliveries.
+async fn receiver(refuse: u32) -> (u16, Shared) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (port, receiver_on(listener, refuse).await)
+}
+
 async fn receiver_on(listener: tokio::net::TcpListener, refuse: u32) -> Shared {
     let inbox = Shared::default();
     inbox.lock().unwrap().refuse = refuse;
@@ -129,9 +136,7 @@ fn verify(signature: &str, body: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_failing_three_times_gets_the_event_on_the_fourth_signed() {
     let db = TestDb::sqlite();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let inbox = receiver_on(listener, 3).await;
+    let (port, inbox) = receiver(3).await;
     let (_server, _) = serve(&db.url, &hook_env(port));
     let created = ok(&db.url, &["keys", "create", "--title", "hooked", "--type", "secret"]);
     let id = created["api_key"]["id"].as_str().unwrap().to_owned();
@@ -211,9 +216,7 @@ async fn an_event_committed_before_a_sigkill_is_delivered_after_the_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_key_changes_are_each_delivered_and_acknowledged_once() {
     let db = TestDb::sqlite();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let inbox = receiver_on(listener, 0).await;
+    let (port, inbox) = receiver(0).await;
     keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let (_server, base) = serve(&db.url, &hook_env(port));
     let http = reqwest::Client::new();

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
-use keyward::{ApiKeyType, CreateApiKey, CreateSalesChannel, RevokeApiKey};
+use keyward::{ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey};
 use keyward_server::layers::{PublishableKey, RequirePublishableKey, RequireSecretKey, SecretKey};
 use keyward_testkit::Harness;
 use tower::ServiceExt;
@@ -21,14 +21,17 @@ async fn call(app: &Router, header: Option<(&str, String)>) -> (StatusCode, Stri
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+async fn made(h: &Harness, title: &str, key_type: ApiKeyType) -> CreatedApiKey {
+    h.flows
+        .create_api_key(CreateApiKey::new(title, key_type, "t"))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
     let h = Harness::sqlite().await;
-    let pk = h
-        .flows
-        .create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
-        .await
-        .unwrap();
+    let pk = made(&h, "p", ApiKeyType::Publishable).await;
     let sc = h
         .flows
         .create_sales_channel(CreateSalesChannel {
@@ -70,16 +73,8 @@ async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
 #[tokio::test]
 async fn require_secret_key_names_the_key_and_refuses_publishable_ones() {
     let h = Harness::sqlite().await;
-    let sk = h
-        .flows
-        .create_api_key(CreateApiKey::new("s", ApiKeyType::Secret, "t"))
-        .await
-        .unwrap();
-    let pk = h
-        .flows
-        .create_api_key(CreateApiKey::new("p", ApiKeyType::Publishable, "t"))
-        .await
-        .unwrap();
+    let sk = made(&h, "s", ApiKeyType::Secret).await;
+    let pk = made(&h, "p", ApiKeyType::Publishable).await;
     let app = Router::new()
         .route(
             "/x",

@@ -56,6 +56,11 @@ async fn metrics_count_requests_by_route_template_and_verifications_by_code() {
     assert!(!text.contains(id), "raw ids never become labels");
 }
 
+/// The status of a sign-in from `from` with `password`.
+async fn login_status(app: &App, from: &str, password: &str) -> u16 {
+    login_from(app, from, password).send().await.unwrap().status().as_u16()
+}
+
 fn login_from(app: &App, from: &str, password: &str) -> reqwest::RequestBuilder {
     let http = reqwest::Client::builder()
         .local_address(from.parse::<std::net::IpAddr>().unwrap())
@@ -89,14 +94,7 @@ async fn password_logins_are_limited_per_address_but_a_valid_credential_never_is
     })
     .await;
     for _ in 0..3 {
-        assert_eq!(
-            login_from(&app, "127.0.0.1", "wrong-password")
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401
-        );
+        assert_eq!(login_status(&app, "127.0.0.1", "wrong-password").await, 401);
     }
     let res = login_from(&app, "127.0.0.1", support::PASSWORD).send().await.unwrap();
     assert_eq!(res.status(), 429, "this address has had its guesses");
@@ -104,14 +102,7 @@ async fn password_logins_are_limited_per_address_but_a_valid_credential_never_is
     let (_, body) = read(res).await;
     assert_eq!(body["type"], "too_many_requests");
     // Another address still logs in (the email's own limit is higher).
-    assert_eq!(
-        login_from(&app, "127.0.0.2", support::PASSWORD)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(login_status(&app, "127.0.0.2", support::PASSWORD).await, 200);
     // A valid login token, from the limited address, is never refused; bad ones are just 401.
     let (s, _) = app.get("/admin/api-keys").await;
     assert_eq!(s, 200);
@@ -173,14 +164,7 @@ async fn a_burst_of_wrong_passwords_gets_no_more_than_the_limit_evaluated() {
     let evaluated = statuses.iter().filter(|s| **s == 401).count();
     assert_eq!(evaluated, 20, "the default 20 a minute per address: {statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30);
-    assert_eq!(
-        login_from(&app, "127.0.0.3", support::PASSWORD)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(login_status(&app, "127.0.0.3", support::PASSWORD).await, 200);
 }
 
 #[tokio::test]

@@ -60,15 +60,21 @@ async fn update_undone_after(
 ) -> keyward_flow::RunResult<Vec<ApiKey>> {
     let other_writer = {
         let (flows, id) = (flows.clone(), id.clone());
-        Step::new("someone-else-writes-then-a-step-fails", move |_: (), _cx: StepContext<Keyward>| {
-            let (flows, id, theirs) = (flows.clone(), id.clone(), theirs.clone());
-            async move {
-                if let Some(theirs) = theirs {
-                    flows.update_api_key_with(&id, &theirs).await.map_err(|e| StepError::permanent(e.message))?;
+        Step::new(
+            "someone-else-writes-then-a-step-fails",
+            move |_: (), _cx: StepContext<Keyward>| {
+                let (flows, id, theirs) = (flows.clone(), id.clone(), theirs.clone());
+                async move {
+                    if let Some(theirs) = theirs {
+                        flows
+                            .update_api_key_with(&id, &theirs)
+                            .await
+                            .map_err(|e| StepError::permanent(e.message))?;
+                    }
+                    Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
                 }
-                Err::<StepResponse<()>, _>(StepError::permanent("a later step failed"))
-            }
-        })
+            },
+        )
     };
     let engine = Engine::new(flows.kw().clone(), flows.engine().log().clone());
     let handle = engine
