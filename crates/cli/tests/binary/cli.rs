@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use keyward_testkit::TestDb;
 
-use crate::run::{json, keyward};
+use crate::run::{args, json, keyward};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -118,16 +118,7 @@ fn a_key_created_with_an_expiry_shows_it_and_a_bad_expiry_writes_nothing() {
     let db = TestDb::sqlite();
     let (code, created) = json(
         &db.url,
-        &[
-            "keys",
-            "create",
-            "--title",
-            "hour",
-            "--type",
-            "secret",
-            "--expires-in",
-            "3600",
-        ],
+        &args("keys create --title hour --type secret --expires-in 3600"),
     );
     assert_eq!(code, 0, "{created}");
     let at = created["api_key"]["expires_at"].as_str().unwrap().to_owned();
@@ -440,9 +431,7 @@ async fn jobs_list_shows_each_run_of_a_scheduled_job() {
 }
 
 fn idempotent_create_and_roll(db: &str) {
-    let create: Vec<&str> = "keys create --title once --type secret --idempotency-key ci-42"
-        .split(' ')
-        .collect();
+    let create = args("keys create --title once --type secret --idempotency-key ci-42");
     let (code, first) = json(db, &create);
     assert_eq!(code, 0, "{first}");
     let (code, again) = json(db, &create);
@@ -452,9 +441,7 @@ fn idempotent_create_and_roll(db: &str) {
         "a repeat prints the first answer, token included"
     );
     assert_eq!(key_count(db), 2, "the seed's key and this one");
-    let other: Vec<&str> = "keys create --title twice --type secret --idempotency-key ci-42"
-        .split(' ')
-        .collect();
+    let other = args("keys create --title twice --type secret --idempotency-key ci-42");
     let (code, err) = json(db, &other);
     assert_eq!(code, 1, "{err}");
     assert_eq!(err["message"], keyward::idempotency::MISMATCH);

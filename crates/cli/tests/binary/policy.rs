@@ -7,7 +7,7 @@ use std::process::Output;
 
 use keyward_testkit::TestDb;
 
-use crate::run::{json, keyward};
+use crate::run::{args, json, keyward};
 use serde_json::json;
 
 fn stdout(out: &Output) -> String {
@@ -19,22 +19,9 @@ fn a_restricted_limited_key_with_metadata_from_the_cli() {
     let db = TestDb::sqlite();
     let (code, created) = json(
         &db.url,
-        &[
-            "keys",
-            "create",
-            "--title",
-            "verifier",
-            "--type",
-            "secret",
-            "--permission",
-            "keys:verify",
-            "--permission",
-            "api_keys:read",
-            "--allow-ip",
-            "192.0.2.0/24",
-            "--metadata",
-            r#"{"team":"web"}"#,
-        ],
+        &args(
+            r#"keys create --title verifier --type secret --permission keys:verify --permission api_keys:read --allow-ip 192.0.2.0/24 --metadata {"team":"web"}"#,
+        ),
     );
     assert_eq!(code, 0, "{created}");
     let key = &created["api_key"];
@@ -115,16 +102,7 @@ fn bad_policy_flags_are_refused_and_nothing_is_written() {
     );
     let out = keyward(
         &db.url,
-        &[
-            "keys",
-            "create",
-            "--title",
-            "x",
-            "--type",
-            "publishable",
-            "--permission",
-            "keys:verify",
-        ],
+        &args("keys create --title x --type publishable --permission keys:verify"),
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Only secret keys carry permissions"),

@@ -33,3 +33,8 @@ pub fn json(db: &str, args: &[&str]) -> (i32, Value) {
     });
     (out.status.code().unwrap(), v)
 }
+
+/// A command line's words, split at spaces (none of the tests' arguments holds one).
+pub fn args(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
