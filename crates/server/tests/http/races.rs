@@ -85,4 +85,45 @@ over_http! {
             assert_eq!(body["message"], format!("There are 1 {key_type} keys that are already revoked."));
         }
     }
+
+    async fn a_roll_racing_a_narrowing_update_never_hands_the_successor_the_wider_addresses(app) {
+        let (wide, narrow) = (json!(["192.0.2.0/24", "198.51.100.0/24"]), json!(["192.0.2.0/24"]));
+        let mut seen = std::collections::BTreeMap::<&str, u32>::new();
+        for round in 0..20 {
+            let title = format!("raced roll {round}");
+            let (s, created) = app.post("/admin/api-keys", json!({"title": title, "type": "secret", "allowed_ips": wide})).await;
+            assert_eq!(s, 200, "{created}");
+            let id = created["api_key"]["id"].as_str().unwrap().to_owned();
+            let roll = app.admin(Method::POST, &format!("/admin/api-keys/{id}/roll")).json(&json!({}));
+            let update = app.admin(Method::POST, &format!("/admin/api-keys/{id}")).json(&json!({"allowed_ips": narrow}));
+            let roll = tokio::spawn(async move { read(roll.send().await.unwrap()).await });
+            let update = tokio::spawn(async move { read(update.send().await.unwrap()).await });
+            let ((rolled_status, rolled), (updated_status, updated)) = (roll.await.unwrap(), update.await.unwrap());
+            assert_eq!(updated_status, 200, "{updated}");
+            // The update wrote while the old key was live: in any serial order, the roll that
+            // revoked it afterwards copied the narrowed addresses (or was refused).
+            let narrowed_while_live = updated["api_key"]["revoked_at"].is_null();
+            let (_, same_title) = app.get(&format!("/admin/api-keys?title={}", title.replace(' ', "%20"))).await;
+            match rolled_status {
+                200 => {
+                    let successor = &rolled["api_key"]["allowed_ips"];
+                    assert!(*successor == wide || *successor == narrow, "{rolled}");
+                    if narrowed_while_live {
+                        assert_eq!(*successor, narrow, "the successor kept addresses narrowed during its roll: {rolled} {updated}");
+                        *seen.entry("update, then roll").or_default() += 1;
+                    } else {
+                        *seen.entry("roll, then update").or_default() += 1;
+                    }
+                    assert_eq!(same_title["count"], 2, "the old key and its successor: {same_title}");
+                }
+                409 => {
+                    assert!(narrowed_while_live, "a refused roll leaves the key live: {updated}");
+                    assert_eq!(same_title["count"], 1, "the refused roll left no successor: {same_title}");
+                    *seen.entry("roll refused").or_default() += 1;
+                }
+                other => panic!("roll answered {other}: {rolled}"),
+            }
+        }
+        eprintln!("interleavings seen: {seen:?}");
+    }
 }
