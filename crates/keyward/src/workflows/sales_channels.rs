@@ -256,9 +256,10 @@ impl Workflows {
         if input.name.trim().is_empty() {
             return Err(Error::invalid_data("A sales channel needs a name"));
         }
-        self.answer(&self.create_channels, vec![input], "sales channel")
+        self.run(&self.create_channels, vec![input])
             .await?
-            .pop()
+            .result
+            .and_then(|mut created| created.pop())
             .ok_or_else(|| Error::unexpected("the workflow returned no sales channel"))
     }
 
