@@ -40,11 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .ok_or("the default publishable key is missing")?;
     let secret = flows
-        .create_api_key(CreateApiKey::new(
-            "example report reader",
-            ApiKeyType::Secret,
-            "example",
-        ))
+        .create_api_key(
+            &keyward::Actor::System,
+            CreateApiKey::new("example report reader", ApiKeyType::Secret, "example"),
+        )
         .await?;
 
     let app = Router::new()

@@ -10,8 +10,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use keyward::workflows::{CREATED_KEYS, PLANNED_KEYS, create_api_keys_step, prepare_api_keys_step};
-use keyward::{ApiKey, ApiKeyType, CreateApiKey, Keyward, Workflows};
+use keyward::workflows::{CREATED_KEYS, CreateApiKeysInput, PLANNED_KEYS, create_api_keys_step, prepare_api_keys_step};
+use keyward::{Actor, ApiKey, ApiKeyType, CreateApiKey, Keyward, Workflows};
 use keyward_flow::{
     Event, FlowError, Job, RunOptions, Schedule, Step, StepContext, StepError, StepResponse, Subscriber, Workflow,
     WorkflowHandle,
@@ -30,9 +30,12 @@ pub struct Output {
     pub api_key: ApiKey,
 }
 
-/// The seed's key: what the workflow's input asks for.
-fn new_key(input: Input) -> Vec<CreateApiKey> {
-    vec![CreateApiKey::new(input.title, ApiKeyType::Publishable, "example")]
+/// The seed's key: what the workflow's input asks for, created by the application itself.
+fn new_key(input: Input) -> CreateApiKeysInput {
+    CreateApiKeysInput::new(
+        &Actor::System,
+        vec![CreateApiKey::new(input.title, ApiKeyType::Publishable, "example")],
+    )
 }
 
 /// The `{api_key}` of a run: the one key `create-api-keys` wrote.

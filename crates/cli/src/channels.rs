@@ -11,11 +11,14 @@ pub(crate) async fn sales_channels(
     match cmd {
         SalesChannelsCommand::Create { name, description } => {
             let sc = flows
-                .create_sales_channel(CreateSalesChannel {
-                    name,
-                    description,
-                    ..CreateSalesChannel::default()
-                })
+                .create_sales_channel(
+                    &keyward::Actor::System,
+                    CreateSalesChannel {
+                        name,
+                        description,
+                        ..CreateSalesChannel::default()
+                    },
+                )
                 .await?;
             Ok(Outcome::ok(if json {
                 format!("{}\n", json!({ "sales_channel": sc }))

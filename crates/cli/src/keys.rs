@@ -45,7 +45,9 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
             revoked_by,
         } => {
             let revoke = RevokeApiKey { revoked_by, revoke_in };
-            let key = flows.revoke_api_key(&key_id(&id)?, &revoke).await?;
+            let key = flows
+                .revoke_api_key(&keyward::Actor::System, &key_id(&id)?, &revoke)
+                .await?;
             Ok(Outcome::ok(show_key(&key, &[], json)))
         }
         KeysCommand::Roll {
@@ -97,7 +99,9 @@ async fn update(flows: &Workflows, args: UpdateKey, json: bool) -> Result<Outcom
             set.allowed_ips.map(Some)
         },
     };
-    let key = flows.update_api_key_with(&key_id(&args.id)?, &update).await?;
+    let key = flows
+        .update_api_key_with(&keyward::Actor::System, &key_id(&args.id)?, &update)
+        .await?;
     Ok(Outcome::ok(show_key(&key, &[], json)))
 }
 
@@ -105,7 +109,9 @@ async fn update(flows: &Workflows, args: UpdateKey, json: bool) -> Result<Outcom
 async fn delete(flows: &Workflows, id: &str, json: bool) -> Result<Outcome, Failure> {
     let id = key_id(id)?;
     flows.kw().retrieve_api_key(&id).await?;
-    flows.delete_api_keys(std::slice::from_ref(&id)).await?;
+    flows
+        .delete_api_keys(&keyward::Actor::System, std::slice::from_ref(&id))
+        .await?;
     Ok(Outcome::ok(if json {
         format!("{}\n", json!({"id": id, "object": "api_key", "deleted": true}))
     } else {
@@ -129,7 +135,7 @@ async fn create(
         Idempotent::Replay(outcome) => return Ok(outcome),
         Idempotent::Run(claim) => claim,
     };
-    let made = flows.create_api_key(key).await;
+    let made = flows.create_api_key(&keyward::Actor::System, key).await;
     let created = released_on_error(flows, &claim, made).await?;
     let text = if json {
         format!("{}\n", json!({ "api_key": created }))
@@ -210,7 +216,9 @@ async fn roll(
         Idempotent::Replay(outcome) => return Ok(outcome),
         Idempotent::Run(claim) => claim,
     };
-    let rolled = flows.roll_api_key(&id, &rolled_by, grace).await;
+    let rolled = flows
+        .roll_api_key(&keyward::Actor::System, &id, &rolled_by, grace)
+        .await;
     let (created, previous) = released_on_error(flows, &claim, rolled).await?;
     let text = if json {
         format!("{}\n", json!({"api_key": created, "previous_api_key": previous}))
@@ -239,7 +247,7 @@ async fn link(flows: &Workflows, id: &str, add: &[String], remove: &[String], js
             .collect()
     };
     flows
-        .link_sales_channels(&id, &channels(add)?, &channels(remove)?)
+        .link_sales_channels(&keyward::Actor::System, &id, &channels(add)?, &channels(remove)?)
         .await?;
     let key = flows.kw().retrieve_api_key(&id).await?;
     Ok(Outcome::ok(show_with_channels(flows, &key, json).await?))

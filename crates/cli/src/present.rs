@@ -41,7 +41,7 @@ pub(crate) async fn create_many(
         let input = (made + 1..=made + batch)
             .map(|i| CreateApiKey::new(format!("{title} {i}"), key_type, created_by))
             .collect();
-        let created = flows.create_api_keys(input).await?;
+        let created = flows.create_api_keys(&keyward::Actor::System, input).await?;
         let mut lines = String::new();
         for c in &created {
             if json {

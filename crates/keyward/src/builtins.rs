@@ -44,6 +44,7 @@ pub async fn create_key_for_user(flows: &Workflows, key_type: ApiKeyType, event:
     let title = format!("Key for {}", event.data["email"].as_str().unwrap_or(&user));
     flows
         .create_api_keys_once(
+            &crate::Actor::System,
             &format!("user-created:{}", event.id),
             vec![CreateApiKey::new(title, key_type, user)],
         )
@@ -104,7 +105,7 @@ impl Workflows {
                 return Ok(total);
             }
             let ids: Vec<_> = old.into_iter().map(|k| k.id).collect();
-            self.delete_api_keys(&ids).await?;
+            self.delete_api_keys(&crate::Actor::System, &ids).await?;
             total += ids.len();
         }
     }
@@ -113,6 +114,7 @@ impl Workflows {
     /// calls return the keys it created (without tokens) instead of creating more.
     pub async fn create_api_keys_once(
         &self,
+        actor: &crate::Actor,
         transaction_id: &str,
         input: Vec<CreateApiKey>,
     ) -> crate::Result<Vec<crate::ApiKey>> {
@@ -120,7 +122,7 @@ impl Workflows {
             .engine()
             .run(
                 self.create_handle(),
-                input,
+                crate::workflows::CreateApiKeysInput::new(actor, input),
                 RunOptions::default().transaction_id(transaction_id),
             )
             .await

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod actor;
 pub mod builtins;
 pub mod cache;
 pub mod entropy;
@@ -36,6 +37,7 @@ pub mod token;
 pub mod users;
 pub mod workflows;
 
+pub use actor::{Actor, KeyActor};
 pub use entropy::{Entropy, OsEntropy, ScriptedEntropy, SeededEntropy};
 pub use error::{Error, ErrorKind, Result};
 pub use events::EventName;

@@ -173,6 +173,23 @@ impl Cidr {
         Ok(Self { net, len })
     }
 
+    /// Whether every address of `inner` lies inside this block.
+    pub fn covers(&self, inner: &Cidr) -> bool {
+        let (net, len) = inner.normalized();
+        let (own_net, own_len) = self.normalized();
+        own_len <= len && net.is_ipv4() == own_net.is_ipv4() && self.contains(net)
+    }
+
+    /// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as the IPv4 block it is.
+    fn normalized(&self) -> (IpAddr, u8) {
+        match self.net {
+            IpAddr::V6(v6) if self.len >= 96 => v6
+                .to_ipv4_mapped()
+                .map_or((self.net, self.len), |v4| (IpAddr::V4(v4), self.len - 96)),
+            other => (other, self.len),
+        }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -243,6 +260,32 @@ pub fn origin_allowed(allowed: Option<&[Cidr]>, origin: Option<IpAddr>) -> bool 
     match allowed {
         None => true,
         Some(blocks) => origin.is_some_and(|ip| blocks.iter().any(|b| b.contains(ip))),
+    }
+}
+
+/// The longest key title and sales-channel name, in characters.
+pub const MAX_NAME_CHARS: usize = 1_000;
+/// The longest sales-channel description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
+
+/// Refuses a text `field` longer than `max` characters.
+pub fn check_length(field: &str, text: &str, max: usize) -> Result<()> {
+    let n = text.chars().count();
+    if n > max {
+        return Err(Error::invalid_data(format!(
+            "{field} holds at most {max} characters, but got {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// A sales channel's metadata, checked as a key's; `null` clears it, anything but an object is
+/// refused.
+pub fn check_metadata_value(metadata: Option<&serde_json::Value>) -> Result<()> {
+    match metadata {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::Object(m)) => check_metadata(m),
+        Some(_) => Err(Error::invalid_data("metadata must be a JSON object")),
     }
 }
 
@@ -344,6 +387,10 @@ mod tests {
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
+        let wide = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(wide.covers(&c) && !c.covers(&wide) && wide.covers(&wide));
+        assert!(wide.covers(&Cidr::parse("::ffff:10.9.0.0/112").unwrap()));
+        assert!(!wide.covers(&Cidr::parse("::/0").unwrap()) && !v6.covers(&wide));
         let list = [Cidr::parse("192.0.2.0/24").unwrap()];
         assert!(origin_allowed(Some(&list), Some(ip("192.0.2.7"))));
         assert!(!origin_allowed(Some(&list), Some(ip("198.51.100.1"))));

@@ -341,7 +341,8 @@ fn stored_token_filter(filter: &ApiKeyFilter) -> ApiKeyFilter {
     f
 }
 
-pub(crate) fn not_found(id: &ApiKeyId) -> Error {
+/// The module's answer for a key that does not exist.
+pub fn not_found(id: &ApiKeyId) -> Error {
     Error::not_found(format!("ApiKey with id: {id} was not found"))
 }
 

@@ -13,7 +13,7 @@ use keyward::{
 };
 
 use crate::AppState;
-use crate::auth::Actor;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Typed, TypedQuery, parse_id};
 use crate::fields::{self, Selection};
@@ -265,19 +265,6 @@ fn blocks(items: &[String]) -> ApiResult<Vec<Cidr>> {
         .collect()
 }
 
-/// A restricted caller may change or roll only a key it could have made: one whose permissions
-/// it holds (a roll would hand it the token of a stronger key). Others are not read here.
-async fn may_change(state: &AppState, actor: &Actor, id: &ApiKeyId) -> ApiResult<()> {
-    if actor.permissions.is_none() {
-        return Ok(());
-    }
-    let key = state.kw.retrieve_api_key(id).await.map_err(http_not_found)?;
-    if key.key_type == keyward::ApiKeyType::Secret {
-        actor.require_covers(key.policy.permissions.as_deref())?;
-    }
-    Ok(())
-}
-
 /// Shapes keys for a selection, loading their channels when the relation is selected.
 async fn shape_keys(state: &AppState, keys: &[ApiKey], sel: &Selection) -> ApiResult<Vec<Value>> {
     let channels = match &sel.relation {
@@ -299,16 +286,20 @@ async fn shape_keys(state: &AppState, keys: &[ApiKey], sel: &Selection) -> ApiRe
 }
 
 async fn one_key(state: &AppState, id: &ApiKeyId, fields_param: Option<&str>) -> ApiResult<Json<Value>> {
-    let key = state.kw.retrieve_api_key(id).await.map_err(http_not_found)?;
+    let key = state.kw.retrieve_api_key(id).await.map_err(http_not_found(id))?;
     let shaped = shape_keys(state, std::slice::from_ref(&key), &fields::key_selection(fields_param)).await?;
     Ok(Json(json!({ "api_key": shaped.into_iter().next() })))
 }
 
-/// The module says "ApiKey with id"; the HTTP API says "API Key with id", as Medusa's does.
-fn http_not_found(e: Error) -> ApiError {
-    match e.kind {
-        ErrorKind::NotFound => ApiError::not_found(e.message.replacen("ApiKey with id", "API Key with id", 1)),
-        _ => ApiError::Module(e),
+/// The module says "ApiKey with id: … was not found" of a missing key; the HTTP API says "API
+/// Key with id", as Medusa's routes do. Any other error passes as it is.
+fn http_not_found(id: &ApiKeyId) -> impl Fn(Error) -> ApiError + '_ {
+    move |e| {
+        if e.kind == ErrorKind::NotFound && e == keyward::service::not_found(id) {
+            ApiError::not_found(format!("API Key with id: {id} was not found"))
+        } else {
+            ApiError::Module(e)
+        }
     }
 }
 
@@ -326,10 +317,10 @@ pub async fn list_keys(State(state): State<AppState>, q: TypedQuery<KeyListQuery
 #[utoipa::path(post, path = "/admin/api-keys", tag = "api keys", summary = "Create an API key; the only response that carries a secret token", request_body = crate::wire::CreateKeyBody, responses((status = 200, description = "{api_key} with the raw token", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals))]
 pub async fn create_key(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    Extension(caller): Extension<Caller>,
     Typed(body): Typed<CreateKeyBody>,
 ) -> ApiResult<Json<Value>> {
-    let mut key = CreateApiKey::new(body.title, body.key_type.into(), actor.id.clone());
+    let mut key = CreateApiKey::new(body.title, body.key_type.into(), caller.id());
     key.expires_in = body.expires_in.map(whole_seconds).transpose()?;
     key.expires_at = body.expires_at.as_deref().map(instant_of("expires_at")).transpose()?;
     key.policy = KeyPolicy {
@@ -337,10 +328,7 @@ pub async fn create_key(
         permissions: body.permissions.as_deref().map(permissions).transpose()?,
         allowed_ips: body.allowed_ips.as_deref().map(blocks).transpose()?,
     };
-    if key.key_type == keyward::ApiKeyType::Secret {
-        actor.require_covers(key.policy.permissions.as_deref())?;
-    }
-    let created = state.flows.create_api_key(key).await?;
+    let created = state.flows.create_api_key(&caller.actor, key).await?;
     Ok(Json(json!({ "api_key": created })))
 }
 
@@ -356,7 +344,7 @@ pub async fn get_key(
 #[utoipa::path(post, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Change an API key's title or expiry", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateKeyBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn update_key(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<UpdateKeyBody>,
@@ -378,56 +366,62 @@ pub async fn update_key(
     if update.title.is_none() && update.expires_at.is_none() && !update.touches_policy() {
         return Err(ApiError::invalid("Invalid request: Field 'title' is required"));
     }
-    may_change(&state, &actor, &id).await?;
-    if let Some(wanted) = &update.permissions {
-        actor.require_covers(Some(wanted))?;
-    }
     state
         .flows
-        .update_api_key_with(&id, &update)
+        .update_api_key_with(&caller.actor, &id, &update)
         .await
-        .map_err(http_not_found)?;
+        .map_err(http_not_found(&id))?;
     one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Delete a revoked API key", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), crate::wire::Refusals))]
-pub async fn delete_key(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete_key(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
-    state.flows.delete_api_keys(std::slice::from_ref(&id)).await?;
+    state
+        .flows
+        .delete_api_keys(&caller.actor, std::slice::from_ref(&id))
+        .await?;
     Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
 }
 
 #[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::RevokeBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<RevokeBody>,
 ) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
     let data = RevokeApiKey {
-        revoked_by: actor.id,
+        revoked_by: caller.id().to_owned(),
         revoke_in: body.seconds(),
     };
-    state.flows.revoke_api_key(&id, &data).await.map_err(http_not_found)?;
+    state
+        .flows
+        .revoke_api_key(&caller.actor, &id, &data)
+        .await
+        .map_err(http_not_found(&id))?;
     one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
 #[utoipa::path(post, path = "/admin/api-keys/{id}/roll", tag = "api keys", summary = "Replace an API key; the old one is revoked after revoke_in seconds", params(("id" = String, Path, description = "The record's id")), request_body = crate::wire::RevokeBody, responses((status = 200, description = "{api_key, previous_api_key}", body = crate::wire::RolledAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn roll_key(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Typed(body): Typed<RevokeBody>,
 ) -> ApiResult<Json<Value>> {
     let id = key_id(&id)?;
-    may_change(&state, &actor, &id).await?;
     let (created, previous) = state
         .flows
-        .roll_api_key(&id, &actor.id, body.seconds())
+        .roll_api_key(&caller.actor, &id, caller.id(), body.seconds())
         .await
-        .map_err(http_not_found)?;
+        .map_err(http_not_found(&id))?;
     let previous = shape_keys(&state, std::slice::from_ref(&previous), &fields::key_selection(None)).await?;
     Ok(Json(
         json!({"api_key": created, "previous_api_key": previous.into_iter().next()}),
@@ -437,6 +431,7 @@ pub async fn roll_key(
 #[utoipa::path(post, path = "/admin/api-keys/{id}/sales-channels", tag = "api keys", summary = "Add and remove a publishable key's sales channels", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::LinkChannelsBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn link_channels(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<LinkChannelsBody>,
@@ -448,9 +443,9 @@ pub async fn link_channels(
     let (add, remove) = (ids(&body.add)?, ids(&body.remove)?);
     state
         .flows
-        .link_sales_channels(&id, &add, &remove)
+        .link_sales_channels(&caller.actor, &id, &add, &remove)
         .await
-        .map_err(http_not_found)?;
+        .map_err(http_not_found(&id))?;
     one_key(&state, &id, q.query.fields.as_deref()).await
 }
 
@@ -504,18 +499,22 @@ pub async fn list_channels(State(state): State<AppState>, q: TypedQuery<ChannelL
 #[utoipa::path(post, path = "/admin/sales-channels", tag = "sales channels", summary = "Create a sales channel", request_body = crate::wire::CreateChannelBody, params(crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), crate::wire::Refusals))]
 pub async fn create_channel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<CreateChannelBody>,
 ) -> ApiResult<Json<Value>> {
     let c = state
         .flows
-        .create_sales_channel(CreateSalesChannel {
-            name: body.name,
-            description: body.description,
-            is_disabled: body.is_disabled.unwrap_or(false),
-            metadata: body.metadata.map(Value::Object),
-            id: None,
-        })
+        .create_sales_channel(
+            &caller.actor,
+            CreateSalesChannel {
+                name: body.name,
+                description: body.description,
+                is_disabled: body.is_disabled.unwrap_or(false),
+                metadata: body.metadata.map(Value::Object),
+                id: None,
+            },
+        )
         .await?;
     one_channel(&state, &c.id, q.query.fields.as_deref()).await
 }
@@ -532,6 +531,7 @@ pub async fn get_channel(
 #[utoipa::path(post, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Update a sales channel", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::UpdateChannelBody, responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), crate::wire::Refusals, crate::wire::NotFound))]
 pub async fn update_channel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<UpdateChannelBody>,
@@ -543,23 +543,30 @@ pub async fn update_channel(
         is_disabled: body.is_disabled,
         metadata: body.metadata.map(|m| m.map(Value::Object)),
     };
-    state.flows.update_sales_channel(&id, &patch).await?;
+    state.flows.update_sales_channel(&caller.actor, &id, &patch).await?;
     one_channel(&state, &id, q.query.fields.as_deref()).await
 }
 
 #[utoipa::path(delete, path = "/admin/sales-channels/{id}", tag = "sales channels", summary = "Delete a sales channel and its key links", params(("id" = String, Path, description = "The record's id")), responses((status = 200, description = "{id, object, deleted}", body = crate::wire::Deleted), crate::wire::Refusals))]
-pub async fn delete_channel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete_channel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = channel_id(&id)?;
-    state.flows.delete_sales_channels(std::slice::from_ref(&id)).await?;
+    state
+        .flows
+        .delete_sales_channels(&caller.actor, std::slice::from_ref(&id))
+        .await?;
     Ok(Json(json!({"id": id, "object": "sales-channel", "deleted": true})))
 }
 
 // -- users ----------------------------------------------------------------------------------
 
 #[utoipa::path(get, path = "/admin/users/me", tag = "users", summary = "The signed-in user", responses((status = 200, description = "The result", body = crate::wire::UserAnswer), crate::wire::Refusals, crate::wire::NotFound))]
-pub async fn me(State(state): State<AppState>, Extension(actor): Extension<Actor>) -> ApiResult<Json<Value>> {
-    let id = keyward::UserId::parse(&actor.id)
-        .map_err(|_| ApiError::not_found(format!("User with id: {} was not found", actor.id)))?;
+pub async fn me(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Value>> {
+    let id = keyward::UserId::parse(caller.id())
+        .map_err(|_| ApiError::not_found(format!("User with id: {} was not found", caller.id())))?;
     let user = state.kw.retrieve_user(&id).await?;
     Ok(Json(json!({ "user": user })))
 }

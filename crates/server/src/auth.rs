@@ -17,55 +17,29 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use keyward::{Holds, Permission};
+use keyward::{Actor, Permission};
 
 use crate::AppState;
 use crate::error::{ApiError, UNAUTHORIZED};
 
-/// Who is calling the admin API.
+/// Who is calling the admin API: the module's [`Actor`] (a user or a secret key with what it
+/// holds), and how it authenticated. What the actor may do is the module's to decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// `user_…`, or `apk_…` when a secret key made the call.
-    pub id: String,
-    /// `user` or `api-key`.
-    pub actor_type: &'static str,
+pub struct Caller {
+    pub actor: Actor,
     /// Authenticated by the session cookie (which a browser sends by itself: CSRF rules apply).
     pub by_cookie: bool,
-    /// A restricted key's permissions; `None` for a user or an unrestricted key (everything).
-    pub permissions: Option<Vec<Permission>>,
 }
 
-impl Actor {
-    /// What the caller holds.
-    pub fn holds(&self) -> Holds<'_> {
-        Holds::of(self.permissions.as_deref())
+impl Caller {
+    /// `user_…`, or `apk_…` when a secret key made the call.
+    pub fn id(&self) -> &str {
+        self.actor.id().unwrap_or_default()
     }
 
     /// Refuses with 403 unless the caller holds `needed`.
     pub fn require(&self, needed: Permission) -> Result<(), ApiError> {
-        if self.holds().allows(needed) {
-            return Ok(());
-        }
-        Err(forbidden(format!(
-            "This API key does not have the permission {needed}; it holds {}",
-            self.permissions
-                .iter()
-                .flatten()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )))
-    }
-
-    /// Refuses with 403 unless the caller holds every permission a key with `wanted` (none: an
-    /// unrestricted key) would: nobody makes, changes or rolls a key into more than it holds.
-    pub fn require_covers(&self, wanted: Option<&[Permission]>) -> Result<(), ApiError> {
-        if self.holds().covers(wanted) {
-            return Ok(());
-        }
-        Err(forbidden(
-            "A restricted API key cannot create, change or roll a key with permissions it does not hold itself",
-        ))
+        self.actor.require(needed).map_err(ApiError::Module)
     }
 }
 
@@ -95,7 +69,7 @@ pub fn is_protected(path: &str) -> bool {
     under("/admin") || under("/v1")
 }
 
-/// Middleware over the whole app: on protected paths, puts the [`Actor`] in the request or
+/// Middleware over the whole app: on protected paths, puts the [`Caller`] in the request or
 /// answers 401; other paths pass untouched.
 pub async fn guard_admin_paths<F, Fut>(state: &AppState, mut req: Request, next: F) -> Response
 where
@@ -113,7 +87,7 @@ where
             {
                 return refused;
             }
-            if actor.permissions.is_some() {
+            if actor.actor.holds() != keyward::Holds::Everything {
                 let needed = crate::route_permission(req.method(), req.uri().path());
                 let allowed = match needed {
                     Some(p) => actor.require(p),
@@ -133,7 +107,7 @@ where
 }
 
 /// Tries every method in turn, for a request from `origin`.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<Actor, ApiError> {
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<Caller, ApiError> {
     let mut secret_as_bearer = false;
     if let Some((scheme, credential)) = authorization(headers) {
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -149,11 +123,9 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, origin: Option<
             state.metrics.verification("admin_basic", v.code.as_str());
             if let Some(key) = v.key().filter(|k| k.key_type == keyward::ApiKeyType::Secret) {
                 if v.is_valid() {
-                    return Ok(Actor {
-                        id: key.id.to_string(),
-                        actor_type: "api-key",
+                    return Ok(Caller {
+                        actor: Actor::key(key),
                         by_cookie: false,
-                        permissions: key.policy.permissions.clone(),
                     });
                 }
                 if v.code == keyward::VerifyCode::ForbiddenOrigin {

@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward::idempotency::{Begin, IN_PROGRESS, IdempotencyKey, MISMATCH, request_digest};
 
-use crate::auth::Actor;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{AppState, BODY_LIMIT};
 
@@ -55,7 +55,7 @@ where
     let (Some(raw), true) = (req.headers().get(HEADER), applies) else {
         return next(req).await;
     };
-    let Some(actor) = req.extensions().get::<Actor>().map(|a| a.id.clone()) else {
+    let Some(actor) = req.extensions().get::<Caller>().map(|a| a.id().to_owned()) else {
         return next(req).await;
     };
     let key = match raw

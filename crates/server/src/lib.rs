@@ -43,7 +43,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Actor, SESSION_COOKIE};
+use crate::auth::{Caller, SESSION_COOKIE};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Typed;
 use crate::jwt::Jwt;
@@ -161,18 +161,16 @@ impl AppState {
 
     /// The user a login token stands for, while its session is live (ended by a logout, a
     /// deletion of the user or a change of its password).
-    pub async fn actor_from_jwt(&self, token: &str) -> keyward::Result<Option<Actor>> {
+    pub async fn actor_from_jwt(&self, token: &str) -> keyward::Result<Option<Caller>> {
         let Some((id, sid)) = self.session_of(token) else {
             return Ok(None);
         };
         if !self.kw.session_is_live(&sid).await? {
             return Ok(None);
         }
-        Ok(Some(Actor {
-            id,
-            actor_type: "user",
+        Ok(Some(Caller {
+            actor: keyward::Actor::user(id),
             by_cookie: false,
-            permissions: None,
         }))
     }
 }
@@ -377,7 +375,7 @@ async fn create_session(
             jwt::TOKEN_TTL_SECONDS
         )
     };
-    let mut res = Json(json!({"user": {"id": actor.id}})).into_response();
+    let mut res = Json(json!({"user": {"id": actor.id()}})).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().insert(SET_COOKIE, v);
     }

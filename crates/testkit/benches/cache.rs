@@ -118,7 +118,7 @@ async fn run(backend: &str, db: TestDb, n: usize, seconds: f64, baseline: &dyn F
             let input: Vec<CreateApiKey> = (0..batch)
                 .map(|i| CreateApiKey::new(format!("k{}", tokens.len() + i), ApiKeyType::Secret, "bench"))
                 .collect();
-            let created = flows.create_api_keys(input).await.unwrap();
+            let created = flows.create_api_keys(&keyward::Actor::System, input).await.unwrap();
             tokens.extend(created.iter().map(|c| c.token.expose().to_owned()));
         } else {
             tokens.extend(keyward_testkit::insert_secret_keys(&store, "k", batch).await);
@@ -234,7 +234,7 @@ async fn policy_hits(backend: &str, flows: &Workflows, n: usize, seconds: f64, b
             k
         })
         .collect();
-    let created = flows.create_api_keys(input).await.unwrap();
+    let created = flows.create_api_keys(&keyward::Actor::System, input).await.unwrap();
     let tokens: Vec<String> = created.iter().map(|c| c.token.expose().to_owned()).collect();
     let from: std::net::IpAddr = "192.0.2.77".parse().unwrap();
     let kw = flows.kw();

@@ -30,16 +30,19 @@ fn create(c: &mut Criterion) {
             b.iter(|| rt.block_on(keyward_testkit::insert_secret_keys(h.kw.store(), "direct", 1)))
         });
         g.bench_function("workflow", |b| {
-            b.iter(|| rt.block_on(h.flows.create_api_key(key())).unwrap())
+            b.iter(|| {
+                rt.block_on(h.flows.create_api_key(&keyward::Actor::System, key()))
+                    .unwrap()
+            })
         });
         g.finish();
         means.push(format!("create_{name}"));
         // Revoking one publishable key again and again, with a revocation in the future (which
         // may be moved): the revoke's guarded, clock-under-lock write beside the module's.
-        let pk = rt.block_on(
-            h.flows
-                .create_api_key(CreateApiKey::new("revoked", ApiKeyType::Publishable, "bench")),
-        );
+        let pk = rt.block_on(h.flows.create_api_key(
+            &keyward::Actor::System,
+            CreateApiKey::new("revoked", ApiKeyType::Publishable, "bench"),
+        ));
         let id = pk.unwrap().key.id;
         let later = keyward::RevokeApiKey {
             revoked_by: "bench".into(),
@@ -58,7 +61,10 @@ fn create(c: &mut Criterion) {
             })
         });
         g.bench_function("workflow", |b| {
-            b.iter(|| rt.block_on(h.flows.revoke_api_key(&id, &later)).unwrap())
+            b.iter(|| {
+                rt.block_on(h.flows.revoke_api_key(&keyward::Actor::System, &id, &later))
+                    .unwrap()
+            })
         });
         g.finish();
         means.push(format!("revoke_{name}"));

@@ -14,15 +14,60 @@ pub struct ApiKeysCreated {
     pub api_keys: Vec<ApiKey>,
 }
 
+/// `create-api-keys`: the keys to create, and who creates them. A run recorded before actors
+/// were (a bare list of keys) reads as the system's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "CreateInputForms")]
+pub struct CreateApiKeysInput {
+    pub keys: Vec<CreateApiKey>,
+    #[serde(default)]
+    pub actor: Actor,
+}
+
+impl CreateApiKeysInput {
+    pub fn new(actor: &Actor, keys: Vec<CreateApiKey>) -> Self {
+        Self {
+            keys,
+            actor: actor.clone(),
+        }
+    }
+}
+
+/// The forms a recorded `create-api-keys` input takes.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CreateInputForms {
+    Now {
+        keys: Vec<CreateApiKey>,
+        #[serde(default)]
+        actor: Actor,
+    },
+    Before(Vec<CreateApiKey>),
+}
+
+impl From<CreateInputForms> for CreateApiKeysInput {
+    fn from(f: CreateInputForms) -> Self {
+        match f {
+            CreateInputForms::Now { keys, actor } => Self { keys, actor },
+            CreateInputForms::Before(keys) => Self {
+                keys,
+                actor: Actor::System,
+            },
+        }
+    }
+}
+
 /// The keys as planned (ids fixed), as the create step reads them.
 pub const PLANNED_KEYS: Output<Vec<CreateApiKey>> = Output::named("prepare-api-keys");
 
 /// `prepare-api-keys`: gives every key to create its id, so the create step can recognise its
-/// own work if it is invoked again after a crash.
-pub fn prepare_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<CreateApiKey>> {
-    Step::named(PLANNED_KEYS, |keys: Vec<CreateApiKey>, cx: Cx| async move {
+/// own work if it is invoked again after a crash, and checks what the actor may create.
+pub fn prepare_api_keys_step() -> Step<Keyward, CreateApiKeysInput, Vec<CreateApiKey>> {
+    Step::named(PLANNED_KEYS, |input: CreateApiKeysInput, cx: Cx| async move {
         Ok(StepResponse::new(
-            cx.container().plan_api_keys(keys).map_err(step_error)?,
+            cx.container()
+                .plan_api_keys(input.keys, &input.actor)
+                .map_err(step_error)?,
         ))
     })
     .no_compensation()
@@ -74,8 +119,8 @@ pub fn create_api_keys_step() -> Step<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
 }
 
 /// `create-api-keys`: prepare, create, then the `api_keys_created` hook.
-pub fn create_api_keys_workflow() -> Workflow<Keyward, Vec<CreateApiKey>, Vec<ApiKey>> {
-    Workflow::<Keyward, Vec<CreateApiKey>, Vec<ApiKey>>::new(CREATE_API_KEYS)
+pub fn create_api_keys_workflow() -> Workflow<Keyward, CreateApiKeysInput, Vec<ApiKey>> {
+    Workflow::<Keyward, CreateApiKeysInput, Vec<ApiKey>>::new(CREATE_API_KEYS)
         // Runs are automatic ids unless a caller names one (a subscriber, an idempotency key):
         // then a second run with that id returns the first one's result.
         .idempotent(true)
@@ -90,12 +135,12 @@ pub fn create_api_keys_workflow() -> Workflow<Keyward, Vec<CreateApiKey>, Vec<Ap
 }
 
 impl Workflows {
-    /// Creates keys; the plain tokens are in this answer and nowhere else.
-    pub async fn create_api_keys(&self, input: Vec<CreateApiKey>) -> Result<Vec<CreatedApiKey>> {
+    /// Creates keys as `actor`; the plain tokens are in this answer and nowhere else.
+    pub async fn create_api_keys(&self, actor: &Actor, input: Vec<CreateApiKey>) -> Result<Vec<CreatedApiKey>> {
         if input.is_empty() {
             return Ok(Vec::new());
         }
-        let run = self.run(&self.create, input).await?;
+        let run = self.run(&self.create, CreateApiKeysInput::new(actor, input)).await?;
         let tokens: Vec<PlainToken> = run
             .private("create-api-keys")
             .ok_or_else(|| Error::unexpected("the new keys' tokens did not come back from the create step"))?;
@@ -112,8 +157,8 @@ impl Workflows {
             .collect())
     }
 
-    pub async fn create_api_key(&self, input: CreateApiKey) -> Result<CreatedApiKey> {
-        self.create_api_keys(vec![input])
+    pub async fn create_api_key(&self, actor: &Actor, input: CreateApiKey) -> Result<CreatedApiKey> {
+        self.create_api_keys(actor, vec![input])
             .await?
             .pop()
             .ok_or_else(|| Error::unexpected("create returned no key"))
@@ -133,8 +178,11 @@ fn planned_expiry(k: &CreateApiKey, now: Timestamp) -> Result<Option<Timestamp>>
 }
 
 impl Keyward {
-    /// Gives each key to create an id (keeping ids already given) and its expiry as an instant.
-    pub(crate) fn plan_api_keys(&self, keys: Vec<CreateApiKey>) -> Result<Vec<CreateApiKey>> {
+    /// Gives each key to create an id (keeping ids already given) and its expiry as an instant,
+    /// and checks `actor` may create it: a key acting never makes a secret key that holds more
+    /// than it does. The key records the actor as its creator.
+    pub(crate) fn plan_api_keys(&self, keys: Vec<CreateApiKey>, actor: &Actor) -> Result<Vec<CreateApiKey>> {
+        actor.require(Permission::ApiKeysWrite)?;
         let now = self.now();
         keys.into_iter()
             .map(|mut k| {
@@ -146,7 +194,12 @@ impl Keyward {
                 }
                 k.expires_at = planned_expiry(&k, now)?;
                 k.expires_in = None;
+                crate::policy::check_length("title", &k.title, crate::policy::MAX_NAME_CHARS)?;
                 k.policy = std::mem::take(&mut k.policy).checked(k.key_type)?;
+                if k.key_type == ApiKeyType::Secret {
+                    actor.may_grant(&k.policy, k.expires_at)?;
+                }
+                k.created_by = actor.recorded_as(&k.created_by).to_owned();
                 Ok(k)
             })
             .collect()

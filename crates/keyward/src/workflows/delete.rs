@@ -7,6 +7,9 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteApiKeysInput {
     pub ids: Vec<ApiKeyId>,
+    /// Who deletes (the system in runs recorded before actors were).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// The rows and links a delete removes, to put back if it is undone.
@@ -24,7 +27,11 @@ const DELETED_KEYS: Output<Vec<ApiKeyId>> = Output::named("delete-api-keys");
 /// `prepare-delete`: checks every key is revoked and snapshots the rows and their links.
 pub fn prepare_delete_step() -> Step<Keyward, DeleteApiKeysInput, DeletePlan> {
     Step::named(DELETE_PLAN, |input: DeleteApiKeysInput, cx: Cx| async move {
-        let plan = cx.container().plan_delete(&input.ids).await.map_err(step_error)?;
+        let plan = cx
+            .container()
+            .plan_delete(&input.actor, &input.ids)
+            .await
+            .map_err(step_error)?;
         Ok(StepResponse::new(plan))
     })
     .no_compensation()
@@ -103,11 +110,14 @@ pub fn delete_api_keys_workflow() -> Workflow<Keyward, DeleteApiKeysInput, Vec<A
 
 impl Workflows {
     /// Deletes revoked keys and their links; unknown ids are ignored.
-    pub async fn delete_api_keys(&self, ids: &[ApiKeyId]) -> Result<()> {
+    pub async fn delete_api_keys(&self, actor: &Actor, ids: &[ApiKeyId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let input = DeleteApiKeysInput { ids: ids.to_vec() };
+        let input = DeleteApiKeysInput {
+            ids: ids.to_vec(),
+            actor: actor.clone(),
+        };
         self.run(&self.delete, input).await?;
         Ok(())
     }
@@ -116,8 +126,12 @@ impl Workflows {
 impl Keyward {
     /// Checks every key to delete is revoked (the exact message lists those that are not) and
     /// snapshots their rows and links. Unknown ids are ignored.
-    pub(crate) async fn plan_delete(&self, ids: &[ApiKeyId]) -> Result<DeletePlan> {
+    pub(crate) async fn plan_delete(&self, actor: &Actor, ids: &[ApiKeyId]) -> Result<DeletePlan> {
+        actor.require(Permission::ApiKeysWrite)?;
         let keys = self.store.stored_api_keys(ids).await?;
+        for k in &keys {
+            actor.may_change(&k.key)?;
+        }
         let now = self.now();
         let unrevoked: Vec<&str> = ids
             .iter()

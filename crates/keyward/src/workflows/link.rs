@@ -10,6 +10,9 @@ pub struct LinkSalesChannelsInput {
     pub add: Vec<SalesChannelId>,
     #[serde(default)]
     pub remove: Vec<SalesChannelId>,
+    /// Who links (the system in runs recorded before actors were).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// A link change with the key's channels before it.
@@ -37,7 +40,7 @@ pub fn validate_link_step() -> Step<Keyward, LinkSalesChannelsInput, LinkPlan> {
         |input: LinkSalesChannelsInput, cx: Cx| async move {
             let plan = cx
                 .container()
-                .plan_link(&input.id, &input.add, &input.remove)
+                .plan_link(&input.actor, &input.id, &input.add, &input.remove)
                 .await
                 .map_err(step_error)?;
             Ok(StepResponse::new(plan))
@@ -148,6 +151,7 @@ impl Workflows {
     /// Adds and removes a publishable key's sales channels.
     pub async fn link_sales_channels(
         &self,
+        actor: &Actor,
         id: &ApiKeyId,
         add: &[SalesChannelId],
         remove: &[SalesChannelId],
@@ -156,6 +160,7 @@ impl Workflows {
             id: id.clone(),
             add: add.to_vec(),
             remove: remove.to_vec(),
+            actor: actor.clone(),
         };
         self.run(&self.link, input).await?;
         Ok(())
@@ -195,11 +200,14 @@ impl Keyward {
     /// channels before it.
     pub(crate) async fn plan_link(
         &self,
+        actor: &Actor,
         id: &ApiKeyId,
         add: &[SalesChannelId],
         remove: &[SalesChannelId],
     ) -> Result<LinkPlan> {
+        actor.require(Permission::ApiKeysWrite)?;
         let key = self.retrieve_api_key(id).await?;
+        actor.may_change(&key)?;
         if !add.is_empty() {
             if key.key_type != ApiKeyType::Publishable {
                 return Err(Error::invalid_data(

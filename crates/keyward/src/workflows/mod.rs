@@ -21,6 +21,7 @@ use keyward_flow::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventName;
 use crate::filter::{ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
@@ -28,6 +29,7 @@ use crate::id::{ApiKeyId, SalesChannelId};
 use crate::model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
 };
+use crate::policy::Permission;
 use crate::service::Keyward;
 use crate::store::{Blocked, KeyShape, KeyTerms, Revocation, RevocationUndo, RevokeOnce, StoredKey};
 use crate::token::PlainToken;
@@ -124,7 +126,7 @@ fn events<O, I: Serialize>(mut response: StepResponse<O>, name: EventName, ids: 
 #[derive(Clone)]
 pub struct Workflows {
     engine: Engine<Keyward>,
-    create: WorkflowHandle<Vec<CreateApiKey>, Vec<ApiKey>>,
+    create: WorkflowHandle<CreateApiKeysInput, Vec<ApiKey>>,
     update: WorkflowHandle<UpdateApiKeysInput, Vec<ApiKey>>,
     revoke: WorkflowHandle<RevokeApiKeysInput, Vec<ApiKey>>,
     delete: WorkflowHandle<DeleteApiKeysInput, Vec<ApiKeyId>>,
@@ -173,7 +175,7 @@ impl Workflows {
     }
 
     /// The handle of `create-api-keys` (to run it with options of your own).
-    pub fn create_handle(&self) -> &WorkflowHandle<Vec<CreateApiKey>, Vec<ApiKey>> {
+    pub fn create_handle(&self) -> &WorkflowHandle<CreateApiKeysInput, Vec<ApiKey>> {
         &self.create
     }
 

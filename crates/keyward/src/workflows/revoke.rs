@@ -9,6 +9,9 @@ pub struct RevokeApiKeysInput {
     pub ids: Vec<ApiKeyId>,
     pub revoked_by: String,
     pub revoke_in: Option<i64>,
+    /// Who revokes (the system in runs recorded before actors were).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// A revocation fixed in time, with the revocations to put back.
@@ -34,7 +37,7 @@ pub fn prepare_revocation_step() -> Step<Keyward, RevokeApiKeysInput, RevokePlan
     Step::named(REVOCATION_PLAN, |input: RevokeApiKeysInput, cx: Cx| async move {
         let plan = cx
             .container()
-            .plan_revocation(&input.ids, &input.revoked_by, input.revoke_in)
+            .plan_revocation(&input.actor, &input.ids, &input.revoked_by, input.revoke_in)
             .await
             .map_err(step_error)?;
         Ok(StepResponse::new(plan))
@@ -98,23 +101,30 @@ pub fn revoke_api_keys_workflow() -> Workflow<Keyward, RevokeApiKeysInput, Vec<A
 
 impl Workflows {
     /// Revokes one key now or after `revoke_in` seconds.
-    pub async fn revoke_api_key(&self, id: &ApiKeyId, data: &RevokeApiKey) -> Result<ApiKey> {
-        self.on_key(&self.revoke, revocation(vec![id.clone()], data), id).await
+    pub async fn revoke_api_key(&self, actor: &Actor, id: &ApiKeyId, data: &RevokeApiKey) -> Result<ApiKey> {
+        self.on_key(&self.revoke, revocation(actor, vec![id.clone()], data), id)
+            .await
     }
 
     /// Revokes every key `selector` matches (Medusa's `{ selector, revoke }`); a selector that
     /// matches nothing revokes nothing.
-    pub async fn revoke_api_keys(&self, selector: &ApiKeyFilter, data: &RevokeApiKey) -> Result<Vec<ApiKey>> {
-        self.on_matching(&self.revoke, selector, |ids| revocation(ids, data))
+    pub async fn revoke_api_keys(
+        &self,
+        actor: &Actor,
+        selector: &ApiKeyFilter,
+        data: &RevokeApiKey,
+    ) -> Result<Vec<ApiKey>> {
+        self.on_matching(&self.revoke, selector, |ids| revocation(actor, ids, data))
             .await
     }
 }
 
-fn revocation(ids: Vec<ApiKeyId>, data: &RevokeApiKey) -> RevokeApiKeysInput {
+fn revocation(actor: &Actor, ids: Vec<ApiKeyId>, data: &RevokeApiKey) -> RevokeApiKeysInput {
     RevokeApiKeysInput {
         ids,
         revoked_by: data.revoked_by.clone(),
         revoke_in: data.revoke_in,
+        actor: actor.clone(),
     }
 }
 
@@ -155,18 +165,24 @@ impl Keyward {
         Ok(conflicts)
     }
 
-    /// Checks a revocation (every key exists, a revoker is named, no secret key is revoked
-    /// twice) and fixes its instant.
+    /// Checks a revocation (every key exists, the actor may change each, a revoker is named, no
+    /// secret key is revoked twice) and fixes its instant.
     pub(crate) async fn plan_revocation(
         &self,
+        actor: &Actor,
         ids: &[ApiKeyId],
         revoked_by: &str,
         revoke_in: Option<i64>,
     ) -> Result<RevokePlan> {
+        actor.require(Permission::ApiKeysWrite)?;
         let keys = self.keys_by_ids(ids).await?;
         if let Some(missing) = ids.iter().find(|id| !keys.iter().any(|k| &k.id == *id)) {
             return Err(crate::service::not_found(missing));
         }
+        for k in &keys {
+            actor.may_change(k)?;
+        }
+        let revoked_by = actor.recorded_as(revoked_by);
         if revoked_by.is_empty() {
             return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
         }

@@ -9,6 +9,9 @@ pub struct RollApiKeyInput {
     pub id: ApiKeyId,
     pub rolled_by: String,
     pub revoke_in: Option<i64>,
+    /// Who rolls (the system in runs recorded before actors were).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// What `roll-api-key` returns (the new key's token is handed out beside it, never stored).
@@ -35,7 +38,7 @@ pub fn prepare_roll_step() -> Step<Keyward, RollApiKeyInput, RollPlan> {
     Step::named(ROLL_PLAN, |input: RollApiKeyInput, cx: Cx| async move {
         let plan = cx
             .container()
-            .plan_roll(&input.id, &input.rolled_by, input.revoke_in)
+            .plan_roll(&input.actor, &input.id, &input.rolled_by, input.revoke_in)
             .await
             .map_err(step_error)?;
         Ok(StepResponse::new(plan))
@@ -103,6 +106,7 @@ impl Workflows {
     /// plain token and the old key as revoked.
     pub async fn roll_api_key(
         &self,
+        actor: &Actor,
         id: &ApiKeyId,
         rolled_by: &str,
         grace_seconds: Option<i64>,
@@ -111,6 +115,7 @@ impl Workflows {
             id: id.clone(),
             rolled_by: rolled_by.to_owned(),
             revoke_in: grace_seconds,
+            actor: actor.clone(),
         };
         let run = self.run(&self.roll, input).await?;
         let token = run
@@ -134,11 +139,17 @@ impl Keyward {
     /// Checks a key can be rolled and fixes the new key's id and the old key's revocation.
     pub(crate) async fn plan_roll(
         &self,
+        actor: &Actor,
         id: &ApiKeyId,
         rolled_by: &str,
         grace_seconds: Option<i64>,
     ) -> Result<RollPlan> {
+        actor.require(Permission::ApiKeysWrite)?;
         let old = self.retrieve_api_key(id).await?;
+        // A roll hands out a key with the old one's access: the actor must be able to change
+        // the old key, and to create its successor.
+        actor.may_change(&old)?;
+        let rolled_by = actor.recorded_as(rolled_by);
         // A revoked key stays revoked: rolling it would hand out a working successor.
         if old.is_revoked_at(self.now()) {
             return Err(crate::service::already_revoked_of(old.key_type, 1));
@@ -158,11 +169,11 @@ impl Keyward {
         successor.expires_at = old.expires_at;
         successor.policy = old.policy.clone();
         let new_key = self
-            .plan_api_keys(vec![successor])?
+            .plan_api_keys(vec![successor], actor)?
             .pop()
             .ok_or_else(|| Error::unexpected("planning the new key gave nothing"))?;
         let mut revoke = self
-            .plan_revocation(std::slice::from_ref(id), rolled_by, grace_seconds)
+            .plan_revocation(actor, std::slice::from_ref(id), rolled_by, grace_seconds)
             .await?;
         // Checked again where the old key is revoked: of two rolls that race, one replaces it,
         // and a rename, link, expiry or policy change that came after this plan refuses the roll.

@@ -251,11 +251,13 @@ pub fn delete_sales_channels_workflow() -> Workflow<Keyward, Vec<SalesChannelId>
 }
 
 impl Workflows {
-    /// Creates a sales channel.
-    pub async fn create_sales_channel(&self, input: CreateSalesChannel) -> Result<SalesChannel> {
+    /// Creates a sales channel as `actor`.
+    pub async fn create_sales_channel(&self, actor: &Actor, input: CreateSalesChannel) -> Result<SalesChannel> {
+        actor.require(Permission::SalesChannelsWrite)?;
         if input.name.trim().is_empty() {
             return Err(Error::invalid_data("A sales channel needs a name"));
         }
+        check_channel_fields(Some(&input.name), input.description.as_deref(), input.metadata.as_ref())?;
         self.run(&self.create_channels, vec![input])
             .await?
             .result
@@ -264,10 +266,21 @@ impl Workflows {
     }
 
     /// Applies a partial update to a sales channel (`not_found` when missing).
-    pub async fn update_sales_channel(&self, id: &SalesChannelId, patch: &UpdateSalesChannel) -> Result<SalesChannel> {
+    pub async fn update_sales_channel(
+        &self,
+        actor: &Actor,
+        id: &SalesChannelId,
+        patch: &UpdateSalesChannel,
+    ) -> Result<SalesChannel> {
+        actor.require(Permission::SalesChannelsWrite)?;
         if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return Err(Error::invalid_data("A sales channel needs a name"));
         }
+        check_channel_fields(
+            patch.name.as_deref(),
+            patch.description.as_ref().and_then(|d| d.as_deref()),
+            patch.metadata.as_ref().and_then(|m| m.as_ref()),
+        )?;
         let input = UpdateSalesChannelInput {
             id: id.clone(),
             patch: patch.clone(),
@@ -276,13 +289,30 @@ impl Workflows {
     }
 
     /// Deletes sales channels and their links to keys; unknown ids are ignored.
-    pub async fn delete_sales_channels(&self, ids: &[SalesChannelId]) -> Result<()> {
+    pub async fn delete_sales_channels(&self, actor: &Actor, ids: &[SalesChannelId]) -> Result<()> {
+        actor.require(Permission::SalesChannelsWrite)?;
         if ids.is_empty() {
             return Ok(());
         }
         self.run(&self.delete_channels, ids.to_vec()).await?;
         Ok(())
     }
+}
+
+/// A channel's name, description and metadata within their bounds.
+fn check_channel_fields(
+    name: Option<&str>,
+    description: Option<&str>,
+    metadata: Option<&serde_json::Value>,
+) -> Result<()> {
+    use crate::policy::{MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, check_length};
+    if let Some(n) = name {
+        check_length("name", n, MAX_NAME_CHARS)?;
+    }
+    if let Some(d) = description {
+        check_length("description", d, MAX_DESCRIPTION_CHARS)?;
+    }
+    crate::policy::check_metadata_value(metadata)
 }
 
 impl Keyward {

@@ -11,6 +11,9 @@ pub struct UpdateApiKeysInput {
     pub ids: Vec<ApiKeyId>,
     #[serde(flatten)]
     pub update: UpdateApiKey,
+    /// Who updates (the system in runs recorded before actors were).
+    #[serde(default)]
+    pub actor: Actor,
 }
 
 /// An update, checked, with what to put back: each key's title and expiry before it.
@@ -133,6 +136,9 @@ pub(super) fn update_undo(plan: &UpdatePlan, updated: Option<&[ApiKeyId]>) -> Ve
 /// block at least, and permissions only for keys that are restricted already (a key's token
 /// prefix says whether it is restricted, so an unrestricted key stays so, and the reverse).
 fn check_policy_update(update: &mut UpdateApiKey, keys: &[ApiKey]) -> Result<()> {
+    if let Some(t) = &update.title {
+        crate::policy::check_length("title", t, crate::policy::MAX_NAME_CHARS)?;
+    }
     if let Some(Some(m)) = &update.metadata {
         crate::policy::check_metadata(m)?;
     }
@@ -151,9 +157,27 @@ fn check_policy_update(update: &mut UpdateApiKey, keys: &[ApiKey]) -> Result<()>
     Ok(())
 }
 
+/// What the actor may update: keys it may change, and on a secret key nothing set wider than
+/// it holds.
+fn check_actor(actor: &Actor, update: &UpdateApiKey, keys: &[ApiKey]) -> Result<()> {
+    actor.require(Permission::ApiKeysWrite)?;
+    for k in keys {
+        actor.may_change(k)?;
+    }
+    if keys.iter().any(|k| k.key_type == ApiKeyType::Secret) {
+        actor.may_set(
+            update.permissions.as_deref(),
+            update.allowed_ips.as_ref().map(|a| a.as_deref()),
+            update.expires_at,
+        )?;
+    }
+    Ok(())
+}
+
 /// The update checked against the keys as loaded: an expiry must lie ahead, and an expired key
 /// keeps its expiry (as a revoked key stays revoked).
 fn plan_update(mut input: UpdateApiKeysInput, keys: Vec<ApiKey>, now: crate::Timestamp) -> Result<UpdatePlan> {
+    check_actor(&input.actor, &input.update, &keys)?;
     check_policy_update(&mut input.update, &keys)?;
     if let Some(expiry) = input.update.expires_at {
         if let Some(at) = expiry
@@ -207,24 +231,31 @@ pub fn update_api_keys_workflow() -> Workflow<Keyward, UpdateApiKeysInput, Vec<A
 
 impl Workflows {
     /// Sets the title of one key (`not_found` when it does not exist).
-    pub async fn update_api_key(&self, id: &ApiKeyId, title: &str) -> Result<ApiKey> {
-        self.update_api_key_with(id, &UpdateApiKey::title(title)).await
+    pub async fn update_api_key(&self, actor: &Actor, id: &ApiKeyId, title: &str) -> Result<ApiKey> {
+        self.update_api_key_with(actor, id, &UpdateApiKey::title(title)).await
     }
 
     /// Sets what `update` gives (title, expiry) on one key (`not_found` when it does not exist).
-    pub async fn update_api_key_with(&self, id: &ApiKeyId, update: &UpdateApiKey) -> Result<ApiKey> {
+    pub async fn update_api_key_with(&self, actor: &Actor, id: &ApiKeyId, update: &UpdateApiKey) -> Result<ApiKey> {
         let input = UpdateApiKeysInput {
             ids: vec![id.clone()],
             update: update.clone(),
+            actor: actor.clone(),
         };
         self.on_key(&self.update, input, id).await
     }
 
     /// Sets what `data` gives on every key `selector` matches (Medusa's `{ selector, update }`).
-    pub async fn update_api_keys(&self, selector: &ApiKeyFilter, data: &UpdateApiKey) -> Result<Vec<ApiKey>> {
+    pub async fn update_api_keys(
+        &self,
+        actor: &Actor,
+        selector: &ApiKeyFilter,
+        data: &UpdateApiKey,
+    ) -> Result<Vec<ApiKey>> {
         self.on_matching(&self.update, selector, |ids| UpdateApiKeysInput {
             ids,
             update: data.clone(),
+            actor: actor.clone(),
         })
         .await
     }

@@ -23,7 +23,7 @@ async fn call(app: &Router, header: Option<(&str, String)>) -> (StatusCode, Stri
 
 async fn made(h: &Harness, title: &str, key_type: ApiKeyType) -> CreatedApiKey {
     h.flows
-        .create_api_key(CreateApiKey::new(title, key_type, "t"))
+        .create_api_key(&keyward::Actor::System, CreateApiKey::new(title, key_type, "t"))
         .await
         .unwrap()
 }
@@ -34,14 +34,17 @@ async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
     let pk = made(&h, "p", ApiKeyType::Publishable).await;
     let sc = h
         .flows
-        .create_sales_channel(CreateSalesChannel {
-            name: "web".into(),
-            ..Default::default()
-        })
+        .create_sales_channel(
+            &keyward::Actor::System,
+            CreateSalesChannel {
+                name: "web".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     h.flows
-        .link_sales_channels(&pk.key.id, std::slice::from_ref(&sc.id), &[])
+        .link_sales_channels(&keyward::Actor::System, &pk.key.id, std::slice::from_ref(&sc.id), &[])
         .await
         .unwrap();
     let app = Router::new()
@@ -57,6 +60,7 @@ async fn require_publishable_key_passes_the_keys_channels_to_the_handler() {
     assert!(body.contains("Publishable API key required"), "{body}");
     h.flows
         .revoke_api_key(
+            &keyward::Actor::System,
             &pk.key.id,
             &RevokeApiKey {
                 revoked_by: "t".into(),

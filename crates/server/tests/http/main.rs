@@ -12,6 +12,7 @@ mod csrf;
 mod dashboard;
 mod idempotency;
 mod layers;
+mod least_privilege;
 mod openapi;
 mod operations;
 mod policy;

@@ -11,6 +11,7 @@ async fn make_secrets(h: &Harness) -> Vec<PlainToken> {
     let created = h
         .flows
         .create_api_keys(
+            &keyward::Actor::System,
             (0..20)
                 .map(|i| CreateApiKey::new(format!("s{i}"), ApiKeyType::Secret, "t"))
                 .collect(),
@@ -19,10 +20,18 @@ async fn make_secrets(h: &Harness) -> Vec<PlainToken> {
         .unwrap();
     // Touch every write path a secret key goes through.
     let first = &created[0];
-    h.flows.update_api_key(&first.key.id, "renamed").await.unwrap();
-    let (rolled, _) = h.flows.roll_api_key(&created[1].key.id, "t", None).await.unwrap();
+    h.flows
+        .update_api_key(&keyward::Actor::System, &first.key.id, "renamed")
+        .await
+        .unwrap();
+    let (rolled, _) = h
+        .flows
+        .roll_api_key(&keyward::Actor::System, &created[1].key.id, "t", None)
+        .await
+        .unwrap();
     h.flows
         .revoke_api_key(
+            &keyward::Actor::System,
             &first.key.id,
             &RevokeApiKey {
                 revoked_by: "t".into(),
@@ -36,7 +45,11 @@ async fn make_secrets(h: &Harness) -> Vec<PlainToken> {
     }
     assert!(h.kw.authenticate(rolled.token.expose()).await.unwrap().is_some());
     // An answer kept for an Idempotency-Key holds a new token: it is stored sealed.
-    let (replayed, _) = h.flows.roll_api_key(&created[2].key.id, "t", Some(60)).await.unwrap();
+    let (replayed, _) = h
+        .flows
+        .roll_api_key(&keyward::Actor::System, &created[2].key.id, "t", Some(60))
+        .await
+        .unwrap();
     let key = keyward::idempotency::IdempotencyKey::parse("at-rest-retry").unwrap();
     let digest = keyward::idempotency::request_digest(&[b"POST", b"/admin/api-keys/x/roll", b"{}"]);
     let keyward::idempotency::Begin::Run(claim) = h.kw.begin_idempotent("t", &key, &digest).await.unwrap() else {

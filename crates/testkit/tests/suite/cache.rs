@@ -35,7 +35,11 @@ async fn second_node(h: &Harness) -> (Keyward, [Watched; 2]) {
 /// nothing empties the entry B fills next), with its token.
 async fn made_and_heard(h: &Harness, b: &Keyward, title: &str) -> (CreatedApiKey, String) {
     let heard = b.store().cache().stats().invalidations;
-    let created = h.flows.create_api_key(secret(title)).await.unwrap();
+    let created = h
+        .flows
+        .create_api_key(&keyward::Actor::System, secret(title))
+        .await
+        .unwrap();
     let token = created.token.expose().to_owned();
     eventually("node B hears of the new key", || async {
         b.store().cache().stats().invalidations > heard
@@ -53,7 +57,7 @@ on_both_stores! {
         assert_eq!(code(&b, &token).await, VerifyCode::Valid);
         assert_eq!(b.store().cache().stats().hits, hits + 1, "the second answer came from memory");
 
-        h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+        h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_now()).await.unwrap();
         // The node that revoked refuses at once; the other as soon as the notice arrives (the
         // cache's own expiry is 30 s away, so only the notice can do it within 10 s).
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Revoked);
@@ -66,10 +70,10 @@ on_both_stores! {
 
     async fn a_scheduled_revocation_takes_effect_at_its_instant_from_a_cached_entry(h) {
         let _w = watch(h.kw.store()).await;
-        let created = h.flows.create_api_key(secret("scheduled")).await.unwrap();
+        let created = h.flows.create_api_key(&keyward::Actor::System, secret("scheduled")).await.unwrap();
         let token = created.token.expose().to_owned();
         h.flows
-            .revoke_api_key(&created.key.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: Some(20) })
+            .revoke_api_key(&keyward::Actor::System, &created.key.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: Some(20) })
             .await
             .unwrap();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid, "fills the cache");
@@ -86,7 +90,7 @@ on_both_stores! {
         let _w = watch(h.kw.store()).await;
         let mut data = secret("expiring");
         data.expires_in = Some(20);
-        let created = h.flows.create_api_key(data).await.unwrap();
+        let created = h.flows.create_api_key(&keyward::Actor::System, data).await.unwrap();
         assert_eq!(created.key.expires_at, Some(h.clock.now().plus_seconds(20)));
         let token = created.token.expose().to_owned();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid, "fills the cache");
@@ -109,7 +113,7 @@ on_both_stores! {
         assert_eq!(code(&b, &token).await, VerifyCode::Valid, "B caches the key without an expiry");
         let soon = h.clock.now().plus_seconds(5);
         let update = keyward::UpdateApiKey { title: None, expires_at: Some(Some(soon)), ..Default::default() };
-        h.flows.update_api_key_with(&created.key.id, &update).await.unwrap();
+        h.flows.update_api_key_with(&keyward::Actor::System, &created.key.id, &update).await.unwrap();
         h.clock.advance_seconds(5);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Expired);
         eventually("node B refuses the key at its new expiry", || async { code(&b, &token).await == VerifyCode::Expired }).await;
@@ -128,7 +132,7 @@ on_both_stores! {
             allowed_ips: Some(Some(vec![keyward::Cidr::parse("192.0.2.0/24").unwrap()])),
             ..Default::default()
         };
-        h.flows.update_api_key_with(&created.key.id, &limit).await.unwrap();
+        h.flows.update_api_key_with(&keyward::Actor::System, &created.key.id, &limit).await.unwrap();
         eventually("node B refuses the key from elsewhere", || async {
             b.verify_from(&token, Some(elsewhere)).await.unwrap().code == VerifyCode::ForbiddenOrigin
         })
@@ -140,9 +144,9 @@ on_both_stores! {
     async fn a_key_both_revoked_and_expired_is_refused_as_revoked(h) {
         let mut data = secret("both");
         data.expires_in = Some(10);
-        let created = h.flows.create_api_key(data).await.unwrap();
+        let created = h.flows.create_api_key(&keyward::Actor::System, data).await.unwrap();
         h.flows
-            .revoke_api_key(&created.key.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: Some(20) })
+            .revoke_api_key(&keyward::Actor::System, &created.key.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: Some(20) })
             .await
             .unwrap();
         h.clock.advance_seconds(10);
@@ -155,13 +159,13 @@ on_both_stores! {
         // A restored (or imported) key has a token known before its row exists: the negative
         // entry left by the first lookup must go when the row arrives.
         let _w = watch(h.kw.store()).await;
-        let created = h.flows.create_api_key(secret("restored")).await.unwrap();
+        let created = h.flows.create_api_key(&keyward::Actor::System, secret("restored")).await.unwrap();
         let token = created.token.expose().to_owned();
         let stored = h.kw.store().stored_api_keys(std::slice::from_ref(&created.key.id)).await.unwrap();
         h.clock.advance_seconds(1);
-        h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+        h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_now()).await.unwrap();
         h.clock.advance_seconds(1);
-        h.flows.delete_api_keys(std::slice::from_ref(&created.key.id)).await.unwrap();
+        h.flows.delete_api_keys(&keyward::Actor::System, std::slice::from_ref(&created.key.id)).await.unwrap();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::NotFound);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::NotFound, "from the negative entry");
         h.kw.store().restore_api_keys(&stored).await.unwrap();
@@ -183,7 +187,7 @@ on_both_stores! {
             // between reading the row and keeping the entry.
             let created = h
                 .flows
-                .create_api_key(CreateApiKey::new(format!("race {round}"), ApiKeyType::Publishable, "user_test"))
+                .create_api_key(&keyward::Actor::System, CreateApiKey::new(format!("race {round}"), ApiKeyType::Publishable, "user_test"))
                 .await
                 .unwrap();
             let token = Arc::new(created.token.expose().to_owned());
@@ -199,7 +203,7 @@ on_both_stores! {
                     }
                 }));
             }
-            h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+            h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_now()).await.unwrap();
             // Until node B has the revoke's notice it may still answer from a read that began
             // before the revoke committed (that is the propagation window, measured in
             // docs/benchmarks.md). Once it has it, no entry read before may survive.
@@ -217,9 +221,9 @@ on_both_stores! {
 
     async fn channel_changes_reach_the_store_view_of_every_node(h) {
         let (b, _watching) = second_node(&h).await;
-        let channel = h.flows.create_sales_channel(keyward::CreateSalesChannel { name: "Web".into(), ..Default::default() }).await.unwrap();
-        let pk = h.flows.create_api_key(CreateApiKey::new("shop", ApiKeyType::Publishable, "user_test")).await.unwrap();
-        h.flows.link_sales_channels(&pk.key.id, std::slice::from_ref(&channel.id), &[]).await.unwrap();
+        let channel = h.flows.create_sales_channel(&keyward::Actor::System, keyward::CreateSalesChannel { name: "Web".into(), ..Default::default() }).await.unwrap();
+        let pk = h.flows.create_api_key(&keyward::Actor::System, CreateApiKey::new("shop", ApiKeyType::Publishable, "user_test")).await.unwrap();
+        h.flows.link_sales_channels(&keyward::Actor::System, &pk.key.id, std::slice::from_ref(&channel.id), &[]).await.unwrap();
         let token = pk.token.expose().to_owned();
         let v = b.verify(&token).await.unwrap();
         assert_eq!(v.sales_channel_ids().to_vec(), vec![channel.id.clone()]);
@@ -228,11 +232,11 @@ on_both_stores! {
         };
         assert_eq!(names().await, vec!["Web"]);
         h.flows
-            .update_sales_channel(&channel.id, &keyward::UpdateSalesChannel { name: Some("Shop".into()), ..Default::default() })
+            .update_sales_channel(&keyward::Actor::System, &channel.id, &keyward::UpdateSalesChannel { name: Some("Shop".into()), ..Default::default() })
             .await
             .unwrap();
         eventually("node B sees the new name", || async { names().await == ["Shop"] }).await;
-        h.flows.link_sales_channels(&pk.key.id, &[], std::slice::from_ref(&channel.id)).await.unwrap();
+        h.flows.link_sales_channels(&keyward::Actor::System, &pk.key.id, &[], std::slice::from_ref(&channel.id)).await.unwrap();
         eventually("node B sees the key lose its channel", || async {
             b.verify(&token).await.unwrap().sales_channel_ids().is_empty()
         })
@@ -241,8 +245,8 @@ on_both_stores! {
 
     async fn last_used_at_is_flushed_in_one_batch(h) {
         let _w = watch(h.kw.store()).await;
-        let first = h.flows.create_api_key(secret("one")).await.unwrap();
-        let second = h.flows.create_api_key(secret("two")).await.unwrap();
+        let first = h.flows.create_api_key(&keyward::Actor::System, secret("one")).await.unwrap();
+        let second = h.flows.create_api_key(&keyward::Actor::System, secret("two")).await.unwrap();
         h.clock.advance_seconds(5);
         for _ in 0..3 {
             assert!(h.kw.verify(first.token.expose()).await.unwrap().is_valid());
@@ -265,7 +269,7 @@ on_both_stores! {
         };
         let _w = watch(&store).await;
         let small = Keyward::with_parts(store, h.clock.clone(), Arc::new(keyward::OsEntropy));
-        let created = h.flows.create_api_keys((0..300).map(|i| secret(&format!("k{i}"))).collect()).await.unwrap();
+        let created = h.flows.create_api_keys(&keyward::Actor::System, (0..300).map(|i| secret(&format!("k{i}"))).collect()).await.unwrap();
         for round in 0..2 {
             for c in &created {
                 assert_eq!(code(&small, c.token.expose()).await, VerifyCode::Valid, "round {round}");
@@ -276,10 +280,10 @@ on_both_stores! {
     }
 
     async fn without_a_watcher_nothing_is_cached(h) {
-        let created = h.flows.create_api_key(secret("unwatched")).await.unwrap();
+        let created = h.flows.create_api_key(&keyward::Actor::System, secret("unwatched")).await.unwrap();
         let (b, _) = h.node().await;
         assert_eq!(code(&b, created.token.expose()).await, VerifyCode::Valid);
-        h.flows.revoke_api_key(&created.key.id, &revoke_now()).await.unwrap();
+        h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_now()).await.unwrap();
         assert_eq!(code(&b, created.token.expose()).await, VerifyCode::Revoked, "read from storage, at once");
         assert_eq!(b.store().cache().stats().keys, 0);
     }
@@ -297,7 +301,11 @@ mod postgres_only {
             return;
         };
         let _w = watch(h.kw.store()).await;
-        let created = h.flows.create_api_key(secret("quiet")).await.unwrap();
+        let created = h
+            .flows
+            .create_api_key(&keyward::Actor::System, secret("quiet"))
+            .await
+            .unwrap();
         let token = created.token.expose().to_owned();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
         let pool = sqlx::PgPool::connect(&h.db.url).await.unwrap();

@@ -48,14 +48,14 @@ fn once(pairs: &[(&str, &ApiKeyId)]) -> BTreeMap<(String, String), usize> {
 on_both_stores! {
     async fn each_notice_is_published_once_across_two_nodes_at_its_time(h) {
         let (_, other) = h.node().await;
-        let day = h.flows.create_api_key(expiring("a day", 86_400)).await.unwrap().key;
-        let month = h.flows.create_api_key(expiring("a month", 30 * 86_400)).await.unwrap().key;
-        let revoked = h.flows.create_api_key(expiring("revoked first", 3_600)).await.unwrap().key;
+        let day = h.flows.create_api_key(&keyward::Actor::System, expiring("a day", 86_400)).await.unwrap().key;
+        let month = h.flows.create_api_key(&keyward::Actor::System, expiring("a month", 30 * 86_400)).await.unwrap().key;
+        let revoked = h.flows.create_api_key(&keyward::Actor::System, expiring("revoked first", 3_600)).await.unwrap().key;
         h.flows
-            .revoke_api_key(&revoked.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: None })
+            .revoke_api_key(&keyward::Actor::System, &revoked.id, &RevokeApiKey { revoked_by: "user_test".into(), revoke_in: None })
             .await
             .unwrap();
-        h.flows.create_api_key(CreateApiKey::new("never", ApiKeyType::Secret, "user_test")).await.unwrap();
+        h.flows.create_api_key(&keyward::Actor::System, CreateApiKey::new("never", ApiKeyType::Secret, "user_test")).await.unwrap();
 
         race(&h.flows, &other).await;
         assert_eq!(notices(&h.flows).await, once(&[("api_key.expiring", &day.id)]), "only the key within the week");
@@ -92,7 +92,7 @@ on_both_stores! {
     }
 
     async fn a_failed_run_leaves_its_notices_due(h) {
-        let day = h.flows.create_api_key(expiring("a day", 3_600)).await.unwrap().key;
+        let day = h.flows.create_api_key(&keyward::Actor::System, expiring("a day", 3_600)).await.unwrap().key;
         // A run whose plan is sent and then fails: its compensation gives the notices up.
         let engine = keyward_flow::Engine::new(h.kw.clone(), h.flows.engine().log().clone());
         let failing = keyward_flow::Step::new("fail", |_: (), _cx: keyward_flow::StepContext<keyward::Keyward>| async move {

@@ -216,7 +216,7 @@ on_both_stores! {
                    VALUES ('apk_01PKLONELY000000000000000', 'sc_01WEB000000000000000000000', 'pksc_new');").await;
         let lonely = ApiKeyId::parse("apk_01PKLONELY000000000000000").unwrap();
         h.flows
-            .revoke_api_key(&ApiKeyId::parse("apk_01SKCI000000000000000000").unwrap(), &RevokeApiKey {
+            .revoke_api_key(&keyward::Actor::System, &ApiKeyId::parse("apk_01SKCI000000000000000000").unwrap(), &RevokeApiKey {
                 revoked_by: "keyward-admin".into(),
                 revoke_in: None,
             })
@@ -316,7 +316,7 @@ on_both_stores! {
             .find(|(c, _)| c.key.id.as_str() == "apk_01SKCI000000000000000000")
             .unwrap()
             .clone();
-        h.flows.revoke_api_key(&current.key.id, &revoke).await.unwrap();
+        h.flows.revoke_api_key(&keyward::Actor::System, &current.key.id, &revoke).await.unwrap();
         let written = h.kw.store().replace_api_keys(&[(current.clone(), merged)]).await.unwrap();
         assert!(written.is_empty(), "the guard sees the revoke");
         assert_eq!(stored(&h, current.key.id.as_str()).await.key.revoked_by.as_deref(), Some("keyward-admin"));
@@ -332,7 +332,7 @@ on_both_stores! {
             for id in &ids {
                 let racer = RevokeApiKey { revoked_by: "racer".into(), revoke_in: None };
                 // The first key was revoked above; revoking a secret key twice is refused.
-                let _ = h.flows.revoke_api_key(id, &racer).await;
+                let _ = h.flows.revoke_api_key(&keyward::Actor::System, id, &racer).await;
             }
         });
         report.unwrap();
@@ -352,12 +352,12 @@ on_both_stores! {
         for round in 0..20u64 {
             let key = h
                 .flows
-                .create_api_key(keyward::CreateApiKey::new(format!("race {round}"), ApiKeyType::Publishable, "t"))
+                .create_api_key(&keyward::Actor::System, keyward::CreateApiKey::new(format!("race {round}"), ApiKeyType::Publishable, "t"))
                 .await
                 .unwrap()
                 .key;
             let revoke = RevokeApiKey { revoked_by: "t".into(), revoke_in: None };
-            h.flows.revoke_api_key(&key.id, &revoke).await.unwrap();
+            h.flows.revoke_api_key(&keyward::Actor::System, &key.id, &revoke).await.unwrap();
             let (store, flows) = (h.kw.store().clone(), h.flows.clone());
             let pair = [(key.id.clone(), web.clone())];
             // Started after a growing delay, so it lands before, during and after the delete.
@@ -366,7 +366,7 @@ on_both_stores! {
                 tokio::time::sleep(wait).await;
                 store.insert_links(&pair, epoch()).await
             });
-            flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap();
+            flows.delete_api_keys(&keyward::Actor::System, std::slice::from_ref(&key.id)).await.unwrap();
             let linked = link.await.unwrap().unwrap();
             *outcomes.entry(linked.len()).or_insert(0) += 1;
             assert!(h.kw.retrieve_api_key(&key.id).await.is_err());
@@ -410,7 +410,7 @@ on_both_stores! {
             let first_use = tokio::spawn(async move { kw.verify(&t).await });
             tokio::time::sleep(std::time::Duration::from_millis(4 * round as u64)).await;
             let revoke = RevokeApiKey { revoked_by: "racer".into(), revoke_in: None };
-            h.flows.revoke_api_key(id, &revoke).await.unwrap();
+            h.flows.revoke_api_key(&keyward::Actor::System, id, &revoke).await.unwrap();
             let raced = first_use.await.unwrap().unwrap();
             *outcomes.entry(format!("{:?}", raced.code)).or_insert(0) += 1;
             // The revoke answered: from now on the key is refused, on this node and another.

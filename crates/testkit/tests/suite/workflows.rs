@@ -67,7 +67,7 @@ async fn update_undone_after(
                 async move {
                     if let Some(theirs) = theirs {
                         flows
-                            .update_api_key_with(&id, &theirs)
+                            .update_api_key_with(&keyward::Actor::System, &id, &theirs)
                             .await
                             .map_err(|e| StepError::permanent(e.message))?;
                     }
@@ -83,6 +83,7 @@ async fn update_undone_after(
     let input = UpdateApiKeysInput {
         ids: vec![id.clone()],
         update: ours,
+        actor: Default::default(),
     };
     let run = engine
         .run(&handle, input, RunOptions::default().throw_on_error(false))
@@ -94,10 +95,13 @@ async fn update_undone_after(
 
 async fn channel(flows: &Workflows, name: &str) -> SalesChannelId {
     flows
-        .create_sales_channel(CreateSalesChannel {
-            name: name.into(),
-            ..Default::default()
-        })
+        .create_sales_channel(
+            &keyward::Actor::System,
+            CreateSalesChannel {
+                name: name.into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .id
@@ -105,11 +109,14 @@ async fn channel(flows: &Workflows, name: &str) -> SalesChannelId {
 
 async fn linked_key(flows: &Workflows, title: &str, ch: &SalesChannelId) -> (ApiKey, String) {
     let created = flows
-        .create_api_key(CreateApiKey::new(title, ApiKeyType::Publishable, "t"))
+        .create_api_key(
+            &keyward::Actor::System,
+            CreateApiKey::new(title, ApiKeyType::Publishable, "t"),
+        )
         .await
         .unwrap();
     flows
-        .link_sales_channels(&created.key.id, std::slice::from_ref(ch), &[])
+        .link_sales_channels(&keyward::Actor::System, &created.key.id, std::slice::from_ref(ch), &[])
         .await
         .unwrap();
     (created.key, created.token.expose().to_owned())
@@ -129,7 +136,7 @@ async fn titled(flows: &Workflows, title: &str) -> Vec<ApiKey> {
 on_both_stores! {
     async fn create_runs_as_a_workflow_and_returns_the_only_copy_of_the_token(flows) {
         let created = flows
-            .create_api_key(CreateApiKey::new("CI", ApiKeyType::Secret, "user_1"))
+            .create_api_key(&keyward::Actor::System, CreateApiKey::new("CI", ApiKeyType::Secret, "user_1"))
             .await
             .unwrap();
         assert!(created.token.expose().starts_with("sk_"));
@@ -145,7 +152,7 @@ on_both_stores! {
     async fn a_workflow_whose_second_step_fails_leaves_no_key_behind(flows) {
         let (prepare, create) = (workflows::prepare_api_keys_step(), workflows::create_api_keys_step());
         let wf = Workflow::<Keyward, Vec<CreateApiKey>, ()>::new("create-then-fail")
-            .step(&prepare, |d| d.input())
+            .step(&prepare, |d| Ok(workflows::CreateApiKeysInput::new(&keyward::Actor::System, d.input()?)))
             .step(&create, move |d| d.output(&prepare));
         run_then_fail(&flows, wf, vec![CreateApiKey::new("doomed", ApiKeyType::Secret, "t")]).await;
         assert!(titled(&flows, "doomed").await.is_empty(), "create's compensation removed the key");
@@ -154,7 +161,7 @@ on_both_stores! {
     async fn a_failed_roll_leaves_the_old_key_untouched_and_no_new_key(flows) {
         let ch = channel(&flows, "EU").await;
         let (old, token) = linked_key(&flows, "rolling", &ch).await;
-        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: Some(3600) };
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: Some(3600), actor: Default::default() };
         let conflicts = run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
         assert!(conflicts.is_empty(), "{conflicts:?}");
         let keys = titled(&flows, "rolling").await;
@@ -166,7 +173,7 @@ on_both_stores! {
 
     async fn a_failed_roll_never_brings_back_an_old_key_whose_revocation_took_effect(flows) {
         let (old, token) = linked_key(&flows, "rolling", &channel(&flows, "EU").await).await;
-        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: None };
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: None, actor: Default::default() };
         let conflicts = run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
         assert_eq!(conflicts, [format!("api key {} stays revoked: a revocation in effect is never undone", old.id)]);
         assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Revoked);
@@ -176,7 +183,7 @@ on_both_stores! {
     async fn a_roll_gives_the_new_key_the_old_ones_title_type_and_channels(flows) {
         let ch = channel(&flows, "EU").await;
         let (old, _) = linked_key(&flows, "rolling", &ch).await;
-        let (new, previous) = flows.roll_api_key(&old.id, "ops", Some(3600)).await.unwrap();
+        let (new, previous) = flows.roll_api_key(&keyward::Actor::System, &old.id, "ops", Some(3600)).await.unwrap();
         assert_eq!((new.key.title.as_str(), new.key.key_type), ("rolling", ApiKeyType::Publishable));
         assert_eq!(new.key.created_by, "ops");
         assert_eq!(channels_of(&flows, &new.key.id).await, [ch]);
@@ -227,8 +234,8 @@ on_both_stores! {
     async fn a_failed_delete_puts_the_keys_and_their_links_back(flows) {
         let ch = channel(&flows, "EU").await;
         let (key, token) = linked_key(&flows, "to delete", &ch).await;
-        flows.revoke_api_key(&key.id, &RevokeApiKey { revoked_by: "t".into(), revoke_in: None }).await.unwrap();
-        let input = DeleteApiKeysInput { ids: vec![key.id.clone()] };
+        flows.revoke_api_key(&keyward::Actor::System, &key.id, &RevokeApiKey { revoked_by: "t".into(), revoke_in: None }).await.unwrap();
+        let input = DeleteApiKeysInput { ids: vec![key.id.clone()], actor: Default::default() };
         run_then_fail(&flows, workflows::delete_api_keys_workflow(), input).await;
         let back = flows.kw().retrieve_api_key(&key.id).await.unwrap();
         assert_eq!((back.created_at, back.title.as_str()), (key.created_at, "to delete"));
@@ -240,37 +247,37 @@ on_both_stores! {
     async fn a_failed_link_change_restores_the_channels(flows) {
         let (a, b) = (channel(&flows, "a").await, channel(&flows, "b").await);
         let (key, _) = linked_key(&flows, "linked", &a).await;
-        let input = LinkSalesChannelsInput { id: key.id.clone(), add: vec![b.clone()], remove: vec![a.clone()] };
+        let input = LinkSalesChannelsInput { id: key.id.clone(), add: vec![b.clone()], remove: vec![a.clone()], actor: Default::default() };
         run_then_fail(&flows, workflows::link_sales_channels_workflow(), input).await;
         assert_eq!(channels_of(&flows, &key.id).await, std::slice::from_ref(&a));
-        flows.link_sales_channels(&key.id, std::slice::from_ref(&b), std::slice::from_ref(&a)).await.unwrap();
+        flows.link_sales_channels(&keyward::Actor::System, &key.id, std::slice::from_ref(&b), std::slice::from_ref(&a)).await.unwrap();
         assert_eq!(channels_of(&flows, &key.id).await, [b]);
     }
 
     async fn failed_updates_and_revocations_put_the_old_values_back(flows) {
         let key = flows
-            .create_api_key(CreateApiKey::new("before", ApiKeyType::Secret, "t"))
+            .create_api_key(&keyward::Actor::System, CreateApiKey::new("before", ApiKeyType::Secret, "t"))
             .await
             .unwrap()
             .key;
         let later = keyward::Clock::now(&keyward::SystemClock).plus_seconds(3_600);
         let update = keyward::UpdateApiKey { title: Some("after".into()), expires_at: Some(Some(later)), ..Default::default() };
-        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update };
+        let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update, actor: Default::default() };
         run_then_fail(&flows, workflows::update_api_keys_workflow(), input).await;
         assert_eq!(flows.kw().retrieve_api_key(&key.id).await.unwrap().expires_at, None, "the expiry is put back too");
-        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: Some(60) };
+        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: Some(60), actor: Default::default() };
         run_then_fail(&flows, workflows::revoke_api_keys_workflow(), input).await;
         let back = flows.kw().retrieve_api_key(&key.id).await.unwrap();
         assert_eq!((back.title.as_str(), back.revoked_at, back.revoked_by), ("before", None, None));
         // A revocation that took effect stays: the compensation reports it instead.
-        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: None };
+        let input = RevokeApiKeysInput { ids: vec![key.id.clone()], revoked_by: "ops".into(), revoke_in: None, actor: Default::default() };
         let conflicts = run_then_fail(&flows, workflows::revoke_api_keys_workflow(), input).await;
         assert_eq!(conflicts.len(), 1, "{conflicts:?}");
         assert!(flows.kw().retrieve_api_key(&key.id).await.unwrap().revoked_at.is_some());
     }
 
     async fn a_compensation_leaves_alone_what_another_change_wrote_since(flows) {
-        let key = flows.create_api_key(CreateApiKey::new("first", ApiKeyType::Secret, "t")).await.unwrap().key;
+        let key = flows.create_api_key(&keyward::Actor::System, CreateApiKey::new("first", ApiKeyType::Secret, "t")).await.unwrap().key;
         // A title change whose later step fails after someone else renamed the key meanwhile.
         let (ours, theirs) = (keyward::UpdateApiKey::title("mine"), keyward::UpdateApiKey::title("theirs"));
         let run = update_undone_after(&flows, &key.id, ours, Some(theirs)).await;
@@ -280,7 +287,7 @@ on_both_stores! {
     }
 
     async fn an_undone_expiry_leaves_alone_the_expiry_another_change_wrote_since(flows) {
-        let key = flows.create_api_key(CreateApiKey::new("k", ApiKeyType::Secret, "t")).await.unwrap().key;
+        let key = flows.create_api_key(&keyward::Actor::System, CreateApiKey::new("k", ApiKeyType::Secret, "t")).await.unwrap().key;
         let now = keyward::Clock::now(&keyward::SystemClock);
         let (ours, theirs) = (now.plus_seconds(3_600), now.plus_seconds(7_200));
         let at = |t| keyward::UpdateApiKey { expires_at: Some(Some(t)), ..Default::default() };
@@ -294,7 +301,7 @@ on_both_stores! {
         let meta = |team: &str| -> keyward::Metadata { [("team".to_owned(), serde_json::json!(team))].into_iter().collect() };
         let mut data = CreateApiKey::new("k", ApiKeyType::Secret, "t");
         data.policy = keyward::KeyPolicy { metadata: Some(Box::new(meta("before"))), allowed_ips: Some(block("192.0.2.0/24")), permissions: None };
-        let key = flows.create_api_key(data).await.unwrap().key;
+        let key = flows.create_api_key(&keyward::Actor::System, data).await.unwrap().key;
         let ours = keyward::UpdateApiKey {
             metadata: Some(Some(meta("ours"))),
             allowed_ips: Some(Some(block("198.51.100.0/24"))),
@@ -312,21 +319,21 @@ on_both_stores! {
     }
 
     async fn the_module_rules_come_back_with_their_exact_messages(flows) {
-        let key = flows.create_api_key(CreateApiKey::new("live", ApiKeyType::Secret, "t")).await.unwrap().key;
-        let err = flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap_err();
+        let key = flows.create_api_key(&keyward::Actor::System, CreateApiKey::new("live", ApiKeyType::Secret, "t")).await.unwrap().key;
+        let err = flows.delete_api_keys(&keyward::Actor::System, std::slice::from_ref(&key.id)).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotAllowed);
         assert_eq!(err.message, format!("Cannot delete api keys that are not revoked - {}", key.id));
         let by = RevokeApiKey { revoked_by: "t".into(), revoke_in: None };
-        flows.revoke_api_key(&key.id, &by).await.unwrap();
-        let err = flows.revoke_api_key(&key.id, &by).await.unwrap_err();
+        flows.revoke_api_key(&keyward::Actor::System, &key.id, &by).await.unwrap();
+        let err = flows.revoke_api_key(&keyward::Actor::System, &key.id, &by).await.unwrap_err();
         assert_eq!(err.message, "There are 1 secret keys that are already revoked.");
-        let err = flows.roll_api_key(&key.id, "t", None).await.unwrap_err();
+        let err = flows.roll_api_key(&keyward::Actor::System, &key.id, "t", None).await.unwrap_err();
         assert_eq!(err.message, "There are 1 secret keys that are already revoked.");
         let missing = ApiKeyId::parse("apk_missing").unwrap();
-        let err = flows.update_api_key(&missing, "x").await.unwrap_err();
+        let err = flows.update_api_key(&keyward::Actor::System, &missing, "x").await.unwrap_err();
         assert_eq!((err.kind, err.message.as_str()), (ErrorKind::NotFound, "ApiKey with id: apk_missing was not found"));
         let err = flows
-            .link_sales_channels(&key.id, &[SalesChannelId::parse("sc_nope").unwrap()], &[])
+            .link_sales_channels(&keyward::Actor::System, &key.id, &[SalesChannelId::parse("sc_nope").unwrap()], &[])
             .await
             .unwrap_err();
         assert_eq!(err.message, "Sales channels can only be associated with publishable API keys");
@@ -349,7 +356,7 @@ on_both_stores! {
         flows.engine().attach_hook("create-api-keys", "api_keys_created", handler.clone()).unwrap();
         assert!(flows.engine().attach_hook("create-api-keys", "api_keys_created", handler).is_err());
         flows
-            .create_api_keys(vec![
+            .create_api_keys(&keyward::Actor::System, vec![
                 CreateApiKey::new("one", ApiKeyType::Publishable, "t"),
                 CreateApiKey::new("two", ApiKeyType::Secret, "t"),
             ])
@@ -360,7 +367,7 @@ on_both_stores! {
 
     async fn failed_sales_channel_changes_are_undone(flows) {
         let ch = flows
-            .create_sales_channel(CreateSalesChannel {
+            .create_sales_channel(&keyward::Actor::System, CreateSalesChannel {
                 name: "EU".into(),
                 description: Some("Europe".into()),
                 ..Default::default()
@@ -386,8 +393,8 @@ on_both_stores! {
 
         // And done for real, a null clears the description.
         let patch = UpdateSalesChannel { description: Some(None), ..Default::default() };
-        assert_eq!(flows.update_sales_channel(&ch.id, &patch).await.unwrap().description, None);
-        flows.delete_sales_channels(std::slice::from_ref(&ch.id)).await.unwrap();
+        assert_eq!(flows.update_sales_channel(&keyward::Actor::System, &ch.id, &patch).await.unwrap().description, None);
+        flows.delete_sales_channels(&keyward::Actor::System, std::slice::from_ref(&ch.id)).await.unwrap();
         assert!(channels_of(&flows, &key.id).await.is_empty());
     }
 
@@ -395,10 +402,10 @@ on_both_stores! {
         let ch = channel(&flows, "EU").await;
         let (old, _) = linked_key(&flows, "rolling", &ch).await;
         let before = flows.engine().log().list_events(100).await.unwrap().len();
-        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: Some(3600) };
+        let input = RollApiKeyInput { id: old.id.clone(), rolled_by: "ops".into(), revoke_in: Some(3600), actor: Default::default() };
         run_then_fail(&flows, workflows::roll_api_key_workflow(), input).await;
         assert_eq!(flows.engine().log().list_events(100).await.unwrap().len(), before);
-        let (new, _) = flows.roll_api_key(&old.id, "ops", None).await.unwrap();
+        let (new, _) = flows.roll_api_key(&keyward::Actor::System, &old.id, "ops", None).await.unwrap();
         let mut events = flows.engine().log().list_events(100).await.unwrap();
         events.truncate(events.len() - before);
         events.reverse();
@@ -454,25 +461,25 @@ on_both_stores! {
         }
         // Run each of them once.
         let ch = flows
-            .create_sales_channel(CreateSalesChannel { name: "EU".into(), ..Default::default() })
+            .create_sales_channel(&keyward::Actor::System, CreateSalesChannel { name: "EU".into(), ..Default::default() })
             .await
             .unwrap()
             .id;
         let (key, _) = linked_key(&flows, "k", &ch).await;
-        flows.update_api_key(&key.id, "renamed").await.unwrap();
-        flows.roll_api_key(&key.id, "ops", Some(60)).await.unwrap();
+        flows.update_api_key(&keyward::Actor::System, &key.id, "renamed").await.unwrap();
+        flows.roll_api_key(&keyward::Actor::System, &key.id, "ops", Some(60)).await.unwrap();
         let by = RevokeApiKey { revoked_by: "t".into(), revoke_in: None };
-        flows.revoke_api_key(&key.id, &by).await.unwrap();
-        flows.delete_api_keys(std::slice::from_ref(&key.id)).await.unwrap();
+        flows.revoke_api_key(&keyward::Actor::System, &key.id, &by).await.unwrap();
+        flows.delete_api_keys(&keyward::Actor::System, std::slice::from_ref(&key.id)).await.unwrap();
         let patch = UpdateSalesChannel { name: Some("EU 2".into()), ..Default::default() };
-        flows.update_sales_channel(&ch, &patch).await.unwrap();
-        flows.delete_sales_channels(std::slice::from_ref(&ch)).await.unwrap();
+        flows.update_sales_channel(&keyward::Actor::System, &ch, &patch).await.unwrap();
+        flows.delete_sales_channels(&keyward::Actor::System, std::slice::from_ref(&ch)).await.unwrap();
         flows.create_user("events@test.local", "long enough").await.unwrap();
         import_twice(&flows).await;
         // A key that expires within the warning, and one whose instant has passed.
         let mut soon = CreateApiKey::new("soon", ApiKeyType::Secret, "t");
         soon.expires_in = Some(3_600);
-        flows.create_api_key(soon).await.unwrap();
+        flows.create_api_key(&keyward::Actor::System, soon).await.unwrap();
         let past = keyward::Clock::now(&keyward::SystemClock).plus_seconds(-1);
         let token = keyward::token::from_random_bytes(ApiKeyType::Secret, &[9; 32]);
         let expired = keyward::store::NewApiKey {
@@ -527,17 +534,26 @@ on_both_stores! {
 async fn purging_deletes_only_keys_revoked_long_enough_ago(h: keyward_testkit::Harness) {
     let flows = &h.flows;
     let old = flows
-        .create_api_key(CreateApiKey::new("old", ApiKeyType::Secret, "t"))
+        .create_api_key(
+            &keyward::Actor::System,
+            CreateApiKey::new("old", ApiKeyType::Secret, "t"),
+        )
         .await
         .unwrap()
         .key;
     let recent = flows
-        .create_api_key(CreateApiKey::new("recent", ApiKeyType::Secret, "t"))
+        .create_api_key(
+            &keyward::Actor::System,
+            CreateApiKey::new("recent", ApiKeyType::Secret, "t"),
+        )
         .await
         .unwrap()
         .key;
     let live = flows
-        .create_api_key(CreateApiKey::new("live", ApiKeyType::Publishable, "t"))
+        .create_api_key(
+            &keyward::Actor::System,
+            CreateApiKey::new("live", ApiKeyType::Publishable, "t"),
+        )
         .await
         .unwrap()
         .key;
@@ -545,9 +561,15 @@ async fn purging_deletes_only_keys_revoked_long_enough_ago(h: keyward_testkit::H
         revoked_by: "t".into(),
         revoke_in: None,
     };
-    flows.revoke_api_key(&old.id, &by).await.unwrap();
+    flows
+        .revoke_api_key(&keyward::Actor::System, &old.id, &by)
+        .await
+        .unwrap();
     h.clock.advance_seconds(10 * 86_400);
-    flows.revoke_api_key(&recent.id, &by).await.unwrap();
+    flows
+        .revoke_api_key(&keyward::Actor::System, &recent.id, &by)
+        .await
+        .unwrap();
     h.clock.advance_seconds(86_400);
     let purged = flows
         .purge_revoked(std::time::Duration::from_secs(7 * 86_400))
