@@ -170,26 +170,6 @@ impl Actor {
             },
         }
     }
-
-    /// Checks the fields an update sets (each left alone when not given).
-    pub fn may_set(
-        &self,
-        permissions: Option<&[Permission]>,
-        allowed_ips: Option<Option<&[Cidr]>>,
-        expires_at: Option<Option<Timestamp>>,
-    ) -> Result<()> {
-        let Some(k) = self.as_key() else { return Ok(()) };
-        if let Some(p) = permissions {
-            self.may_grant_permissions(Some(p))?;
-        }
-        if let Some(ips) = allowed_ips {
-            k.may_grant_ips(ips)?;
-        }
-        if let Some(at) = expires_at {
-            k.may_grant_expiry(at)?;
-        }
-        Ok(())
-    }
 }
 
 impl KeyActor {

@@ -157,19 +157,16 @@ fn check_policy_update(update: &mut UpdateApiKey, keys: &[ApiKey]) -> Result<()>
     Ok(())
 }
 
-/// What the actor may update: keys it may change, and on a secret key nothing set wider than
-/// it holds.
+/// What the actor may update: keys it may change, and a secret key only into one that holds
+/// nothing beyond the actor (its permissions, addresses and expiry as they will be).
 fn check_actor(actor: &Actor, update: &UpdateApiKey, keys: &[ApiKey]) -> Result<()> {
     actor.require(Permission::ApiKeysWrite)?;
     for k in keys {
         actor.may_change(k)?;
-    }
-    if keys.iter().any(|k| k.key_type == ApiKeyType::Secret) {
-        actor.may_set(
-            update.permissions.as_deref(),
-            update.allowed_ips.as_ref().map(|a| a.as_deref()),
-            update.expires_at,
-        )?;
+        if k.key_type == ApiKeyType::Secret {
+            let expires_at = update.expires_at.unwrap_or(k.expires_at);
+            actor.may_grant(&update.applied_to(&k.policy), expires_at)?;
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod cache;
 mod expiry;
 mod flow_engine;
 mod flow_events;
+mod least_privilege;
 mod medusa_import;
 mod module;
 mod workflows;

@@ -1,0 +1,330 @@
+//! Rule 2 of least privilege as a property, through the real workflows on a SQLite file: random
+//! acting keys (restricted or not, fenced or not, expiring or not) send random requests on every
+//! verb (create, update, roll, revoke, delete, link) — at other keys and at their own record — and
+//! whatever the module accepts is never wider than its actor. The containment checks here are
+//! the test's own (address ranges as numbers), not the module's.
+//!
+//! `KEYWARD_PROPTEST_CASES` sets the number of cases (default 256).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use keyward::{
+    Actor, ApiKey, ApiKeyType, Cidr, CreateApiKey, CreateSalesChannel, ErrorKind, KeyPolicy, Permission, RevokeApiKey,
+    UpdateApiKey,
+};
+use keyward_testkit::Harness;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const BLOCKS: [&str; 9] = [
+    "127.0.0.1/32",
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "0.0.0.0/0",
+    "192.168.0.0/16",
+    "::1/128",
+    "2001:db8::/32",
+];
+
+/// A block as the test reads it: family and the first and last address as numbers.
+fn range(block: &str) -> (bool, u128, u128) {
+    let (addr, len) = block.split_once('/').unwrap();
+    let len: u32 = len.parse().unwrap();
+    let (v4, n, bits) = match addr.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => (true, u128::from(u32::from(a)), 32),
+        IpAddr::V6(a) => (false, u128::from(a), 128),
+    };
+    let host = bits - len;
+    let mask = if host == 128 { u128::MAX } else { (1u128 << host) - 1 };
+    (v4, n & !mask, (n & !mask) | mask)
+}
+
+fn inside(inner: &Cidr, outer: &[Cidr]) -> bool {
+    let (f, lo, hi) = range(&inner.to_string());
+    outer.iter().any(|o| {
+        let (of, olo, ohi) = range(&o.to_string());
+        f == of && olo <= lo && hi <= ohi
+    })
+}
+
+/// What holding `held` allows, by the documented table: itself, and a write its read.
+fn allowed(held: &[Permission], p: Permission) -> bool {
+    use Permission::*;
+    held.iter().any(|h| {
+        *h == p
+            || matches!(
+                (h, p),
+                (ApiKeysWrite, ApiKeysRead) | (SalesChannelsWrite, SalesChannelsRead)
+            )
+    })
+}
+
+/// Whether a secret key with `policy` and `expires_at` holds nothing beyond `actor`.
+fn within(actor: &ApiKey, key: &ApiKey) -> Result<(), String> {
+    if let Some(own) = &actor.policy.permissions {
+        match &key.policy.permissions {
+            None => return Err("an unrestricted key from a restricted actor".into()),
+            Some(p) if !p.iter().all(|p| allowed(own, *p)) => return Err(format!("permissions {p:?} beyond {own:?}")),
+            _ => {}
+        }
+    }
+    if let Some(own) = &actor.policy.allowed_ips {
+        match &key.policy.allowed_ips {
+            None => return Err("an unfenced key from a fenced actor".into()),
+            Some(b) if !b.iter().all(|b| inside(b, own)) => return Err(format!("blocks {b:?} beyond {own:?}")),
+            _ => {}
+        }
+    }
+    if let Some(own) = actor.expires_at {
+        match key.expires_at {
+            None => return Err("a key that never expires from an expiring actor".into()),
+            Some(at) if at > own => return Err(format!("expiry {at} after {own}")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a restricted actor may reach `target` at all.
+fn covers(actor: &ApiKey, target: &ApiKey) -> bool {
+    match (&actor.policy.permissions, target.key_type, &target.policy.permissions) {
+        (None, _, _) | (_, ApiKeyType::Publishable, _) => true,
+        (Some(_), _, None) => false,
+        (Some(own), _, Some(theirs)) => theirs.iter().all(|p| allowed(own, *p)),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Shape {
+    secret: bool,
+    permissions: Option<Vec<Permission>>,
+    blocks: Option<Vec<usize>>,
+    expires_in_days: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+enum Verb {
+    Create,
+    Update {
+        permissions: Option<Vec<Permission>>,
+        blocks: Option<Option<Vec<usize>>>,
+        expiry: Option<Option<i64>>,
+        own: bool,
+    },
+    Roll {
+        own: bool,
+    },
+    Revoke,
+    Delete,
+    Link,
+}
+
+fn shape(secret: impl Strategy<Value = bool>) -> impl Strategy<Value = Shape> {
+    (
+        secret,
+        proptest::option::of(proptest::sample::subsequence(Permission::ALL.to_vec(), 1..4)),
+        proptest::option::weighted(0.3, proptest::collection::vec(0..BLOCKS.len(), 1..3)),
+        proptest::option::weighted(0.3, 1i64..400),
+    )
+        .prop_map(|(secret, permissions, blocks, expires_in_days)| Shape {
+            permissions: permissions.filter(|_| secret),
+            secret,
+            blocks,
+            expires_in_days,
+        })
+}
+
+fn verb() -> impl Strategy<Value = Verb> {
+    prop_oneof![
+        Just(Verb::Create),
+        (
+            proptest::option::of(proptest::sample::subsequence(Permission::ALL.to_vec(), 1..4)),
+            proptest::option::of(proptest::option::of(proptest::collection::vec(0..BLOCKS.len(), 1..3))),
+            proptest::option::of(proptest::option::of(1i64..400)),
+            any::<bool>(),
+        )
+            .prop_map(|(permissions, blocks, expiry, own)| Verb::Update {
+                permissions,
+                blocks,
+                expiry,
+                own
+            }),
+        any::<bool>().prop_map(|own| Verb::Roll { own }),
+        Just(Verb::Revoke),
+        Just(Verb::Delete),
+        Just(Verb::Link),
+    ]
+}
+
+fn blocks_of(ix: &[usize]) -> Vec<Cidr> {
+    ix.iter().map(|i| Cidr::parse(BLOCKS[*i]).unwrap()).collect()
+}
+
+fn to_create(h: &Harness, s: &Shape, title: &str) -> CreateApiKey {
+    let key_type = if s.secret {
+        ApiKeyType::Secret
+    } else {
+        ApiKeyType::Publishable
+    };
+    let mut k = CreateApiKey::new(title, key_type, "prop");
+    k.expires_at = s.expires_in_days.map(|d| h.kw.now().plus_seconds(d * 86_400));
+    k.policy = KeyPolicy {
+        metadata: None,
+        permissions: s.permissions.clone(),
+        allowed_ips: s.blocks.as_deref().map(blocks_of),
+    };
+    k
+}
+
+static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+
+async fn one_case(h: &Harness, actor_shape: Shape, target_shape: Shape, verb: Verb) -> Result<(), String> {
+    let system = Actor::System;
+    let made = |s: &Shape, t: &str| to_create(h, s, t);
+    let actor_key = h
+        .flows
+        .create_api_key(&system, made(&actor_shape, "actor"))
+        .await
+        .unwrap()
+        .key;
+    let target = h
+        .flows
+        .create_api_key(&system, made(&target_shape, "target"))
+        .await
+        .unwrap()
+        .key;
+    let actor = Actor::key(&actor_key);
+    let days = |d: i64| h.kw.now().plus_seconds(d * 86_400);
+    let (outcome, produced, reached): (keyward::Result<()>, Option<ApiKey>, Option<&ApiKey>) = match &verb {
+        Verb::Create => {
+            let r = h.flows.create_api_key(&actor, made(&target_shape, "made")).await;
+            let key = r.as_ref().ok().map(|c| c.key.clone());
+            (r.map(|_| ()), key, None)
+        }
+        Verb::Update {
+            permissions,
+            blocks,
+            expiry,
+            own,
+        } => {
+            let subject = if *own { &actor_key } else { &target };
+            let update = UpdateApiKey {
+                title: Some("updated".into()),
+                expires_at: expiry.map(|e| e.map(days)),
+                metadata: None,
+                permissions: permissions.clone(),
+                allowed_ips: blocks.as_ref().map(|b| b.as_deref().map(blocks_of)),
+            };
+            let r = h.flows.update_api_key_with(&actor, &subject.id, &update).await;
+            let key = r.as_ref().ok().cloned();
+            (r.map(|_| ()), key, Some(subject))
+        }
+        Verb::Roll { own } => {
+            let subject = if *own { &actor_key } else { &target };
+            let r = h.flows.roll_api_key(&actor, &subject.id, "prop", Some(60)).await;
+            let key = r.as_ref().ok().map(|(c, _)| c.key.clone());
+            (r.map(|_| ()), key, Some(subject))
+        }
+        Verb::Revoke => {
+            let data = RevokeApiKey {
+                revoked_by: "prop".into(),
+                revoke_in: None,
+            };
+            (
+                h.flows.revoke_api_key(&actor, &target.id, &data).await.map(|_| ()),
+                None,
+                Some(&target),
+            )
+        }
+        Verb::Delete => {
+            let data = RevokeApiKey {
+                revoked_by: "prop".into(),
+                revoke_in: None,
+            };
+            h.flows.revoke_api_key(&system, &target.id, &data).await.unwrap();
+            (
+                h.flows.delete_api_keys(&actor, std::slice::from_ref(&target.id)).await,
+                None,
+                Some(&target),
+            )
+        }
+        Verb::Link => {
+            let channel = CreateSalesChannel {
+                name: "prop".into(),
+                description: None,
+                is_disabled: false,
+                metadata: None,
+                id: None,
+            };
+            let c = h.flows.create_sales_channel(&system, channel).await.unwrap();
+            let r = h.flows.link_sales_channels(&actor, &target.id, &[c.id], &[]).await;
+            (r, None, Some(&target))
+        }
+    };
+    match outcome {
+        Err(e) => {
+            if !matches!(e.kind, ErrorKind::Forbidden | ErrorKind::InvalidData) {
+                return Err(format!("{verb:?} failed unexpectedly: {e:?}"));
+            }
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(()) => {
+            ACCEPTED.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = reached
+                && !covers(&actor_key, t)
+            {
+                return Err(format!("{verb:?} reached {t:?}, which {actor_key:?} does not cover"));
+            }
+            match produced {
+                Some(k) if k.key_type == ApiKeyType::Secret => {
+                    within(&actor_key, &k).map_err(|why| format!("{verb:?} by {actor_key:?} made {k:?}: {why}"))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+#[test]
+fn no_key_ever_makes_or_reaches_more_than_it_holds() {
+    let cases = std::env::var("KEYWARD_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let h = rt.block_on(Harness::sqlite());
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    // An acting key that may write keys at all, nine times in ten: the rest shows the plain
+    // permission refusal.
+    let actor = (shape(Just(true)), proptest::bool::weighted(0.9)).prop_map(|(mut s, writes)| {
+        if let Some(p) = s.permissions.as_mut().filter(|_| writes) {
+            p.push(Permission::ApiKeysWrite);
+        }
+        s
+    });
+    let strategy = (actor, shape(any::<bool>()), verb());
+    runner
+        .run(&strategy, |(a, t, v)| {
+            rt.block_on(one_case(&h, a, t, v)).map_err(TestCaseError::fail)
+        })
+        .unwrap();
+    let (accepted, refused) = (ACCEPTED.load(Ordering::Relaxed), REFUSED.load(Ordering::Relaxed));
+    assert!(
+        accepted > 0 && refused > 0,
+        "the cases exercise both answers: {accepted} accepted, {refused} refused"
+    );
+}
