@@ -94,12 +94,16 @@ pub enum Command {
 /// Who may reach what, and from where.
 #[derive(Debug, Clone, Args)]
 pub struct AccessOptions {
-    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose `Forwarded` /
-    /// `X-Forwarded-For` name the client. The client is then the right-most address there that
-    /// is not a trusted proxy; otherwise the peer, and those headers are ignored. Login attempts
-    /// are limited per client address (IPv6 per /64) and per email.
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose forwarding header
+    /// (see --client-header) names the client. The client is then the right-most address there
+    /// that is not a trusted proxy; otherwise the peer, and those headers are ignored. Login
+    /// attempts are limited per client address (IPv6 per /64) and per email.
     #[arg(long, env = "KEYWARD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// The one header trusted proxies name the client in: x-forwarded-for (the default),
+    /// forwarded or x-real-ip. Only that header is read, never a mix.
+    #[arg(long, env = "KEYWARD_CLIENT_HEADER", default_value = "x-forwarded-for")]
+    pub client_header: String,
     /// A token (16+ characters) that lets a scraper read `/metrics` as `Authorization: Bearer
     /// <token>` (Prometheus: `authorization: {credentials: …}`). Without it, `/metrics` needs an
     /// admin credential.

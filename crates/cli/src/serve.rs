@@ -56,6 +56,7 @@ pub(crate) async fn serve(
     let state = keyward_server::AppState::new(flows, secret)
         .with_cors_origins(cors)
         .with_trusted_proxies(access.trusted)
+        .with_client_header(access.client_header)
         .with_metrics_token(access.metrics_token)
         .with_public_url(access.public_url)
         .with_delivery(delivery);
@@ -68,6 +69,7 @@ pub(crate) async fn serve(
 /// The access settings, checked.
 struct Access {
     trusted: Vec<keyward_server::client::Cidr>,
+    client_header: keyward_server::client::ClientHeader,
     metrics_token: Option<String>,
     public_url: Option<String>,
 }
@@ -75,6 +77,10 @@ struct Access {
 fn checked(access: AccessOptions) -> Result<Access, Failure> {
     let trusted = keyward_server::client::parse_list(&access.trusted_proxies)
         .map_err(|e| usage(format!("KEYWARD_TRUSTED_PROXIES: {e}")))?;
+    let client_header = access
+        .client_header
+        .parse()
+        .map_err(|e| usage(format!("KEYWARD_CLIENT_HEADER: {e}")))?;
     let metrics_token = access.metrics_token.filter(|t| !t.is_empty());
     let public_url = access.public_url.filter(|u| !u.is_empty());
     if let Some(u) = &public_url
@@ -89,6 +95,7 @@ fn checked(access: AccessOptions) -> Result<Access, Failure> {
     }
     Ok(Access {
         trusted,
+        client_header,
         metrics_token,
         public_url,
     })

@@ -78,6 +78,8 @@ pub struct Shared {
     pub limiter: Arc<limits::AuthLimiter>,
     /// Reverse proxies whose forwarding headers name the client (`KEYWARD_TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<client::Cidr>>,
+    /// The one header trusted proxies name the client in.
+    pub client_header: client::ClientHeader,
     /// The URL browsers reach this server at (`KEYWARD_PUBLIC_URL`): its origin is the one
     /// cookie-authenticated changes must come from, and `https` makes the cookie `Secure`.
     pub public_url: Option<String>,
@@ -98,6 +100,7 @@ impl AppState {
             metrics: Arc::default(),
             limiter: Arc::default(),
             trusted_proxies: Arc::default(),
+            client_header: client::ClientHeader::default(),
             public_url: None,
             metrics_token: None,
             cors_origins: Vec::new(),
@@ -128,6 +131,13 @@ impl AppState {
     }
 
     /// Reverse proxies trusted to name the client in `Forwarded` / `X-Forwarded-For`.
+    /// Reads the client's address from `header` (behind a trusted proxy) instead of
+    /// `X-Forwarded-For`.
+    pub fn with_client_header(mut self, header: client::ClientHeader) -> Self {
+        self.edit().client_header = header;
+        self
+    }
+
     pub fn with_trusted_proxies(mut self, proxies: Vec<client::Cidr>) -> Self {
         self.edit().trusted_proxies = Arc::new(proxies);
         self

@@ -243,6 +243,14 @@ async fn through_a_trusted_proxy(app: App) {
     assert_eq!(send(Some("198.51.100.7")).await, 200);
     assert_eq!(send(Some("203.0.113.9")).await, 403);
     assert_eq!(send(None).await, 403, "the proxy's own address is not the office's");
+    // A client that sends its own Forwarded header through a proxy that appends to
+    // X-Forwarded-For (nginx's default) does not choose its address.
+    let spoofed = app
+        .anon(Method::GET, "/admin/api-keys")
+        .header("authorization", basic(sk))
+        .header("forwarded", "for=198.51.100.7")
+        .header("x-forwarded-for", "203.0.113.9");
+    assert_eq!(read(spoofed.send().await.unwrap()).await.0, 403);
 }
 
 fn proxied(state: keyward_server::AppState) -> keyward_server::AppState {
