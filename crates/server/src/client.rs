@@ -57,10 +57,14 @@ impl ClientHeader {
 impl std::str::FromStr for ClientHeader {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [ClientHeader::XForwardedFor, ClientHeader::Forwarded, ClientHeader::XRealIp]
-            .into_iter()
-            .find(|h| h.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("{s:?} is not one of {}", ClientHeader::NAMES))
+        [
+            ClientHeader::XForwardedFor,
+            ClientHeader::Forwarded,
+            ClientHeader::XRealIp,
+        ]
+        .into_iter()
+        .find(|h| h.as_str().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| format!("{s:?} is not one of {}", ClientHeader::NAMES))
     }
 }
 
@@ -216,17 +220,17 @@ mod tests {
         let junk = headers(&[("x-forwarded-for", "4.4.4.4, junk, 10.0.0.9")]);
         assert_eq!(client_of(ip("10.0.0.1"), &junk, &trusted, xff), ip("10.0.0.9"));
         let real = headers(&[("x-real-ip", "5.5.5.5"), ("x-forwarded-for", "6.6.6.6")]);
-        assert_eq!(client_of(ip("10.0.0.1"), &real, &trusted, ClientHeader::XRealIp), ip("5.5.5.5"));
+        assert_eq!(
+            client_of(ip("10.0.0.1"), &real, &trusted, ClientHeader::XRealIp),
+            ip("5.5.5.5")
+        );
     }
 
     #[test]
     fn a_client_sent_header_of_another_kind_is_never_read() {
         let trusted = parse_list(&["10.0.0.0/8".into()]).unwrap();
         // nginx appends the peer to X-Forwarded-For and passes the client's own Forwarded on.
-        let h = headers(&[
-            ("forwarded", "for=192.0.2.1"),
-            ("x-forwarded-for", "203.0.113.50"),
-        ]);
+        let h = headers(&[("forwarded", "for=192.0.2.1"), ("x-forwarded-for", "203.0.113.50")]);
         assert_eq!(
             client_of(ip("10.0.0.1"), &h, &trusted, ClientHeader::XForwardedFor),
             ip("203.0.113.50")

@@ -235,7 +235,7 @@ pub fn app(state: AppState) -> Router {
     let service = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(request_id::MakeId::default()))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_id::request_span::<axum::body::Body>))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

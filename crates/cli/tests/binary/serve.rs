@@ -93,6 +93,99 @@ async fn a_created_secret_token_appears_in_no_log_line_and_sigterm_stops_cleanly
     assert!(key["api_key"]["last_used_at"].is_string(), "{key}");
 }
 
+/// Reads the server's log as it is written (a full pipe would stall the server); the handle
+/// answers everything once the server has stopped.
+fn drain(server: &mut Server) -> std::thread::JoinHandle<String> {
+    let mut err = server.child.stderr.take().unwrap();
+    let mut out = server.child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut logs = String::new();
+        err.read_to_string(&mut logs).unwrap();
+        out.read_to_string(&mut logs).unwrap();
+        logs
+    })
+}
+
+/// Stops `server` with SIGTERM.
+fn stop(mut server: Server) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn every_route_at_trace_level_logs_no_token_it_was_given() {
+    let db = TestDb::sqlite();
+    let mut server = start(&db.url);
+    let logs = drain(&mut server);
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let jwt = keyward_testkit::login(&http, &base).await;
+    let make = |body: Value| {
+        let (http, base, jwt) = (http.clone(), base.clone(), jwt.clone());
+        async move { keyward_testkit::post_json(&http, &format!("{base}/admin/api-keys"), &jwt, &body).await }
+    };
+    let sk = make(json!({"title": "sk", "type": "secret"})).await;
+    let rk = make(json!({"title": "rk", "type": "secret", "permissions": ["api_keys:read", "keys:verify"]})).await;
+    let pk = make(json!({"title": "pk", "type": "publishable"})).await;
+    let token = |k: &Value| k["api_key"]["token"].as_str().unwrap().to_owned();
+    let (sk_t, rk_t, pk_t) = (token(&sk), token(&rk), token(&pk));
+    let pk_id = pk["api_key"]["id"].as_str().unwrap().to_owned();
+    let mut statuses = Vec::new();
+    for route in keyward_server::admin_routes() {
+        let method = reqwest::Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
+        let path = route.path.replace("{id}", &pk_id);
+        for (credential, filter) in [(&sk_t, &pk_t), (&rk_t, &sk_t)] {
+            let mut req = http
+                .request(method.clone(), format!("{base}{path}"))
+                .query(&[("token", filter.as_str()), ("q", rk_t.as_str())])
+                .basic_auth(credential, Some(""));
+            if method != reqwest::Method::GET && method != reqwest::Method::DELETE {
+                req = req.json(&json!({"key": filter, "title": credential, "token": pk_t}));
+            }
+            statuses.push(req.send().await.unwrap().status().as_u16());
+        }
+    }
+    // The storefront header, the other admin credentials, and a token filter in every spelling.
+    let more = [
+        http.get(format!("{base}/store/regions"))
+            .header("x-publishable-api-key", &pk_t),
+        http.get(format!("{base}/admin/api-keys?token[$in][]={rk_t}&token[$in][]={sk_t}"))
+            .bearer_auth(&jwt),
+        http.get(format!("{base}/admin/api-keys?token={}", rk_t.replace('_', "%5F")))
+            .bearer_auth(&jwt),
+        http.get(format!("{base}/admin/api-keys")).bearer_auth(&sk_t),
+        http.get(format!("{base}/metrics")).bearer_auth(&jwt),
+        http.post(format!("{base}/auth/session")).bearer_auth(&jwt),
+    ];
+    for req in more {
+        statuses.push(req.send().await.unwrap().status().as_u16());
+    }
+    assert!(
+        statuses.iter().any(|s| *s == 200) && statuses.iter().any(|s| *s == 403),
+        "{statuses:?}"
+    );
+    stop(server);
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("/admin/api-keys/"),
+        "trace logging saw the requests:\n{logs}"
+    );
+    for (what, secret) in [
+        ("sk_", &sk_t),
+        ("rk_", &rk_t),
+        ("pk_", &pk_t),
+        ("the login token", &jwt),
+    ] {
+        assert!(!logs.contains(secret.as_str()), "{what} token {secret} is in the log");
+        assert!(
+            !logs.contains(&secret[3..secret.len() - 3]),
+            "part of the {what} token is in the log"
+        );
+    }
+    assert!(!logs.contains("supersecret"), "the password is in the log");
+}
+
 #[test]
 fn serve_says_how_to_create_the_first_user() {
     let db = TestDb::sqlite();
