@@ -317,7 +317,7 @@ fn check_token_use(filter: &ApiKeyFilter, options: Option<&ListOptions<ApiKeyFie
         return Err(Error::invalid_data(TOKEN_ORDER_REFUSED));
     }
     fn walk(f: &ApiKeyFilter) -> bool {
-        let full_token = |v: &crate::filter::Value| matches!(v, crate::filter::Value::Text(t) if t.starts_with("sk_") || t.starts_with("pk_"));
+        let full_token = |v: &crate::filter::Value| matches!(v, crate::filter::Value::Text(t) if ["sk_", "pk_", "rk_"].iter().any(|p| t.starts_with(p)));
         f.conditions
             .iter()
             .filter(|c| c.field == ApiKeyField::Token)

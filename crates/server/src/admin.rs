@@ -25,6 +25,13 @@ use crate::wire::{
 
 const KEY_TYPES: &[&str] = &["publishable", "secret"];
 
+/// The most `order` terms a list takes.
+pub const MAX_ORDER_TERMS: usize = 10;
+/// The most `$and`/`$or` groups a list's filter holds, nested ones included.
+pub const MAX_FILTER_GROUPS: usize = 50;
+/// The most values one `$in`/`$nin` (or a list of values) names.
+pub const MAX_IN_VALUES: usize = 1_000;
+
 // -- shared parsing -------------------------------------------------------------------------
 
 fn key_id(id: &str) -> ApiResult<ApiKeyId> {
@@ -50,6 +57,12 @@ fn page<F: Field>(q: &Map<String, Value>) -> ApiResult<(ListOptions<F>, u64, u64
     let (offset, limit) = (count("offset", 0)?, count("limit", 20)?);
     let mut options = ListOptions::page(offset, limit);
     if let Some(order) = string(q, "order").filter(|o| !o.is_empty()) {
+        let terms = order.split(',').count();
+        if terms > MAX_ORDER_TERMS {
+            return Err(ApiError::invalid(format!(
+                "Invalid request: order takes at most {MAX_ORDER_TERMS} terms, but got {terms}"
+            )));
+        }
         for item in order.split(',') {
             options.order.push(
                 Order::parse(item.trim()).map_err(|e| ApiError::invalid(format!("Invalid request: {}", e.message)))?,
@@ -68,6 +81,35 @@ fn filter_fields<T: utoipa::IntoParams + 'static>() -> Vec<String> {
         .map(|s| s.name.clone())
         .filter(|n| !NOT_FILTERS.contains(&n.as_str()))
         .collect()
+}
+
+/// How many `$and`/`$or` groups a query holds, nested ones included.
+fn groups_in(q: &Map<String, Value>) -> usize {
+    q.iter()
+        .filter(|(name, _)| *name == "$and" || *name == "$or")
+        .map(|(_, v)| match v {
+            Value::Array(items) => {
+                items.len() + items.iter().filter_map(Value::as_object).map(groups_in).sum::<usize>()
+            }
+            Value::Object(m) => 1 + groups_in(m),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// [`filter_from`], after refusing a query with more groups than [`MAX_FILTER_GROUPS`].
+fn bounded_filter<F: Field>(
+    q: &Map<String, Value>,
+    allowed: &[String],
+    check: &dyn Fn(F, &str) -> ApiResult<()>,
+) -> ApiResult<Filter<F>> {
+    let groups = groups_in(q);
+    if groups > MAX_FILTER_GROUPS {
+        return Err(ApiError::invalid(format!(
+            "Invalid request: a filter holds at most {MAX_FILTER_GROUPS} $and/$or groups, but got {groups}"
+        )));
+    }
+    filter_from(q, allowed, check)
 }
 
 /// Builds a filter from a validated query (recursing into `$and`/`$or`). `allowed` are the
@@ -151,6 +193,11 @@ fn push_conditions<F: Field>(
     let one = |v: &Value| -> ApiResult<FilterValue> { filter_value(field, v, check) };
     let many = |v: &Value| -> ApiResult<Vec<FilterValue>> {
         match v {
+            Value::Array(items) if items.len() > MAX_IN_VALUES => Err(ApiError::invalid(format!(
+                "Invalid request: a list of values for field '{}' holds at most {MAX_IN_VALUES}, but got {}",
+                field.name(),
+                items.len()
+            ))),
             Value::Array(items) => items.iter().map(one).collect(),
             other => Ok(vec![one(other)?]),
         }
@@ -306,7 +353,7 @@ fn http_not_found(id: &ApiKeyId) -> impl Fn(Error) -> ApiError + '_ {
 #[utoipa::path(get, path = "/admin/api-keys", tag = "api keys", summary = "List API keys", params(crate::wire::KeyListQuery), responses((status = 200, description = "{api_keys, count, offset, limit}", body = crate::wire::ApiKeyList), crate::wire::Refusals))]
 pub async fn list_keys(State(state): State<AppState>, q: TypedQuery<KeyListQuery>) -> ApiResult<Json<Value>> {
     let (options, offset, limit) = page::<ApiKeyField>(&q.raw)?;
-    let filter: ApiKeyFilter = filter_from(&q.raw, &filter_fields::<KeyListQuery>(), &check_key_field)?;
+    let filter: ApiKeyFilter = bounded_filter(&q.raw, &filter_fields::<KeyListQuery>(), &check_key_field)?;
     let (keys, count) = state.kw.list_and_count_api_keys(&filter, &options).await?;
     let shaped = shape_keys(&state, &keys, &fields::key_selection(q.query.fields.as_deref())).await?;
     Ok(Json(
@@ -488,7 +535,7 @@ async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option
 #[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(crate::wire::ChannelListQuery), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = crate::wire::SalesChannelList), crate::wire::Refusals))]
 pub async fn list_channels(State(state): State<AppState>, q: TypedQuery<ChannelListQuery>) -> ApiResult<Json<Value>> {
     let (options, offset, limit) = page::<SalesChannelField>(&q.raw)?;
-    let filter: SalesChannelFilter = filter_from(&q.raw, &filter_fields::<ChannelListQuery>(), &|_, _| Ok(()))?;
+    let filter: SalesChannelFilter = bounded_filter(&q.raw, &filter_fields::<ChannelListQuery>(), &|_, _| Ok(()))?;
     let (channels, count) = state.kw.list_and_count_sales_channels(&filter, &options).await?;
     let shaped = shape_channels(&state, &channels, &fields::channel_selection(q.query.fields.as_deref())).await?;
     Ok(Json(

@@ -20,7 +20,8 @@ const SCRIPT_UI: &str = include_str!("../dashboard/ui.js");
 const STYLE: &str = include_str!("../dashboard/app.css");
 const ICON: &str = include_str!("../dashboard/icon.svg");
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
+/// A static answer under the dashboard's headers (CSP, no-cache, nosniff, no framing).
+pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));

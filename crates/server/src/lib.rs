@@ -221,6 +221,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::page))
+        .route("/docs.js", get(openapi::page_script))
+        .route("/docs.css", get(openapi::page_style))
         .route("/", get(dashboard::root))
         .route("/app", get(dashboard::index))
         .route("/app/", get(dashboard::index))
@@ -233,6 +235,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state.clone());
     // Outermost first. Outside the routes, so they see every request, matched or not.
     let service = tower::ServiceBuilder::new()
+        // Every answer, whatever made it (a route, the fallback, a timeout), tells browsers not
+        // to guess its type: a JSON error echoing input is never run as a page or a script.
+        .map_response(|mut res: axum::http::Response<_>| {
+            res.headers_mut()
+                .entry(axum::http::header::X_CONTENT_TYPE_OPTIONS)
+                .or_insert(HeaderValue::from_static("nosniff"));
+            res
+        })
         .layer(SetRequestIdLayer::x_request_id(request_id::MakeId::default()))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_id::request_span::<axum::body::Body>))
@@ -297,7 +307,7 @@ async fn metrics_text(
     let scraper = state.metrics_token.as_deref().is_some_and(|want| {
         auth::authorization(&headers)
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .is_some_and(|(_, got)| constant_time_eq(got.as_bytes(), want.as_bytes()))
+            .is_some_and(|(_, got)| keyward::token::constant_time_eq(got, want))
     });
     // Verification outcomes by code are not for anonymous callers.
     if !scraper {
@@ -319,26 +329,26 @@ async fn metrics_text(
         .into_response()
 }
 
-/// Compares without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn not_found() -> ApiError {
     ApiError::not_found("Route not found")
 }
 
 /// `POST /auth/user/emailpass {email, password}` → `{token}`.
-#[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body = crate::wire::LoginBody, responses((status = 200, description = "{token}", body = crate::wire::LoginAnswer), (status = 400, description = "Invalid request (email and password must be strings)", body = crate::wire::ErrorBody), (status = 401, description = "Invalid email or password", body = crate::wire::ErrorBody), (status = 429, description = "Too many failed attempts", body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/auth/user/emailpass", tag = "auth", summary = "Sign in with email and password; returns a login token (JWT)", security(()), request_body = crate::wire::LoginBody, responses((status = 200, description = "{token}", body = crate::wire::LoginAnswer), (status = 400, description = "Invalid request: email or password given as something other than a string", body = crate::wire::ErrorBody), (status = 401, description = "Invalid email or password, or one of them missing (as Medusa answers)", body = crate::wire::ErrorBody), (status = 429, description = "Too many failed attempts", body = crate::wire::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     axum::Extension(client): axum::Extension<client::ClientAddr>,
     Typed(body): Typed<LoginBody>,
 ) -> ApiResult<Json<Value>> {
     let refused = |m: &str| ApiError::Module(keyward::Error::new(keyward::ErrorKind::Unauthorized, m));
-    let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_owned));
-    let email = text(body.email).ok_or_else(|| refused("Email should be a string"))?;
-    let password = text(body.password).ok_or_else(|| refused("Password should be a string"))?;
+    // A missing field is Medusa's 401; a field of another type is a malformed request (400).
+    let text = |v: Option<Value>, name: &str, missing: &str| match v {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(refused(missing)),
+        Some(_) => Err(ApiError::invalid(format!("Invalid request: {name} must be a string"))),
+    };
+    let email = text(body.email, "email", "Email should be a string")?;
+    let password = text(body.password, "password", "Password should be a string")?;
     // Counted before the password is checked, so a burst cannot get more guesses evaluated.
     state
         .limiter
@@ -393,8 +403,17 @@ async fn create_session(
 }
 
 /// `DELETE /auth/session`: clears the cookie.
-#[utoipa::path(delete, path = "/auth/session", tag = "auth", summary = "End the session", security(()), responses((status = 200, description = "Session ended", body = crate::wire::SessionAnswer)))]
+#[utoipa::path(delete, path = "/auth/session", tag = "auth", summary = "End the session", security(()), responses((status = 200, description = "Session ended", body = crate::wire::SessionAnswer), (status = 403, description = "A logout by cookie from another origin", body = crate::wire::ErrorBody), (status = 415, description = "A logout by cookie with a body that is not JSON", body = crate::wire::ErrorBody)))]
 async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    // A logout by cookie is a change the browser could be made to send from another site: it
+    // is checked like every other cookie change.
+    let by_bearer = auth::authorization(&headers).is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    if !by_bearer
+        && auth::session_token(&headers).is_some()
+        && let Err(refused) = csrf::check(&state, &axum::http::Method::DELETE, &headers)
+    {
+        return Ok(refused);
+    }
     // The session ends for every copy of its token, on every node, not only in this browser.
     let token = auth::session_token(&headers).or_else(|| {
         auth::authorization(&headers)
@@ -405,14 +424,17 @@ async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> Ap
         state.kw.end_session(&sid).await?;
     }
     let mut res = Json(json!({"success": true})).into_response();
-    res.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_static("keyward_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
-    );
-    res.headers_mut().append(
-        SET_COOKIE,
-        HeaderValue::from_static("__Host-keyward_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
-    );
+    for cleared in [
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+        format!(
+            "{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+            auth::SECURE_SESSION_COOKIE
+        ),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&cleared) {
+            res.headers_mut().append(SET_COOKIE, v);
+        }
+    }
     Ok(res)
 }
 

@@ -2,7 +2,6 @@
 //! page that renders it with nothing fetched from the internet.
 
 use axum::Json;
-use axum::response::Html;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -90,24 +89,38 @@ pub async fn document() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// `GET /docs`: a page listing every operation, rendered from `/openapi.json` in the browser.
-pub async fn page() -> Html<&'static str> {
-    Html(DOCS_PAGE)
+pub async fn page() -> axum::response::Response {
+    crate::dashboard::asset(DOCS_PAGE, "text/html; charset=utf-8")
+}
+
+/// The page's script, served from this origin: the page runs under the dashboard's CSP, which
+/// allows no inline script or style.
+pub async fn page_script() -> axum::response::Response {
+    crate::dashboard::asset(DOCS_SCRIPT, "text/javascript; charset=utf-8")
+}
+
+/// The page's style.
+pub async fn page_style() -> axum::response::Response {
+    crate::dashboard::asset(DOCS_STYLE, "text/css; charset=utf-8")
 }
 
 const DOCS_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>keyward API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem 1.5rem;color:#1b1b1b}
+<link rel="stylesheet" href="/docs.css">
+</head><body>
+<h1>keyward API</h1><p id="about">Loading <a href="/openapi.json">/openapi.json</a>…</p><div id="ops"></div>
+<script src="/docs.js"></script></body></html>"#;
+
+const DOCS_STYLE: &str = r#"body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem 1.5rem;color:#1b1b1b}
 h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;text-transform:capitalize}
 .op{margin:.6rem 0;padding:.5rem .75rem;border:1px solid #e3e3e3;border-radius:6px}
 .m{display:inline-block;min-width:4.5rem;font-weight:700;font-family:monospace}
 .get{color:#0a6b2d}.post{color:#0b57b0}.delete{color:#a11}
 code{font-size:14px}.p{color:#555;font-size:13px;margin-top:.25rem}
-</style></head><body>
-<h1>keyward API</h1><p id="about">Loading <a href="/openapi.json">/openapi.json</a>…</p><div id="ops"></div>
-<script>
-fetch("/openapi.json").then(r => r.json()).then(doc => {
+"#;
+
+const DOCS_SCRIPT: &str = r#"fetch("/openapi.json").then(r => r.json()).then(doc => {
   document.getElementById("about").textContent = doc.info.description + " (OpenAPI " + doc.openapi + ", raw document at /openapi.json)";
   const groups = {};
   for (const [path, item] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(item)) {
@@ -128,4 +141,4 @@ fetch("/openapi.json").then(r => r.json()).then(doc => {
     }
   }
 });
-</script></body></html>"#;
+"#;

@@ -161,10 +161,7 @@ async fn every_route_at_trace_level_logs_no_token_it_was_given() {
     for req in more {
         statuses.push(req.send().await.unwrap().status().as_u16());
     }
-    assert!(
-        statuses.contains(&200) && statuses.contains(&403),
-        "{statuses:?}"
-    );
+    assert!(statuses.contains(&200) && statuses.contains(&403), "{statuses:?}");
     stop(server);
     let logs = logs.join().unwrap();
     assert!(

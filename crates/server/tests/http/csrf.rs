@@ -67,6 +67,20 @@ over_http! {
         assert_eq!(req.send().await.unwrap().status(), 200);
     }
 
+    async fn a_cookie_logout_from_another_origin_ends_nothing(app) {
+        let cookie = cookie_of(&app).await;
+        let logout = |origin: &str| app.anon(Method::DELETE, "/auth/session").header("cookie", &cookie).header("origin", origin);
+        let (s, body) = read(logout("https://evil.example").send().await.unwrap()).await;
+        assert_eq!(s, 403, "{body}");
+        let reads = app.anon(Method::GET, "/admin/api-keys").header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(reads.status(), 200, "the session is still live");
+        let own = app.base.clone();
+        let (s, _) = read(logout(&own).send().await.unwrap()).await;
+        assert_eq!(s, 200);
+        let reads = app.anon(Method::GET, "/admin/api-keys").header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(reads.status(), 401, "a same-origin logout ends it");
+    }
+
     async fn bearer_and_basic_changes_need_no_origin(app) {
         let sk = app.create_key("automation", "secret").await["token"].as_str().unwrap().to_owned();
         for (n, auth) in ["bearer", "basic"].into_iter().enumerate() {

@@ -8,6 +8,7 @@ mod support;
 mod activity;
 mod api;
 mod auth_walk;
+mod bounds;
 mod csrf;
 mod dashboard;
 mod idempotency;

@@ -29,6 +29,14 @@ over_http! {
         assert_eq!(status, 200, "{found}");
         assert_eq!(found["count"], 1);
         assert_eq!(found["api_keys"][0]["id"], sk["id"]);
+        // So does a restricted key's (rk_), alone or in a list.
+        let (s, rk) = app.post("/admin/api-keys", serde_json::json!({"title": "narrow", "type": "secret", "permissions": ["keys:verify"]})).await;
+        assert_eq!(s, 200, "{rk}");
+        let rk_token = rk["api_key"]["token"].as_str().unwrap();
+        let (status, found) = app.get(&format!("/admin/api-keys?token={rk_token}")).await;
+        assert_eq!((status, &found["api_keys"][0]["id"]), (200, &rk["api_key"]["id"]), "{found}");
+        let (status, found) = app.get(&format!("/admin/api-keys?token[$in][]={rk_token}&token[$in][]={token}")).await;
+        assert_eq!((status, &found["count"]), (200, &serde_json::json!(2)), "{found}");
         // Publishable keys keep Medusa's behaviour.
         let pk = app.create_key("shop", "publishable").await;
         let (status, listed) = app.get("/admin/api-keys?type=publishable&order=token&token[$like]=pk_%25").await;
