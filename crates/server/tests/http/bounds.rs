@@ -6,7 +6,6 @@ use crate::support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::App;
 
 fn says(answer: &(u16, Value), words: &str) {
     assert_eq!(answer.0, 400, "{}", answer.1);
@@ -26,7 +25,7 @@ over_http! {
         let values = |n: usize| (0..n).map(|i| format!("id[$in][]=apk_{i}")).collect::<Vec<_>>().join("&");
         assert_eq!(app.get(&format!("/admin/api-keys?{}", values(1000))).await.0, 200);
         says(&app.get(&format!("/admin/api-keys?{}", values(1001))).await, "holds at most 1000, but got 1001");
-        says(&app.get(&format!("/admin/sales-channels?order={}", vec!["name"; 11].join(","))).await, "order takes at most 10 terms");
+        says(&app.get(&format!("/admin/sales-channels?order={}", ["name"; 11].join(","))).await, "order takes at most 10 terms");
     }
 
     async fn titles_names_descriptions_and_channel_metadata_are_bounded(app) {
