@@ -161,19 +161,26 @@ fn usage(message: impl Into<String>) -> Failure {
 }
 
 async fn execute(cli: Cli) -> Result<Outcome, Failure> {
-    if let Command::BenchBaseline { listen } = &cli.command {
-        return bench_baseline(listen).await;
+    match cli.command {
+        // The one command that opens no database.
+        Command::BenchBaseline { listen } => bench_baseline(&listen).await,
+        command => {
+            let flows = open(&cli.database_url, cli.workflow_lease, cli.cache_capacity).await?;
+            on_database(flows, command, cli.json).await
+        }
     }
-    let flows = open(&cli).await?;
-    let json = cli.json;
-    if !matches!(cli.command, Command::Serve { .. }) {
+}
+
+/// Runs every command but `bench-baseline` on the opened database.
+async fn on_database(flows: Workflows, command: Command, json: bool) -> Result<Outcome, Failure> {
+    if !matches!(command, Command::Serve { .. }) {
         // Finish what a dead process left half done before doing anything else (the server
         // does this in the background, all the time).
         if let Err(e) = flows.engine().recover().await {
             eprintln!("warning: could not recover unfinished workflow runs: {e}");
         }
     }
-    match cli.command {
+    match command {
         Command::Serve {
             listen,
             jwt_secret,
@@ -195,26 +202,25 @@ async fn execute(cli: Cli) -> Result<Outcome, Failure> {
         Command::Jobs(JobsCommand::List { job, limit }) => jobs_list(&flows, job.as_deref(), limit, json).await,
         Command::Keys(cmd) => keys::keys(&flows, cmd, json).await,
         Command::SalesChannels(cmd) => sales_channels(&flows, cmd, json).await,
-        Command::BenchBaseline { listen } => bench_baseline(&listen).await,
+        Command::BenchBaseline { .. } => Err(usage("bench-baseline opens no database")),
     }
 }
 
 /// Checks the global options, opens the database the URL names and migrates it.
-async fn open(cli: &Cli) -> Result<Workflows, Failure> {
-    keyward_connect::backend_of(&cli.database_url).map_err(|e| usage(e.message))?;
-    if !(cli.workflow_lease.is_finite() && cli.workflow_lease >= 0.1 && cli.workflow_lease <= 86_400.0) {
+async fn open(database_url: &str, workflow_lease: f64, cache_capacity: usize) -> Result<Workflows, Failure> {
+    keyward_connect::backend_of(database_url).map_err(|e| usage(e.message))?;
+    if !(workflow_lease.is_finite() && (0.1..=86_400.0).contains(&workflow_lease)) {
         return Err(usage(format!(
-            "--workflow-lease must be between 0.1 and 86400 seconds, not {}",
-            cli.workflow_lease
+            "--workflow-lease must be between 0.1 and 86400 seconds, not {workflow_lease}"
         )));
     }
-    let (store, log) = keyward_connect::open_with_cache(&cli.database_url, cli.cache_capacity)
+    let (store, log) = keyward_connect::open_with_cache(database_url, cache_capacity)
         .await
         .map_err(|e| match e.kind {
             ErrorKind::InvalidData => usage(e.message),
             _ => Failure::Refused(e),
         })?;
-    let lease = std::time::Duration::from_secs_f64(cli.workflow_lease);
+    let lease = std::time::Duration::from_secs_f64(workflow_lease);
     let flows = Workflows::new(Keyward::new(store), log, lease)?;
     flows.migrate().await?;
     Ok(flows)
