@@ -57,6 +57,13 @@ pub const SESSION_COOKIE: &str = "keyward_session";
 /// host, `Secure` and `Path=/` only.
 pub const SECURE_SESSION_COOKIE: &str = "__Host-keyward_session";
 
+/// The device cookie's name: set on a successful sign-in, it keeps that client's own login
+/// allowance when strangers exhaust the email's (see [`crate::limits`]).
+pub const DEVICE_COOKIE: &str = "keyward_device";
+
+/// The device cookie's name over https.
+pub const SECURE_DEVICE_COOKIE: &str = "__Host-keyward_device";
+
 const BEARER_SECRET: &str = "A secret API key was passed as a Bearer token. Secret API keys must be sent using HTTP Basic authentication instead (Authorization: Basic <secret-api-key>).";
 
 /// Whether a path needs an admin credential: everything under `/admin` and `/v1`, matched by a
@@ -180,13 +187,18 @@ fn basic_secret(credential: &str) -> Option<String> {
 
 /// The session cookie's token, if the request carries one.
 pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, &[SESSION_COOKIE, SECURE_SESSION_COOKIE])
+}
+
+/// The value of the first cookie named one of `names`.
+pub fn cookie<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE || *name == SECURE_SESSION_COOKIE)
+        .find(|(name, _)| names.contains(name))
         .map(|(_, value)| value)
 }
 

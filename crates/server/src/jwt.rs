@@ -38,6 +38,26 @@ impl Jwt {
         HmacSha256::new_from_slice(&self.secret).ok()
     }
 
+    /// A device cookie's value for a device that signed in as `email`: `nonce.signature`, the
+    /// signature binding the nonce to the email (lower-cased).
+    pub fn device_cookie(&self, email: &str, nonce: &str) -> Option<String> {
+        let mut mac = self.mac()?;
+        mac.update(device_input(email, nonce).as_bytes());
+        Some(format!(
+            "{nonce}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        ))
+    }
+
+    /// The nonce of a device cookie this secret signed for `email`; `None` for any other value.
+    pub fn device_of<'a>(&self, cookie: &'a str, email: &str) -> Option<&'a str> {
+        let (nonce, sig) = cookie.split_once('.')?;
+        let mut mac = self.mac()?;
+        mac.update(device_input(email, nonce).as_bytes());
+        mac.verify_slice(&URL_SAFE_NO_PAD.decode(sig).ok()?).ok()?;
+        Some(nonce)
+    }
+
     /// `header.payload.signature` for these claims.
     pub fn sign(&self, claims: &Value) -> Option<String> {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
@@ -98,6 +118,12 @@ fn token_prefix(token: &str) -> Option<&str> {
     token.rfind('.').map(|i| &token[..i])
 }
 
+/// What a device cookie signs: its purpose, the email and the nonce (a login token's signing
+/// input never has this shape, so one cannot stand for the other).
+fn device_input(email: &str, nonce: &str) -> String {
+    format!("keyward-device|{}|{nonce}", email.trim().to_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +135,20 @@ mod tests {
         let claims = jwt.verify(&t, 1001).unwrap();
         assert_eq!(claims["actor_id"], "user_1");
         assert!(jwt.verify(&t, 1000 + TOKEN_TTL_SECONDS).is_none());
+    }
+
+    #[test]
+    fn a_device_cookie_stands_for_its_email_and_secret_only() {
+        let jwt = Jwt::new("secret");
+        let cookie = jwt.device_cookie("Owner@Example.com", "n0nce").unwrap();
+        assert_eq!(jwt.device_of(&cookie, "owner@example.com"), Some("n0nce"));
+        assert_eq!(jwt.device_of(&cookie, "other@example.com"), None);
+        assert_eq!(Jwt::new("other").device_of(&cookie, "owner@example.com"), None);
+        assert_eq!(
+            jwt.device_of(&cookie.replace("n0nce", "n1nce"), "owner@example.com"),
+            None
+        );
+        assert_eq!(jwt.device_of("garbage", "owner@example.com"), None);
     }
 
     #[test]

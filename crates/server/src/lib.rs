@@ -338,8 +338,9 @@ async fn not_found() -> ApiError {
 async fn login(
     State(state): State<AppState>,
     axum::Extension(client): axum::Extension<client::ClientAddr>,
+    headers: HeaderMap,
     Typed(body): Typed<LoginBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let refused = |m: &str| ApiError::Module(keyward::Error::new(keyward::ErrorKind::Unauthorized, m));
     // A missing field is Medusa's 401; a field of another type is a malformed request (400).
     let text = |v: Option<Value>, name: &str, missing: &str| match v {
@@ -349,23 +350,58 @@ async fn login(
     };
     let email = text(body.email, "email", "Email should be a string")?;
     let password = text(body.password, "password", "Password should be a string")?;
+    // A client that signed in as this email before keeps its own allowance.
+    let device = auth::cookie(&headers, &[auth::DEVICE_COOKIE, auth::SECURE_DEVICE_COOKIE])
+        .and_then(|c| state.jwt.device_of(c, &email));
     // Counted before the password is checked, so a burst cannot get more guesses evaluated.
     state
         .limiter
-        .attempt(client.ip, &email)
+        .attempt(client.ip, &email, device)
         .map_err(ApiError::TooManyFailures)?;
     let user = state
         .kw
         .authenticate_user(&email, &password)
         .await?
         .ok_or_else(|| refused("Invalid email or password"))?;
-    state.limiter.succeeded(client.ip, &email);
+    state.limiter.succeeded(client.ip, &email, device);
     let sid = state.kw.start_session(&user.id, jwt::TOKEN_TTL_SECONDS).await?;
     let token = state
         .jwt
         .user_token(user.id.as_str(), &sid, state.now_seconds())
         .ok_or_else(|| ApiError::Module(keyward::Error::unexpected("could not sign a login token")))?;
-    Ok(Json(json!({ "token": token })))
+    let mut res = Json(json!({ "token": token })).into_response();
+    let nonce = match device {
+        Some(n) => n.to_owned(),
+        None => new_nonce()?,
+    };
+    if let Some(value) = state.jwt.device_cookie(&email, &nonce) {
+        let https = csrf::is_https(&state, &headers, client.peer_trusted);
+        let (name, secure) = if https {
+            (auth::SECURE_DEVICE_COOKIE, "; Secure")
+        } else {
+            (auth::DEVICE_COOKIE, "")
+        };
+        let cookie =
+            format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={DEVICE_COOKIE_SECONDS}{secure}");
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().insert(SET_COOKIE, v);
+        }
+    }
+    Ok(res)
+}
+
+/// How long a device cookie keeps its client's login allowance: a year.
+const DEVICE_COOKIE_SECONDS: u64 = 365 * 24 * 3600;
+
+/// 128 random bits, URL-safe: a device cookie's nonce.
+fn new_nonce() -> ApiResult<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Module(keyward::Error::unexpected(format!("no random source: {e}"))))?;
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        bytes,
+    ))
 }
 
 /// `POST /auth/session` with a Bearer login token: sets the HttpOnly session cookie.

@@ -7,6 +7,11 @@
 //! secret key is never refused, whatever its address did before: invalid tokens cost nothing to
 //! refuse (a checksum or a signature check), so there is nothing to slow down there.
 //!
+//! The owner is never locked out by strangers: a successful sign-in leaves a signed device
+//! cookie (OWASP's "device cookie" scheme), and an attempt that carries a valid one for the
+//! email it names is counted against that device alone, with the per-address allowance; the
+//! per-email limit that slows a guess spread over many addresses does not apply to it.
+//!
 //! Memory is bounded: at most `capacity` subjects are tracked; past it the oldest is forgotten.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,6 +26,8 @@ enum Subject {
     /// No client address is known (an embedding without connect info): one shared bucket.
     UnknownAddress,
     Email(String),
+    /// A device that signed in as the email before (the nonce of its device cookie).
+    Device(String),
 }
 
 #[derive(Debug, Default)]
@@ -78,22 +85,30 @@ impl AuthLimiter {
         self
     }
 
-    fn subjects(ip: Option<IpAddr>, email: &str) -> [Subject; 2] {
-        [
-            ip.map_or(Subject::UnknownAddress, |ip| Subject::Address(bucket_of(ip))),
-            Subject::Email(email.trim().to_lowercase()),
-        ]
+    /// What an attempt is counted against, with each subject's limit: a known device alone,
+    /// else the address and the email.
+    fn subjects(&self, ip: Option<IpAddr>, email: &str, device: Option<&str>) -> Vec<(Subject, u32)> {
+        match device {
+            Some(d) => vec![(Subject::Device(d.to_owned()), self.per_address)],
+            None => vec![
+                (
+                    ip.map_or(Subject::UnknownAddress, |ip| Subject::Address(bucket_of(ip))),
+                    self.per_address,
+                ),
+                (Subject::Email(email.trim().to_lowercase()), self.per_email),
+            ],
+        }
     }
 
     /// Counts one login attempt, or refuses it with the seconds to wait when its address or
-    /// its email is at the limit (then nothing is counted).
-    pub fn attempt(&self, ip: Option<IpAddr>, email: &str) -> Result<(), u64> {
+    /// its email is at the limit (then nothing is counted). `device` is the nonce of a valid
+    /// device cookie for this email: then only that device's own count applies.
+    pub fn attempt(&self, ip: Option<IpAddr>, email: &str, device: Option<&str>) -> Result<(), u64> {
         let now = Instant::now();
-        let subjects = Self::subjects(ip, email);
-        let limits = [self.per_address, self.per_email];
+        let subjects = self.subjects(ip, email, device);
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = None;
-        for (subject, limit) in subjects.iter().zip(limits) {
+        for (subject, limit) in subjects.iter().map(|(s, l)| (s, *l)) {
             if let Some((count, since)) = b.counts.get(subject) {
                 let elapsed = now.duration_since(*since);
                 if elapsed < self.window && *count >= limit {
@@ -105,7 +120,7 @@ impl AuthLimiter {
         if let Some(w) = wait {
             return Err(w);
         }
-        for subject in subjects {
+        for (subject, _) in subjects {
             if !b.counts.contains_key(&subject) {
                 while b.counts.len() >= self.capacity {
                     match b.order.pop_front() {
@@ -127,9 +142,9 @@ impl AuthLimiter {
     }
 
     /// A login succeeded: its attempt is given back.
-    pub fn succeeded(&self, ip: Option<IpAddr>, email: &str) {
+    pub fn succeeded(&self, ip: Option<IpAddr>, email: &str, device: Option<&str>) {
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        for subject in Self::subjects(ip, email) {
+        for (subject, _) in self.subjects(ip, email, device) {
             if let Some(entry) = b.counts.get_mut(&subject) {
                 entry.0 = entry.0.saturating_sub(1);
             }
@@ -162,33 +177,39 @@ mod tests {
     fn an_address_and_an_email_are_limited_separately() {
         let l = AuthLimiter::new(3, Duration::from_secs(60)).with_per_email(5);
         for _ in 0..3 {
-            assert!(l.attempt(ip("10.0.0.1"), "a@x").is_ok());
+            assert!(l.attempt(ip("10.0.0.1"), "a@x", None).is_ok());
         }
         assert!(
-            l.attempt(ip("10.0.0.1"), "b@x").is_err_and(|s| s <= 60),
+            l.attempt(ip("10.0.0.1"), "b@x", None).is_err_and(|s| s <= 60),
             "the address is spent"
         );
-        assert!(l.attempt(ip("10.0.0.2"), "a@x").is_ok());
-        assert!(l.attempt(ip("10.0.0.3"), "A@X ").is_ok(), "emails compare case-blind");
-        assert!(l.attempt(ip("10.0.0.4"), "a@x").is_err(), "the email is spent");
-        l.succeeded(ip("10.0.0.4"), "a@x");
+        assert!(l.attempt(ip("10.0.0.2"), "a@x", None).is_ok());
         assert!(
-            l.attempt(ip("10.0.0.4"), "a@x").is_ok(),
+            l.attempt(ip("10.0.0.3"), "A@X ", None).is_ok(),
+            "emails compare case-blind"
+        );
+        assert!(l.attempt(ip("10.0.0.4"), "a@x", None).is_err(), "the email is spent");
+        l.succeeded(ip("10.0.0.4"), "a@x", None);
+        assert!(
+            l.attempt(ip("10.0.0.4"), "a@x", None).is_ok(),
             "a success gives its attempt back"
         );
         let quick = AuthLimiter::new(1, Duration::from_millis(1));
-        assert!(quick.attempt(ip("10.0.0.1"), "q").is_ok());
+        assert!(quick.attempt(ip("10.0.0.1"), "q", None).is_ok());
         std::thread::sleep(Duration::from_millis(5));
-        assert!(quick.attempt(ip("10.0.0.1"), "q").is_ok(), "the window ends");
+        assert!(quick.attempt(ip("10.0.0.1"), "q", None).is_ok(), "the window ends");
     }
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
         let l = AuthLimiter::new(2, Duration::from_secs(60)).with_per_email(100);
-        assert!(l.attempt(ip("2001:db8:1:2::1"), "e").is_ok());
-        assert!(l.attempt(ip("2001:db8:1:2:ffff::9"), "e").is_ok());
-        assert!(l.attempt(ip("2001:db8:1:2:abcd::1"), "e").is_err(), "the same /64");
-        assert!(l.attempt(ip("2001:db8:1:3::1"), "e").is_ok(), "another /64");
+        assert!(l.attempt(ip("2001:db8:1:2::1"), "e", None).is_ok());
+        assert!(l.attempt(ip("2001:db8:1:2:ffff::9"), "e", None).is_ok());
+        assert!(
+            l.attempt(ip("2001:db8:1:2:abcd::1"), "e", None).is_err(),
+            "the same /64"
+        );
+        assert!(l.attempt(ip("2001:db8:1:3::1"), "e", None).is_ok(), "another /64");
         assert_eq!(
             bucket_of("::ffff:10.1.2.3".parse().unwrap()),
             "10.1.2.3".parse::<IpAddr>().unwrap()
@@ -201,7 +222,7 @@ mod tests {
         let handles: Vec<_> = (0..50)
             .map(|_| {
                 let l = l.clone();
-                std::thread::spawn(move || l.attempt(ip("10.9.9.9"), "victim@x").is_ok())
+                std::thread::spawn(move || l.attempt(ip("10.9.9.9"), "victim@x", None).is_ok())
             })
             .collect();
         let allowed = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
@@ -213,12 +234,12 @@ mod tests {
         let l = AuthLimiter::new(20, Duration::from_secs(60)).with_capacity(1_000);
         for i in 0..100_000u32 {
             let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            let _ = l.attempt(Some(a), "one@x");
+            let _ = l.attempt(Some(a), "one@x", None);
         }
         assert!(l.tracked() <= 1_000, "{}", l.tracked());
         let d = AuthLimiter::default();
         for i in 0..100_000u32 {
-            let _ = d.attempt(Some(IpAddr::V4(std::net::Ipv4Addr::from(i))), &format!("{i}@x"));
+            let _ = d.attempt(Some(IpAddr::V4(std::net::Ipv4Addr::from(i))), &format!("{i}@x"), None);
         }
         assert!(d.tracked() <= 100_000, "{}", d.tracked());
     }
@@ -226,8 +247,8 @@ mod tests {
     #[test]
     fn without_an_address_every_attempt_shares_one_bucket() {
         let l = AuthLimiter::new(2, Duration::from_secs(60)).with_per_email(100);
-        assert!(l.attempt(None, "a").is_ok());
-        assert!(l.attempt(None, "b").is_ok());
-        assert!(l.attempt(None, "c").is_err());
+        assert!(l.attempt(None, "a", None).is_ok());
+        assert!(l.attempt(None, "b", None).is_ok());
+        assert!(l.attempt(None, "c", None).is_err());
     }
 }

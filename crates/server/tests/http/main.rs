@@ -14,6 +14,7 @@ mod dashboard;
 mod idempotency;
 mod layers;
 mod least_privilege;
+mod lockout;
 mod openapi;
 mod operations;
 mod policy;
