@@ -333,6 +333,10 @@ pub enum KeysCommand {
         /// without one).
         #[arg(long = "from", value_name = "IP")]
         from: Option<std::net::IpAddr>,
+        /// The permissions the key must hold, as a query: 'orders:read AND (orders:write OR
+        /// refunds:write)'; a valid key without them is INSUFFICIENT_PERMISSIONS.
+        #[arg(long, value_name = "QUERY", value_parser = permission_query)]
+        permissions: Option<keyward::PermissionQuery>,
     },
     /// Copy the API keys, sales channels and links of a Medusa v2 store (its live rows) into
     /// keyward, as one workflow run: all of it or nothing. Every key keeps working: publishable
@@ -416,7 +420,8 @@ pub enum SalesChannelsCommand {
 pub struct PolicyArgs {
     /// Make a restricted secret key (token rk_…) that may do only this (repeatable): api_keys:read,
     /// api_keys:write, sales_channels:read, sales_channels:write, keys:verify, workflows:read,
-    /// users:read, metrics:read.
+    /// users:read, metrics:read; or one of your own as name:action (orders:read), which
+    /// keyward's routes ignore and `keys verify --permissions` checks.
     #[arg(long, value_name = "PERMISSION", value_parser = permission)]
     pub permission: Vec<keyward::Permission>,
     /// Let the key work only from this address or CIDR block (repeatable).
@@ -446,6 +451,10 @@ fn metadata_pair(text: &str) -> Result<(String, String), String> {
 
 fn permission(text: &str) -> Result<keyward::Permission, String> {
     text.parse().map_err(|e: keyward::Error| e.message)
+}
+
+fn permission_query(text: &str) -> Result<keyward::PermissionQuery, String> {
+    keyward::PermissionQuery::parse(text).map_err(|e| e.message)
 }
 
 fn metadata(text: &str) -> Result<keyward::Metadata, String> {

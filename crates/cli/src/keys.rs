@@ -58,8 +58,15 @@ pub(crate) async fn keys(flows: &Workflows, cmd: KeysCommand, json: bool) -> Res
         } => roll(flows, id, grace, rolled_by, idempotency_key, json).await,
         KeysCommand::Link { id, add, remove } => link(flows, &id, &add, &remove, json).await,
         KeysCommand::Delete { id } => delete(flows, &id, json).await,
-        KeysCommand::Verify { token, from } => {
-            let verdict = kw.verify_from(&token, from).await?;
+        KeysCommand::Verify {
+            token,
+            from,
+            permissions,
+        } => {
+            let mut verdict = kw.verify_from(&token, from).await?;
+            if let Some(q) = &permissions {
+                verdict = verdict.requiring(q);
+            }
             // The use is stamped now: this process ends before a flush would come.
             kw.flush_usage().await?;
             Ok(verification(&verdict, json))

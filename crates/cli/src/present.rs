@@ -70,7 +70,7 @@ pub(crate) async fn create_many(
 
 pub(crate) fn verification(v: &Verification, json: bool) -> Outcome {
     let text = if json {
-        let mut body = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids()});
+        let mut body = json!({"valid": v.is_valid(), "code": v.code, "sales_channel_ids": v.sales_channel_ids(), "permissions": v.permissions()});
         if let Some(k) = v.key() {
             body["api_key"] = json!(k);
         }
@@ -94,6 +94,12 @@ pub(crate) fn verification(v: &Verification, json: bool) -> Outcome {
                 "invalid (FORBIDDEN_ORIGIN): the key works only from its allowed addresses (give one with --from)"
                     .to_owned()
             }
+            keyward::VerifyCode::InsufficientPermissions => format!(
+                "invalid (INSUFFICIENT_PERMISSIONS): the key holds {}",
+                v.permissions()
+                    .map(|p| p.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_else(|| "no permission".to_owned())
+            ),
         };
         match v.key() {
             Some(k) => format!("{reason}: {} key {} \"{}\"\n", k.key_type, k.id, k.title),

@@ -105,7 +105,7 @@ impl Actor {
 
     /// Refuses unless the actor holds `needed`.
     pub fn require(&self, needed: Permission) -> Result<()> {
-        if self.holds().allows(needed) {
+        if self.holds().allows(&needed) {
             return Ok(());
         }
         Err(Error::forbidden(format!(
@@ -132,7 +132,7 @@ impl Actor {
                 "API key {} is an unrestricted secret key; only users and unrestricted keys change it",
                 target.id
             ))),
-            Some(theirs) => match theirs.iter().find(|p| !Holds::Only(own).allows(**p)) {
+            Some(theirs) => match theirs.iter().find(|p| !Holds::Only(own).allows(p)) {
                 None => Ok(()),
                 Some(_) => Err(Error::forbidden(format!(
                     "API key {} holds {}, which is wider than this key's {}",
@@ -160,7 +160,7 @@ impl Actor {
         };
         match wanted {
             None => Err(wider("permissions", "(all)", &list(own))),
-            Some(w) => match w.iter().filter(|p| !Holds::Only(own).allows(**p)).collect::<Vec<_>>() {
+            Some(w) => match w.iter().filter(|p| !Holds::Only(own).allows(p)).collect::<Vec<_>>() {
                 lacking if lacking.is_empty() => Ok(()),
                 lacking => Err(wider(
                     "permissions",

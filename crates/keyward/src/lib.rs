@@ -50,7 +50,7 @@ pub use model::{
     ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, KeyPolicy, MAX_EXPIRES_IN, RevokeApiKey,
     SalesChannel, UpdateApiKey, UpdateSalesChannel, User, expiry_in,
 };
-pub use policy::{Cidr, Holds, Metadata, Permission};
+pub use policy::{Cidr, Holds, Metadata, Permission, PermissionQuery};
 pub use service::{Keyward, Verification, VerifyCode};
 pub use store::{ChannelStore, KeyStore, NoticeStore, Store, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -8,13 +8,16 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// One thing a restricted secret key may do: a resource and an access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One thing a restricted secret key may do: a resource and an access. keyward's own routes
+/// need its own permissions; a key may also hold the embedder's own (`orders:read`), which
+/// keyward's routes ignore and `/v1/keys/verify` and the tower layer check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Permission {
     /// List and read keys.
     ApiKeysRead,
@@ -30,7 +33,18 @@ pub enum Permission {
     UsersRead,
     /// `GET /metrics`.
     MetricsRead,
+    /// One of the embedder's own: `name:action`, checked by [`Permission::custom`].
+    Custom(Arc<str>),
 }
+
+/// The longest custom permission name.
+pub const MAX_PERMISSION_LEN: usize = 64;
+/// The most permissions one key holds.
+pub const MAX_PERMISSIONS: usize = 100;
+
+/// The resources keyward's own permissions name: a custom permission may not borrow them (so a
+/// typo like `api_keys:admin` is refused, not stored as a permission nothing checks).
+const OWN_RESOURCES: [&str; 6] = ["api_keys", "sales_channels", "keys", "workflows", "users", "metrics"];
 
 impl Permission {
     pub const ALL: [Permission; 8] = [
@@ -44,8 +58,9 @@ impl Permission {
         Permission::MetricsRead,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
+            Permission::Custom(name) => name,
             Permission::ApiKeysRead => "api_keys:read",
             Permission::ApiKeysWrite => "api_keys:write",
             Permission::SalesChannelsRead => "sales_channels:read",
@@ -59,7 +74,7 @@ impl Permission {
 
     /// Whether holding `self` allows what `needed` allows: itself, and a write grants the read
     /// of its resource.
-    pub fn grants(self, needed: Permission) -> bool {
+    pub fn grants(&self, needed: &Permission) -> bool {
         self == needed
             || matches!(
                 (self, needed),
@@ -68,9 +83,40 @@ impl Permission {
             )
     }
 
-    /// Every permission's name, for messages and help texts.
+    /// keyward's own permissions' names, for messages and help texts.
     pub fn names() -> String {
-        Permission::ALL.map(Permission::as_str).join(", ")
+        Permission::ALL
+            .iter()
+            .map(Permission::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// A custom permission, checked: `name:action`, each part lower-case letters, digits or
+    /// `_ . -`, at most 64 characters in all, not in one of keyward's own resources.
+    pub fn custom(s: &str) -> Result<Self> {
+        let part_ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        };
+        let shaped = s.len() <= MAX_PERMISSION_LEN
+            && s.split_once(':')
+                .is_some_and(|(name, action)| part_ok(name) && part_ok(action));
+        let own = s.split_once(':').is_some_and(|(name, _)| OWN_RESOURCES.contains(&name));
+        if !shaped || own {
+            return Err(Error::invalid_data(format!(
+                "Unknown permission '{s}': expected one of {}, or one of your own as name:action \
+                 (lower-case letters, digits, _ . -, at most {MAX_PERMISSION_LEN} characters)",
+                Permission::names()
+            )));
+        }
+        Ok(Permission::Custom(Arc::from(s)))
+    }
+
+    /// Whether this is one of keyward's own permissions (not the embedder's).
+    pub fn is_own(&self) -> bool {
+        !matches!(self, Permission::Custom(_))
     }
 }
 
@@ -83,12 +129,10 @@ impl fmt::Display for Permission {
 impl FromStr for Permission {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Permission::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            Error::invalid_data(format!(
-                "Unknown permission '{s}': expected one of {}",
-                Permission::names()
-            ))
-        })
+        match Permission::ALL.into_iter().find(|p| p.as_str() == s) {
+            Some(own) => Ok(own),
+            None => Permission::custom(s),
+        }
     }
 }
 
@@ -105,7 +149,8 @@ impl<'de> Deserialize<'de> for Permission {
     }
 }
 
-/// What a caller holds: everything (a user, an unrestricted secret key) or a list.
+/// What a caller holds: everything (a user, an unrestricted secret key, custom permissions
+/// included) or a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holds<'a> {
     Everything,
@@ -118,7 +163,7 @@ impl<'a> Holds<'a> {
         permissions.map_or(Holds::Everything, Holds::Only)
     }
 
-    pub fn allows(self, needed: Permission) -> bool {
+    pub fn allows(self, needed: &Permission) -> bool {
         match self {
             Holds::Everything => true,
             Holds::Only(held) => held.iter().any(|h| h.grants(needed)),
@@ -130,12 +175,131 @@ impl<'a> Holds<'a> {
         match (self, wanted) {
             (Holds::Everything, _) => true,
             (Holds::Only(_), None) => false,
-            (Holds::Only(_), Some(w)) => w.iter().all(|p| self.allows(*p)),
+            (Holds::Only(_), Some(w)) => w.iter().all(|p| self.allows(p)),
         }
     }
 }
 
-/// A restricted key's permissions, checked: at least one, each named once, in a fixed order.
+/// A permission query: names joined by `AND` and `OR` (AND binds tighter), with parentheses:
+/// `orders:read AND (orders:write OR refunds:write)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermissionQuery {
+    One(Permission),
+    All(Vec<PermissionQuery>),
+    Any(Vec<PermissionQuery>),
+}
+
+/// The longest query text.
+pub const MAX_QUERY_LEN: usize = 2_000;
+
+impl PermissionQuery {
+    /// Parses a query; a 400-style error names what is wrong and where.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.len() > MAX_QUERY_LEN {
+            return Err(Error::invalid_data(format!(
+                "permissions takes a query of at most {MAX_QUERY_LEN} characters, but got {}",
+                text.len()
+            )));
+        }
+        let spaced = text.replace('(', " ( ").replace(')', " ) ");
+        let words: Vec<&str> = spaced.split_whitespace().collect();
+        let mut at = 0;
+        let query = Self::any(&words, &mut at, 0)?;
+        match words.get(at) {
+            None => Ok(query),
+            Some(w) => Err(query_error(format!("unexpected '{w}'"))),
+        }
+    }
+
+    fn any(words: &[&str], at: &mut usize, depth: usize) -> Result<Self> {
+        let mut terms = vec![Self::all(words, at, depth)?];
+        while words.get(*at).is_some_and(|w| w.eq_ignore_ascii_case("OR")) {
+            *at += 1;
+            terms.push(Self::all(words, at, depth)?);
+        }
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            PermissionQuery::Any(terms)
+        })
+    }
+
+    fn all(words: &[&str], at: &mut usize, depth: usize) -> Result<Self> {
+        let mut factors = vec![Self::one(words, at, depth)?];
+        while words.get(*at).is_some_and(|w| w.eq_ignore_ascii_case("AND")) {
+            *at += 1;
+            factors.push(Self::one(words, at, depth)?);
+        }
+        Ok(if factors.len() == 1 {
+            factors.remove(0)
+        } else {
+            PermissionQuery::All(factors)
+        })
+    }
+
+    fn one(words: &[&str], at: &mut usize, depth: usize) -> Result<Self> {
+        const MAX_DEPTH: usize = 16;
+        let word = words
+            .get(*at)
+            .ok_or_else(|| query_error("a permission is missing at the end".to_owned()))?;
+        *at += 1;
+        match *word {
+            "(" if depth >= MAX_DEPTH => Err(query_error(format!("parentheses nest at most {MAX_DEPTH} deep"))),
+            "(" => {
+                let inner = Self::any(words, at, depth + 1)?;
+                match words.get(*at) {
+                    Some(&")") => {
+                        *at += 1;
+                        Ok(inner)
+                    }
+                    _ => Err(query_error("a '(' is not closed".to_owned())),
+                }
+            }
+            w if w == ")" || w.eq_ignore_ascii_case("AND") || w.eq_ignore_ascii_case("OR") => {
+                Err(query_error(format!("expected a permission, but got '{w}'")))
+            }
+            name => name.parse().map(PermissionQuery::One),
+        }
+    }
+
+    /// Whether a holder of `holds` satisfies the query.
+    pub fn satisfied_by(&self, holds: Holds<'_>) -> bool {
+        match self {
+            PermissionQuery::One(p) => holds.allows(p),
+            PermissionQuery::All(q) => q.iter().all(|q| q.satisfied_by(holds)),
+            PermissionQuery::Any(q) => q.iter().any(|q| q.satisfied_by(holds)),
+        }
+    }
+}
+
+fn query_error(what: String) -> Error {
+    Error::invalid_data(format!(
+        "permissions must be a query like 'a:read AND (b:write OR c:write)': {what}"
+    ))
+}
+
+impl fmt::Display for PermissionQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let joined = |f: &mut fmt::Formatter<'_>, qs: &[PermissionQuery], op: &str| -> fmt::Result {
+            f.write_str("(")?;
+            for (i, q) in qs.iter().enumerate() {
+                if i > 0 {
+                    write!(f, " {op} ")?;
+                }
+                write!(f, "{q}")?;
+            }
+            f.write_str(")")
+        };
+        match self {
+            PermissionQuery::One(p) => f.write_str(p.as_str()),
+            PermissionQuery::All(q) => joined(f, q, "AND"),
+            PermissionQuery::Any(q) => joined(f, q, "OR"),
+        }
+    }
+}
+
+/// A restricted key's permissions, checked: at least one, at most [`MAX_PERMISSIONS`], each
+/// named once, in a fixed order (keyward's own first).
 pub fn checked_permissions(mut permissions: Vec<Permission>) -> Result<Vec<Permission>> {
     if permissions.is_empty() {
         return Err(Error::invalid_data(format!(
@@ -145,6 +309,12 @@ pub fn checked_permissions(mut permissions: Vec<Permission>) -> Result<Vec<Permi
     }
     permissions.sort();
     permissions.dedup();
+    if permissions.len() > MAX_PERMISSIONS {
+        return Err(Error::invalid_data(format!(
+            "permissions holds at most {MAX_PERMISSIONS}, but got {}",
+            permissions.len()
+        )));
+    }
     Ok(permissions)
 }
 
@@ -342,9 +512,9 @@ mod tests {
     #[test]
     fn a_write_grants_its_read_and_nothing_else() {
         use Permission::*;
-        assert!(ApiKeysWrite.grants(ApiKeysRead));
-        assert!(!ApiKeysRead.grants(ApiKeysWrite));
-        assert!(!ApiKeysWrite.grants(SalesChannelsRead));
+        assert!(ApiKeysWrite.grants(&ApiKeysRead));
+        assert!(!ApiKeysRead.grants(&ApiKeysWrite));
+        assert!(!ApiKeysWrite.grants(&SalesChannelsRead));
         let held = Holds::Only(&[ApiKeysWrite]);
         assert!(held.covers(Some(&[ApiKeysRead, ApiKeysWrite])));
         assert!(!held.covers(Some(&[KeysVerify])));
@@ -373,6 +543,94 @@ mod tests {
             Permission::KeysVerify,
         ]);
         assert_eq!(checked.unwrap(), vec![Permission::ApiKeysRead, Permission::KeysVerify]);
+    }
+
+    #[test]
+    fn custom_permissions_are_names_of_their_own() {
+        let p: Permission = "orders:read".parse().unwrap();
+        assert_eq!((p.as_str(), p.is_own()), ("orders:read", false));
+        for bad in [
+            "orders",
+            "Orders:read",
+            "orders:",
+            ":read",
+            "a:b:c d",
+            "api_keys:admin",
+            &"x".repeat(60),
+            "ord ers:read",
+        ] {
+            let bad = if bad.len() == 60 {
+                format!("{bad}:read")
+            } else {
+                bad.to_owned()
+            };
+            let e = bad.parse::<Permission>().unwrap_err();
+            assert!(
+                e.message.starts_with(&format!("Unknown permission '{bad}'")),
+                "{}",
+                e.message
+            );
+        }
+        assert!("a.b-c_d:e.f-g_1".parse::<Permission>().is_ok());
+        let many: Vec<Permission> = (0..101).map(|i| format!("p{i}:x").parse().unwrap()).collect();
+        assert!(checked_permissions(many).unwrap_err().message.contains("at most 100"));
+        let held = [Permission::ApiKeysWrite, "orders:read".parse().unwrap()];
+        assert!(Holds::Only(&held).allows(&"orders:read".parse().unwrap()));
+        assert!(!Holds::Only(&held).allows(&"orders:write".parse().unwrap()));
+    }
+
+    #[test]
+    fn permission_queries_parse_and_evaluate() {
+        let q = PermissionQuery::parse("orders:read AND (orders:write OR refunds:write)").unwrap();
+        assert_eq!(q.to_string(), "(orders:read AND (orders:write OR refunds:write))");
+        let p = |s: &str| s.parse::<Permission>().unwrap();
+        assert!(q.satisfied_by(Holds::Only(&[p("orders:read"), p("refunds:write")])));
+        assert!(!q.satisfied_by(Holds::Only(&[p("orders:read")])));
+        assert!(!q.satisfied_by(Holds::Only(&[p("orders:write"), p("refunds:write")])));
+        assert!(
+            q.satisfied_by(Holds::Everything),
+            "an unrestricted key holds everything"
+        );
+        // AND binds tighter than OR; words in any case.
+        let q = PermissionQuery::parse("a:x or b:y and c:z").unwrap();
+        assert!(q.satisfied_by(Holds::Only(&[p("a:x")])));
+        assert!(!q.satisfied_by(Holds::Only(&[p("b:y")])));
+        assert!(
+            PermissionQuery::parse("api_keys:write")
+                .unwrap()
+                .satisfied_by(Holds::Only(&[Permission::ApiKeysWrite]))
+        );
+        assert!(
+            PermissionQuery::parse("api_keys:read")
+                .unwrap()
+                .satisfied_by(Holds::Only(&[Permission::ApiKeysWrite]))
+        );
+        for bad in [
+            "",
+            "a:x AND",
+            "(a:x",
+            "a:x)",
+            "AND a:x",
+            "a:x b:y",
+            "a:x OR OR b:y",
+            "()",
+            "nope",
+        ] {
+            assert!(PermissionQuery::parse(bad).is_err(), "{bad:?}");
+        }
+        let deep = format!("{}a:x{}", "(".repeat(40), ")".repeat(40));
+        assert!(
+            PermissionQuery::parse(&deep)
+                .unwrap_err()
+                .message
+                .contains("nest at most")
+        );
+        assert!(
+            PermissionQuery::parse(&"a:x OR ".repeat(400))
+                .unwrap_err()
+                .message
+                .contains("at most 2000")
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
-use keyward::{ApiKey, Error, Keyward};
+use keyward::{ApiKey, Error, Holds, Keyward, PermissionQuery};
 use tower::{Layer, Service};
 
 use crate::error::{ApiError, UNAUTHORIZED};
@@ -98,15 +98,29 @@ impl RequirePublishableKey {
     }
 }
 
-/// Requires a valid secret key; puts [`SecretKey`] in the request's extensions.
+/// Requires a valid secret key; puts [`SecretKey`] in the request's extensions. A restricted
+/// key passes only when it holds what [`RequireSecretKey::with_permissions`] asks for.
 #[derive(Clone, Debug)]
 pub struct RequireSecretKey {
     kw: Keyward,
+    check: Secret,
 }
 
 impl RequireSecretKey {
+    /// Any valid secret key, restricted or not, whatever it holds.
     pub fn new(kw: Keyward) -> Self {
-        Self { kw }
+        Self {
+            kw,
+            check: Secret { needs: None },
+        }
+    }
+
+    /// Requires the key to hold `query` (`orders:read AND (orders:write OR refunds:write)`;
+    /// an unrestricted key holds everything): a key without them is answered 403. Refuses a
+    /// query that does not parse.
+    pub fn with_permissions(mut self, query: &str) -> Result<Self, Error> {
+        self.check.needs = Some(std::sync::Arc::new(PermissionQuery::parse(query)?));
+        Ok(self)
     }
 }
 
@@ -115,14 +129,17 @@ impl RequireSecretKey {
 pub struct Guarded<S, K> {
     inner: S,
     kw: Keyward,
-    kind: std::marker::PhantomData<K>,
+    check: K,
 }
 
 /// Which check a [`Guarded`] service runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Publishable;
-#[derive(Clone, Copy, Debug)]
-pub struct Secret;
+/// The secret-key check, with the permissions it requires.
+#[derive(Clone, Debug)]
+pub struct Secret {
+    needs: Option<std::sync::Arc<PermissionQuery>>,
+}
 
 impl<S> Layer<S> for RequirePublishableKey {
     type Service = Guarded<S, Publishable>;
@@ -130,7 +147,7 @@ impl<S> Layer<S> for RequirePublishableKey {
         Guarded {
             inner,
             kw: self.kw.clone(),
-            kind: std::marker::PhantomData,
+            check: Publishable,
         }
     }
 }
@@ -141,7 +158,7 @@ impl<S> Layer<S> for RequireSecretKey {
         Guarded {
             inner,
             kw: self.kw.clone(),
-            kind: std::marker::PhantomData,
+            check: self.check.clone(),
         }
     }
 }
@@ -154,15 +171,17 @@ trait Check: Clone + Send + Sync + 'static {
     type Key: Clone + Send + Sync + 'static;
 
     fn key(
+        &self,
         kw: &Keyward,
         headers: &HeaderMap,
         origin: Option<IpAddr>,
     ) -> impl Future<Output = Result<Self::Key, ApiError>> + Send;
 
-    fn run(kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
+    fn run(self, kw: Keyward, mut req: Request<Body>) -> BoxFuture<Result<Request<Body>, Response>> {
         Box::pin(async move {
             let origin = crate::client::origin(req.extensions());
-            let key = Self::key(&kw, req.headers(), origin)
+            let key = self
+                .key(&kw, req.headers(), origin)
                 .await
                 .map_err(IntoResponse::into_response)?;
             req.extensions_mut().insert(key);
@@ -174,7 +193,7 @@ trait Check: Clone + Send + Sync + 'static {
 impl Check for Publishable {
     type Key = PublishableKey;
 
-    async fn key(kw: &Keyward, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<PublishableKey, ApiError> {
+    async fn key(&self, kw: &Keyward, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<PublishableKey, ApiError> {
         check_publishable(kw, headers, origin).await
     }
 }
@@ -182,8 +201,16 @@ impl Check for Publishable {
 impl Check for Secret {
     type Key = SecretKey;
 
-    async fn key(kw: &Keyward, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<SecretKey, ApiError> {
-        check_secret(kw, headers, origin).await
+    async fn key(&self, kw: &Keyward, headers: &HeaderMap, origin: Option<IpAddr>) -> Result<SecretKey, ApiError> {
+        let key = check_secret(kw, headers, origin).await?;
+        match &self.needs {
+            Some(q) if !q.satisfied_by(Holds::of(key.0.policy.permissions.as_deref())) => {
+                Err(ApiError::Module(Error::forbidden(format!(
+                    "This API key does not hold the permissions this route requires: {q}"
+                ))))
+            }
+            _ => Ok(key),
+        }
     }
 }
 
@@ -205,9 +232,9 @@ where
         // The clone that was polled ready serves this request; the fresh clone waits its turn.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let kw = self.kw.clone();
+        let (kw, check) = (self.kw.clone(), self.check.clone());
         Box::pin(async move {
-            match K::run(kw, req).await {
+            match check.run(kw, req).await {
                 Ok(req) => inner.call(req).await,
                 Err(refusal) => Ok(refusal),
             }

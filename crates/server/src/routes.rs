@@ -87,7 +87,7 @@ pub fn route_permission(method: &Method, path: &str) -> Option<Permission> {
     table
         .iter()
         .find(|(m, pattern, _)| m == method && path_matches(pattern, path))
-        .map(|(_, _, p)| *p)
+        .map(|(_, _, p)| p.clone())
 }
 
 /// Whether `path` fits a route pattern whose `{name}` segments match any one segment.

@@ -100,6 +100,7 @@ struct Verdict<'a> {
     valid: bool,
     code: keyward::VerifyCode,
     sales_channel_ids: &'a [SalesChannelId],
+    permissions: Option<&'a [keyward::Permission]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<VerdictKey<'a>>,
 }
@@ -120,10 +121,12 @@ struct VerdictKey<'a> {
     policy: &'a keyward::KeyPolicy,
 }
 
-/// `POST /v1/keys/verify {key, ip?}` → always 200 with the verdict. A key with `allowed_ips`
-/// is judged from `ip` when given (the address the key was presented from, for a service that
-/// verifies on its clients' behalf), else from the caller's own address.
-#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED FORBIDDEN_ORIGIN) and the key", request_body = crate::wire::VerifyBody, responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = crate::wire::VerifyAnswer), crate::wire::Refusals))]
+/// `POST /v1/keys/verify {key, ip?, permissions?}` → always 200 with the verdict. A key with
+/// `allowed_ips` is judged from `ip` when given (the address the key was presented from, for a
+/// service that verifies on its clients' behalf), else from the caller's own address; with
+/// `permissions` (a query such as `orders:read AND (orders:write OR refunds:write)`) a valid key
+/// lacking them answers `INSUFFICIENT_PERMISSIONS`.
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", summary = "Verify a key: always 200 with valid, code (VALID NOT_FOUND REVOKED EXPIRED MALFORMED FORBIDDEN_ORIGIN INSUFFICIENT_PERMISSIONS), the key's permissions and the key", request_body = crate::wire::VerifyBody, responses((status = 200, description = "{valid, code, api_key?, sales_channel_ids}", body = crate::wire::VerifyAnswer), crate::wire::Refusals))]
 pub async fn verify_key(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -137,12 +140,22 @@ pub async fn verify_key(
         ),
         None => client.ip,
     };
-    let v = state.kw.verify_from(&body.key, origin).await?;
+    let query = body
+        .permissions
+        .as_deref()
+        .map(keyward::PermissionQuery::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("Invalid request: {}", e.message)))?;
+    let mut v = state.kw.verify_from(&body.key, origin).await?;
+    if let Some(q) = &query {
+        v = v.requiring(q);
+    }
     state.metrics.verification("verify_api", v.code.as_str());
     let verdict = Verdict {
         valid: v.is_valid(),
         code: v.code,
         sales_channel_ids: v.sales_channel_ids(),
+        permissions: v.permissions(),
         api_key: v.key().map(|k| VerdictKey {
             id: &k.id,
             key_type: k.key_type,

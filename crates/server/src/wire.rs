@@ -170,6 +170,11 @@ pub struct VerifyBody {
     /// address of the caller of this route
     #[schema(nullable = false, example = "203.0.113.7")]
     pub ip: Option<String>,
+    /// The permissions the key must hold, as a query: names joined by AND and OR, with
+    /// parentheses; a valid key without them answers valid: false, code
+    /// INSUFFICIENT_PERMISSIONS
+    #[schema(nullable = false, example = "orders:read AND (orders:write OR refunds:write)")]
+    pub permissions: Option<String>,
 }
 
 // -- queries -------------------------------------------------------------------------------------

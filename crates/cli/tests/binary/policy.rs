@@ -110,3 +110,34 @@ fn bad_policy_flags_are_refused_and_nothing_is_written() {
     );
     assert_eq!(count(), before, "nothing written");
 }
+
+#[test]
+fn custom_permissions_are_checked_by_keys_verify() {
+    let db = TestDb::sqlite();
+    let (code, created) = json(
+        &db.url,
+        &args("keys create --title orders --type secret --permission orders:read --permission refunds:write"),
+    );
+    assert_eq!(code, 0, "{created}");
+    let token = created["api_key"]["token"].as_str().unwrap().to_owned();
+    let verify = |query: &str| keyward(&db.url, &["keys", "verify", &token, "--permissions", query]);
+    let out = verify("orders:read AND (orders:write OR refunds:write)");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = verify("orders:write");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("invalid (INSUFFICIENT_PERMISSIONS): the key holds orders:read, refunds:write"),
+        "{out:?}"
+    );
+    let out = verify("orders:read AND");
+    assert_eq!(out.status.code(), Some(2), "a bad query is a usage error: {out:?}");
+    let out = keyward(
+        &db.url,
+        &args("keys create --title bad --type secret --permission Orders:read"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unknown permission 'Orders:read'"),
+        "{out:?}"
+    );
+}

@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::policy::{Holds, Permission};
+
 use super::*;
 
 /// The answer to "is this token good?", for every caller (store check, admin auth, verify API).
@@ -65,6 +67,25 @@ impl Verification {
     fn refused(code: VerifyCode, record: Option<Arc<KeyRecord>>) -> Self {
         Self { code, record }
     }
+
+    /// The key's permissions: a restricted key's list; `None` for an unrestricted secret key
+    /// (it holds every permission), a publishable key or no key.
+    pub fn permissions(&self) -> Option<&[Permission]> {
+        self.key().and_then(|k| k.policy.permissions.as_deref())
+    }
+
+    /// This verdict for a caller that needs `query`: a valid secret key that does not satisfy
+    /// it becomes `INSUFFICIENT_PERMISSIONS` (a publishable key holds no permission at all).
+    pub fn requiring(mut self, query: &crate::policy::PermissionQuery) -> Self {
+        let holds = match self.key() {
+            Some(k) if k.key_type == ApiKeyType::Secret => Some(Holds::of(k.policy.permissions.as_deref())),
+            _ => None,
+        };
+        if self.is_valid() && !holds.is_some_and(|h| query.satisfied_by(h)) {
+            self.code = VerifyCode::InsufficientPermissions;
+        }
+        self
+    }
 }
 
 /// Why a verification came out as it did.
@@ -79,6 +100,8 @@ pub enum VerifyCode {
     /// The key is good, but has an `allowed_ips` list the request's address is not in (or the
     /// address is unknown).
     ForbiddenOrigin,
+    /// The key is good, but lacks the permissions the caller asked for.
+    InsufficientPermissions,
 }
 
 impl VerifyCode {
@@ -90,6 +113,7 @@ impl VerifyCode {
             VerifyCode::Expired => "EXPIRED",
             VerifyCode::Malformed => "MALFORMED",
             VerifyCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
+            VerifyCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
         }
     }
 }

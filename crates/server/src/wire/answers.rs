@@ -193,6 +193,7 @@ pub enum VerifyCodeName {
     Expired,
     Malformed,
     ForbiddenOrigin,
+    InsufficientPermissions,
 }
 
 /// The key a verdict names (no token).
@@ -232,6 +233,9 @@ pub struct VerifyAnswer {
     #[schema(inline)]
     code: VerifyCodeName,
     sales_channel_ids: Vec<String>,
+    /// The key's permissions (keyward's own and your own); null for an unrestricted secret
+    /// key (it holds every permission), a publishable key, or no key
+    permissions: Option<Vec<String>>,
     #[schema(nullable = false)]
     api_key: Option<VerdictKeyRecord>,
 }

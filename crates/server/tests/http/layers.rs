@@ -99,3 +99,58 @@ async fn require_secret_key_names_the_key_and_refuses_publishable_ones() {
         );
     }
 }
+
+#[tokio::test]
+async fn require_secret_key_with_permissions_lets_only_holders_through() {
+    let h = Harness::sqlite().await;
+    let restricted = |title: &str, permissions: &[&str]| {
+        let mut k = CreateApiKey::new(title, ApiKeyType::Secret, "t");
+        k.policy.permissions = Some(permissions.iter().map(|p| p.parse().unwrap()).collect());
+        k
+    };
+    let reader = h
+        .flows
+        .create_api_key(&keyward::Actor::System, restricted("r", &["orders:read"]))
+        .await
+        .unwrap();
+    let both = h
+        .flows
+        .create_api_key(
+            &keyward::Actor::System,
+            restricted("b", &["orders:read", "refunds:write"]),
+        )
+        .await
+        .unwrap();
+    let verifier = h
+        .flows
+        .create_api_key(&keyward::Actor::System, restricted("v", &["keys:verify"]))
+        .await
+        .unwrap();
+    let sk = made(&h, "s", ApiKeyType::Secret).await;
+    let app = Router::new().route("/x", get(|| async { "ok" })).layer(
+        RequireSecretKey::new(h.kw.clone())
+            .with_permissions("orders:read AND (orders:write OR refunds:write)")
+            .unwrap(),
+    );
+    let basic = |k: &CreatedApiKey| Some(("authorization", format!("Basic {}", k.token.expose())));
+    assert_eq!(call(&app, basic(&both)).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app, basic(&sk)).await.0,
+        StatusCode::OK,
+        "an unrestricted key holds everything"
+    );
+    for lacking in [&reader, &verifier] {
+        let (s, body) = call(&app, basic(lacking)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            body.contains("does not hold the permissions this route requires"),
+            "{body}"
+        );
+    }
+    assert_eq!(call(&app, None).await.0, StatusCode::UNAUTHORIZED);
+    assert!(
+        RequireSecretKey::new(h.kw.clone())
+            .with_permissions("orders:read AND")
+            .is_err()
+    );
+}

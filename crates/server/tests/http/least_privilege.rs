@@ -149,6 +149,58 @@ over_http! {
         assert_eq!(rolled["api_key"]["allowed_ips"], json!(["127.0.0.1/32"]));
     }
 
+    async fn custom_permissions_are_granted_within_what_a_key_holds_and_checked_by_verify(app) {
+        let writer = create(&app, json!({"title": "orders app", "type": "secret", "permissions": ["api_keys:write", "keys:verify", "orders:read", "orders:write"]})).await;
+        let wk = writer["token"].as_str().unwrap();
+        let (s, reader) = as_key(&app, wk, Method::POST, "/admin/api-keys",
+            Some(json!({"title": "reader", "type": "secret", "permissions": ["orders:read"]}))).await;
+        assert_eq!(s, 200, "{reader}");
+        assert_eq!(reader["api_key"]["permissions"], json!(["orders:read"]));
+        refused(&as_key(&app, wk, Method::POST, "/admin/api-keys",
+            Some(json!({"title": "refunder", "type": "secret", "permissions": ["refunds:write"]}))).await,
+            "permissions refunds:write is wider than this key's");
+        // keyward's routes ignore the embedder's permissions: this key reaches none of them.
+        let rk = reader["api_key"]["token"].as_str().unwrap();
+        assert_eq!(as_key(&app, rk, Method::GET, "/admin/api-keys", None).await.0, 403);
+        // The verify API checks a query and lists what the key holds.
+        let app = &app;
+        let verify = |key: &str, query: &str| {
+            let body = json!({"key": key, "permissions": query});
+            async move { as_key(app, wk, Method::POST, "/v1/keys/verify", Some(body)).await }
+        };
+        let query = "orders:read AND (orders:write OR refunds:write)";
+        let (s, v) = verify(rk, query).await;
+        assert_eq!((s, &v["valid"], &v["code"]), (200, &json!(false), &json!("INSUFFICIENT_PERMISSIONS")), "{v}");
+        assert_eq!(v["permissions"], json!(["orders:read"]));
+        let (_, v) = verify(rk, "orders:read").await;
+        assert_eq!((&v["valid"], &v["code"]), (&json!(true), &json!("VALID")), "{v}");
+        let (_, v) = verify(wk, query).await;
+        assert_eq!(v["code"], "VALID", "{v}");
+        let sk = app.create_key("admin", "secret").await;
+        let (_, v) = verify(sk["token"].as_str().unwrap(), query).await;
+        assert_eq!((&v["code"], &v["permissions"]), (&json!("VALID"), &Value::Null), "an unrestricted key holds everything");
+        let pk = app.create_key("shop", "publishable").await;
+        let (_, v) = verify(pk["token"].as_str().unwrap(), "orders:read").await;
+        assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS", "a publishable key holds no permission");
+        // A malformed key stays MALFORMED whatever is asked.
+        let (_, v) = verify("sk_nothing", "orders:read").await;
+        assert_eq!(v["code"], "MALFORMED");
+        for bad in ["orders:read AND", "(orders:read", "Orders:Read", "api_keys:admin"] {
+            let (s, answer) = verify(rk, bad).await;
+            assert_eq!(s, 400, "{bad}: {answer}");
+        }
+        // Names are checked where they are granted, and bounded.
+        for (perms, words) in [
+            (json!(["Orders:read"]), "Unknown permission 'Orders:read'"),
+            (json!(["orders"]), "Unknown permission 'orders'"),
+            (json!((0..101).map(|i| format!("p{i}:x")).collect::<Vec<_>>()), "permissions holds at most 100, but got 101"),
+        ] {
+            let (s, answer) = app.post("/admin/api-keys", json!({"title": "bad", "type": "secret", "permissions": perms})).await;
+            assert_eq!(s, 400, "{answer}");
+            assert!(answer["message"].as_str().unwrap().contains(words), "{answer}");
+        }
+    }
+
     async fn an_unrestricted_fenced_key_cannot_lift_a_fence(app) {
         let fenced = create(&app, json!({"title": "office", "type": "secret", "allowed_ips": ["127.0.0.0/8"]})).await;
         let fk = fenced["token"].as_str().unwrap();
