@@ -83,10 +83,15 @@ async fn the_docs_page_needs_nothing_from_the_internet() {
     let app = App::sqlite().await;
     let res = app.anon(Method::GET, "/docs").send().await.unwrap();
     assert_eq!(res.status(), 200);
-    let html = res.text().await.unwrap();
-    assert!(html.contains("fetch(\"/openapi.json\")"));
+    let mut page = res.text().await.unwrap();
+    for asset in ["/docs.js", "/docs.css"] {
+        let res = app.anon(Method::GET, asset).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{asset}");
+        page.push_str(&res.text().await.unwrap());
+    }
+    assert!(page.contains("fetch(\"/openapi.json\")"));
     for external in ["http://", "https://", "//cdn", "unpkg", "jsdelivr"] {
-        assert!(!html.contains(external), "the docs page references {external}");
+        assert!(!page.contains(external), "the docs page references {external}");
     }
 }
 

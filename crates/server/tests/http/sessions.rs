@@ -13,8 +13,9 @@ over_http! {
         let cookie = app.admin(Method::POST, "/auth/session").send().await.unwrap().headers()["set-cookie"]
             .to_str().unwrap().split(';').next().unwrap().to_owned();
         assert_eq!(app.get("/admin/api-keys").await.0, 200);
-        // Log out with the cookie: the Bearer copy of the same login dies too.
-        let res = app.anon(Method::DELETE, "/auth/session").header("cookie", &cookie).send().await.unwrap();
+        // Log out with the cookie (from the server's own origin, as the dashboard does): the
+        // Bearer copy of the same login dies too.
+        let res = app.anon(Method::DELETE, "/auth/session").header("cookie", &cookie).header("origin", &app.base).send().await.unwrap();
         assert_eq!(res.status(), 200);
         let (s, body) = read(app.anon(Method::GET, "/admin/api-keys").bearer_auth(&copied).send().await.unwrap()).await;
         assert_eq!((s, body["message"].as_str()), (401, Some("Unauthorized")));
