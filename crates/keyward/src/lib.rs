@@ -7,10 +7,12 @@
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn keyward::Store>, log: std::sync::Arc<dyn keyward_flow::RunLog>) -> keyward::Result<()> {
-//! use keyward::{ApiKeyType, CreateApiKey, Keyward, Workflows};
+//! use keyward::{Actor, ApiKeyType, CreateApiKey, Keyward, Workflows};
 //! let flows = Workflows::new(Keyward::new(store), log, keyward_flow::DEFAULT_LEASE)?;
 //! flows.migrate().await?;
-//! let created = flows.create_api_key(CreateApiKey::new("CI deploys", ApiKeyType::Secret, "user_1")).await?;
+//! // Every write names who acts: here a signed-in user (a key acting is held to what it holds).
+//! let by = Actor::user("user_1");
+//! let created = flows.create_api_key(&by, CreateApiKey::new("CI deploys", ApiKeyType::Secret, "user_1")).await?;
 //! let token = created.token.expose(); // shown once
 //! assert!(flows.kw().authenticate(token).await?.is_some());
 //! # Ok(()) }

@@ -4,12 +4,11 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use keyward::{
-    ApiKey, ApiKeyField, ApiKeyFilter, ApiKeyId, Cidr, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Field,
-    Filter, KeyPolicy, ListOptions, Op, Order, Permission, RevokeApiKey, SalesChannelField, SalesChannelFilter,
-    SalesChannelId, Timestamp, UpdateApiKey, UpdateSalesChannel, Value as FilterValue,
+    ApiKey, ApiKeyField, ApiKeyId, Cidr, CreateApiKey, CreateSalesChannel, Error, ErrorKind, KeyPolicy, Permission,
+    RevokeApiKey, SalesChannelField, SalesChannelId, Timestamp, UpdateApiKey, UpdateSalesChannel,
 };
 
 use crate::AppState;
@@ -17,20 +16,11 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Typed, TypedQuery, parse_id};
 use crate::fields::{self, Selection};
-use crate::validate::{number, string};
+use crate::list_query::ListQuery;
 use crate::wire::{
     ChannelListQuery, CreateChannelBody, CreateKeyBody, FieldsQuery, KeyListQuery, LinkChannelsBody, RevokeBody,
     UpdateChannelBody, UpdateKeyBody,
 };
-
-const KEY_TYPES: &[&str] = &["publishable", "secret"];
-
-/// The most `order` terms a list takes.
-pub const MAX_ORDER_TERMS: usize = 10;
-/// The most `$and`/`$or` groups a list's filter holds, nested ones included.
-pub const MAX_FILTER_GROUPS: usize = 50;
-/// The most values one `$in`/`$nin` (or a list of values) names.
-pub const MAX_IN_VALUES: usize = 1_000;
 
 // -- shared parsing -------------------------------------------------------------------------
 
@@ -40,189 +30,6 @@ fn key_id(id: &str) -> ApiResult<ApiKeyId> {
 
 fn channel_id(id: &str) -> ApiResult<SalesChannelId> {
     parse_id(id)
-}
-
-/// `offset`, `limit` (default 20) and `order` of a list query.
-fn page<F: Field>(q: &Map<String, Value>) -> ApiResult<(ListOptions<F>, u64, u64)> {
-    let count = |name: &str, default: u64| -> ApiResult<u64> {
-        match number(q, name) {
-            None => Ok(default),
-            Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 1e15 => Ok(n as u64),
-            Some(_) => Err(ApiError::invalid(format!(
-                "Invalid request: Expected a non-negative whole number for field '{name}', got: '{}'",
-                string(q, name).unwrap_or_default()
-            ))),
-        }
-    };
-    let (offset, limit) = (count("offset", 0)?, count("limit", 20)?);
-    let mut options = ListOptions::page(offset, limit);
-    if let Some(order) = string(q, "order").filter(|o| !o.is_empty()) {
-        let terms = order.split(',').count();
-        if terms > MAX_ORDER_TERMS {
-            return Err(ApiError::invalid(format!(
-                "Invalid request: order takes at most {MAX_ORDER_TERMS} terms, but got {terms}"
-            )));
-        }
-        for item in order.split(',') {
-            options.order.push(
-                Order::parse(item.trim()).map_err(|e| ApiError::invalid(format!("Invalid request: {}", e.message)))?,
-            );
-        }
-    }
-    Ok((options, offset, limit))
-}
-
-/// The filterable fields of a list query: its parameters but paging, ordering, selection,
-/// search and the groups.
-fn filter_fields<T: utoipa::IntoParams + 'static>() -> Vec<String> {
-    const NOT_FILTERS: &[&str] = &["fields", "offset", "limit", "order", "with_deleted", "q", "$and", "$or"];
-    crate::validate::query_specs::<T>()
-        .iter()
-        .map(|s| s.name.clone())
-        .filter(|n| !NOT_FILTERS.contains(&n.as_str()))
-        .collect()
-}
-
-/// How many `$and`/`$or` groups a query holds, nested ones included.
-fn groups_in(q: &Map<String, Value>) -> usize {
-    q.iter()
-        .filter(|(name, _)| *name == "$and" || *name == "$or")
-        .map(|(_, v)| match v {
-            Value::Array(items) => {
-                items.len() + items.iter().filter_map(Value::as_object).map(groups_in).sum::<usize>()
-            }
-            Value::Object(m) => 1 + groups_in(m),
-            _ => 0,
-        })
-        .sum()
-}
-
-/// [`filter_from`], after refusing a query with more groups than [`MAX_FILTER_GROUPS`].
-fn bounded_filter<F: Field>(
-    q: &Map<String, Value>,
-    allowed: &[String],
-    check: &dyn Fn(F, &str) -> ApiResult<()>,
-) -> ApiResult<Filter<F>> {
-    let groups = groups_in(q);
-    if groups > MAX_FILTER_GROUPS {
-        return Err(ApiError::invalid(format!(
-            "Invalid request: a filter holds at most {MAX_FILTER_GROUPS} $and/$or groups, but got {groups}"
-        )));
-    }
-    filter_from(q, allowed, check)
-}
-
-/// Builds a filter from a validated query (recursing into `$and`/`$or`). `allowed` are the
-/// filterable fields; `check` validates a field's text values (e.g. the key type enum).
-fn filter_from<F: Field>(
-    q: &Map<String, Value>,
-    allowed: &[String],
-    check: &dyn Fn(F, &str) -> ApiResult<()>,
-) -> ApiResult<Filter<F>> {
-    let mut f = Filter::new();
-    for (name, value) in q {
-        match name.as_str() {
-            "q" => f.q = value.as_str().map(str::to_owned),
-            "$and" | "$or" => {
-                let groups = match value {
-                    Value::Array(items) => items.clone(),
-                    Value::Object(_) => vec![value.clone()],
-                    _ => {
-                        return Err(ApiError::invalid(format!(
-                            "Invalid request: '{name}' takes a list of filters"
-                        )));
-                    }
-                };
-                for g in groups {
-                    let Value::Object(m) = g else {
-                        return Err(ApiError::invalid(format!(
-                            "Invalid request: '{name}' takes a list of filters"
-                        )));
-                    };
-                    let unknown: Vec<&String> = m
-                        .keys()
-                        .filter(|k| !allowed.contains(k) && !k.starts_with('$') && *k != "q")
-                        .collect();
-                    if !unknown.is_empty() {
-                        let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-                        return Err(ApiError::invalid(format!(
-                            "Invalid request: Unrecognized fields: '{}'",
-                            names.join(", ")
-                        )));
-                    }
-                    let group = filter_from(&m, allowed, check)?;
-                    if name == "$and" {
-                        f.and.push(group)
-                    } else {
-                        f.or.push(group)
-                    }
-                }
-            }
-            "metadata" if allowed.iter().any(|a| a == "metadata") => push_metadata(&mut f, value)?,
-            field if allowed.iter().any(|a| a == field) => {
-                let Some(field) = F::from_name(field) else { continue };
-                push_conditions(&mut f, field, value, check)?;
-            }
-            _ => {}
-        }
-    }
-    Ok(f)
-}
-
-/// `metadata[name]=value` (several names may be given): the metadata holds that string.
-fn push_metadata<F: Field>(f: &mut Filter<F>, value: &Value) -> ApiResult<()> {
-    let refused = || ApiError::invalid("Invalid request: metadata filters take metadata[key]=value");
-    let Value::Object(pairs) = value else {
-        return Err(refused());
-    };
-    for (name, v) in pairs {
-        let Value::String(text) = v else {
-            return Err(refused());
-        };
-        f.push_metadata(name, text.clone()).map_err(invalid_filter)?;
-    }
-    Ok(())
-}
-
-fn push_conditions<F: Field>(
-    f: &mut Filter<F>,
-    field: F,
-    value: &Value,
-    check: &dyn Fn(F, &str) -> ApiResult<()>,
-) -> ApiResult<()> {
-    let one = |v: &Value| -> ApiResult<FilterValue> { filter_value(field, v, check) };
-    let many = |v: &Value| -> ApiResult<Vec<FilterValue>> {
-        match v {
-            Value::Array(items) if items.len() > MAX_IN_VALUES => Err(ApiError::invalid(format!(
-                "Invalid request: a list of values for field '{}' holds at most {MAX_IN_VALUES}, but got {}",
-                field.name(),
-                items.len()
-            ))),
-            Value::Array(items) => items.iter().map(one).collect(),
-            other => Ok(vec![one(other)?]),
-        }
-    };
-    match value {
-        Value::Object(ops) => {
-            for (op_name, v) in ops {
-                let op = Op::from_name(op_name).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "Invalid request: Unknown operator '{op_name}' for field '{}'",
-                        field.name()
-                    ))
-                })?;
-                let values = if matches!(op, Op::In | Op::Nin) {
-                    many(v)?
-                } else {
-                    vec![one(v)?]
-                };
-                f.push(field, op, values).map_err(invalid_filter)?;
-            }
-            Ok(())
-        }
-        Value::Array(_) => f.push(field, Op::In, many(value)?).map_err(invalid_filter),
-        other => f.push(field, Op::Eq, vec![one(other)?]).map_err(invalid_filter),
-    }
 }
 
 /// A count of seconds given as a JSON number: whole (saturating, so the range is judged where
@@ -242,53 +49,6 @@ fn instant_of(name: &'static str) -> impl Fn(&str) -> ApiResult<Timestamp> {
         Timestamp::parse(text)
             .ok_or_else(|| ApiError::invalid(format!("{name} must be an ISO 8601 date, but got: '{text}'")))
     }
-}
-
-fn invalid_filter(e: Error) -> ApiError {
-    ApiError::invalid(format!("Invalid request: {}", e.message))
-}
-
-fn filter_value<F: Field>(field: F, v: &Value, check: &dyn Fn(F, &str) -> ApiResult<()>) -> ApiResult<FilterValue> {
-    let text = match v {
-        Value::String(s) => s.as_str(),
-        Value::Null => return Ok(FilterValue::Null),
-        _ => {
-            return Err(ApiError::invalid(format!(
-                "Invalid request: Expected a string for field '{}'",
-                field.name()
-            )));
-        }
-    };
-    match field.kind() {
-        _ if text == "null" => Ok(FilterValue::Null),
-        keyward::filter::FieldKind::Text => {
-            check(field, text)?;
-            Ok(FilterValue::Text(text.to_owned()))
-        }
-        keyward::filter::FieldKind::Time => Timestamp::parse(text).map(FilterValue::Time).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "Invalid request: Expected a date for field '{}', got: '{text}'",
-                field.name()
-            ))
-        }),
-        keyward::filter::FieldKind::Bool => match text {
-            "true" => Ok(FilterValue::Bool(true)),
-            "false" => Ok(FilterValue::Bool(false)),
-            _ => Err(ApiError::invalid(format!(
-                "Invalid request: Expected type: 'boolean' for field '{}', got: '{text}'",
-                field.name()
-            ))),
-        },
-    }
-}
-
-fn check_key_field(field: ApiKeyField, text: &str) -> ApiResult<()> {
-    if field == ApiKeyField::Type && !KEY_TYPES.contains(&text) {
-        return Err(ApiError::invalid(format!(
-            "Invalid request: Expected: 'publishable, secret' for field 'type', but got: '{text}'"
-        )));
-    }
-    Ok(())
 }
 
 // -- API keys -------------------------------------------------------------------------------
@@ -351,13 +111,14 @@ fn http_not_found(id: &ApiKeyId) -> impl Fn(Error) -> ApiError + '_ {
 }
 
 #[utoipa::path(get, path = "/admin/api-keys", tag = "api keys", summary = "List API keys", params(crate::wire::KeyListQuery), responses((status = 200, description = "{api_keys, count, offset, limit}", body = crate::wire::ApiKeyList), crate::wire::Refusals))]
-pub async fn list_keys(State(state): State<AppState>, q: TypedQuery<KeyListQuery>) -> ApiResult<Json<Value>> {
-    let (options, offset, limit) = page::<ApiKeyField>(&q.raw)?;
-    let filter: ApiKeyFilter = bounded_filter(&q.raw, &filter_fields::<KeyListQuery>(), &check_key_field)?;
-    let (keys, count) = state.kw.list_and_count_api_keys(&filter, &options).await?;
+pub async fn list_keys(
+    State(state): State<AppState>,
+    q: ListQuery<KeyListQuery, ApiKeyField>,
+) -> ApiResult<Json<Value>> {
+    let (keys, count) = state.kw.list_and_count_api_keys(&q.filter, &q.options).await?;
     let shaped = shape_keys(&state, &keys, &fields::key_selection(q.query.fields.as_deref())).await?;
     Ok(Json(
-        json!({"api_keys": shaped, "count": count, "offset": offset, "limit": limit}),
+        json!({"api_keys": shaped, "count": count, "offset": q.offset, "limit": q.limit}),
     ))
 }
 
@@ -533,13 +294,14 @@ async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option
 }
 
 #[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(crate::wire::ChannelListQuery), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = crate::wire::SalesChannelList), crate::wire::Refusals))]
-pub async fn list_channels(State(state): State<AppState>, q: TypedQuery<ChannelListQuery>) -> ApiResult<Json<Value>> {
-    let (options, offset, limit) = page::<SalesChannelField>(&q.raw)?;
-    let filter: SalesChannelFilter = bounded_filter(&q.raw, &filter_fields::<ChannelListQuery>(), &|_, _| Ok(()))?;
-    let (channels, count) = state.kw.list_and_count_sales_channels(&filter, &options).await?;
+pub async fn list_channels(
+    State(state): State<AppState>,
+    q: ListQuery<ChannelListQuery, SalesChannelField>,
+) -> ApiResult<Json<Value>> {
+    let (channels, count) = state.kw.list_and_count_sales_channels(&q.filter, &q.options).await?;
     let shaped = shape_channels(&state, &channels, &fields::channel_selection(q.query.fields.as_deref())).await?;
     Ok(Json(
-        json!({"sales_channels": shaped, "count": count, "offset": offset, "limit": limit}),
+        json!({"sales_channels": shaped, "count": count, "offset": q.offset, "limit": q.limit}),
     ))
 }
 
