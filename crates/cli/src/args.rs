@@ -1,6 +1,7 @@
 //! The command line's arguments: every command, subcommand and option, as clap reads them.
 
-use super::*;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keyward::ApiKeyType;
 
 /// keyward: API keys for commerce back ends and any HTTP service.
 #[derive(Debug, Parser)]

@@ -1,6 +1,9 @@
 //! `keyward sales-channels …`.
 
-use super::*;
+use super::{Failure, Outcome, SalesChannelsCommand};
+use crate::table;
+use keyward::{CreateSalesChannel, ListOptions, SalesChannelFilter, Workflows};
+use serde_json::json;
 
 pub(crate) async fn sales_channels(
     flows: &Workflows,

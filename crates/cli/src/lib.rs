@@ -22,11 +22,7 @@ use serve::{bench_baseline, serve};
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use keyward::{
-    ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Error, ErrorKind, Keyward, ListOptions,
-    SalesChannel, SalesChannelFilter, Verification, Workflows,
-};
+use keyward::{Error, ErrorKind, Keyward, Workflows};
 use serde_json::json;
 
 /// Runs a parsed command line and reports as the process exit code.

@@ -1,6 +1,7 @@
 //! `keyward serve` (and `bench-baseline`): settings to a running server with its background work.
 
-use super::*;
+use super::{AccessOptions, EventOptions, Failure, Outcome, usage};
+use keyward::{Error, Workflows};
 
 pub(crate) async fn bench_baseline(listen: &str) -> Result<Outcome, Failure> {
     let listener = tokio::net::TcpListener::bind(listen)

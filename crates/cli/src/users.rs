@@ -1,6 +1,8 @@
 //! `keyward user …`: admin users of the dashboard and the admin API.
 
-use super::*;
+use super::{Failure, Outcome, UserCommand};
+use keyward::Workflows;
+use serde_json::json;
 
 pub(crate) async fn users(flows: &Workflows, cmd: UserCommand, json: bool) -> Result<Outcome, Failure> {
     let kw = flows.kw();

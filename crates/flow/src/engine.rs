@@ -17,24 +17,20 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::error::{FlowError, StepFailure};
-use crate::events::{NewEvent, Subscriber};
-use crate::fault::{Boundary, crash_point};
+use crate::events::Subscriber;
 use crate::jobs::Job as ScheduledJob;
-use crate::log::{FailureRecord, Handler, LogError, RunLog, RunRecord, RunState, Started, StepRecord, StepState};
-use crate::step::{Step, StepContext, StepDef, StepError, StepMeta, StepOptions};
-use crate::workflow::{Entry, RawData, Target, Workflow, WorkflowDef};
+use crate::log::{RunLog, RunState, Started};
+use crate::step::{Step, StepDef};
+use crate::workflow::{Workflow, WorkflowDef};
 
 /// How long a node holds a run without renewing it, unless configured.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);

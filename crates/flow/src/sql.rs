@@ -16,21 +16,18 @@
 //! Queries are checked at run time, not compile time: sqlx checks a crate's macros against one
 //! database, and this crate serves two; the engine tests run every statement on both.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::{Database, Pool};
 use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock, millis};
-use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
-use crate::jobs::{JobOutcome, JobRunRecord};
-use crate::log::{FailureRecord, LogError, RunLog, RunRecord, RunState, Started, StepRecord, db};
+use crate::events::NewEvent;
+use crate::log::{LogError, db};
 
 mod exec;
 mod rows;

@@ -1,6 +1,11 @@
 //! Sales channels and their links to publishable keys.
 
-use super::*;
+use super::{Channel, Postgres, PostgresStore, insert_channel, key_changes, strings};
+use async_trait::async_trait;
+use keyward::cache::Change;
+use keyward::filter::{ListOptions, SalesChannelField, SalesChannelFilter};
+use keyward::store::{Blocked, ChannelStore, Guarded, db_error, stored_pairs};
+use keyward::{ApiKeyId, ApiKeyType, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, sql};
 
 #[async_trait]
 impl ChannelStore for PostgresStore {

@@ -2,7 +2,10 @@
 
 use keyward::store::{ExpiryNotice, NoticeStore};
 
-use super::*;
+use super::PostgresStore;
+use async_trait::async_trait;
+use keyward::store::db_error;
+use keyward::{Result, Timestamp};
 
 #[async_trait]
 impl NoticeStore for PostgresStore {

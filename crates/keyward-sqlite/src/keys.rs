@@ -1,6 +1,13 @@
 //! API keys: inserts, reads, the guarded revoke and delete, what compensations put back, last use.
 
-use super::*;
+use super::{Key, Sqlite, SqliteStore, insert_key, json_ids, key_changes, shape_changed};
+use async_trait::async_trait;
+use keyward::cache::Change;
+use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions};
+use keyward::store::{
+    Blocked, Guarded, KeyShape, KeyStore, NewApiKey, RevocationUndo, RevokeOnce, StoredKey, UpdateUndo, db_error,
+};
+use keyward::{ApiKey, ApiKeyId, ApiKeyType, Clock, Result, Timestamp, UpdateApiKey, sql};
 
 #[async_trait]
 impl KeyStore for SqliteStore {

@@ -12,17 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyward::cache::{Cache, Change, WatchGuard};
-use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::idempotency::{IdempotencyRecord, StoredResponse};
-use keyward::sql::{self, Dialect};
-use keyward::store::{
-    Blocked, ChannelRow, ChannelStore, Guarded, KeyRow, KeyShape, KeyStore, NewApiKey, RevocationUndo, RevokeOnce,
-    Store, StoredKey, StoredUser, UpdateUndo, UserRow, UserStore, db_error, stored_pairs,
-};
-use keyward::{
-    ApiKey, ApiKeyId, ApiKeyType, Clock, Error, Result, SalesChannel, SalesChannelId, Timestamp, UpdateApiKey,
-    UpdateSalesChannel, User, UserId,
-};
+use keyward::sql::Dialect;
+use keyward::store::{ChannelRow, KeyRow, KeyShape, NewApiKey, Store, UserRow, db_error};
+use keyward::{ApiKeyId, Error, Result, SalesChannel, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, SqlitePool};
 

@@ -2,7 +2,10 @@
 
 use keyward::store::{ExpiryNotice, NoticeStore, StoredInstant};
 
-use super::*;
+use super::SqliteStore;
+use async_trait::async_trait;
+use keyward::store::db_error;
+use keyward::{Result, Timestamp};
 
 #[async_trait]
 impl NoticeStore for SqliteStore {

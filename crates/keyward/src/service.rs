@@ -8,17 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::cache::{Cache, KeyRecord, TokenDigest};
 use crate::entropy::{Entropy, OsEntropy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, Op, SalesChannelField, SalesChannelFilter};
+use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, Op};
 use crate::id::{ApiKeyId, SalesChannelId, UlidGenerator};
-use crate::model::{
-    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, SalesChannel, UpdateSalesChannel,
-};
+use crate::model::{ApiKey, ApiKeyType, CreateApiKey, CreatedApiKey, SalesChannel};
 use crate::store::{Blocked, NewApiKey, Store};
 use crate::time::{Clock, SystemClock, Timestamp};
-use crate::token::{self, TokenFormat};
+use crate::token::{self};
 
 mod channels;
 mod verify;

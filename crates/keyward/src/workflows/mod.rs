@@ -16,23 +16,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_flow::{
-    Engine, FlowError, Output, RunLog, RunOptions, Step, StepContext, StepError, StepResponse, Workflow, WorkflowHandle,
-};
-use serde::{Deserialize, Serialize};
+use keyward_flow::{Engine, FlowError, RunLog, RunOptions, Step, StepContext, StepError, StepResponse, WorkflowHandle};
+use serde::Serialize;
 
-use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventName;
 use crate::filter::{ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId};
-use crate::model::{
-    ApiKey, ApiKeyType, CreateApiKey, CreateSalesChannel, CreatedApiKey, RevokeApiKey, SalesChannel, UpdateSalesChannel,
-};
-use crate::policy::Permission;
+use crate::model::{ApiKey, CreateSalesChannel, SalesChannel};
 use crate::service::Keyward;
-use crate::store::{Blocked, KeyShape, KeyTerms, Revocation, RevocationUndo, RevokeOnce, StoredKey};
-use crate::token::PlainToken;
 
 mod activity;
 mod create;

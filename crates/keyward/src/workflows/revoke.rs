@@ -1,7 +1,18 @@
 //! `revoke-api-keys`: the rules and the instant fixed first, then the revocation; a revocation
 //! that took effect is never undone.
 
-use super::*;
+use super::{Cx, REVOKE_API_KEYS, Workflows, events, retried, step_error};
+use crate::actor::Actor;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::EventName;
+use crate::filter::ApiKeyFilter;
+use crate::id::ApiKeyId;
+use crate::model::{ApiKey, ApiKeyType, RevokeApiKey};
+use crate::policy::Permission;
+use crate::service::Keyward;
+use crate::store::{KeyShape, Revocation, RevocationUndo, RevokeOnce};
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
 
 /// `revoke-api-keys`: revoke these keys now, or `revoke_in` seconds from now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

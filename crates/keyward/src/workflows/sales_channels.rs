@@ -1,6 +1,17 @@
 //! The sales-channel workflows: create, update, delete (with the key links a delete removes).
 
-use super::*;
+use super::{
+    CREATE_SALES_CHANNELS, Cx, DELETE_SALES_CHANNELS, UPDATE_SALES_CHANNELS, Workflows, events, retried, step_error,
+};
+use crate::actor::Actor;
+use crate::error::{Error, Result};
+use crate::events::EventName;
+use crate::id::{ApiKeyId, SalesChannelId};
+use crate::model::{CreateSalesChannel, SalesChannel, UpdateSalesChannel};
+use crate::policy::Permission;
+use crate::service::Keyward;
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
 
 /// A sales-channel update with the channel as it was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

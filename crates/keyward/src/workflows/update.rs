@@ -1,8 +1,18 @@
 //! `update-api-keys`: a new title or expiry, put back where the key still has this run's.
 
-use super::*;
+use super::{Cx, UPDATE_API_KEYS, Workflows, events, retried, step_error};
+use crate::actor::Actor;
+use crate::error::{Error, Result};
+use crate::events::EventName;
+use crate::filter::ApiKeyFilter;
+use crate::id::ApiKeyId;
+use crate::model::{ApiKey, ApiKeyType};
 use crate::model::{KeyPolicy, UpdateApiKey};
+use crate::policy::Permission;
+use crate::service::Keyward;
 use crate::store::UpdateUndo;
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
 
 /// `update-api-keys`: set what is given (title, expiry) on these keys. Runs recorded before
 /// expiries existed (a title only) read as they were written.

@@ -1,6 +1,10 @@
 //! `create-users`: an admin user, its password hashed before anything is recorded.
 
-use super::*;
+use super::{CREATE_USERS, Cx, Workflows, retried, step_error};
+use crate::error::Result;
+use crate::events::EventName;
+use crate::service::Keyward;
+use keyward_flow::{Output, Step, StepResponse, Workflow};
 
 /// The user `create-user` wrote.
 const CREATED_USER: Output<crate::model::User> = Output::named("create-user");
