@@ -185,7 +185,7 @@ async fn on_database(flows: Workflows, command: Command, json: bool) -> Result<O
             events,
         } => serve(flows, &listen, jwt_secret, cors_origins, access, events).await,
         Command::Migrate => {
-            let backend = flows.kw().store().backend();
+            let backend = flows.kw().backend();
             Ok(Outcome::ok(if json {
                 format!("{}\n", json!({"migrated": true, "backend": backend}))
             } else {

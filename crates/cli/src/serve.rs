@@ -44,10 +44,7 @@ pub(crate) async fn serve(
         .await
         .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::unexpected(e.to_string()))?;
-    println!(
-        "keyward is listening on http://{addr} ({} database)",
-        kw.store().backend()
-    );
+    println!("keyward is listening on http://{addr} ({} database)", kw.backend());
     println!("The dashboard: http://{addr}/app");
     if kw.count_users().await? == 0 {
         println!(
@@ -186,7 +183,7 @@ pub(crate) async fn signing_secret(kw: &keyward::Keyward, configured: Option<Str
     let mut bytes = [0u8; 32];
     keyward::Entropy::fill(&keyward::OsEntropy, &mut bytes).map_err(Error::from)?;
     let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let stored = kw.store().setting_or_insert("jwt_secret", &fresh, kw.now()).await?;
+    let stored = kw.setting_or_insert("jwt_secret", &fresh).await?;
     Ok(stored.into_bytes())
 }
 

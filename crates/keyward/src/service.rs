@@ -65,8 +65,37 @@ impl Keyward {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store, for the module itself: every write goes through [`crate::Workflows`], whose
+    /// steps call it; readers use the module's read methods.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The verification cache (its statistics and state), shared with the store.
+    pub fn cache(&self) -> &crate::cache::Cache {
+        self.store.cache()
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
+    /// Follows other nodes' changes into this node's cache until the future is dropped (the
+    /// cache is bypassed while it is not connected).
+    pub async fn watch_changes(&self) {
+        self.store.watch_changes().await
+    }
+
+    /// The setting `name`, or `value` stored as it when there is none yet (the first of two
+    /// racing nodes wins; both get its value).
+    pub async fn setting_or_insert(&self, name: &str, value: &str) -> Result<String> {
+        self.store.setting_or_insert(name, value, self.now()).await
     }
 
     /// Where running imports report the rows they wrote.

@@ -299,7 +299,7 @@ async fn metrics_text(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.kw.store().cache().stats()),
+        state.metrics.render(&state.kw.cache().stats()),
     )
         .into_response()
 }
@@ -315,7 +315,7 @@ async fn health() -> Json<Value> {
 
 #[utoipa::path(get, path = "/ready", tag = "operations", summary = "Readiness: the database answers", security(()), responses((status = 200, description = "Ready", body = crate::wire::Status), (status = 503, description = "Database unreachable", body = crate::wire::ErrorBody)))]
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.kw.store().ping().await {
+    match state.kw.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(cause = %e.message, "not ready");
@@ -347,11 +347,11 @@ pub async fn serve_router(state: AppState, router: Router, listener: tokio::net:
     let recovery = state.flows.engine().spawn_recovery(stopped.clone());
     let dispatcher = state.flows.engine().spawn_dispatcher(state.delivery, stopped.clone());
     let scheduler = state.flows.engine().spawn_scheduler(stopped.clone());
-    let store = Arc::clone(state.kw.store());
+    let watcher = state.kw.clone();
     let mut watch_stopped = stopped.clone();
     let cache_watcher = tokio::spawn(async move {
         tokio::select! {
-            () = store.watch_changes() => {}
+            () = watcher.watch_changes() => {}
             _ = watch_stopped.changed() => {}
         }
     });

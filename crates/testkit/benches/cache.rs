@@ -132,7 +132,7 @@ async fn run(backend: &str, db: TestDb, n: usize, seconds: f64, baseline: &dyn F
         }
     }
 
-    let _watch = watch(&store).await;
+    let _watch = watch(&kw).await;
     let sample: Vec<&String> = tokens.iter().step_by((n / 20_000).max(1)).collect();
     let mut latencies = Vec::with_capacity(sample.len());
     for t in &sample {

@@ -55,9 +55,10 @@ async fn run(backend: &str, n: usize, legacy: usize) {
     // The baseline: the same key rows written straight to an empty store.
     let base_db = fresh().await.unwrap();
     let base = base_db.workflows().await;
+    let base_store = base_db.store().await;
     let started = Instant::now();
     for chunk in set.keys.chunks(1_000) {
-        base.kw().store().restore_api_keys(chunk).await.unwrap();
+        base_store.restore_api_keys(chunk).await.unwrap();
     }
     let raw = n as f64 / started.elapsed().as_secs_f64();
     drop(base);
@@ -91,11 +92,12 @@ async fn run(backend: &str, n: usize, legacy: usize) {
         })
         .collect();
     let kw = flows.kw().clone();
-    kw.store()
+    db.store()
+        .await
         .restore_api_keys(&rows.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
         .await
         .unwrap();
-    let _watched = watch(kw.store()).await;
+    let _watched = watch(&kw).await;
     let mut first = Vec::new();
     for (_, token) in &rows {
         let started = Instant::now();
@@ -105,7 +107,7 @@ async fn run(backend: &str, n: usize, legacy: usize) {
     // Once upgraded: a node with an empty cache reads the key by its digest, then holds it.
     let (store, _) = db.open().await;
     let other = Keyward::new(store);
-    let _watched_other = watch(other.store()).await;
+    let _watched_other = watch(&other).await;
     let (mut cold, mut hit) = (Vec::new(), Vec::new());
     for (_, token) in &rows {
         let started = Instant::now();

@@ -52,7 +52,7 @@ async fn seeded(db: TestDb, n: usize) -> (Harness, Vec<String>) {
     let mut made = 0;
     while made < n {
         let batch = (n - made).min(2_000);
-        let tokens = keyward_testkit::insert_secret_keys(h.kw.store(), "k", batch).await;
+        let tokens = keyward_testkit::insert_secret_keys(&h.store, "k", batch).await;
         sample.extend(tokens.into_iter().step_by(500));
         made += batch;
     }
@@ -75,7 +75,7 @@ fn authenticate(c: &mut Criterion) {
     let (h, sample) = rt.block_on(seeded(TestDb::sqlite(), n));
     {
         // The cache in use (its watcher connected) and filled: the hot path.
-        let _watch = rt.block_on(async { keyward_testkit::watch(h.kw.store()).await });
+        let _watch = rt.block_on(async { keyward_testkit::watch(&h.kw).await });
         for t in &sample {
             rt.block_on(h.kw.authenticate(t)).unwrap().unwrap();
         }

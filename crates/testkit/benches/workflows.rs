@@ -27,7 +27,7 @@ fn create(c: &mut Criterion) {
         g.sample_size(30);
         let key = || CreateApiKey::new("bench", ApiKeyType::Secret, "bench");
         g.bench_function("direct", |b| {
-            b.iter(|| rt.block_on(keyward_testkit::insert_secret_keys(h.kw.store(), "direct", 1)))
+            b.iter(|| rt.block_on(keyward_testkit::insert_secret_keys(&h.store, "direct", 1)))
         });
         g.bench_function("workflow", |b| {
             b.iter(|| {
@@ -54,7 +54,7 @@ fn create(c: &mut Criterion) {
         let ids = std::slice::from_ref(&id);
         g.bench_function("direct", |b| {
             b.iter(|| {
-                let store = h.kw.store();
+                let store = &h.store;
                 rt.block_on(store.revoke_api_keys(ids, "bench", at, &*h.clock, RevokeOnce::Secret, None))
                     .unwrap()
                     .unwrap()

@@ -166,6 +166,8 @@ impl Drop for PgDrop {
 /// The module on a fresh, migrated database, with a manual clock at [`epoch`].
 pub struct Harness {
     pub kw: Keyward,
+    /// The store under `kw`, for tests that set up rows or inspect them beneath the module.
+    pub store: Arc<dyn Store>,
     /// The same module with its workflows (run log on the same database).
     pub flows: Workflows,
     pub clock: Arc<ManualClock>,
@@ -176,10 +178,16 @@ impl Harness {
     pub async fn on(db: TestDb) -> Self {
         let clock = Arc::new(ManualClock::new(epoch()));
         let (store, log) = db.open().await;
-        let kw = Keyward::with_parts(store, clock.clone(), Arc::new(SeededEntropy::new(42)));
+        let kw = Keyward::with_parts(store.clone(), clock.clone(), Arc::new(SeededEntropy::new(42)));
         let flows = Workflows::new(kw.clone(), log, keyward_flow::DEFAULT_LEASE).expect("register the workflows");
         flows.migrate().await.expect("migrate the test database");
-        Self { kw, flows, clock, db }
+        Self {
+            kw,
+            store,
+            flows,
+            clock,
+            db,
+        }
     }
 
     pub async fn sqlite() -> Self {
@@ -220,11 +228,11 @@ impl Drop for Watched {
     }
 }
 
-/// Starts `store`'s change watcher and waits until it has connected (its cache is in use).
-pub async fn watch(store: &Arc<dyn Store>) -> Watched {
-    let watched = Arc::clone(store);
+/// Starts `kw`'s change watcher and waits until it has connected (its cache is in use).
+pub async fn watch(kw: &Keyward) -> Watched {
+    let watched = kw.clone();
     let handle = tokio::spawn(async move { watched.watch_changes().await });
-    eventually("the change watcher connects", || async { store.cache().is_online() }).await;
+    eventually("the change watcher connects", || async { kw.cache().is_online() }).await;
     Watched(handle)
 }
 

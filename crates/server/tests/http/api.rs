@@ -343,7 +343,7 @@ over_http! {
             });
             tokens.push(token.expose().to_owned());
         }
-        app.kw.store().insert_api_keys(&rows).await.unwrap();
+        app.db.store().await.insert_api_keys(&rows).await.unwrap();
         let (sk, pk) = (&tokens[0], &tokens[1]);
         for token in [sk, pk] {
             let (s, v) = app.post("/v1/keys/verify", json!({"key": token})).await;

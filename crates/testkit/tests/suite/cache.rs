@@ -25,16 +25,16 @@ async fn code(kw: &Keyward, token: &str) -> VerifyCode {
 
 /// Node B beside `h` (node A), both following changes while the guards are kept.
 async fn second_node(h: &Harness) -> (Keyward, [Watched; 2]) {
-    let a = watch(h.kw.store()).await;
+    let a = watch(&h.kw).await;
     let (b, _) = h.node().await;
-    let watching_b = watch(b.store()).await;
+    let watching_b = watch(&b).await;
     (b, [a, watching_b])
 }
 
 /// A secret key titled `title` made on node A, returned once node B has heard of it (so
 /// nothing empties the entry B fills next), with its token.
 async fn made_and_heard(h: &Harness, b: &Keyward, title: &str) -> (CreatedApiKey, String) {
-    let heard = b.store().cache().stats().invalidations;
+    let heard = b.cache().stats().invalidations;
     let created = h
         .flows
         .create_api_key(&keyward::Actor::System, secret(title))
@@ -42,7 +42,7 @@ async fn made_and_heard(h: &Harness, b: &Keyward, title: &str) -> (CreatedApiKey
         .unwrap();
     let token = created.token.expose().to_owned();
     eventually("node B hears of the new key", || async {
-        b.store().cache().stats().invalidations > heard
+        b.cache().stats().invalidations > heard
     })
     .await;
     (created, token)
@@ -53,9 +53,9 @@ on_both_stores! {
         let (b, _watching) = second_node(&h).await;
         let (created, token) = made_and_heard(&h, &b, "shared").await;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid);
-        let hits = b.store().cache().stats().hits;
+        let hits = b.cache().stats().hits;
         assert_eq!(code(&b, &token).await, VerifyCode::Valid);
-        assert_eq!(b.store().cache().stats().hits, hits + 1, "the second answer came from memory");
+        assert_eq!(b.cache().stats().hits, hits + 1, "the second answer came from memory");
 
         h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_now()).await.unwrap();
         // The node that revoked refuses at once; the other as soon as the notice arrives (the
@@ -65,11 +65,11 @@ on_both_stores! {
         for _ in 0..50 {
             assert_eq!(code(&b, &token).await, VerifyCode::Revoked);
         }
-        assert!(b.store().cache().stats().invalidations > 0);
+        assert!(b.cache().stats().invalidations > 0);
     }
 
     async fn a_scheduled_revocation_takes_effect_at_its_instant_from_a_cached_entry(h) {
-        let _w = watch(h.kw.store()).await;
+        let _w = watch(&h.kw).await;
         let created = h.flows.create_api_key(&keyward::Actor::System, secret("scheduled")).await.unwrap();
         let token = created.token.expose().to_owned();
         h.flows
@@ -77,24 +77,24 @@ on_both_stores! {
             .await
             .unwrap();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid, "fills the cache");
-        let misses = h.kw.store().cache().stats().misses;
+        let misses = h.kw.cache().stats().misses;
         // Well within the entry's 30 s life, so the answers below come from it.
         h.clock.advance_seconds(19);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
         h.clock.advance_seconds(1);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Revoked, "at its instant");
-        assert_eq!(h.kw.store().cache().stats().misses, misses, "both answers came from the cached entry");
+        assert_eq!(h.kw.cache().stats().misses, misses, "both answers came from the cached entry");
     }
 
     async fn an_expiring_key_is_refused_at_its_instant_from_a_cached_entry(h) {
-        let _w = watch(h.kw.store()).await;
+        let _w = watch(&h.kw).await;
         let mut data = secret("expiring");
         data.expires_in = Some(20);
         let created = h.flows.create_api_key(&keyward::Actor::System, data).await.unwrap();
         assert_eq!(created.key.expires_at, Some(h.clock.now().plus_seconds(20)));
         let token = created.token.expose().to_owned();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid, "fills the cache");
-        let misses = h.kw.store().cache().stats().misses;
+        let misses = h.kw.cache().stats().misses;
         // Well within the entry's 30 s life, so the answers below come from it.
         h.clock.advance_seconds(19);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
@@ -104,7 +104,7 @@ on_both_stores! {
         assert_eq!(refused.code, VerifyCode::Expired, "at its instant");
         assert_eq!(refused.key().map(|k| k.id.clone()), Some(created.key.id.clone()), "the key is named");
         assert!(h.kw.authenticate(&token).await.unwrap().is_none(), "an expired secret key opens nothing");
-        assert_eq!(h.kw.store().cache().stats().misses, misses, "every answer came from the cached entry");
+        assert_eq!(h.kw.cache().stats().misses, misses, "every answer came from the cached entry");
     }
 
     async fn a_new_expiry_reaches_the_other_node_as_a_revocation_does(h) {
@@ -125,9 +125,9 @@ on_both_stores! {
         let office: std::net::IpAddr = "192.0.2.10".parse().unwrap();
         let elsewhere: std::net::IpAddr = "198.51.100.1".parse().unwrap();
         assert!(b.verify_from(&token, Some(elsewhere)).await.unwrap().is_valid(), "B caches the unlimited key");
-        let hits = b.store().cache().stats().hits;
+        let hits = b.cache().stats().hits;
         assert!(b.verify_from(&token, Some(elsewhere)).await.unwrap().is_valid());
-        assert!(b.store().cache().stats().hits > hits, "answered from B's cache");
+        assert!(b.cache().stats().hits > hits, "answered from B's cache");
         let limit = keyward::UpdateApiKey {
             allowed_ips: Some(Some(vec![keyward::Cidr::parse("192.0.2.0/24").unwrap()])),
             ..Default::default()
@@ -158,17 +158,17 @@ on_both_stores! {
     async fn a_key_created_after_its_token_was_refused_is_found(h) {
         // A restored (or imported) key has a token known before its row exists: the negative
         // entry left by the first lookup must go when the row arrives.
-        let _w = watch(h.kw.store()).await;
+        let _w = watch(&h.kw).await;
         let created = h.flows.create_api_key(&keyward::Actor::System, secret("restored")).await.unwrap();
         let token = created.token.expose().to_owned();
-        let stored = h.kw.store().stored_api_keys(std::slice::from_ref(&created.key.id)).await.unwrap();
+        let stored = h.store.stored_api_keys(std::slice::from_ref(&created.key.id)).await.unwrap();
         h.clock.advance_seconds(1);
         h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_now()).await.unwrap();
         h.clock.advance_seconds(1);
         h.flows.delete_api_keys(&keyward::Actor::System, std::slice::from_ref(&created.key.id)).await.unwrap();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::NotFound);
         assert_eq!(code(&h.kw, &token).await, VerifyCode::NotFound, "from the negative entry");
-        h.kw.store().restore_api_keys(&stored).await.unwrap();
+        h.store.restore_api_keys(&stored).await.unwrap();
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Valid);
     }
 
@@ -179,7 +179,7 @@ on_both_stores! {
         // (The exact interleaving is forced in the cache's unit tests; this is the end-to-end
         // invariant under real concurrency.)
         let (b, _watching) = second_node(&h).await;
-        let applied = || b.store().cache().stats().invalidations;
+        let applied = || b.cache().stats().invalidations;
         for round in 0..30 {
             // Node B applies two notices this round: the create's and the revoke's.
             let before = applied();
@@ -244,7 +244,7 @@ on_both_stores! {
     }
 
     async fn last_used_at_is_flushed_in_one_batch(h) {
-        let _w = watch(h.kw.store()).await;
+        let _w = watch(&h.kw).await;
         let first = h.flows.create_api_key(&keyward::Actor::System, secret("one")).await.unwrap();
         let second = h.flows.create_api_key(&keyward::Actor::System, secret("two")).await.unwrap();
         h.clock.advance_seconds(5);
@@ -267,15 +267,15 @@ on_both_stores! {
             "sqlite" => Arc::new(keyward_sqlite::SqliteStore::connect(&h.db.url).await.unwrap().with_cache_capacity(50)),
             _ => Arc::new(keyward_postgres::PostgresStore::connect(&h.db.url).await.unwrap().with_cache_capacity(50)),
         };
-        let _w = watch(&store).await;
         let small = Keyward::with_parts(store, h.clock.clone(), Arc::new(keyward::OsEntropy));
+        let _w = watch(&small).await;
         let created = h.flows.create_api_keys(&keyward::Actor::System, (0..300).map(|i| secret(&format!("k{i}"))).collect()).await.unwrap();
         for round in 0..2 {
             for c in &created {
                 assert_eq!(code(&small, c.token.expose()).await, VerifyCode::Valid, "round {round}");
             }
         }
-        let stats = small.store().cache().stats();
+        let stats = small.cache().stats();
         assert!(stats.keys <= 50 && stats.capacity == 50, "{stats:?}");
     }
 
@@ -285,7 +285,7 @@ on_both_stores! {
         assert_eq!(code(&b, created.token.expose()).await, VerifyCode::Valid);
         h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_now()).await.unwrap();
         assert_eq!(code(&b, created.token.expose()).await, VerifyCode::Revoked, "read from storage, at once");
-        assert_eq!(b.store().cache().stats().keys, 0);
+        assert_eq!(b.cache().stats().keys, 0);
     }
 }
 
@@ -300,7 +300,7 @@ mod postgres_only {
         let Some(h) = keyward_testkit::Harness::postgres().await else {
             return;
         };
-        let _w = watch(h.kw.store()).await;
+        let _w = watch(&h.kw).await;
         let created = h
             .flows
             .create_api_key(&keyward::Actor::System, secret("quiet"))
@@ -320,7 +320,7 @@ mod postgres_only {
             VerifyCode::Valid,
             "still cached: no notice was sent"
         );
-        let flushes = h.kw.store().cache().stats().flushes;
+        let flushes = h.kw.cache().stats().flushes;
         let killed: Vec<i32> = sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity
              WHERE datname = current_database() AND query LIKE 'LISTEN%'",
@@ -330,7 +330,7 @@ mod postgres_only {
         .unwrap();
         assert_eq!(killed, vec![1], "one listener connection");
         eventually("the cache is flushed and read again", || async {
-            h.kw.store().cache().stats().flushes > flushes && h.kw.store().cache().is_online()
+            h.kw.cache().stats().flushes > flushes && h.kw.cache().is_online()
         })
         .await;
         assert_eq!(code(&h.kw, &token).await, VerifyCode::Revoked);

@@ -24,21 +24,17 @@ async fn import(flows: &Workflows, m: &MedusaDb) -> ImportReport {
 
 async fn stored(h: &Harness, id: &str) -> keyward::store::StoredKey {
     let id = ApiKeyId::parse(id).unwrap();
-    h.kw.store().stored_api_keys(&[id]).await.unwrap().pop().unwrap()
+    h.store.stored_api_keys(&[id]).await.unwrap().pop().unwrap()
 }
 
 /// Keys, channels and events in keyward: what "nothing was written" compares.
 async fn footprint(h: &Harness) -> (usize, usize, usize) {
-    let keys =
-        h.kw.store()
-            .count_api_keys(&keyward::ApiKeyFilter::new())
-            .await
-            .unwrap();
-    let channels =
-        h.kw.store()
-            .count_sales_channels(&keyward::SalesChannelFilter::new())
-            .await
-            .unwrap();
+    let keys = h.store.count_api_keys(&keyward::ApiKeyFilter::new()).await.unwrap();
+    let channels = h
+        .store
+        .count_sales_channels(&keyward::SalesChannelFilter::new())
+        .await
+        .unwrap();
     let events = h.flows.engine().log().list_events(100_000).await.unwrap().len();
     (keys as usize, channels as usize, events)
 }
@@ -75,8 +71,7 @@ on_both_stores! {
                 assert_eq!(key.revoked_by.as_deref(), Some("user_01FIXTURE0000000000000000"));
             }
             let channels: Vec<String> = h
-                .kw
-                .store()
+                .store
                 .links_of_keys(std::slice::from_ref(&key.id))
                 .await
                 .unwrap()
@@ -110,7 +105,7 @@ on_both_stores! {
     async fn every_token_is_judged_as_medusa_judged_it(h) {
         let Some(m) = MedusaDb::create(epoch()).await else { return };
         import(&h.flows, &m).await;
-        let _watched = watch(h.kw.store()).await;
+        let _watched = watch(&h.kw).await;
         for k in &m.keys {
             let v = h.kw.verify(&k.token).await.unwrap();
             let expected = match k.state {
@@ -141,7 +136,7 @@ on_both_stores! {
     async fn a_token_refused_before_the_import_works_at_once_after_it_on_every_node(h) {
         let Some(m) = MedusaDb::create(epoch()).await else { return };
         let (other, _) = h.node().await;
-        let _watched = (watch(h.kw.store()).await, watch(other.store()).await);
+        let _watched = (watch(&h.kw).await, watch(&other).await);
         let storefront = &m.key("apk_01PKSTORE0000000000000000").token;
         // Both nodes cache the refusal.
         for node in [&h.kw, &other] {
@@ -228,13 +223,13 @@ on_both_stores! {
         assert_eq!(reported.links.conflicts, 1);
         let backoffice = ApiKeyId::parse("apk_01SKBACKOFFICE0000000000").unwrap();
         assert_eq!(h.kw.retrieve_api_key(&backoffice).await.unwrap().title, "backoffice");
-        assert!(h.kw.store().links_of_keys(std::slice::from_ref(&lonely)).await.unwrap().is_empty());
+        assert!(h.store.links_of_keys(std::slice::from_ref(&lonely)).await.unwrap().is_empty());
 
         let input = ImportInput { set: source(&m).await, update: true };
         let updated = h.flows.import_medusa(input, "import-update").await.unwrap();
         assert_eq!((updated.api_keys.updated, updated.links.imported), (1, 1), "{updated:?}");
         assert_eq!(h.kw.retrieve_api_key(&backoffice).await.unwrap().title, "renamed in medusa");
-        assert_eq!(h.kw.store().links_of_keys(std::slice::from_ref(&lonely)).await.unwrap().len(), 1);
+        assert_eq!(h.store.links_of_keys(std::slice::from_ref(&lonely)).await.unwrap().len(), 1);
         assert_eq!(h.kw.verify(&ci.token).await.unwrap().code, VerifyCode::Revoked, "keyward's revocation holds");
     }
 
@@ -275,7 +270,7 @@ on_both_stores! {
         let set = source(&m).await;
         let mut twin = set.keys.iter().find(|k| k.key.id.as_str() == planted.id).unwrap().clone();
         twin.key.id = ApiKeyId::parse("apk_01TWIN00000000000000000000").unwrap();
-        h.kw.store().restore_api_keys(&[twin]).await.unwrap();
+        h.store.restore_api_keys(&[twin]).await.unwrap();
         let before = footprint(&h).await;
         let e = h.flows.import_medusa(ImportInput { set, update: false }, "import-fails").await.unwrap_err();
         assert!(e.message.contains("There already is an api key with this token"), "{e}");
@@ -299,7 +294,7 @@ on_both_stores! {
             (id("apk_01PKLONELY000000000000000"), channel("sc_01NOSUCH")),
             (id("apk_01NOSUCH"), web.clone()),
         ];
-        let linked = h.kw.store().insert_links(&asked, epoch()).await.unwrap();
+        let linked = h.store.insert_links(&asked, epoch()).await.unwrap();
         assert_eq!(linked, [(id("apk_01PKLONELY000000000000000"), web)]);
     }
 
@@ -317,7 +312,7 @@ on_both_stores! {
             .unwrap()
             .clone();
         h.flows.revoke_api_key(&keyward::Actor::System, &current.key.id, &revoke).await.unwrap();
-        let written = h.kw.store().replace_api_keys(&[(current.clone(), merged)]).await.unwrap();
+        let written = h.store.replace_api_keys(&[(current.clone(), merged)]).await.unwrap();
         assert!(written.is_empty(), "the guard sees the revoke");
         assert_eq!(stored(&h, current.key.id.as_str()).await.key.revoked_by.as_deref(), Some("keyward-admin"));
         // Real concurrency: an update of every key while the active secret keys are revoked.
@@ -358,7 +353,7 @@ on_both_stores! {
                 .key;
             let revoke = RevokeApiKey { revoked_by: "t".into(), revoke_in: None };
             h.flows.revoke_api_key(&keyward::Actor::System, &key.id, &revoke).await.unwrap();
-            let (store, flows) = (h.kw.store().clone(), h.flows.clone());
+            let (store, flows) = (h.store.clone(), h.flows.clone());
             let pair = [(key.id.clone(), web.clone())];
             // Started after a growing delay, so it lands before, during and after the delete.
             let wait = std::time::Duration::from_micros(500 * round);
@@ -371,7 +366,7 @@ on_both_stores! {
             *outcomes.entry(linked.len()).or_insert(0) += 1;
             assert!(h.kw.retrieve_api_key(&key.id).await.is_err());
             assert!(
-                h.kw.store().links_of_keys(std::slice::from_ref(&key.id)).await.unwrap().is_empty(),
+                h.store.links_of_keys(std::slice::from_ref(&key.id)).await.unwrap().is_empty(),
                 "round {round}: a link outlived its key"
             );
         }
@@ -400,10 +395,10 @@ on_both_stores! {
                 (row, (id, token))
             })
             .unzip();
-        h.kw.store().restore_api_keys(&rows).await.unwrap();
+        h.store.restore_api_keys(&rows).await.unwrap();
         // Both nodes cache (a cache is in use only while its store follows changes).
         let (other, _) = h.node().await;
-        let _watched = (watch(h.kw.store()).await, watch(other.store()).await);
+        let _watched = (watch(&h.kw).await, watch(&other).await);
         let mut outcomes = std::collections::BTreeMap::new();
         for (round, (id, token)) in keys.iter().enumerate() {
             let (kw, t) = (h.kw.clone(), token.clone());

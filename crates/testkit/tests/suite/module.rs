@@ -49,7 +49,7 @@ const MEDUSA_BYTES: [u8; 32] = [
 /// The module's workflows on `h`'s store and run log, whose next token carries `MEDUSA_BYTES`.
 fn pinned(h: &Harness) -> Workflows {
     let kw = Keyward::with_parts(
-        h.kw.store().clone(),
+        h.store.clone(),
         h.clock.clone(),
         Arc::new(ScriptedEntropy::new([MEDUSA_BYTES.to_vec()])),
     );
@@ -80,10 +80,10 @@ on_both_stores! {
         assert_eq!(json["redacted"], token::redact(&raw));
         assert!(json.get("salt").is_none(), "create never returns a salt");
         // The store holds the digest, not the token.
-        let stored = h.kw.store().find_api_key_by_token(&token::digest_hex(&raw)).await.unwrap().unwrap();
+        let stored = h.store.find_api_key_by_token(&token::digest_hex(&raw)).await.unwrap().unwrap();
         assert_eq!(stored.stored_token, token::digest_hex(&raw));
         assert_eq!(stored.salt, "");
-        assert!(h.kw.store().find_api_key_by_token(&raw).await.unwrap().is_none());
+        assert!(h.store.find_api_key_by_token(&raw).await.unwrap().is_none());
         // Every later read shows an empty token.
         assert_eq!(h.kw.retrieve_api_key(&created.key.id).await.unwrap().token, "");
     }
@@ -671,8 +671,8 @@ on_both_stores! {
     async fn last_used_at_only_moves_forward(h) {
         let k = h.flows.create_api_key(&keyward::Actor::System, publishable("p")).await.unwrap().key;
         let t1 = epoch().plus_seconds(10);
-        h.kw.store().record_last_used(&[(k.id.clone(), t1)]).await.unwrap();
-        h.kw.store().record_last_used(&[(k.id.clone(), epoch())]).await.unwrap();
+        h.store.record_last_used(&[(k.id.clone(), t1)]).await.unwrap();
+        h.store.record_last_used(&[(k.id.clone(), epoch())]).await.unwrap();
         assert_eq!(h.kw.retrieve_api_key(&k.id).await.unwrap().last_used_at, Some(t1));
     }
 
@@ -690,14 +690,14 @@ on_both_stores! {
             expires_at: None,
             policy: Default::default(),
         };
-        let err = h.kw.store().insert_api_keys(&[row]).await.unwrap_err();
+        let err = h.store.insert_api_keys(&[row]).await.unwrap_err();
         assert_eq!((err.kind, err.message.as_str()), (ErrorKind::Duplicate, "There already is an api key with this token"));
     }
 
     async fn nodes_racing_to_set_a_setting_all_get_the_first_value(h) {
         let mut racers = Vec::new();
         for n in 0..8 {
-            let store = h.kw.store().clone();
+            let store = h.store.clone();
             let now = h.kw.now();
             racers.push(tokio::spawn(async move {
                 store.setting_or_insert("jwt_secret", &format!("value-{n}"), now).await.unwrap()
@@ -708,7 +708,7 @@ on_both_stores! {
             seen.insert(r.await.unwrap());
         }
         assert_eq!(seen.len(), 1, "one value wins for everyone: {seen:?}");
-        let later = h.kw.store().setting_or_insert("jwt_secret", "late", h.kw.now()).await.unwrap();
+        let later = h.store.setting_or_insert("jwt_secret", "late", h.kw.now()).await.unwrap();
         assert_eq!(seen.into_iter().next().unwrap(), later, "and it stays");
     }
 }

@@ -17,10 +17,15 @@ use keyward_flow::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Each test on both stores, its body seeing the workflows (`flows`) on a fresh database.
+/// Each test on both stores, its body seeing the workflows (`flows`) on a fresh database, and
+/// when it names a second binding the store beneath them (to set up rows the module never writes).
 macro_rules! on_both_stores {
-    ($( async fn $name:ident($flows:ident) $body:block )*) => {
-        keyward_testkit::on_both_dbs! { $( async fn $name(db) { let $flows = db.workflows().await; $body } )* }
+    ($( async fn $name:ident($flows:ident $(, $store:ident)?) $body:block )*) => {
+        keyward_testkit::on_both_dbs! { $( async fn $name(db) {
+            let $flows = db.workflows().await;
+            $( let $store = db.store().await; )?
+            $body
+        } )* }
     };
 }
 
@@ -193,14 +198,13 @@ on_both_stores! {
         assert_eq!(flows.kw().verify(new.token.expose()).await.unwrap().code, VerifyCode::Valid);
     }
 
-    async fn a_guarded_revoke_refuses_a_key_renamed_or_relinked_since_its_shape_was_read(flows) {
+    async fn a_guarded_revoke_refuses_a_key_renamed_or_relinked_since_its_shape_was_read(flows, store) {
         use keyward::store::{Blocked, KeyShape, RevokeOnce};
         let (eu, us) = (channel(&flows, "EU").await, channel(&flows, "US").await);
         let (key, token) = linked_key(&flows, "rolling", &eu).await;
-        async fn revoke(flows: &Workflows, id: &ApiKeyId, shape: KeyShape) -> Result<(), Blocked> {
+        async fn revoke(store: &std::sync::Arc<dyn keyward::Store>, flows: &Workflows, id: &ApiKeyId, shape: KeyShape) -> Result<(), Blocked> {
             let now = flows.kw().now();
             let once = RevokeOnce::Any;
-            let store = flows.kw().store();
             store
                 .revoke_api_keys(std::slice::from_ref(id), "ops", now, &keyward::SystemClock, once, Some(&shape))
                 .await
@@ -213,21 +217,21 @@ on_both_stores! {
         };
         // Renamed since: refused, nothing written.
         let changed = Err(Blocked::Changed(key.id.clone()));
-        assert_eq!(revoke(&flows, &key.id, shape("before the rename", &[&eu])).await, changed);
+        assert_eq!(revoke(&store, &flows, &key.id, shape("before the rename", &[&eu])).await, changed);
         // Linked to another channel since (or a link removed): refused too.
         let mut both = [&eu, &us];
         both.sort();
-        assert_eq!(revoke(&flows, &key.id, shape("rolling", &both)).await, changed);
-        assert_eq!(revoke(&flows, &key.id, shape("rolling", &[])).await, changed);
+        assert_eq!(revoke(&store, &flows, &key.id, shape("rolling", &both)).await, changed);
+        assert_eq!(revoke(&store, &flows, &key.id, shape("rolling", &[])).await, changed);
         // Its expiry or policy changed since (the successor would carry the old ones): refused.
         let mut stale = shape("rolling", &[&eu]);
         let meta: keyward::Metadata = [("team".to_owned(), serde_json::json!("web"))].into_iter().collect();
         let policy = keyward::KeyPolicy { metadata: Some(Box::new(meta)), ..Default::default() };
         stale.terms = Some(keyward::store::KeyTerms { expires_at: None, policy });
-        assert_eq!(revoke(&flows, &key.id, stale).await, changed);
+        assert_eq!(revoke(&store, &flows, &key.id, stale).await, changed);
         assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Valid, "nothing was revoked");
         // The shape as it is: revoked.
-        assert_eq!(revoke(&flows, &key.id, shape("rolling", &[&eu])).await, Ok(()));
+        assert_eq!(revoke(&store, &flows, &key.id, shape("rolling", &[&eu])).await, Ok(()));
         assert_eq!(flows.kw().verify(&token).await.unwrap().code, VerifyCode::Revoked);
     }
 
@@ -417,7 +421,7 @@ on_both_stores! {
         assert_eq!(events[3].0.data, serde_json::json!({"id": new.key.id, "previous_id": old.id}));
     }
 
-    async fn every_workflow_publishes_the_events_its_docs_promise(flows) {
+    async fn every_workflow_publishes_the_events_its_docs_promise(flows, store) {
         /// An import of a channel and a linked key, then an update that renames the channel
         /// and brings a revocation.
         async fn import_twice(flows: &keyward::Workflows) {
@@ -487,7 +491,7 @@ on_both_stores! {
             redacted: token.redacted(), title: "expired".into(), key_type: ApiKeyType::Secret, created_by: "t".into(),
             created_at: past.plus_seconds(-60), expires_at: Some(past), policy: Default::default(),
         };
-        flows.kw().store().insert_api_keys(&[expired]).await.unwrap();
+        store.insert_api_keys(&[expired]).await.unwrap();
         flows.notify_api_key_expiry(workflows::DEFAULT_EXPIRY_WARNING).await.unwrap();
         let mut published: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
         for (event, _) in flows.engine().log().list_events(1000).await.unwrap() {
