@@ -61,13 +61,18 @@ impl Actor {
         Actor::User { id: id.into() }
     }
 
-    /// A secret key acting with everything it holds.
+    /// A secret key acting with everything it holds. A revocation it awaits ends it as an
+    /// expiry would, so it bounds what the key makes the same way.
     pub fn key(key: &ApiKey) -> Self {
+        let ends = match (key.expires_at, key.revoked_at) {
+            (Some(e), Some(r)) => Some(e.min(r)),
+            (e, r) => e.or(r),
+        };
         Actor::Key(KeyActor {
             id: key.id.clone(),
             permissions: key.policy.permissions.clone(),
             allowed_ips: key.policy.allowed_ips.clone(),
-            expires_at: key.expires_at,
+            expires_at: ends,
         })
     }
 
@@ -141,6 +146,19 @@ impl Actor {
                     list(own)
                 ))),
             },
+        }
+    }
+
+    /// Refuses a revocation by a key that would move `target`'s scheduled revocation later (or
+    /// revive it): a key may bring a revocation forward, never postpone one, its own included.
+    /// Users and the system set the instant as they choose.
+    pub fn may_revoke_at(&self, target: &ApiKey, at: Timestamp) -> Result<()> {
+        match (self.as_key(), target.revoked_at) {
+            (Some(_), Some(scheduled)) if at > scheduled => Err(Error::forbidden(format!(
+                "API key {} is to be revoked at {scheduled}; a key may bring a revocation forward, not postpone it",
+                target.id
+            ))),
+            _ => Ok(()),
         }
     }
 

@@ -69,10 +69,18 @@ macro_rules! kinds {
 }
 
 impl Error {
+    /// An error of `kind`. A message that echoes a token a caller sent by mistake (as a
+    /// metadata key, a filter value) carries `[redacted]` in its place: messages reach answers,
+    /// logs and the run log.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = match crate::redact::scrub(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
         Self {
             kind,
-            message: message.into(),
+            message,
             outcome_unknown: false,
         }
     }

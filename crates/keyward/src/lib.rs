@@ -31,6 +31,7 @@ pub mod import;
 pub mod legacy;
 pub mod model;
 pub mod policy;
+pub mod redact;
 pub mod service;
 pub mod sql;
 pub mod store;

@@ -318,8 +318,10 @@ pub fn checked_permissions(mut permissions: Vec<Permission>) -> Result<Vec<Permi
     Ok(permissions)
 }
 
-/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address. An IPv4-mapped IPv6
-/// address is matched as the IPv4 address it carries.
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address. Kept in one form: host bits
+/// cleared (`10.1.2.3/8` is `10.0.0.0/8`), and an IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`)
+/// as the IPv4 block it is; an IPv4-mapped IPv6 address is matched as the IPv4 address it
+/// carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     net: IpAddr,
@@ -340,24 +342,19 @@ impl Cidr {
         if len > max {
             return Err(bad());
         }
-        Ok(Self { net, len })
+        let (net, len) = match net {
+            IpAddr::V6(v6) if len >= 96 => v6.to_ipv4_mapped().map_or((net, len), |v4| (IpAddr::V4(v4), len - 96)),
+            other => (other, len),
+        };
+        Ok(Self {
+            net: masked(net, len),
+            len,
+        })
     }
 
     /// Whether every address of `inner` lies inside this block.
     pub fn covers(&self, inner: &Cidr) -> bool {
-        let (net, len) = inner.normalized();
-        let (own_net, own_len) = self.normalized();
-        own_len <= len && net.is_ipv4() == own_net.is_ipv4() && self.contains(net)
-    }
-
-    /// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as the IPv4 block it is.
-    fn normalized(&self) -> (IpAddr, u8) {
-        match self.net {
-            IpAddr::V6(v6) if self.len >= 96 => v6
-                .to_ipv4_mapped()
-                .map_or((self.net, self.len), |v4| (IpAddr::V4(v4), self.len - 96)),
-            other => (other, self.len),
-        }
+        self.len <= inner.len && self.net.is_ipv4() == inner.net.is_ipv4() && self.contains(inner.net)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -370,6 +367,24 @@ impl Cidr {
             (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.len),
             _ => false,
         }
+    }
+}
+
+/// `ip` with every bit past the first `len` cleared.
+fn masked(ip: IpAddr, len: u8) -> IpAddr {
+    let keep = |bits: u32, len: u8| -> u128 {
+        match u32::from(len) {
+            0 => 0,
+            l if l >= bits => u128::MAX,
+            l => !((1u128 << (bits - l)) - 1),
+        }
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = keep(32, len) as u32;
+            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & keep(128, len))),
     }
 }
 
@@ -648,6 +663,17 @@ mod tests {
         let wide = Cidr::parse("10.0.0.0/8").unwrap();
         assert!(wide.covers(&c) && !c.covers(&wide) && wide.covers(&wide));
         assert!(wide.covers(&Cidr::parse("::ffff:10.9.0.0/112").unwrap()));
+        // One form: host bits cleared, IPv4-mapped blocks as IPv4 (so they match IPv4 clients).
+        assert_eq!(Cidr::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(Cidr::parse("::ffff:127.0.0.1/104").unwrap().to_string(), "127.0.0.0/8");
+        assert!(Cidr::parse("::ffff:127.0.0.0/104").unwrap().contains(ip("127.0.0.1")));
+        assert!(
+            Cidr::parse("::ffff:127.0.0.0/104")
+                .unwrap()
+                .contains(ip("::ffff:127.0.0.1"))
+        );
+        assert_eq!(Cidr::parse("2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(Cidr::parse("1.2.3.4/0").unwrap().to_string(), "0.0.0.0/0");
         assert!(!wide.covers(&Cidr::parse("::/0").unwrap()) && !v6.covers(&wide));
         let list = [Cidr::parse("192.0.2.0/24").unwrap()];
         assert!(origin_allowed(Some(&list), Some(ip("192.0.2.7"))));

@@ -54,6 +54,10 @@ pub fn check(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
+    // One Origin, or none: a request naming two is not from one page.
+    if headers.get_all(header::ORIGIN).iter().count() > 1 {
+        return Err(refuse(StatusCode::FORBIDDEN, "not_allowed", FOREIGN_ORIGIN));
+    }
     let same_origin = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
         Some(origin) => {
             let origin = origin.trim_end_matches('/');

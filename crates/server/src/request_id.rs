@@ -90,7 +90,8 @@ mod tests {
 }
 
 /// The span every request is logged in: method, path, the query with every secret redacted,
-/// and the request id. Never the full URI: a `?token=sk_…` filter would put a secret in the log.
+/// and the request id. Never the full URI: a `?token=sk_…` filter would put a secret in the log,
+/// and so would a token pasted into a path.
 pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
     let id = req
         .headers()
@@ -100,29 +101,30 @@ pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
     tracing::debug_span!(
         "request",
         method = %req.method(),
-        path = %req.uri().path(),
+        path = %keyward::redact::scrub(req.uri().path()),
         query = %redacted_query(req.uri().query().unwrap_or_default()),
         request_id = %id,
     )
 }
 
-/// A query string with the value of every parameter that names a token, or whose value holds
-/// one, replaced by `[redacted]`.
+/// The parameters whose values are logged: paging, ordering, selection and the key type. Every
+/// other value (a search, a filter, anything unknown) may hold a secret in some form — a token, a
+/// part of one, its base64 — and is logged as `[redacted]`.
+const LOGGED: [&str; 6] = ["limit", "offset", "order", "fields", "type", "with_deleted"];
+
+/// A query string with every value but [`LOGGED`] ones replaced by `[redacted]`, and any name
+/// shaped like a token too.
 pub fn redacted_query(query: &str) -> String {
     let mut out = form_urlencoded::Serializer::new(String::new());
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if is_secret(&name, &value) {
-            out.append_pair(&name, "[redacted]");
+        let name = keyward::redact::scrub(&name);
+        if LOGGED.contains(&name.as_ref()) {
+            out.append_pair(&name, &keyward::redact::scrub(&value));
         } else {
-            out.append_pair(&name, &value);
+            out.append_pair(&name, "[redacted]");
         }
     }
     out.finish()
-}
-
-fn is_secret(name: &str, value: &str) -> bool {
-    let lower = value.to_ascii_lowercase();
-    name.to_ascii_lowercase().contains("token") || ["sk_", "pk_", "rk_"].iter().any(|p| lower.contains(p))
 }
 
 #[cfg(test)]
@@ -131,9 +133,18 @@ mod redaction_tests {
 
     #[test]
     fn tokens_never_reach_the_log_in_any_spelling() {
-        let q = "limit=20&token=sk_abc&token[$in][]=pk_def&q=rk%5Fghi&type=secret&key=Sk_Shout";
+        let q = "limit=20&token=sk_abc&token[$in][]=pk_def&q=rk%5Fghi&type=secret&key=Sk_Shout&x=eyJh.eyJi.c2ln&rk_abcdefghij=1&q=bHAGpartial";
         let r = redacted_query(q);
-        for secret in ["sk_abc", "pk_def", "rk_ghi", "rk%5Fghi", "Sk_Shout"] {
+        for secret in [
+            "sk_abc",
+            "pk_def",
+            "rk_ghi",
+            "rk%5Fghi",
+            "Sk_Shout",
+            "eyJh",
+            "rk_abcdefghij",
+            "bHAG",
+        ] {
             assert!(!r.contains(secret), "{secret} in {r}");
         }
         assert!(r.contains("limit=20") && r.contains("type=secret"), "{r}");

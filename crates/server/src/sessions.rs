@@ -154,20 +154,26 @@ pub(crate) async fn create_session(
 pub(crate) async fn delete_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     // A logout by cookie is a change the browser could be made to send from another site: it
     // is checked like every other cookie change.
-    let by_bearer = auth::authorization(&headers).is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
-    if !by_bearer
-        && auth::session_token(&headers).is_some()
-        && let Err(refused) = csrf::check(&state, &axum::http::Method::DELETE, &headers)
-    {
-        return Ok(refused);
-    }
+    // A valid Bearer login token names the session to end; otherwise the cookie does, and then
+    // the logout is a change the browser could be made to send from another site: it is checked
+    // like every other cookie change (a bogus Bearer header beside the cookie changes nothing).
+    let bearer = auth::authorization(&headers)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .and_then(|(_, t)| state.session_of(t));
+    let session = match bearer {
+        Some(s) => Some(s),
+        None => match auth::session_token(&headers) {
+            Some(cookie) => {
+                if let Err(refused) = csrf::check(&state, &axum::http::Method::DELETE, &headers) {
+                    return Ok(refused);
+                }
+                state.session_of(cookie)
+            }
+            None => None,
+        },
+    };
     // The session ends for every copy of its token, on every node, not only in this browser.
-    let token = auth::session_token(&headers).or_else(|| {
-        auth::authorization(&headers)
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t)
-    });
-    if let Some((_, sid)) = token.and_then(|t| state.session_of(t)) {
+    if let Some((_, sid)) = session {
         state.kw.end_session(&sid).await?;
     }
     let mut res = Json(json!({"success": true})).into_response();

@@ -146,8 +146,21 @@ async fn every_route_at_trace_level_logs_no_token_it_was_given() {
             statuses.push(req.send().await.unwrap().status().as_u16());
         }
     }
-    // The storefront header, the other admin credentials, and a token filter in every spelling.
+    // The storefront header, the other admin credentials, and a token filter in every spelling;
+    // tokens where none belong: in a search, a path, a parameter's name, a metadata key.
+    let sk_id = sk["api_key"]["id"].as_str().unwrap();
     let more = [
+        http.get(format!("{base}/admin/api-keys?q={jwt}&x={jwt}"))
+            .bearer_auth(&jwt),
+        http.get(format!("{base}/admin/api-keys/{sk_t}")).bearer_auth(&jwt),
+        http.get(format!("{base}/admin/api-keys?{rk_t}=1&q={}", &sk_t[3..20]))
+            .bearer_auth(&jwt),
+        http.post(format!("{base}/admin/api-keys"))
+            .bearer_auth(&jwt)
+            .json(&json!({"title": "m", "type": "secret", "metadata": {sk_t.clone(): 1}})),
+        http.post(format!("{base}/admin/api-keys/{sk_id}"))
+            .bearer_auth(&jwt)
+            .json(&json!({"permissions": [pk_t.clone()]})),
         http.get(format!("{base}/store/regions"))
             .header("x-publishable-api-key", &pk_t),
         http.get(format!("{base}/admin/api-keys?token[$in][]={rk_t}&token[$in][]={sk_t}"))

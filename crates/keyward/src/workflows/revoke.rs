@@ -198,6 +198,13 @@ impl Keyward {
             return Err(Error::invalid_data(crate::service::REVOKED_BY_REQUIRED));
         }
         let now = self.now();
+        let revoked_at = match revoke_in {
+            Some(seconds) if seconds > 0 => now.plus_seconds(seconds),
+            _ => now,
+        };
+        for k in &keys {
+            actor.may_revoke_at(k, revoked_at)?;
+        }
         let twice = keys
             .iter()
             .filter(|k| k.key_type == ApiKeyType::Secret && k.is_revoked_at(now))
@@ -208,10 +215,7 @@ impl Keyward {
         Ok(RevokePlan {
             ids: ids.to_vec(),
             revoked_by: revoked_by.to_owned(),
-            revoked_at: match revoke_in {
-                Some(seconds) if seconds > 0 => now.plus_seconds(seconds),
-                _ => now,
-            },
+            revoked_at,
             previous: keys.iter().map(Revocation::of).collect(),
             once: RevokeOnce::Secret,
             unchanged: None,

@@ -74,6 +74,14 @@ over_http! {
         assert_eq!(s, 403, "{body}");
         let reads = app.anon(Method::GET, "/admin/api-keys").header("cookie", &cookie).send().await.unwrap();
         assert_eq!(reads.status(), 200, "the session is still live");
+        // A bogus Bearer header beside the cookie does not make it a Bearer logout.
+        let (s, _) = read(logout("https://evil.example").bearer_auth("not-a-login-token").send().await.unwrap()).await;
+        assert_eq!(s, 403);
+        // Nor do two Origin headers, one of them its own.
+        let twice = logout(&app.base).header("origin", "https://evil.example");
+        assert_eq!(read(twice.send().await.unwrap()).await.0, 403);
+        let reads = app.anon(Method::GET, "/admin/api-keys").header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(reads.status(), 200, "the session is still live");
         let own = app.base.clone();
         let (s, _) = read(logout(&own).send().await.unwrap()).await;
         assert_eq!(s, 200);

@@ -201,6 +201,37 @@ over_http! {
         }
     }
 
+    async fn a_key_brings_a_revocation_forward_but_never_postpones_one(app) {
+        let writer = create(&app, json!({"title": "writer", "type": "secret", "permissions": ["api_keys:read", "api_keys:write"]})).await;
+        let wk = writer["token"].as_str().unwrap();
+        let target = create(&app, json!({"title": "target", "type": "secret", "permissions": ["api_keys:read"]})).await;
+        let tpath = path_of(&target);
+        let (s, scheduled) = app.post(&format!("{tpath}/revoke"), json!({"revoke_in": 60})).await;
+        assert_eq!(s, 200);
+        let at = scheduled["api_key"]["revoked_at"].clone();
+        for body in [json!({"revoke_in": 315_360_000}), json!({"revoke_in": 61})] {
+            let answer = as_key(&app, wk, Method::POST, &format!("{tpath}/revoke"), Some(body)).await;
+            refused(&answer, "a key may bring a revocation forward, not postpone it");
+        }
+        refused(&as_key(&app, wk, Method::POST, &format!("{tpath}/roll"), Some(json!({"revoke_in": 3600}))).await, "not postpone it");
+        assert_eq!(app.get(&tpath).await.1["api_key"]["revoked_at"], at, "nothing moved");
+        let (s, sooner) = as_key(&app, wk, Method::POST, &format!("{tpath}/revoke"), Some(json!({"revoke_in": 30}))).await;
+        assert_eq!(s, 200, "{sooner}");
+        // A key cannot rescue itself either, and what it awaits bounds what it makes.
+        let (s, _) = app.post(&format!("{}/revoke", path_of(&writer)), json!({"revoke_in": 3600})).await;
+        assert_eq!(s, 200);
+        refused(&as_key(&app, wk, Method::POST, &format!("{}/revoke", path_of(&writer)), Some(json!({"revoke_in": 7200}))).await,
+            "not postpone it");
+        refused(&as_key(&app, wk, Method::POST, "/admin/api-keys", Some(json!({"title": "heir", "type": "secret", "permissions": ["api_keys:read"]}))).await,
+            "expires_at (never) is later than this key's expiry");
+        let (s, heir) = as_key(&app, wk, Method::POST, "/admin/api-keys",
+            Some(json!({"title": "heir", "type": "secret", "permissions": ["api_keys:read"], "expires_in": 600}))).await;
+        assert_eq!(s, 200, "{heir}");
+        // A user sets the instant as Medusa lets it.
+        let (s, later) = app.post(&format!("{tpath}/revoke"), json!({"revoke_in": 7200})).await;
+        assert_eq!(s, 200, "{later}");
+    }
+
     async fn an_unrestricted_fenced_key_cannot_lift_a_fence(app) {
         let fenced = create(&app, json!({"title": "office", "type": "secret", "allowed_ips": ["127.0.0.0/8"]})).await;
         let fk = fenced["token"].as_str().unwrap();
