@@ -118,7 +118,12 @@ enum Verb {
     Roll {
         own: bool,
     },
-    Revoke,
+    /// Revoke in `revoke_in` seconds a target whose revocation is scheduled `scheduled` seconds
+    /// ahead (when some).
+    Revoke {
+        scheduled: Option<i64>,
+        revoke_in: Option<i64>,
+    },
     Delete,
     Link,
 }
@@ -154,7 +159,8 @@ fn verb() -> impl Strategy<Value = Verb> {
                 own
             }),
         any::<bool>().prop_map(|own| Verb::Roll { own }),
-        Just(Verb::Revoke),
+        (proptest::option::of(1i64..100_000), proptest::option::of(1i64..200_000))
+            .prop_map(|(scheduled, revoke_in)| Verb::Revoke { scheduled, revoke_in }),
         Just(Verb::Delete),
         Just(Verb::Link),
     ]
@@ -237,16 +243,31 @@ async fn one_case(h: &Harness, actor_shape: Shape, target_shape: Shape, verb: Ve
             let key = r.as_ref().ok().map(|(c, _)| c.key.clone());
             (r.map(|_| ()), key, Some(subject))
         }
-        Verb::Revoke => {
-            let data = RevokeApiKey {
+        Verb::Revoke { scheduled, revoke_in } => {
+            let by = |revoke_in: Option<i64>| RevokeApiKey {
                 revoked_by: "prop".into(),
-                revoke_in: None,
+                revoke_in,
             };
-            (
-                h.flows.revoke_api_key(&actor, &target.id, &data).await.map(|_| ()),
-                None,
-                Some(&target),
-            )
+            let before = match scheduled {
+                Some(s) => {
+                    h.flows
+                        .revoke_api_key(&system, &target.id, &by(Some(*s)))
+                        .await
+                        .unwrap()
+                        .revoked_at
+                }
+                None => None,
+            };
+            let r = h.flows.revoke_api_key(&actor, &target.id, &by(*revoke_in)).await;
+            if let (Ok(after), Some(before)) = (&r, before)
+                && after.revoked_at.is_none_or(|a| a > before)
+            {
+                return Err(format!(
+                    "{verb:?} by {actor_key:?} postponed a revocation from {before} to {:?}",
+                    after.revoked_at
+                ));
+            }
+            (r.map(|_| ()), None, Some(&target))
         }
         Verb::Delete => {
             let data = RevokeApiKey {
