@@ -21,14 +21,6 @@ impl<C: Send + Sync + 'static> Engine<C> {
         )
     }
 
-    /// The jobs registered on this node, with their schedules.
-    pub fn job_schedules(&self) -> Vec<(String, String)> {
-        read(&self.inner.jobs)
-            .iter()
-            .map(|j| (j.name.clone(), j.schedule.describe()))
-            .collect()
-    }
-
     /// Runs every registered job on its schedule until `stop` turns true; each tick runs on one
     /// node of the cluster.
     pub fn spawn_scheduler(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {

@@ -255,11 +255,6 @@ impl<C> StepContext<C> {
         &self.container
     }
 
-    /// A shared handle to the container, for work that outlives the borrow.
-    pub fn container_arc(&self) -> Arc<C> {
-        self.container.clone()
-    }
-
     pub fn workflow(&self) -> &str {
         &self.meta.workflow
     }

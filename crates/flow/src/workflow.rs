@@ -105,11 +105,6 @@ impl<'a, I: DeserializeOwned> Data<'a, I> {
             .ok_or_else(|| StepError::permanent(format!("step {name} has no output: it did not run")))
     }
 
-    /// The output of `step`, or `None` when it did not run (a false condition, a skip).
-    pub fn maybe_output<SO: DeserializeOwned>(&self, step: impl OutputOf<SO>) -> Result<Option<SO>, StepError> {
-        self.output_named(step.step_name())
-    }
-
     /// The output of the step or hook named `name`, if it ran.
     pub fn output_named<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StepError> {
         self.raw
