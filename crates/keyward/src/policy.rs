@@ -211,30 +211,31 @@ impl PermissionQuery {
         }
     }
 
+    /// Terms joined by `OR`, each a conjunction.
     fn any(words: &[&str], at: &mut usize, depth: usize) -> Result<Self> {
-        let mut terms = vec![Self::all(words, at, depth)?];
-        while words.get(*at).is_some_and(|w| w.eq_ignore_ascii_case("OR")) {
-            *at += 1;
-            terms.push(Self::all(words, at, depth)?);
-        }
-        Ok(if terms.len() == 1 {
-            terms.remove(0)
-        } else {
-            PermissionQuery::Any(terms)
-        })
+        Self::joined(words, at, depth, "OR", Self::all, PermissionQuery::Any)
     }
 
+    /// Factors joined by `AND`, each a name or a parenthesised query.
     fn all(words: &[&str], at: &mut usize, depth: usize) -> Result<Self> {
-        let mut factors = vec![Self::one(words, at, depth)?];
-        while words.get(*at).is_some_and(|w| w.eq_ignore_ascii_case("AND")) {
+        Self::joined(words, at, depth, "AND", Self::one, PermissionQuery::All)
+    }
+
+    /// Operands joined by the word `op`, each read by `operand`; one operand stands alone.
+    fn joined(
+        words: &[&str],
+        at: &mut usize,
+        depth: usize,
+        op: &str,
+        operand: fn(&[&str], &mut usize, usize) -> Result<Self>,
+        wrap: fn(Vec<Self>) -> Self,
+    ) -> Result<Self> {
+        let mut items = vec![operand(words, at, depth)?];
+        while words.get(*at).is_some_and(|w| w.eq_ignore_ascii_case(op)) {
             *at += 1;
-            factors.push(Self::one(words, at, depth)?);
+            items.push(operand(words, at, depth)?);
         }
-        Ok(if factors.len() == 1 {
-            factors.remove(0)
-        } else {
-            PermissionQuery::All(factors)
-        })
+        Ok(if items.len() == 1 { items.remove(0) } else { wrap(items) })
     }
 
     fn one(words: &[&str], at: &mut usize, depth: usize) -> Result<Self> {

@@ -31,61 +31,47 @@ async fn sign_in(app: &App, client: &str, password: &str, cookie: Option<&str>) 
     (res.status().as_u16(), device)
 }
 
-async fn strangers_cannot_lock_the_owner_out(app: App) {
-    let (s, device) = sign_in(&app, "192.0.2.10", PASSWORD, None).await;
-    assert_eq!(s, 200);
-    let device = device.expect("a successful sign-in sets the device cookie");
-    let mut refused = 0;
-    for i in 0..110 {
-        let stranger = format!("198.51.100.{}", i % 6 + 1);
-        match sign_in(&app, &stranger, "wrong guess", None).await.0 {
-            401 => {}
-            429 => refused += 1,
-            other => panic!("attempt {i}: {other}"),
+over_http_behind_a_proxy! {
+    async fn strangers_cannot_lock_the_owner_out(proxied) {
+        let support::Proxied(app) = proxied;
+        let (s, device) = sign_in(&app, "192.0.2.10", PASSWORD, None).await;
+        assert_eq!(s, 200);
+        let device = device.expect("a successful sign-in sets the device cookie");
+        let mut refused = 0;
+        for i in 0..110 {
+            let stranger = format!("198.51.100.{}", i % 6 + 1);
+            match sign_in(&app, &stranger, "wrong guess", None).await.0 {
+                401 => {}
+                429 => refused += 1,
+                other => panic!("attempt {i}: {other}"),
+            }
         }
-    }
-    assert!(refused >= 10, "the email's allowance ran out: {refused} refused");
-    assert_eq!(
-        sign_in(&app, "192.0.2.77", PASSWORD, None).await.0,
-        429,
-        "a new client is still limited"
-    );
-    let (s, again) = sign_in(&app, "192.0.2.10", PASSWORD, Some(&device)).await;
-    assert_eq!(s, 200, "the owner's own client signs in");
-    assert_eq!(again.as_deref(), Some(device.as_str()), "and keeps its device");
-    // A forged or altered cookie is no device at all.
-    let forged = format!("{}x", device);
-    assert_eq!(sign_in(&app, "192.0.2.10", PASSWORD, Some(&forged)).await.0, 429);
-    assert_eq!(
-        sign_in(&app, "192.0.2.10", PASSWORD, Some("keyward_device=abc.def"))
-            .await
-            .0,
-        429
-    );
-    // The device's own allowance is limited too: guessing from it runs out.
-    let mut device_refused = false;
-    for _ in 0..25 {
-        if sign_in(&app, "192.0.2.10", "wrong guess", Some(&device)).await.0 == 429 {
-            device_refused = true;
-            break;
+        assert!(refused >= 10, "the email's allowance ran out: {refused} refused");
+        assert_eq!(
+            sign_in(&app, "192.0.2.77", PASSWORD, None).await.0,
+            429,
+            "a new client is still limited"
+        );
+        let (s, again) = sign_in(&app, "192.0.2.10", PASSWORD, Some(&device)).await;
+        assert_eq!(s, 200, "the owner's own client signs in");
+        assert_eq!(again.as_deref(), Some(device.as_str()), "and keeps its device");
+        // A forged or altered cookie is no device at all.
+        let forged = format!("{}x", device);
+        assert_eq!(sign_in(&app, "192.0.2.10", PASSWORD, Some(&forged)).await.0, 429);
+        assert_eq!(
+            sign_in(&app, "192.0.2.10", PASSWORD, Some("keyward_device=abc.def"))
+                .await
+                .0,
+            429
+        );
+        // The device's own allowance is limited too: guessing from it runs out.
+        let mut device_refused = false;
+        for _ in 0..25 {
+            if sign_in(&app, "192.0.2.10", "wrong guess", Some(&device)).await.0 == 429 {
+                device_refused = true;
+                break;
+            }
         }
+        assert!(device_refused, "a device cookie is no licence to guess");
     }
-    assert!(device_refused, "a device cookie is no licence to guess");
-}
-
-fn proxied(state: keyward_server::AppState) -> keyward_server::AppState {
-    state.with_trusted_proxies(vec![keyward::Cidr::parse("127.0.0.1").unwrap()])
-}
-
-#[tokio::test]
-async fn sqlite_strangers_cannot_lock_the_owner_out() {
-    strangers_cannot_lock_the_owner_out(App::configured(keyward_testkit::TestDb::sqlite(), proxied).await).await;
-}
-
-#[tokio::test]
-async fn postgres_strangers_cannot_lock_the_owner_out() {
-    let Some(db) = keyward_testkit::TestDb::postgres().await else {
-        return;
-    };
-    strangers_cannot_lock_the_owner_out(App::configured(db, proxied).await).await;
 }

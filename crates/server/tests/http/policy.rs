@@ -222,50 +222,40 @@ over_http! {
     }
 }
 
-/// Behind a trusted proxy the client is the forwarded address, so a key limited to it works
-/// through the proxy and nowhere else.
-async fn through_a_trusted_proxy(app: App) {
-    let key = create(
-        &app,
-        json!({"title": "office", "type": "secret", "allowed_ips": ["198.51.100.0/24"]}),
-    )
-    .await;
-    let sk = key["token"].as_str().unwrap();
-    let send = |forwarded: Option<&str>| {
-        let mut req = app
-            .anon(Method::GET, "/admin/api-keys")
-            .header("authorization", basic(sk));
-        if let Some(f) = forwarded {
-            req = req.header("x-forwarded-for", f);
+// Behind a trusted proxy the client is the forwarded address, so a key limited to it works
+// through the proxy and nowhere else.
+mod behind_a_proxy {
+    use super::*;
+
+    over_http_behind_a_proxy! {
+        async fn allowed_ips_through_a_trusted_proxy(proxied) {
+            let support::Proxied(app) = proxied;
+            let key = create(
+                &app,
+                json!({"title": "office", "type": "secret", "allowed_ips": ["198.51.100.0/24"]}),
+            )
+            .await;
+            let sk = key["token"].as_str().unwrap();
+            let send = |forwarded: Option<&str>| {
+                let mut req = app
+                    .anon(Method::GET, "/admin/api-keys")
+                    .header("authorization", basic(sk));
+                if let Some(f) = forwarded {
+                    req = req.header("x-forwarded-for", f);
+                }
+                async move { read(req.send().await.unwrap()).await.0 }
+            };
+            assert_eq!(send(Some("198.51.100.7")).await, 200);
+            assert_eq!(send(Some("203.0.113.9")).await, 403);
+            assert_eq!(send(None).await, 403, "the proxy's own address is not the office's");
+            // A client that sends its own Forwarded header through a proxy that appends to
+            // X-Forwarded-For (nginx's default) does not choose its address.
+            let spoofed = app
+                .anon(Method::GET, "/admin/api-keys")
+                .header("authorization", basic(sk))
+                .header("forwarded", "for=198.51.100.7")
+                .header("x-forwarded-for", "203.0.113.9");
+            assert_eq!(read(spoofed.send().await.unwrap()).await.0, 403);
         }
-        async move { read(req.send().await.unwrap()).await.0 }
-    };
-    assert_eq!(send(Some("198.51.100.7")).await, 200);
-    assert_eq!(send(Some("203.0.113.9")).await, 403);
-    assert_eq!(send(None).await, 403, "the proxy's own address is not the office's");
-    // A client that sends its own Forwarded header through a proxy that appends to
-    // X-Forwarded-For (nginx's default) does not choose its address.
-    let spoofed = app
-        .anon(Method::GET, "/admin/api-keys")
-        .header("authorization", basic(sk))
-        .header("forwarded", "for=198.51.100.7")
-        .header("x-forwarded-for", "203.0.113.9");
-    assert_eq!(read(spoofed.send().await.unwrap()).await.0, 403);
-}
-
-fn proxied(state: keyward_server::AppState) -> keyward_server::AppState {
-    state.with_trusted_proxies(vec![keyward::Cidr::parse("127.0.0.1").unwrap()])
-}
-
-#[tokio::test]
-async fn sqlite_allowed_ips_through_a_trusted_proxy() {
-    through_a_trusted_proxy(App::configured(keyward_testkit::TestDb::sqlite(), proxied).await).await;
-}
-
-#[tokio::test]
-async fn postgres_allowed_ips_through_a_trusted_proxy() {
-    let Some(db) = keyward_testkit::TestDb::postgres().await else {
-        return;
-    };
-    through_a_trusted_proxy(App::configured(db, proxied).await).await;
+    }
 }

@@ -199,18 +199,17 @@ static REFUSED: AtomicUsize = AtomicUsize::new(0);
 async fn one_case(h: &Harness, actor_shape: Shape, target_shape: Shape, verb: Verb) -> Result<(), String> {
     let system = Actor::System;
     let made = |s: &Shape, t: &str| to_create(h, s, t);
-    let actor_key = h
+    let mut pair = h
         .flows
-        .create_api_key(&system, made(&actor_shape, "actor"))
+        .create_api_keys(
+            &system,
+            vec![made(&actor_shape, "actor"), made(&target_shape, "target")],
+        )
         .await
         .unwrap()
-        .key;
-    let target = h
-        .flows
-        .create_api_key(&system, made(&target_shape, "target"))
-        .await
-        .unwrap()
-        .key;
+        .into_iter()
+        .map(|c| c.key);
+    let (actor_key, target) = (pair.next().unwrap(), pair.next().unwrap());
     let actor = Actor::key(&actor_key);
     let days = |d: i64| h.kw.now().plus_seconds(d * 86_400);
     let (outcome, produced, reached): (keyward::Result<()>, Option<ApiKey>, Option<&ApiKey>) = match &verb {

@@ -118,3 +118,19 @@ impl keyward_testkit::FromTestDb for App {
 macro_rules! over_http {
     ($($tests:tt)*) => { keyward_testkit::on_both! { $crate::support::App; $($tests)* } };
 }
+
+/// An [`App`] behind a trusted proxy at 127.0.0.1: the client is the `X-Forwarded-For` address.
+pub struct Proxied(pub App);
+
+impl keyward_testkit::FromTestDb for Proxied {
+    async fn from_test_db(db: TestDb) -> Self {
+        let trust = |state: AppState| state.with_trusted_proxies(vec![keyward::Cidr::parse("127.0.0.1").unwrap()]);
+        Proxied(App::configured(db, trust).await)
+    }
+}
+
+/// [`over_http!`] behind a trusted proxy: the body sees `Proxied(app)`.
+#[macro_export]
+macro_rules! over_http_behind_a_proxy {
+    ($($tests:tt)*) => { keyward_testkit::on_both! { $crate::support::Proxied; $($tests)* } };
+}
