@@ -101,12 +101,10 @@ fn main() {
         }
         rt.block_on(async {
             let db = match backend {
-                "sqlite" => Some(TestDb::sqlite()),
+                "sqlite" => TestDb::sqlite(),
                 _ => TestDb::postgres().await,
             };
-            if let Some(db) = db {
-                run(backend, db, rounds).await;
-            }
+            run(backend, db, rounds).await;
         });
     }
 }

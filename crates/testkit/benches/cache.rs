@@ -88,14 +88,12 @@ fn main() {
         if only.as_deref().is_some_and(|o| o != backend) {
             continue;
         }
-        let Some(db) = rt.block_on(async {
+        let db = rt.block_on(async {
             match backend {
-                "sqlite" => Some(TestDb::sqlite()),
+                "sqlite" => TestDb::sqlite(),
                 _ => TestDb::postgres().await,
             }
-        }) else {
-            continue;
-        };
+        });
         rt.block_on(run(backend, db, n, seconds, &baseline));
     }
 }

@@ -40,20 +40,18 @@ fn legacy_rows(n: usize) -> Vec<(StoredKey, String)> {
 async fn run(backend: &str, n: usize, legacy: usize) {
     let fresh = || async {
         match backend {
-            "sqlite" => Some(TestDb::sqlite()),
+            "sqlite" => TestDb::sqlite(),
             _ => TestDb::postgres().await,
         }
     };
-    let Some(m) = MedusaDb::bulk(n as u32, SystemClock.now()).await else {
-        return;
-    };
+    let m = MedusaDb::bulk(n as u32, SystemClock.now()).await;
     let started = Instant::now();
     let snapshot = keyward_postgres::medusa::read(m.url()).await.unwrap();
     let read = started.elapsed();
     let set = ImportSet::from_medusa(snapshot).unwrap();
 
     // The baseline: the same key rows written straight to an empty store.
-    let base_db = fresh().await.unwrap();
+    let base_db = fresh().await;
     let base = base_db.workflows().await;
     let base_store = base_db.store().await;
     let started = Instant::now();
@@ -63,7 +61,7 @@ async fn run(backend: &str, n: usize, legacy: usize) {
     let raw = n as f64 / started.elapsed().as_secs_f64();
     drop(base);
 
-    let db = fresh().await.unwrap();
+    let db = fresh().await;
     let flows = db.workflows().await;
     let started = Instant::now();
     let report = flows

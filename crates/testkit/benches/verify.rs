@@ -105,7 +105,8 @@ fn authenticate(c: &mut Criterion) {
     });
     drop(h);
 
-    if let Some(db) = rt.block_on(TestDb::postgres()) {
+    {
+        let db = rt.block_on(TestDb::postgres());
         let (h, sample) = rt.block_on(seeded(db, n));
         let mut i = 0;
         g.bench_function("postgres", |b| {

@@ -18,10 +18,9 @@ fn create(c: &mut Criterion) {
     let rt = keyward_testkit::bench_runtime();
     let mut means = Vec::new();
     for (name, db) in [
-        ("sqlite", Some(TestDb::sqlite())),
+        ("sqlite", TestDb::sqlite()),
         ("postgres", rt.block_on(TestDb::postgres())),
     ] {
-        let Some(db) = db else { continue };
         let h = rt.block_on(Harness::on(db));
         let mut g = c.benchmark_group(format!("create_{name}"));
         g.sample_size(30);

@@ -143,10 +143,9 @@ fn medusa_token(kind: ApiKeyType, seed: u32) -> String {
 }
 
 impl MedusaDb {
-    /// The full fixture around `now`; `None` (after a loud message) when Postgres is not
-    /// reachable outside CI.
-    pub async fn create(now: Timestamp) -> Option<Self> {
-        let db = TestDb::postgres().await?;
+    /// The full fixture around `now`.
+    pub async fn create(now: Timestamp) -> Self {
+        let db = TestDb::postgres().await;
         let mut me = Self {
             db,
             keys: Vec::new(),
@@ -154,14 +153,14 @@ impl MedusaDb {
         };
         me.execute(SCHEMA).await;
         me.fill().await;
-        Some(me)
+        me
     }
 
     /// `n` keys (half publishable, each linked to one of ten channels; half secret, with a hash
     /// of Medusa's shape that no token matches), made by the database itself: what an import
     /// benchmark reads. `keys` stays empty (there are no tokens to use).
-    pub async fn bulk(n: u32, now: Timestamp) -> Option<Self> {
-        let db = TestDb::postgres().await?;
+    pub async fn bulk(n: u32, now: Timestamp) -> Self {
+        let db = TestDb::postgres().await;
         let me = Self {
             db,
             keys: Vec::new(),
@@ -187,11 +186,11 @@ impl MedusaDb {
                FROM generate_series(2, {n}, 2) i;"
         ))
         .await;
-        Some(me)
+        me
     }
 
     /// A Postgres database with none of Medusa's tables.
-    pub async fn empty() -> Option<TestDb> {
+    pub async fn empty() -> TestDb {
         TestDb::postgres().await
     }
 

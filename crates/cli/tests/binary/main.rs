@@ -4,7 +4,7 @@
 
 mod cli;
 mod crash;
-mod medusa_import;
+mod medusa_from_postgres;
 mod policy;
 mod propagation;
 mod races;

@@ -279,8 +279,8 @@ async fn keys_status(http: &reqwest::Client, base: &str, jwt: &str) -> u16 {
 }
 
 #[tokio::test]
-async fn nodes_without_a_configured_secret_share_one_from_the_database_across_restarts() {
-    let Some(db) = TestDb::postgres().await else { return };
+async fn nodes_without_a_configured_secret_share_one_from_a_postgres_database_across_restarts() {
+    let db = TestDb::postgres().await;
     keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let http = reqwest::Client::new();
     let (a, b) = (node_without_secret(&db.url), node_without_secret(&db.url));

@@ -38,8 +38,8 @@ async fn call(http: &reqwest::Client, jwt: &str, method: reqwest::Method, url: S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_the_node_running_a_roll_dies_another_node_finishes_it_within_the_lease() {
-    let Some(db) = TestDb::postgres().await else { return };
+async fn on_postgres_when_the_node_running_a_roll_dies_another_node_finishes_it_within_the_lease() {
+    let db = TestDb::postgres().await;
     keyward_testkit::create_admin(env!("CARGO_BIN_EXE_keyward"), &db.url);
     let doomed = node(&db.url, Some("crash:roll-api-key:revoke-api-keys:before"));
     let mut survivor = node(&db.url, None);

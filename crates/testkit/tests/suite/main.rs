@@ -8,6 +8,6 @@ mod expiry;
 mod flow_engine;
 mod flow_events;
 mod least_privilege;
-mod medusa_import;
+mod medusa_from_postgres;
 mod module;
 mod workflows;

@@ -597,8 +597,6 @@ async fn purging_on_sqlite() {
 
 #[tokio::test]
 async fn purging_on_postgres() {
-    let Some(h) = keyward_testkit::Harness::postgres().await else {
-        return;
-    };
+    let h = keyward_testkit::Harness::postgres().await;
     purging_deletes_only_keys_revoked_long_enough_ago(h).await;
 }

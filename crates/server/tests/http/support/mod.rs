@@ -58,8 +58,8 @@ impl App {
         Self::on(TestDb::sqlite()).await
     }
 
-    pub async fn postgres() -> Option<Self> {
-        Some(Self::on(TestDb::postgres().await?).await)
+    pub async fn postgres() -> Self {
+        Self::on(TestDb::postgres().await).await
     }
 
     /// A request with no credentials.

@@ -47,7 +47,7 @@ fn lookalike(token: &str) -> String {
 
 on_both_stores! {
     async fn imports_every_live_row_with_its_fields(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         let report = import(&h.flows, &m).await;
         assert_eq!(report.api_keys.imported, 10, "{report:?}");
         assert_eq!(report.api_keys.skipped, 2, "the deleted rows");
@@ -103,7 +103,7 @@ on_both_stores! {
     }
 
     async fn every_token_is_judged_as_medusa_judged_it(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         import(&h.flows, &m).await;
         let _watched = watch(&h.kw).await;
         for k in &m.keys {
@@ -134,7 +134,7 @@ on_both_stores! {
     }
 
     async fn a_token_refused_before_the_import_works_at_once_after_it_on_every_node(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         let (other, _) = h.node().await;
         let _watched = (watch(&h.kw).await, watch(&other).await);
         let storefront = &m.key("apk_01PKSTORE0000000000000000").token;
@@ -151,7 +151,7 @@ on_both_stores! {
     }
 
     async fn a_legacy_key_is_upgraded_to_the_digest_on_first_use(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         import(&h.flows, &m).await;
         let ci = m.key("apk_01SKCI000000000000000000");
         let before = stored(&h, ci.id).await;
@@ -184,7 +184,7 @@ on_both_stores! {
     }
 
     async fn a_second_import_changes_nothing_and_a_dry_run_writes_nothing(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         let set = source(&m).await;
         let empty = footprint(&h).await;
         let dry = h.kw.plan_import(&set, false).await.unwrap();
@@ -235,7 +235,7 @@ on_both_stores! {
 
     async fn bad_sources_are_refused_by_name_and_nothing_is_written(h) {
         let empty = footprint(&h).await;
-        let Some(none) = MedusaDb::empty().await else { return };
+        let none = MedusaDb::empty().await;
         let e = keyward_postgres::medusa::read(&none.url).await.unwrap_err();
         assert!(e.message.contains("is not a Medusa v2 database: it has no table \"api_key\""), "{e}");
 
@@ -243,7 +243,7 @@ on_both_stores! {
         assert!(unreachable.message.starts_with("cannot reach the Medusa database at 127.0.0.1:1/medusa"), "{unreachable}");
         assert!(!unreachable.message.contains("hunter2"), "the password is not shown");
 
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         m.execute("ALTER TABLE publishable_api_key_sales_channel RENAME TO pak_sc").await;
         let e = keyward_postgres::medusa::read(m.url()).await.unwrap_err();
         assert!(e.message.contains("no table \"publishable_api_key_sales_channel\""), "{e}");
@@ -263,7 +263,7 @@ on_both_stores! {
     }
 
     async fn an_import_that_fails_midway_leaves_nothing(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         // keyward already holds the storefront's token under another id: the key step fails
         // after the channel step wrote; its compensation takes the channels back.
         let planted = m.key("apk_01PKSTORE0000000000000000");
@@ -282,7 +282,7 @@ on_both_stores! {
     }
 
     async fn the_bulk_link_write_links_only_publishable_keys_to_channels_that_exist(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         import(&h.flows, &m).await;
         let id = |s: &str| ApiKeyId::parse(s).unwrap();
         let channel = |s: &str| SalesChannelId::parse(s).unwrap();
@@ -299,7 +299,7 @@ on_both_stores! {
     }
 
     async fn an_update_racing_a_revoke_never_lifts_it(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         import(&h.flows, &m).await;
         m.execute("UPDATE api_key SET title = title || ' (renamed in medusa)'").await;
         let revoke = RevokeApiKey { revoked_by: "keyward-admin".into(), revoke_in: None };
@@ -340,7 +340,7 @@ on_both_stores! {
     }
 
     async fn the_bulk_link_write_racing_a_delete_leaves_no_link_to_a_gone_key(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         import(&h.flows, &m).await;
         let web = SalesChannelId::parse("sc_01WEB000000000000000000000").unwrap();
         let mut outcomes = std::collections::BTreeMap::new();
@@ -374,7 +374,7 @@ on_both_stores! {
     }
 
     async fn two_nodes_upgrading_one_key_at_once_both_accept(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         import(&h.flows, &m).await;
         let (other, _) = h.node().await;
         let key = m.key("apk_01SKBACKOFFICE0000000000");
@@ -418,7 +418,7 @@ on_both_stores! {
     }
 
     async fn no_plaintext_secret_is_at_rest_after_import_and_upgrade(h) {
-        let Some(m) = MedusaDb::create(epoch()).await else { return };
+        let m = MedusaDb::create(epoch()).await;
         import(&h.flows, &m).await;
         let secrets: Vec<&str> = m.keys.iter().filter(|k| k.kind == ApiKeyType::Secret).map(|k| k.token.as_str()).collect();
         for t in &secrets {
