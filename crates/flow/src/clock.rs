@@ -1,4 +1,5 @@
-//! Where the engine's "now" comes from, and how it waits.
+//! Where "now" comes from, and how to wait for an instant: the one clock of the engine and of
+//! keyward's module (which reads it as timestamps, `keyward::time::ClockExt`).
 //!
 //! One clock serves a whole log and every engine on it: leases, retries, delivery backoff,
 //! job ticks, step timeouts and the instants the log writes are all read from it. The system
@@ -17,6 +18,13 @@ pub type Wait = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Now, in milliseconds since the Unix epoch.
     fn now_millis(&self) -> i64;
+
+    /// Now to within a few milliseconds, never ahead of [`Clock::now_millis`] and never a second
+    /// or more behind it: for what tolerates that (the age of a cache entry, a key's last use),
+    /// read where every nanosecond counts.
+    fn coarse_now_millis(&self) -> i64 {
+        self.now_millis()
+    }
 
     /// Resolves once [`Clock::now_millis`] reads `at` or later.
     fn sleep_until(&self, at: i64) -> Wait;
@@ -49,6 +57,14 @@ impl Clock for SystemClock {
             Ok(d) => millis(d),
             Err(before) => millis(before.duration()).saturating_neg(),
         }
+    }
+
+    /// The kernel's tick-granular realtime clock (a few ms behind at most), read from the vDSO
+    /// at a fraction of the precise clock's cost.
+    #[cfg(target_os = "linux")]
+    fn coarse_now_millis(&self) -> i64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        t.tv_sec.saturating_mul(1000).saturating_add(t.tv_nsec / 1_000_000)
     }
 
     fn sleep_until(&self, at: i64) -> Wait {

@@ -3,6 +3,7 @@
 use super::{Key, Postgres, PostgresStore, insert_key, key_changes, shape_changed, strings};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use keyward::ClockExt;
 use keyward::cache::Change;
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions};
 use keyward::store::{

@@ -2,6 +2,7 @@
 
 use super::{Key, Sqlite, SqliteStore, insert_key, json_ids, key_changes, shape_changed};
 use async_trait::async_trait;
+use keyward::ClockExt;
 use keyward::cache::Change;
 use keyward::filter::{ApiKeyField, ApiKeyFilter, ListOptions};
 use keyward::store::{

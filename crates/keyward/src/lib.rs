@@ -56,6 +56,6 @@ pub use model::{
 pub use policy::{Cidr, Holds, Metadata, Permission, PermissionQuery};
 pub use service::{Keyward, Verification, VerifyCode};
 pub use store::{ChannelStore, KeyStore, NoticeStore, Store, UserStore};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ClockExt, ManualClock, ManualClockExt, SystemClock, Timestamp};
 pub use token::PlainToken;
 pub use workflows::Workflows;

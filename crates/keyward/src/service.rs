@@ -14,7 +14,7 @@ use crate::filter::{ApiKeyField, ApiKeyFilter, ListOptions, Op};
 use crate::id::{ApiKeyId, SalesChannelId, UlidGenerator};
 use crate::model::{ApiKey, ApiKeyType, CreateApiKey, CreatedApiKey, SalesChannel};
 use crate::store::{Blocked, NewApiKey, Store};
-use crate::time::{Clock, SystemClock, Timestamp};
+use crate::time::{Clock, ClockExt, SystemClock, Timestamp};
 use crate::token::{self};
 
 mod channels;

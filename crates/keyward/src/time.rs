@@ -5,7 +5,6 @@
 //! read back from either store equal to the one written.
 
 use std::fmt;
-use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -124,66 +123,55 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// Where "now" comes from. Operations read it once and pass it down, so tests can fix it.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Timestamp;
+/// Where "now" comes from: the engine's clock, one for the module and its workflows.
+/// Operations read it once and pass it down, so tests can fix it ([`ManualClock`]).
+pub use keyward_flow::{Clock, ManualClock, SystemClock};
 
-    /// "Now" to within a few milliseconds, never ahead of [`Clock::now`]: for what tolerates
-    /// that (the age of a cache entry, a key's last use), read where every nanosecond counts.
-    /// Decisions at an instant (a revocation taking effect) use [`Clock::now`]; verification
-    /// skips that read only for instants more than a second past this one, so an implementation
-    /// must never trail [`Clock::now`] by a second or more.
-    fn coarse_now(&self) -> Timestamp {
-        self.now()
-    }
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
+/// The clock read as instants.
+pub trait ClockExt: Clock {
+    /// Now.
     fn now(&self) -> Timestamp {
-        // Read on every verification: integer work only, no calendar arithmetic.
-        let ms = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-            Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |m| -m),
-        };
-        Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_datetime(Utc::now()))
+        at_millis(self.now_millis())
     }
 
-    /// The kernel's tick-granular realtime clock (a few ms behind at most), read from the vDSO
-    /// at a fraction of the precise clock's cost.
-    #[cfg(target_os = "linux")]
+    /// "Now" to within a few milliseconds, never ahead of [`ClockExt::now`]: for what tolerates
+    /// that (the age of a cache entry, a key's last use). Decisions at an instant (a revocation
+    /// taking effect) use [`ClockExt::now`]; verification skips that read only for instants more
+    /// than a second past this one.
     fn coarse_now(&self) -> Timestamp {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        let ms = t.tv_sec.saturating_mul(1000).saturating_add(t.tv_nsec / 1_000_000);
-        Timestamp::from_millis(ms).unwrap_or_else(|| self.now())
+        at_millis(self.coarse_now_millis())
     }
 }
 
-/// A clock that moves only when told to: for tests of scheduled revocation and expiry.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<Timestamp>);
+impl<C: Clock + ?Sized> ClockExt for C {}
 
-impl ManualClock {
-    pub fn new(at: Timestamp) -> Self {
-        Self(Mutex::new(at))
-    }
-
-    pub fn set(&self, at: Timestamp) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
-    }
-
-    pub fn advance_seconds(&self, seconds: i64) {
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *t = t.plus_seconds(seconds);
-    }
+/// The instant `ms` milliseconds after the epoch (a clock's reading is always in range; one
+/// that is not reads as the system's now).
+fn at_millis(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms).unwrap_or_else(|| Timestamp::from_datetime(Utc::now()))
 }
 
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+/// A manual clock set and moved by instants, for tests.
+pub trait ManualClockExt {
+    /// A clock reading `at`.
+    fn at(at: Timestamp) -> Self;
+    /// Sets the clock to `at` (backwards too).
+    fn set_to(&self, at: Timestamp);
+    /// Moves the clock by `seconds` (backwards when negative).
+    fn advance_seconds(&self, seconds: i64);
+}
+
+impl ManualClockExt for ManualClock {
+    fn at(at: Timestamp) -> Self {
+        ManualClock::new(at.millis())
+    }
+
+    fn set_to(&self, at: Timestamp) {
+        self.set(at.millis());
+    }
+
+    fn advance_seconds(&self, seconds: i64) {
+        self.set(self.now_millis().saturating_add(seconds.saturating_mul(1000)));
     }
 }
 

@@ -14,11 +14,12 @@
 //!   store read by digest) and from the cache.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark")]
 
+use keyward::ClockExt;
 use std::time::{Duration, Instant};
 
 use keyward::import::{ImportInput, ImportSet};
 use keyward::store::StoredKey;
-use keyward::{Clock, Keyward, SystemClock};
+use keyward::{Keyward, SystemClock};
 use keyward_testkit::medusa::MedusaDb;
 use keyward_testkit::{TestDb, watch};
 

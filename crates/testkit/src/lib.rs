@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use keyward::{Keyward, ManualClock, SeededEntropy, Store, Timestamp, Workflows};
+use keyward::{Keyward, ManualClock, ManualClockExt, SeededEntropy, Store, Timestamp, Workflows};
 use sqlx::Connection;
 
 pub mod medusa;
@@ -173,7 +173,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn on(db: TestDb) -> Self {
-        let clock = Arc::new(ManualClock::new(epoch()));
+        let clock = Arc::new(ManualClock::at(epoch()));
         let (store, log) = db.open().await;
         let kw = Keyward::with_parts(store.clone(), clock.clone(), Arc::new(SeededEntropy::new(42)));
         let flows = Workflows::new(kw.clone(), log, keyward_flow::DEFAULT_LEASE).expect("register the workflows");
@@ -464,7 +464,7 @@ pub async fn stored_anywhere(db: &TestDb, needle: &str) -> bool {
 /// `n` secret keys written straight into `store` in one insert (a benchmark's fixture or
 /// baseline: no workflow, no event), named `{prefix}{i}`; returns their plain tokens.
 pub async fn insert_secret_keys(store: &Arc<dyn Store>, prefix: &str, n: usize) -> Vec<String> {
-    let now = keyward::Clock::now(&keyward::SystemClock);
+    let now = keyward::ClockExt::now(&keyward::SystemClock);
     let mut rows = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {

@@ -37,7 +37,7 @@ fn key_count(db: &str) -> u64 {
 }
 
 async fn move_a_store(db: TestDb) {
-    let m = MedusaDb::create(keyward::Clock::now(&keyward::SystemClock)).await;
+    let m = MedusaDb::create(keyward::ClockExt::now(&keyward::SystemClock)).await;
     let url = db.url.clone();
 
     let dry = json_of(&keyward(

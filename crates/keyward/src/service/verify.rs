@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use crate::policy::{Holds, Permission};
+use crate::time::ClockExt;
 
 use super::Keyward;
 use crate::cache::{Cache, KeyRecord, TokenDigest};

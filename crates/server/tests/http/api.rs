@@ -286,7 +286,7 @@ over_http! {
         let (s, created) = app.post("/admin/api-keys", json!({"title": "an hour", "type": "secret", "expires_in": 3600})).await;
         assert_eq!(s, 200, "{created}");
         let at = keyward::Timestamp::parse(created["api_key"]["expires_at"].as_str().unwrap()).unwrap();
-        let now = keyward::Clock::now(&keyward::SystemClock);
+        let now = keyward::ClockExt::now(&keyward::SystemClock);
         assert!(at > now.plus_seconds(3_590) && at <= now.plus_seconds(3_600), "{at}");
         let (_, listed) = app.get("/admin/api-keys?expires_at[$ne]=null&fields=id,expires_at").await;
         assert_eq!(listed["api_keys"], json!([{"id": created["api_key"]["id"], "expires_at": created["api_key"]["expires_at"]}]));

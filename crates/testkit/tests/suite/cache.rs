@@ -3,9 +3,10 @@
 //! and on Postgres (two pools stand for two nodes).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+use keyward::{ClockExt, ManualClockExt};
 use std::sync::Arc;
 
-use keyward::{ApiKeyType, Clock, CreateApiKey, CreatedApiKey, Keyward, RevokeApiKey, VerifyCode};
+use keyward::{ApiKeyType, CreateApiKey, CreatedApiKey, Keyward, RevokeApiKey, VerifyCode};
 use keyward_testkit::{Harness, Watched, eventually, on_both_stores, watch};
 
 fn secret(title: &str) -> CreateApiKey {

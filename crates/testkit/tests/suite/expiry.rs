@@ -3,6 +3,7 @@
 //! nodes send them at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+use keyward::ManualClockExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

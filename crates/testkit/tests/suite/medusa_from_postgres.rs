@@ -4,6 +4,7 @@
 //! refused by name with nothing written, and the races around a key's first use.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+use keyward::ManualClockExt;
 use keyward::import::{ImportInput, ImportReport, ImportSet};
 use keyward::{ApiKeyId, ApiKeyType, RevokeApiKey, SalesChannelId, VerifyCode, Workflows};
 use keyward_testkit::medusa::{MedusaDb, State};
@@ -127,9 +128,9 @@ on_both_stores! {
         }
         // The scheduled revocation takes effect at its instant, from the cached entry.
         let retiring = m.key("apk_01SKRETIRING000000000000");
-        h.clock.set(epoch().plus_seconds(365 * 86_400 - 1));
+        h.clock.set_to(epoch().plus_seconds(365 * 86_400 - 1));
         assert_eq!(h.kw.verify(&retiring.token).await.unwrap().code, VerifyCode::Valid);
-        h.clock.set(epoch().plus_seconds(365 * 86_400));
+        h.clock.set_to(epoch().plus_seconds(365 * 86_400));
         assert_eq!(h.kw.verify(&retiring.token).await.unwrap().code, VerifyCode::Revoked);
     }
 

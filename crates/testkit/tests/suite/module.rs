@@ -8,10 +8,11 @@ use keyward::filter::{ApiKeyField as F, Op, SalesChannelField};
 use keyward::store::NewApiKey;
 use keyward::token;
 use keyward::{
-    ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyType, Clock, CreateApiKey, CreateSalesChannel, Direction, ErrorKind, Keyward,
+    ApiKey, ApiKeyFilter, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, Direction, ErrorKind, Keyward,
     ListOptions, RevokeApiKey, SalesChannelFilter, SalesChannelId, ScriptedEntropy, Timestamp, UpdateApiKey,
     UpdateSalesChannel, Value, VerifyCode, Workflows,
 };
+use keyward::{ClockExt, ManualClockExt};
 use keyward_testkit::{Harness, epoch, on_both_stores};
 use std::sync::Arc;
 
@@ -242,12 +243,12 @@ on_both_stores! {
 
     async fn a_key_revoked_in_the_future_still_authenticates(h) {
         let created = h.flows.create_api_key(&keyward::Actor::System, secret("s")).await.unwrap();
-        h.clock.set(Timestamp::parse("3000-01-01T00:00:00Z").unwrap());
+        h.clock.set_to(Timestamp::parse("3000-01-01T00:00:00Z").unwrap());
         h.flows.revoke_api_key(&keyward::Actor::System, &created.key.id, &revoke_by("test")).await.unwrap();
-        h.clock.set(epoch());
+        h.clock.set_to(epoch());
         let k = h.kw.authenticate(created.token.expose()).await.unwrap().unwrap();
         assert_eq!(k.title, "s");
-        h.clock.set(Timestamp::parse("3000-01-01T00:00:00Z").unwrap());
+        h.clock.set_to(Timestamp::parse("3000-01-01T00:00:00Z").unwrap());
         assert!(h.kw.authenticate(created.token.expose()).await.unwrap().is_none(), "and stops at that instant");
     }
 

@@ -10,6 +10,7 @@ use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, ErrorKind, Keyward, RevokeApiKey, SalesChannelId,
     UpdateSalesChannel, VerifyCode, Workflows,
 };
+use keyward::ManualClockExt;
 use keyward_flow::{
     DeliveryOptions, Engine, Event, RunOptions, RunState, Step, StepContext, StepError, StepResponse, Subscriber,
     Workflow,
@@ -264,7 +265,7 @@ on_both_stores! {
             .await
             .unwrap()
             .key;
-        let later = keyward::Clock::now(&keyward::SystemClock).plus_seconds(3_600);
+        let later = keyward::ClockExt::now(&keyward::SystemClock).plus_seconds(3_600);
         let update = keyward::UpdateApiKey { title: Some("after".into()), expires_at: Some(Some(later)), ..Default::default() };
         let input = UpdateApiKeysInput { ids: vec![key.id.clone()], update, actor: Default::default() };
         run_then_fail(&flows, workflows::update_api_keys_workflow(), input).await;
@@ -292,7 +293,7 @@ on_both_stores! {
 
     async fn an_undone_expiry_leaves_alone_the_expiry_another_change_wrote_since(flows) {
         let key = flows.create_api_key(&keyward::Actor::System, CreateApiKey::new("k", ApiKeyType::Secret, "t")).await.unwrap().key;
-        let now = keyward::Clock::now(&keyward::SystemClock);
+        let now = keyward::ClockExt::now(&keyward::SystemClock);
         let (ours, theirs) = (now.plus_seconds(3_600), now.plus_seconds(7_200));
         let at = |t| keyward::UpdateApiKey { expires_at: Some(Some(t)), ..Default::default() };
         let run = update_undone_after(&flows, &key.id, at(ours), Some(at(theirs))).await;
@@ -484,7 +485,7 @@ on_both_stores! {
         let mut soon = CreateApiKey::new("soon", ApiKeyType::Secret, "t");
         soon.expires_in = Some(3_600);
         flows.create_api_key(&keyward::Actor::System, soon).await.unwrap();
-        let past = keyward::Clock::now(&keyward::SystemClock).plus_seconds(-1);
+        let past = keyward::ClockExt::now(&keyward::SystemClock).plus_seconds(-1);
         let token = keyward::token::from_random_bytes(ApiKeyType::Secret, &[9; 32]);
         let expired = keyward::store::NewApiKey {
             id: ApiKeyId::parse("apk_expired").unwrap(), token: token.digest(), salt: String::new(),
