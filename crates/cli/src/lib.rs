@@ -157,48 +157,44 @@ fn usage(message: impl Into<String>) -> Failure {
 }
 
 async fn execute(cli: Cli) -> Result<Outcome, Failure> {
-    match cli.command {
-        // The one command that opens no database.
-        Command::BenchBaseline { listen } => bench_baseline(&listen).await,
-        command => {
-            let flows = open(&cli.database_url, cli.workflow_lease, cli.cache_capacity).await?;
-            on_database(flows, command, cli.json).await
-        }
-    }
-}
-
-/// Runs every command but `bench-baseline` on the opened database.
-async fn on_database(flows: Workflows, command: Command, json: bool) -> Result<Outcome, Failure> {
-    if !matches!(command, Command::Serve { .. }) {
-        // Finish what a dead process left half done before doing anything else (the server
-        // does this in the background, all the time).
+    let json = cli.json;
+    // Every command but `bench-baseline` opens the database; all but `serve` first finish what a
+    // dead process left half done (the server does that in the background, all the time).
+    let db = || open(&cli.database_url, cli.workflow_lease, cli.cache_capacity);
+    let recovered = || async {
+        let flows = db().await?;
         if let Err(e) = flows.engine().recover().await {
             eprintln!("warning: could not recover unfinished workflow runs: {e}");
         }
-    }
-    match command {
+        Ok::<_, Failure>(flows)
+    };
+    match cli.command {
+        Command::BenchBaseline { listen } => bench_baseline(&listen).await,
         Command::Serve {
             listen,
             jwt_secret,
             cors_origins,
             access,
             events,
-        } => serve(flows, &listen, jwt_secret, cors_origins, access, events).await,
+        } => serve(db().await?, &listen, jwt_secret, cors_origins, access, events).await,
         Command::Migrate => {
-            let backend = flows.kw().backend();
+            let backend = recovered().await?.kw().backend();
             Ok(Outcome::ok(if json {
                 format!("{}\n", json!({"migrated": true, "backend": backend}))
             } else {
                 format!("migrated the {backend} database\n")
             }))
         }
-        Command::User(cmd) => users::users(&flows, cmd, json).await,
-        Command::Workflows(WorkflowsCommand::List { state, limit }) => workflow_runs(&flows, state, limit, json).await,
-        Command::Events(EventsCommand::List { limit }) => events_list(&flows, limit, json).await,
-        Command::Jobs(JobsCommand::List { job, limit }) => jobs_list(&flows, job.as_deref(), limit, json).await,
-        Command::Keys(cmd) => keys::keys(&flows, cmd, json).await,
-        Command::SalesChannels(cmd) => sales_channels(&flows, cmd, json).await,
-        Command::BenchBaseline { .. } => Err(usage("bench-baseline opens no database")),
+        Command::User(cmd) => users::users(&recovered().await?, cmd, json).await,
+        Command::Workflows(WorkflowsCommand::List { state, limit }) => {
+            workflow_runs(&recovered().await?, state, limit, json).await
+        }
+        Command::Events(EventsCommand::List { limit }) => events_list(&recovered().await?, limit, json).await,
+        Command::Jobs(JobsCommand::List { job, limit }) => {
+            jobs_list(&recovered().await?, job.as_deref(), limit, json).await
+        }
+        Command::Keys(cmd) => keys::keys(&recovered().await?, cmd, json).await,
+        Command::SalesChannels(cmd) => sales_channels(&recovered().await?, cmd, json).await,
     }
 }
 

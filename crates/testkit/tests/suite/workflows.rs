@@ -2,6 +2,7 @@
 //! puts everything back when a step after it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+use keyward::ManualClockExt;
 use keyward::workflows::{
     self, ApiKeysCreated, DeleteApiKeysInput, LinkSalesChannelsInput, RevokeApiKeysInput, RollApiKeyInput,
     UpdateApiKeysInput, UpdateSalesChannelInput,
@@ -10,7 +11,6 @@ use keyward::{
     ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, CreateSalesChannel, ErrorKind, Keyward, RevokeApiKey, SalesChannelId,
     UpdateSalesChannel, VerifyCode, Workflows,
 };
-use keyward::ManualClockExt;
 use keyward_flow::{
     DeliveryOptions, Engine, Event, RunOptions, RunState, Step, StepContext, StepError, StepResponse, Subscriber,
     Workflow,
