@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use keyward::{
     ApiKey, ApiKeyField, ApiKeyId, Cidr, CreateApiKey, CreateSalesChannel, Error, ErrorKind, KeyPolicy, Permission,
@@ -18,9 +18,16 @@ use crate::extract::{Typed, TypedQuery, parse_id};
 use crate::fields::{self, Selection};
 use crate::list_query::ListQuery;
 use crate::wire::{
-    ChannelListQuery, CreateChannelBody, CreateKeyBody, FieldsQuery, KeyListQuery, LinkChannelsBody, RevokeBody,
-    UpdateChannelBody, UpdateKeyBody,
+    ApiKeyAnswer, ApiKeyList, ChannelListQuery, CreateChannelBody, CreateKeyBody, Deleted, FieldsQuery, KeyListQuery,
+    LinkChannelsBody, RevokeBody, RolledAnswer, SalesChannelAnswer, SalesChannelList, UpdateChannelBody, UpdateKeyBody,
+    UserAnswer,
 };
+
+/// A record as the JSON an answer carries.
+fn answer_json(record: &impl serde::Serialize) -> ApiResult<Value> {
+    serde_json::to_value(record)
+        .map_err(|e| ApiError::Module(Error::unexpected(format!("an answer did not serialize: {e}"))))
+}
 
 // -- shared parsing -------------------------------------------------------------------------
 
@@ -92,10 +99,12 @@ async fn shape_keys(state: &AppState, keys: &[ApiKey], sel: &Selection) -> ApiRe
     ))
 }
 
-async fn one_key(state: &AppState, id: &ApiKeyId, fields_param: Option<&str>) -> ApiResult<Json<Value>> {
+async fn one_key(state: &AppState, id: &ApiKeyId, fields_param: Option<&str>) -> ApiResult<Json<ApiKeyAnswer>> {
     let key = state.kw.retrieve_api_key(id).await.map_err(http_not_found(id))?;
     let shaped = shape_keys(state, std::slice::from_ref(&key), &fields::key_selection(fields_param)).await?;
-    Ok(Json(json!({ "api_key": shaped.into_iter().next() })))
+    Ok(Json(ApiKeyAnswer {
+        api_key: shaped.into_iter().next().unwrap_or_default(),
+    }))
 }
 
 /// The module says "ApiKey with id: … was not found" of a missing key; the HTTP API says "API
@@ -114,12 +123,15 @@ fn http_not_found(id: &ApiKeyId) -> impl Fn(Error) -> ApiError + '_ {
 pub async fn list_keys(
     State(state): State<AppState>,
     q: ListQuery<KeyListQuery, ApiKeyField>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiKeyList>> {
     let (keys, count) = state.kw.list_and_count_api_keys(&q.filter, &q.options).await?;
     let shaped = shape_keys(&state, &keys, &fields::key_selection(q.query.fields.as_deref())).await?;
-    Ok(Json(
-        json!({"api_keys": shaped, "count": count, "offset": q.offset, "limit": q.limit}),
-    ))
+    Ok(Json(ApiKeyList {
+        api_keys: shaped,
+        count,
+        offset: q.offset,
+        limit: q.limit,
+    }))
 }
 
 #[utoipa::path(post, path = "/admin/api-keys", tag = "api keys", summary = "Create an API key; the only response that carries a secret token", request_body = crate::wire::CreateKeyBody, responses((status = 200, description = "{api_key} with the raw token", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals))]
@@ -127,7 +139,7 @@ pub async fn create_key(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Typed(body): Typed<CreateKeyBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiKeyAnswer>> {
     let mut key = CreateApiKey::new(body.title, body.key_type.into(), caller.id());
     key.expires_in = body.expires_in.map(whole_seconds).transpose()?;
     key.expires_at = body.expires_at.as_deref().map(instant_of("expires_at")).transpose()?;
@@ -137,7 +149,9 @@ pub async fn create_key(
         allowed_ips: body.allowed_ips.as_deref().map(blocks).transpose()?,
     };
     let created = state.flows.create_api_key(&caller.actor, key).await?;
-    Ok(Json(json!({ "api_key": created })))
+    Ok(Json(ApiKeyAnswer {
+        api_key: answer_json(&created)?,
+    }))
 }
 
 #[utoipa::path(get, path = "/admin/api-keys/{id}", tag = "api keys", summary = "Retrieve an API key", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
@@ -145,7 +159,7 @@ pub async fn get_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiKeyAnswer>> {
     one_key(&state, &key_id(&id)?, q.query.fields.as_deref()).await
 }
 
@@ -156,7 +170,7 @@ pub async fn update_key(
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<UpdateKeyBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiKeyAnswer>> {
     let id = key_id(&id)?;
     let update = UpdateApiKey {
         title: body.title,
@@ -187,13 +201,17 @@ pub async fn delete_key(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deleted>> {
     let id = key_id(&id)?;
     state
         .flows
         .delete_api_keys(&caller.actor, std::slice::from_ref(&id))
         .await?;
-    Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
+    Ok(Json(Deleted {
+        id: id.to_string(),
+        object: "api_key",
+        deleted: true,
+    }))
 }
 
 #[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::RevokeBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
@@ -203,7 +221,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<RevokeBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiKeyAnswer>> {
     let id = key_id(&id)?;
     let data = RevokeApiKey {
         revoked_by: caller.id().to_owned(),
@@ -223,7 +241,7 @@ pub async fn roll_key(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Typed(body): Typed<RevokeBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RolledAnswer>> {
     let id = key_id(&id)?;
     let (created, previous) = state
         .flows
@@ -231,9 +249,10 @@ pub async fn roll_key(
         .await
         .map_err(http_not_found(&id))?;
     let previous = shape_keys(&state, std::slice::from_ref(&previous), &fields::key_selection(None)).await?;
-    Ok(Json(
-        json!({"api_key": created, "previous_api_key": previous.into_iter().next()}),
-    ))
+    Ok(Json(RolledAnswer {
+        api_key: answer_json(&created)?,
+        previous_api_key: previous.into_iter().next().unwrap_or_default(),
+    }))
 }
 
 #[utoipa::path(post, path = "/admin/api-keys/{id}/sales-channels", tag = "api keys", summary = "Add and remove a publishable key's sales channels", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::LinkChannelsBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
@@ -243,7 +262,7 @@ pub async fn link_channels(
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<LinkChannelsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiKeyAnswer>> {
     let id = key_id(&id)?;
     let ids = |given: &Option<Vec<String>>| -> ApiResult<Vec<SalesChannelId>> {
         given.iter().flatten().map(|c| channel_id(c)).collect()
@@ -282,7 +301,11 @@ async fn shape_channels(
     ))
 }
 
-async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option<&str>) -> ApiResult<Json<Value>> {
+async fn one_channel(
+    state: &AppState,
+    id: &SalesChannelId,
+    fields_param: Option<&str>,
+) -> ApiResult<Json<SalesChannelAnswer>> {
     let c = state.kw.retrieve_sales_channel(id).await?;
     let shaped = shape_channels(
         state,
@@ -290,19 +313,24 @@ async fn one_channel(state: &AppState, id: &SalesChannelId, fields_param: Option
         &fields::channel_selection(fields_param),
     )
     .await?;
-    Ok(Json(json!({ "sales_channel": shaped.into_iter().next() })))
+    Ok(Json(SalesChannelAnswer {
+        sales_channel: shaped.into_iter().next().unwrap_or_default(),
+    }))
 }
 
 #[utoipa::path(get, path = "/admin/sales-channels", tag = "sales channels", summary = "List sales channels", params(crate::wire::ChannelListQuery), responses((status = 200, description = "{sales_channels, count, offset, limit}", body = crate::wire::SalesChannelList), crate::wire::Refusals))]
 pub async fn list_channels(
     State(state): State<AppState>,
     q: ListQuery<ChannelListQuery, SalesChannelField>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SalesChannelList>> {
     let (channels, count) = state.kw.list_and_count_sales_channels(&q.filter, &q.options).await?;
     let shaped = shape_channels(&state, &channels, &fields::channel_selection(q.query.fields.as_deref())).await?;
-    Ok(Json(
-        json!({"sales_channels": shaped, "count": count, "offset": q.offset, "limit": q.limit}),
-    ))
+    Ok(Json(SalesChannelList {
+        sales_channels: shaped,
+        count,
+        offset: q.offset,
+        limit: q.limit,
+    }))
 }
 
 #[utoipa::path(post, path = "/admin/sales-channels", tag = "sales channels", summary = "Create a sales channel", request_body = crate::wire::CreateChannelBody, params(crate::wire::FieldsQuery), responses((status = 200, description = "The result", body = crate::wire::SalesChannelAnswer), crate::wire::Refusals))]
@@ -311,7 +339,7 @@ pub async fn create_channel(
     Extension(caller): Extension<Caller>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<CreateChannelBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SalesChannelAnswer>> {
     let c = state
         .flows
         .create_sales_channel(
@@ -333,7 +361,7 @@ pub async fn get_channel(
     State(state): State<AppState>,
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SalesChannelAnswer>> {
     one_channel(&state, &channel_id(&id)?, q.query.fields.as_deref()).await
 }
 
@@ -344,7 +372,7 @@ pub async fn update_channel(
     Path(id): Path<String>,
     q: TypedQuery<FieldsQuery>,
     Typed(body): Typed<UpdateChannelBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SalesChannelAnswer>> {
     let id = channel_id(&id)?;
     let patch = UpdateSalesChannel {
         name: body.name,
@@ -361,21 +389,27 @@ pub async fn delete_channel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deleted>> {
     let id = channel_id(&id)?;
     state
         .flows
         .delete_sales_channels(&caller.actor, std::slice::from_ref(&id))
         .await?;
-    Ok(Json(json!({"id": id, "object": "sales-channel", "deleted": true})))
+    Ok(Json(Deleted {
+        id: id.to_string(),
+        object: "sales-channel",
+        deleted: true,
+    }))
 }
 
 // -- users ----------------------------------------------------------------------------------
 
 #[utoipa::path(get, path = "/admin/users/me", tag = "users", summary = "The signed-in user", responses((status = 200, description = "The result", body = crate::wire::UserAnswer), crate::wire::Refusals, crate::wire::NotFound))]
-pub async fn me(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Value>> {
+pub async fn me(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<UserAnswer>> {
     let id = keyward::UserId::parse(caller.id())
         .map_err(|_| ApiError::not_found(format!("User with id: {} was not found", caller.id())))?;
     let user = state.kw.retrieve_user(&id).await?;
-    Ok(Json(json!({ "user": user })))
+    Ok(Json(UserAnswer {
+        user: answer_json(&user)?,
+    }))
 }

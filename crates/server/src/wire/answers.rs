@@ -1,11 +1,14 @@
-//! The answers as the OpenAPI document describes them. The handlers build them (a record is
-//! shaped by the `fields` a request selects, so any attribute may be absent); a test checks the
-//! documented attributes against the lists the shaping uses.
+//! The answers as the OpenAPI document describes them. The envelopes (`{api_key}`, a page, a
+//! delete's answer, `{user}`) are the very types the handlers return. A record inside them is
+//! shaped by the `fields` a request selects, so any attribute may be absent: the handlers build
+//! it as JSON, and its documented form (`ApiKeyRecord`, …) is checked by a test against the lists
+//! the shaping uses, and by schemathesis against every answer.
 #![allow(
     dead_code,
-    reason = "the fields describe answers for the OpenAPI document; nothing reads them"
+    reason = "the record types describe shaped JSON for the OpenAPI document; nothing reads their fields"
 )]
 
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
 
@@ -78,50 +81,56 @@ pub struct SalesChannelRecord {
 }
 
 /// `{api_key}`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ApiKeyAnswer {
-    api_key: ApiKeyRecord,
+    #[schema(value_type = ApiKeyRecord)]
+    pub api_key: Value,
 }
 
 /// A roll's answer: the new key (its token shown this once) and the old one.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RolledAnswer {
-    api_key: ApiKeyRecord,
-    previous_api_key: ApiKeyRecord,
+    #[schema(value_type = ApiKeyRecord)]
+    pub api_key: Value,
+    #[schema(value_type = ApiKeyRecord)]
+    pub previous_api_key: Value,
 }
 
 /// A page of keys: `count` matches overall.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ApiKeyList {
-    api_keys: Vec<ApiKeyRecord>,
-    count: u64,
-    offset: u64,
-    limit: u64,
+    #[schema(value_type = Vec<ApiKeyRecord>)]
+    pub api_keys: Vec<Value>,
+    pub count: u64,
+    pub offset: u64,
+    pub limit: u64,
 }
 
 /// `{sales_channel}`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SalesChannelAnswer {
-    sales_channel: SalesChannelRecord,
+    #[schema(value_type = SalesChannelRecord)]
+    pub sales_channel: Value,
 }
 
 /// A page of sales channels: `count` matches overall.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SalesChannelList {
-    sales_channels: Vec<SalesChannelRecord>,
-    count: u64,
-    offset: u64,
-    limit: u64,
+    #[schema(value_type = Vec<SalesChannelRecord>)]
+    pub sales_channels: Vec<Value>,
+    pub count: u64,
+    pub offset: u64,
+    pub limit: u64,
 }
 
 /// A delete's answer (a delete of an unknown id answers the same).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[schema(example = json!({"id": "apk_01JD7Q4ZC5N7G8W6J2M3X0RB1T", "object": "api_key", "deleted": true}))]
 pub struct Deleted {
-    id: String,
+    pub id: String,
     /// `api_key` or `sales-channel`
-    object: String,
-    deleted: bool,
+    pub object: &'static str,
+    pub deleted: bool,
 }
 
 /// An admin user.
@@ -140,9 +149,10 @@ pub struct UserRecord {
 }
 
 /// `{user}`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct UserAnswer {
-    user: UserRecord,
+    #[schema(value_type = UserRecord)]
+    pub user: Value,
 }
 
 /// Every refusal: `message` always; `type` (Medusa's `invalid_data`, `not_found`, `not_allowed`,
