@@ -1,9 +1,11 @@
 //! `keyward events list`, `jobs list`, `workflows list`: what the workflows, events and jobs did.
 
-use super::{Failure, Outcome, RunStateArg};
-use crate::table;
 use keyward::{Error, Workflows};
 use serde_json::json;
+
+use crate::table;
+
+use super::{Failure, Outcome, RunStateArg};
 
 pub(crate) async fn events_list(flows: &Workflows, limit: u32, json: bool) -> Result<Outcome, Failure> {
     let events = flows.recent_events(limit).await?;

@@ -1,9 +1,11 @@
 //! `keyward sales-channels …`.
 
-use super::{Failure, Outcome, SalesChannelsCommand};
-use crate::table;
 use keyward::{CreateSalesChannel, ListOptions, SalesChannelFilter, Workflows};
 use serde_json::json;
+
+use crate::table;
+
+use super::{Failure, Outcome, SalesChannelsCommand};
 
 pub(crate) async fn sales_channels(
     flows: &Workflows,

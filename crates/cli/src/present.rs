@@ -1,10 +1,12 @@
 //! Shared by the key commands: id and title checks, `keys create --count`, and how keys and
 //! verdicts are printed.
 
-use super::{Failure, Outcome, usage};
+use std::process::ExitCode;
+
 use keyward::{ApiKey, ApiKeyId, ApiKeyType, CreateApiKey, SalesChannel, Verification, Workflows};
 use serde_json::json;
-use std::process::ExitCode;
+
+use super::{Failure, Outcome, usage};
 
 pub(crate) fn key_id(id: &str) -> Result<ApiKeyId, Failure> {
     ApiKeyId::parse(id).map_err(|e| usage(format!("{id:?} is not a key id: {e}")))

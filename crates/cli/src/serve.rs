@@ -1,7 +1,8 @@
 //! `keyward serve` (and `bench-baseline`): settings to a running server with its background work.
 
-use super::{AccessOptions, EventOptions, Failure, Outcome, usage};
 use keyward::{Error, Workflows};
+
+use super::{AccessOptions, EventOptions, Failure, Outcome, usage};
 
 pub(crate) async fn bench_baseline(listen: &str) -> Result<Outcome, Failure> {
     let listener = tokio::net::TcpListener::bind(listen)

@@ -1,8 +1,9 @@
 //! `keyward user …`: admin users of the dashboard and the admin API.
 
-use super::{Failure, Outcome, UserCommand};
 use keyward::Workflows;
 use serde_json::json;
+
+use super::{Failure, Outcome, UserCommand};
 
 pub(crate) async fn users(flows: &Workflows, cmd: UserCommand, json: bool) -> Result<Outcome, Failure> {
     let kw = flows.kw();

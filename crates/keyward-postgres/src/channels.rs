@@ -1,11 +1,12 @@
 //! Sales channels and their links to publishable keys.
 
-use super::{Channel, Postgres, PostgresStore, insert_channel, key_changes, strings};
 use async_trait::async_trait;
 use keyward::cache::Change;
 use keyward::filter::{ListOptions, SalesChannelField, SalesChannelFilter};
 use keyward::store::{Blocked, ChannelStore, Guarded, db_error, stored_pairs};
 use keyward::{ApiKeyId, ApiKeyType, Result, SalesChannel, SalesChannelId, Timestamp, UpdateSalesChannel, sql};
+
+use super::{Channel, Postgres, PostgresStore, insert_channel, key_changes, strings};
 
 #[async_trait]
 impl ChannelStore for PostgresStore {

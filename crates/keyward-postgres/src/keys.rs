@@ -1,6 +1,5 @@
 //! API keys: inserts, reads, the guarded revoke and delete, what compensations put back, last use.
 
-use super::{Key, Postgres, PostgresStore, insert_key, key_changes, shape_changed, strings};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keyward::ClockExt;
@@ -10,6 +9,8 @@ use keyward::store::{
     Blocked, Guarded, KeyShape, KeyStore, NewApiKey, RevocationUndo, RevokeOnce, StoredKey, UpdateUndo, db_error,
 };
 use keyward::{ApiKey, ApiKeyId, ApiKeyType, Clock, Result, Timestamp, UpdateApiKey, sql};
+
+use super::{Key, Postgres, PostgresStore, insert_key, key_changes, shape_changed, strings};
 
 #[async_trait]
 impl KeyStore for PostgresStore {

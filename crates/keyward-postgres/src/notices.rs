@@ -1,11 +1,11 @@
 //! Expiry notices: which are due, and which a run has sent.
 
-use keyward::store::{ExpiryNotice, NoticeStore};
-
-use super::PostgresStore;
 use async_trait::async_trait;
 use keyward::store::db_error;
+use keyward::store::{ExpiryNotice, NoticeStore};
 use keyward::{Result, Timestamp};
+
+use super::PostgresStore;
 
 #[async_trait]
 impl NoticeStore for PostgresStore {

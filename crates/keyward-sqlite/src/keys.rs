@@ -1,6 +1,5 @@
 //! API keys: inserts, reads, the guarded revoke and delete, what compensations put back, last use.
 
-use super::{Key, Sqlite, SqliteStore, insert_key, json_ids, key_changes, shape_changed};
 use async_trait::async_trait;
 use keyward::ClockExt;
 use keyward::cache::Change;
@@ -9,6 +8,8 @@ use keyward::store::{
     Blocked, Guarded, KeyShape, KeyStore, NewApiKey, RevocationUndo, RevokeOnce, StoredKey, UpdateUndo, db_error,
 };
 use keyward::{ApiKey, ApiKeyId, ApiKeyType, Clock, Result, Timestamp, UpdateApiKey, sql};
+
+use super::{Key, Sqlite, SqliteStore, insert_key, json_ids, key_changes, shape_changed};
 
 #[async_trait]
 impl KeyStore for SqliteStore {

@@ -1,11 +1,11 @@
 //! Expiry notices: which are due, and which a run has sent.
 
-use keyward::store::{ExpiryNotice, NoticeStore, StoredInstant};
-
-use super::SqliteStore;
 use async_trait::async_trait;
 use keyward::store::db_error;
+use keyward::store::{ExpiryNotice, NoticeStore, StoredInstant};
 use keyward::{Result, Timestamp};
+
+use super::SqliteStore;
 
 #[async_trait]
 impl NoticeStore for SqliteStore {

@@ -1,10 +1,11 @@
 //! Admin users and their sessions.
 
-use super::{Admin, SqliteStore, end_sessions_of};
 use async_trait::async_trait;
 use keyward::cache::Change;
 use keyward::store::{StoredUser, UserStore, db_error};
 use keyward::{Result, Timestamp, User, UserId};
+
+use super::{Admin, SqliteStore, end_sessions_of};
 
 #[async_trait]
 impl UserStore for SqliteStore {

@@ -2,20 +2,23 @@
 //! then (when a step failed for good) backward through the compensations; the run's lease kept
 //! fresh meanwhile. `Engine::run` and recovery start runs; this is what they call.
 
-use super::{Engine, RESULT_STEP, RunResult};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
 use crate::error::{FlowError, StepFailure};
 use crate::events::NewEvent;
 use crate::fault::{Boundary, crash_point};
 use crate::log::{FailureRecord, Handler, LogError, RunRecord, RunState, StepRecord, StepState};
 use crate::step::{StepContext, StepDef, StepError, StepMeta, StepOptions};
 use crate::workflow::{Entry, RawData, Target, WorkflowDef};
-use futures_util::future::join_all;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+
+use super::{Engine, RESULT_STEP, RunResult};
 
 /// One run being driven.
 pub(super) struct Run<C> {

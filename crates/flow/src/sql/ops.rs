@@ -1,18 +1,21 @@
 //! The log's operations, each written once for both backends.
 
-use super::exec::{LogConn, LogRows};
-use super::{Dialect, RUN, SqlLog, check_owner, held, publish_in, stmt, to_json};
-use crate::clock::Clock;
-use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
-use crate::jobs::{JobOutcome, JobRunRecord};
-use crate::log::{FailureRecord, LogError, RunLog, RunRecord, RunState, Started, StepRecord, db};
-use async_trait::async_trait;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
 use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::events::{Claimed, DeliveryRecord, Event, NewEvent};
+use crate::jobs::{JobOutcome, JobRunRecord};
+use crate::log::{FailureRecord, LogError, RunLog, RunRecord, RunState, Started, StepRecord, db};
+
+use super::exec::{LogConn, LogRows};
+use super::{Dialect, RUN, SqlLog, check_owner, held, publish_in, stmt, to_json};
 
 #[async_trait]
 impl<DB: Dialect> RunLog for SqlLog<DB> {

@@ -1,12 +1,14 @@
 //! Sales channels and their links to publishable keys.
 
-use super::{Keyward, dedup, group_links, join_ids, not_found, unexpected_block};
+use std::collections::BTreeMap;
+
 use crate::error::{Error, Result};
 use crate::filter::{ApiKeyFilter, ListOptions, SalesChannelField, SalesChannelFilter};
 use crate::id::{ApiKeyId, SalesChannelId};
 use crate::model::{ApiKey, CreateSalesChannel, SalesChannel, UpdateSalesChannel};
 use crate::store::Blocked;
-use std::collections::BTreeMap;
+
+use super::{Keyward, dedup, group_links, join_ids, not_found, unexpected_block};
 
 impl Keyward {
     pub(crate) async fn create_sales_channels(&self, input: Vec<CreateSalesChannel>) -> Result<Vec<SalesChannel>> {

@@ -3,19 +3,19 @@
 //! and flushed in batches.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::policy::{Holds, Permission};
-use crate::time::ClockExt;
-
-use super::Keyward;
 use crate::cache::{Cache, KeyRecord, TokenDigest};
 use crate::error::{Error, Result};
 use crate::id::SalesChannelId;
 use crate::model::{ApiKey, ApiKeyType, SalesChannel};
+use crate::policy::{Holds, Permission};
+use crate::time::ClockExt;
 use crate::time::Timestamp;
 use crate::token;
 use crate::token::TokenFormat;
-use std::sync::Arc;
+
+use super::Keyward;
 
 /// The answer to "is this token good?", for every caller (store check, admin auth, verify API).
 /// Cheap to clone: it shares the cached record (a hit hands that one pointer over, nothing else).

@@ -1,7 +1,9 @@
 //! `create-api-keys`: keys get their ids first (so a repeated step knows its own rows), then are
 //! written; the `api_keys_created` hook runs after.
 
-use super::{CREATE_API_KEYS, Cx, DISCARDED_BY, Workflows, events, retried, step_error};
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::Timestamp;
 use crate::actor::Actor;
 use crate::error::{Error, Result};
@@ -13,8 +15,8 @@ use crate::policy::Permission;
 use crate::service::Keyward;
 use crate::store::RevokeOnce;
 use crate::token::PlainToken;
-use keyward_flow::{Output, Step, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
+
+use super::{CREATE_API_KEYS, Cx, DISCARDED_BY, Workflows, events, retried, step_error};
 
 /// The hook of `create-api-keys`, run after the keys exist with `{api_keys}`.
 pub const API_KEYS_CREATED: &str = "api_keys_created";

@@ -1,7 +1,9 @@
 //! `delete-api-keys`: only revoked keys; their rows and links are snapshot so a failed delete
 //! puts them back.
 
-use super::{Cx, DELETE_API_KEYS, Workflows, by_key, events, retried, step_error};
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::events::EventName;
@@ -9,8 +11,8 @@ use crate::id::{ApiKeyId, SalesChannelId};
 use crate::policy::Permission;
 use crate::service::Keyward;
 use crate::store::StoredKey;
-use keyward_flow::{Output, Step, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
+
+use super::{Cx, DELETE_API_KEYS, Workflows, by_key, events, retried, step_error};
 
 /// `delete-api-keys`: delete these (revoked) keys and their sales-channel links.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,14 +4,17 @@
 //! each side of a crash) still send each notice once, because a notice is written with the run
 //! that sends it and a run publishes only the notices it holds.
 
-use super::{Cx, Workflows, retried, step_error};
+use std::time::Duration;
+
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::error::Result;
 use crate::events::EventName;
 use crate::service::Keyward;
 use crate::store::{ExpiryNotice, NoticeKind};
-use keyward_flow::{Output, Step, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
-use std::time::Duration;
+
+use super::{Cx, Workflows, retried, step_error};
 
 /// The job that runs [`notify_api_key_expiry_workflow`].
 pub const NOTIFY_API_KEY_EXPIRY: &str = "notify-api-key-expiry";

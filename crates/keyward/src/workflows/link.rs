@@ -1,6 +1,8 @@
 //! `link-sales-channels-to-api-key`: a publishable key's channels added and removed.
 
-use super::{Cx, LINK_SALES_CHANNELS_TO_API_KEY, Workflows, retried, step_error};
+use keyward_flow::{Step, StepError, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventName;
@@ -9,8 +11,8 @@ use crate::model::ApiKeyType;
 use crate::policy::Permission;
 use crate::service::Keyward;
 use crate::store::Blocked;
-use keyward_flow::{Step, StepError, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
+
+use super::{Cx, LINK_SALES_CHANNELS_TO_API_KEY, Workflows, retried, step_error};
 
 /// `link-sales-channels-to-api-key`: add and remove a publishable key's channels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

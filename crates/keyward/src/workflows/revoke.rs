@@ -1,7 +1,9 @@
 //! `revoke-api-keys`: the rules and the instant fixed first, then the revocation; a revocation
 //! that took effect is never undone.
 
-use super::{Cx, REVOKE_API_KEYS, Workflows, events, retried, step_error};
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventName;
@@ -11,8 +13,8 @@ use crate::model::{ApiKey, ApiKeyType, RevokeApiKey};
 use crate::policy::Permission;
 use crate::service::Keyward;
 use crate::store::{KeyShape, Revocation, RevocationUndo, RevokeOnce};
-use keyward_flow::{Output, Step, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
+
+use super::{Cx, REVOKE_API_KEYS, Workflows, events, retried, step_error};
 
 /// `revoke-api-keys`: revoke these keys now, or `revoke_in` seconds from now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

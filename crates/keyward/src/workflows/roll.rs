@@ -1,10 +1,9 @@
 //! `roll-api-key`: a new key with the old one's title, type and channels, and the old key revoked
 //! after the grace period; both happen or neither does.
 
-use super::{
-    CREATED_KEYS, Cx, LinkPlan, REVOKED_KEYS, ROLL_API_KEY, RevokePlan, Workflows, create_api_keys_step,
-    link_sales_channels_step, revoke_api_keys_step, step_error,
-};
+use keyward_flow::{Output, Step, StepError, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::events::EventName;
@@ -14,8 +13,11 @@ use crate::policy::Permission;
 use crate::service::Keyward;
 use crate::store::{KeyShape, KeyTerms, RevokeOnce};
 use crate::token::PlainToken;
-use keyward_flow::{Output, Step, StepError, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
+
+use super::{
+    CREATED_KEYS, Cx, LinkPlan, REVOKED_KEYS, ROLL_API_KEY, RevokePlan, Workflows, create_api_keys_step,
+    link_sales_channels_step, revoke_api_keys_step, step_error,
+};
 
 /// `roll-api-key`: replace a key; the old one is revoked `revoke_in` seconds from now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

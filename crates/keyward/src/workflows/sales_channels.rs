@@ -1,8 +1,8 @@
 //! The sales-channel workflows: create, update, delete (with the key links a delete removes).
 
-use super::{
-    CREATE_SALES_CHANNELS, Cx, DELETE_SALES_CHANNELS, UPDATE_SALES_CHANNELS, Workflows, events, retried, step_error,
-};
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::events::EventName;
@@ -10,8 +10,10 @@ use crate::id::{ApiKeyId, SalesChannelId};
 use crate::model::{CreateSalesChannel, SalesChannel, UpdateSalesChannel};
 use crate::policy::Permission;
 use crate::service::Keyward;
-use keyward_flow::{Output, Step, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
+
+use super::{
+    CREATE_SALES_CHANNELS, Cx, DELETE_SALES_CHANNELS, UPDATE_SALES_CHANNELS, Workflows, events, retried, step_error,
+};
 
 /// A sales-channel update with the channel as it was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! `update-api-keys`: a new title or expiry, put back where the key still has this run's.
 
-use super::{Cx, UPDATE_API_KEYS, Workflows, events, retried, step_error};
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+use serde::{Deserialize, Serialize};
+
 use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::events::EventName;
@@ -11,8 +13,8 @@ use crate::model::{KeyPolicy, UpdateApiKey};
 use crate::policy::Permission;
 use crate::service::Keyward;
 use crate::store::UpdateUndo;
-use keyward_flow::{Output, Step, StepResponse, Workflow};
-use serde::{Deserialize, Serialize};
+
+use super::{Cx, UPDATE_API_KEYS, Workflows, events, retried, step_error};
 
 /// `update-api-keys`: set what is given (title, expiry) on these keys. Runs recorded before
 /// expiries existed (a title only) read as they were written.

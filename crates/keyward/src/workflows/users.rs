@@ -1,10 +1,12 @@
 //! `create-users`: an admin user, its password hashed before anything is recorded.
 
-use super::{CREATE_USERS, Cx, Workflows, retried, step_error};
+use keyward_flow::{Output, Step, StepResponse, Workflow};
+
 use crate::error::Result;
 use crate::events::EventName;
 use crate::service::Keyward;
-use keyward_flow::{Output, Step, StepResponse, Workflow};
+
+use super::{CREATE_USERS, Cx, Workflows, retried, step_error};
 
 /// The user `create-user` wrote.
 const CREATED_USER: Output<crate::model::User> = Output::named("create-user");
