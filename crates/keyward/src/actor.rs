@@ -129,24 +129,22 @@ impl Actor {
         else {
             return Ok(());
         };
-        if target.key_type == ApiKeyType::Publishable {
+        let theirs = target.policy.permissions.as_deref();
+        if target.key_type == ApiKeyType::Publishable || Holds::Only(own).covers(theirs) {
             return Ok(());
         }
-        match target.policy.permissions.as_deref() {
-            None => Err(Error::forbidden(format!(
+        Err(Error::forbidden(match theirs {
+            None => format!(
                 "API key {} is an unrestricted secret key; only users and unrestricted keys change it",
                 target.id
-            ))),
-            Some(theirs) => match theirs.iter().find(|p| !Holds::Only(own).allows(p)) {
-                None => Ok(()),
-                Some(_) => Err(Error::forbidden(format!(
-                    "API key {} holds {}, which is wider than this key's {}",
-                    target.id,
-                    list(theirs),
-                    list(own)
-                ))),
-            },
-        }
+            ),
+            Some(theirs) => format!(
+                "API key {} holds {}, which is wider than this key's {}",
+                target.id,
+                list(theirs),
+                list(own)
+            ),
+        }))
     }
 
     /// Refuses a revocation by a key that would move `target`'s scheduled revocation later (or
@@ -176,17 +174,19 @@ impl Actor {
         let Some(own) = self.as_key().and_then(|k| k.permissions.as_deref()) else {
             return Ok(());
         };
-        match wanted {
-            None => Err(wider("permissions", "(all)", &list(own))),
-            Some(w) => match w.iter().filter(|p| !Holds::Only(own).allows(p)).collect::<Vec<_>>() {
-                lacking if lacking.is_empty() => Ok(()),
-                lacking => Err(wider(
-                    "permissions",
-                    &lacking.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
-                    &list(own),
-                )),
-            },
+        if Holds::Only(own).covers(wanted) {
+            return Ok(());
         }
+        let lacking = match wanted {
+            None => "(all)".to_owned(),
+            Some(w) => w
+                .iter()
+                .filter(|p| !Holds::Only(own).allows(p))
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        Err(wider("permissions", &lacking, &list(own)))
     }
 }
 

@@ -113,11 +113,6 @@ impl Permission {
         }
         Ok(Permission::Custom(Arc::from(s)))
     }
-
-    /// Whether this is one of keyward's own permissions (not the embedder's).
-    pub fn is_own(&self) -> bool {
-        !matches!(self, Permission::Custom(_))
-    }
 }
 
 impl fmt::Display for Permission {
@@ -564,7 +559,7 @@ mod tests {
     #[test]
     fn custom_permissions_are_names_of_their_own() {
         let p: Permission = "orders:read".parse().unwrap();
-        assert_eq!((p.as_str(), p.is_own()), ("orders:read", false));
+        assert_eq!((p.as_str(), matches!(p, Permission::Custom(_))), ("orders:read", true));
         for bad in [
             "orders",
             "Orders:read",

@@ -207,11 +207,7 @@ pub async fn delete_key(
         .flows
         .delete_api_keys(&caller.actor, std::slice::from_ref(&id))
         .await?;
-    Ok(Json(Deleted {
-        id: id.to_string(),
-        object: "api_key",
-        deleted: true,
-    }))
+    Ok(Json(Deleted::of(id, "api_key")))
 }
 
 #[utoipa::path(post, path = "/admin/api-keys/{id}/revoke", tag = "api keys", summary = "Revoke an API key now or after revoke_in seconds", params(("id" = String, Path, description = "The record's id"), crate::wire::FieldsQuery), request_body = crate::wire::RevokeBody, responses((status = 200, description = "The result", body = crate::wire::ApiKeyAnswer), crate::wire::Refusals, crate::wire::NotFound))]
@@ -395,11 +391,7 @@ pub async fn delete_channel(
         .flows
         .delete_sales_channels(&caller.actor, std::slice::from_ref(&id))
         .await?;
-    Ok(Json(Deleted {
-        id: id.to_string(),
-        object: "sales-channel",
-        deleted: true,
-    }))
+    Ok(Json(Deleted::of(id, "sales-channel")))
 }
 
 // -- users ----------------------------------------------------------------------------------

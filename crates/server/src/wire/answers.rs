@@ -133,6 +133,17 @@ pub struct Deleted {
     pub deleted: bool,
 }
 
+impl Deleted {
+    /// The answer to a delete of `id`, an `object`.
+    pub fn of(id: impl ToString, object: &'static str) -> Self {
+        Self {
+            id: id.to_string(),
+            object,
+            deleted: true,
+        }
+    }
+}
+
 /// An admin user.
 #[derive(ToSchema)]
 pub struct UserRecord {
