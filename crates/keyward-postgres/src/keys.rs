@@ -141,6 +141,7 @@ impl KeyStore for PostgresStore {
         clock: &dyn Clock,
         once: RevokeOnce,
         unchanged: Option<&KeyShape>,
+        forward_only: bool,
     ) -> Result<Guarded> {
         let key_ids = ids;
         let ids = strings(ids);
@@ -154,6 +155,11 @@ impl KeyStore for PostgresStore {
         .map_err(db_error)?;
         // Read once the row locks are held (see the trait).
         let now = clock.now();
+        let sooner: Vec<String> = locked
+            .iter()
+            .filter(|r| forward_only && r.revoked_at.is_some_and(|at| at < revoked_at.as_datetime()))
+            .map(|r| r.id.clone())
+            .collect();
         let revoked: Vec<String> = locked
             .into_iter()
             .filter(|r| {
@@ -164,6 +170,9 @@ impl KeyStore for PostgresStore {
             .collect();
         if !revoked.is_empty() {
             return Ok(Err(Blocked::AlreadyRevoked(keyward::store::stored_ids(revoked)?)));
+        }
+        if !sooner.is_empty() {
+            return Ok(Err(Blocked::Postponed(keyward::store::stored_ids(sooner)?)));
         }
         // The key row is locked above; a link change locks it too (FOR SHARE), so the links
         // read here cannot change before this transaction ends.

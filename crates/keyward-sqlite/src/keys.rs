@@ -9,7 +9,7 @@ use keyward::store::{
 };
 use keyward::{ApiKey, ApiKeyId, ApiKeyType, Clock, Result, Timestamp, UpdateApiKey, sql};
 
-use super::{Key, Sqlite, SqliteStore, insert_key, json_ids, key_changes, shape_changed};
+use super::{Key, Sqlite, SqliteStore, insert_key, json_ids, key_changes, scheduled_before, shape_changed};
 
 #[async_trait]
 impl KeyStore for SqliteStore {
@@ -152,6 +152,7 @@ impl KeyStore for SqliteStore {
         clock: &dyn Clock,
         once: RevokeOnce,
         unchanged: Option<&KeyShape>,
+        forward_only: bool,
     ) -> Result<Guarded> {
         let (key_ids, ids, revoked_at) = (ids, json_ids(ids), revoked_at.millis());
         let any = once == RevokeOnce::Any;
@@ -179,6 +180,12 @@ impl KeyStore for SqliteStore {
             && shape_changed(&mut tx, key, shape).await?
         {
             return Ok(Err(Blocked::Changed(key.clone())));
+        }
+        if forward_only {
+            let sooner = scheduled_before(&mut tx, &ids, revoked_at).await?;
+            if !sooner.is_empty() {
+                return Ok(Err(Blocked::Postponed(sooner)));
+            }
         }
         // A key revoked at `now` is never given a later revocation: revocation is monotonic.
         sqlx::query!(

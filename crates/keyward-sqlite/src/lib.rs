@@ -439,6 +439,24 @@ async fn shape_changed(tx: &mut Tx, key: &ApiKeyId, shape: &KeyShape) -> Result<
     Ok(shape.changed(key.as_ref(), &channels))
 }
 
+/// The keys of `ids` (a JSON array) whose revocation is scheduled before `at` (ms), read in the
+/// writing transaction.
+async fn scheduled_before(tx: &mut Tx, ids: &str, at: i64) -> Result<Vec<ApiKeyId>> {
+    let mut read = sqlx::QueryBuilder::new(keyward::sql::SELECT_KEYS);
+    read.push(" WHERE id IN (SELECT value FROM json_each(")
+        .push_bind(ids)
+        .push("))");
+    let rows: Vec<Key> = read.build_query_as().fetch_all(&mut **tx).await.map_err(db_error)?;
+    let mut sooner = Vec::new();
+    for row in rows {
+        let key = row.into_key()?;
+        if key.revoked_at.is_some_and(|r| r.millis() < at) {
+            sooner.push(key.id);
+        }
+    }
+    Ok(sooner)
+}
+
 async fn key_changes(tx: &mut Tx, ids: &str) -> Result<Vec<Change>> {
     let rows = sqlx::query!(
         r#"SELECT type AS "kind!", token AS "token!" FROM api_key WHERE id IN (SELECT value FROM json_each(?))"#,

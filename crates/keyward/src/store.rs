@@ -153,6 +153,8 @@ pub enum Blocked {
     UnknownSalesChannels(Vec<SalesChannelId>),
     /// The key no longer has the title or channels expected (a roll's revoke).
     Changed(ApiKeyId),
+    /// Keys whose revocation is scheduled earlier than a key's revocation would set (revoke).
+    Postponed(Vec<ApiKeyId>),
 }
 
 /// The outcome of a guarded write: done, or blocked with the rows in the way.
@@ -252,7 +254,14 @@ pub trait KeyStore: Send + Sync {
     /// after its locks are held: an instant read before waiting for them could be older than a
     /// revocation that committed meanwhile.
     ///
-    /// With `unchanged` (one key), the key must still have that title and those channels.
+    /// With `unchanged` (one key), the key must still have that title and those channels. With
+    /// `forward_only` (a key revoking), no key whose revocation is scheduled earlier than
+    /// `revoked_at` is touched (blocked: `Postponed`): judged in the writing transaction, so a
+    /// revocation moved earlier since the plan is never pushed back.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one guarded write; each argument is one guard of it"
+    )]
     async fn revoke_api_keys(
         &self,
         ids: &[ApiKeyId],
@@ -261,6 +270,7 @@ pub trait KeyStore: Send + Sync {
         clock: &dyn Clock,
         once: RevokeOnce,
         unchanged: Option<&KeyShape>,
+        forward_only: bool,
     ) -> Result<Guarded>;
 
     /// Deletes these keys and their sales-channel links unless one of them is not revoked at

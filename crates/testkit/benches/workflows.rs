@@ -54,7 +54,7 @@ fn create(c: &mut Criterion) {
         g.bench_function("direct", |b| {
             b.iter(|| {
                 let store = &h.store;
-                rt.block_on(store.revoke_api_keys(ids, "bench", at, &*h.clock, RevokeOnce::Secret, None))
+                rt.block_on(store.revoke_api_keys(ids, "bench", at, &*h.clock, RevokeOnce::Secret, None, false))
                     .unwrap()
                     .unwrap()
             })

@@ -233,7 +233,15 @@ impl Keyward {
             // Blocked only if it got revoked meanwhile, which is as good.
             let _ = self
                 .store
-                .revoke_api_keys(&live, DISCARDED_BY, now, self.clock.as_ref(), RevokeOnce::Secret, None)
+                .revoke_api_keys(
+                    &live,
+                    DISCARDED_BY,
+                    now,
+                    self.clock.as_ref(),
+                    RevokeOnce::Secret,
+                    None,
+                    false,
+                )
                 .await?;
         }
         self.delete_api_keys(ids).await.map(|_| ())

@@ -40,6 +40,9 @@ pub struct RevokePlan {
     /// A roll's: the key must still look as its successor copied it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unchanged: Option<KeyShape>,
+    /// A key revokes: a scheduled revocation may come forward, never move later.
+    #[serde(default)]
+    pub forward_only: bool,
 }
 
 /// The revocation as planned, as the revoke step reads it.
@@ -221,6 +224,7 @@ impl Keyward {
             previous: keys.iter().map(Revocation::of).collect(),
             once: RevokeOnce::Secret,
             unchanged: None,
+            forward_only: actor.as_key().is_some(),
         })
     }
 
@@ -245,6 +249,7 @@ impl Keyward {
                     self.clock.as_ref(),
                     plan.once,
                     plan.unchanged.as_ref(),
+                    plan.forward_only,
                 )
                 .await?
             {
@@ -259,6 +264,13 @@ impl Keyward {
                         ApiKeyType::Secret
                     };
                     return Err(crate::service::already_revoked_of(key_type, ids.len()));
+                }
+                Err(crate::store::Blocked::Postponed(ids)) => {
+                    return Err(Error::forbidden(format!(
+                        "API key {} is to be revoked sooner since this revocation was planned; a key may bring a \
+                         revocation forward, not postpone it",
+                        ids.iter().map(ApiKeyId::as_str).collect::<Vec<_>>().join(", ")
+                    )));
                 }
                 Err(crate::store::Blocked::Changed(id)) => {
                     return Err(Error::new(

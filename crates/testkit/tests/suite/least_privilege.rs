@@ -355,3 +355,57 @@ fn no_key_ever_makes_or_reaches_more_than_it_holds() {
         "the cases exercise both answers: {accepted} accepted, {refused} refused"
     );
 }
+
+keyward_testkit::on_both_stores! {
+    /// The postpone rule is judged in the writing transaction: a revocation a user moved earlier
+    /// after a key planned its own is never pushed back by the key's write.
+    async fn a_keys_revocation_never_postpones_one_moved_earlier_meanwhile(h) {
+        use keyward::store::{Blocked, RevokeOnce};
+        let made = h.flows.create_api_key(&Actor::System, CreateApiKey::new("t", ApiKeyType::Secret, "t")).await.unwrap();
+        let id = made.key.id;
+        let by = |s: i64| RevokeApiKey { revoked_by: "user_1".into(), revoke_in: Some(s) };
+        h.flows.revoke_api_key(&Actor::user("user_1"), &id, &by(60)).await.unwrap();
+        let at = |s: i64| h.kw.now().plus_seconds(s);
+        let ids = std::slice::from_ref(&id);
+        let write = |s: i64, forward_only: bool| {
+            h.store.revoke_api_keys(ids, "apk_actor", at(s), &*h.clock, RevokeOnce::Secret, None, forward_only)
+        };
+        assert_eq!(write(3600, true).await.unwrap(), Err(Blocked::Postponed(vec![id.clone()])));
+        let kept = h.kw.retrieve_api_key(&id).await.unwrap();
+        assert_eq!(kept.revoked_at, Some(at(60)), "nothing written");
+        assert_eq!(write(30, true).await.unwrap(), Ok(()), "forward is allowed");
+        assert_eq!(write(3600, false).await.unwrap(), Ok(()), "a user's revocation sets the instant it names");
+    }
+
+    /// A key's revocation racing a user's earlier one, in many rounds: whatever the order, the
+    /// key ends revoked no later than the user asked.
+    async fn a_keys_revocation_racing_a_users_earlier_one_ends_at_the_users_instant(h) {
+        let writer = {
+            let mut k = CreateApiKey::new("writer", ApiKeyType::Secret, "t");
+            k.policy.permissions = Some(vec![Permission::ApiKeysWrite]);
+            h.flows.create_api_key(&Actor::System, k).await.unwrap().key
+        };
+        let actor = Actor::key(&writer);
+        for round in 0..20 {
+            let mut k = CreateApiKey::new(format!("target {round}"), ApiKeyType::Secret, "t");
+            k.policy.permissions = Some(vec![Permission::ApiKeysRead]);
+            let target = h.flows.create_api_key(&Actor::System, k).await.unwrap().key;
+            let by = |s: i64| RevokeApiKey { revoked_by: "user_1".into(), revoke_in: Some(s) };
+            h.flows.revoke_api_key(&Actor::System, &target.id, &by(3600)).await.unwrap();
+            let (flows, id) = (h.flows.clone(), target.id.clone());
+            let (actor, user) = (actor.clone(), Actor::user("user_1"));
+            let key_side = tokio::spawn({
+                let (flows, id) = (flows.clone(), id.clone());
+                async move { flows.revoke_api_key(&actor, &id, &by(1800)).await }
+            });
+            let user_side = tokio::spawn(async move { flows.revoke_api_key(&user, &id, &by(60)).await });
+            let (k, u) = (key_side.await.unwrap(), user_side.await.unwrap());
+            u.unwrap();
+            if let Err(e) = k {
+                assert_eq!(e.kind, ErrorKind::Forbidden, "{e:?}");
+            }
+            let now = h.kw.retrieve_api_key(&target.id).await.unwrap();
+            assert_eq!(now.revoked_at, Some(h.kw.now().plus_seconds(60)), "round {round}: {now:?}");
+        }
+    }
+}

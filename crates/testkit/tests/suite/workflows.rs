@@ -207,7 +207,7 @@ on_both_stores! {
             let now = flows.kw().now();
             let once = RevokeOnce::Any;
             store
-                .revoke_api_keys(std::slice::from_ref(id), "ops", now, &keyward::SystemClock, once, Some(&shape))
+                .revoke_api_keys(std::slice::from_ref(id), "ops", now, &keyward::SystemClock, once, Some(&shape), false)
                 .await
                 .unwrap()
         }
